@@ -1,0 +1,1 @@
+"""amtrace edge agent: connectors, pipeline, durable outbox, InfluxDB writer, build-file validation."""

@@ -1,0 +1,1 @@
+"""Protocol connectors, one folder per protocol (mqtt, opcua)."""

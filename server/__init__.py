@@ -1,0 +1,1 @@
+"""amtrace central server: requalification, release gate, designs, jobs, device codes, audit trail."""
