@@ -1,0 +1,72 @@
+"""The connector interface shared by all protocols, the one error type, and the one backoff policy."""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from edge.config import MachineConfig
+    from edge.readings import ReadingSink
+
+
+class ConnectorError(RuntimeError):
+    """A protocol library error, turned into words an operator or engineer can act on."""
+
+
+@dataclass
+class ConnectionState:
+    """What status/metrics show about one connection."""
+
+    connected: bool = False
+    since_ns: int | None = None
+    last_error: str | None = None
+    reconnects: int = 0
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, capped; reset() after a success."""
+
+    initial_s: float = 0.5
+    maximum_s: float = 30.0
+    factor: float = 2.0
+    _attempt: int = 0
+
+    def next_delay(self) -> float:
+        """Delay before the next attempt, growing with each failure."""
+        ceiling = min(self.maximum_s, self.initial_s * (self.factor ** self._attempt))
+        self._attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        """Start again from the initial delay."""
+        self._attempt = 0
+
+
+class Connector(ABC):
+    """A machine connection: start(), stop(), hands readings to the sink, reports its state."""
+
+    type: ClassVar[str]
+
+    def __init__(self, machine: "MachineConfig", sink: "ReadingSink"):
+        self.machine = machine
+        self.sink = sink
+        self.state = ConnectionState()
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect (or start trying to) and begin delivering readings; return without blocking."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop delivering, release the connection; readings not yet acknowledged stay upstream."""
+
+    async def set_start_enabled(self, enabled: bool, *, reason: str) -> str:
+        """Enable or block the machine's build start (interlock); return what was done, checked.
+
+        Raises ConnectorError when the machine offers no interlock or the write was not confirmed."""
+        raise ConnectorError(f"machine {self.machine.id} offers no start interlock over {self.type}")

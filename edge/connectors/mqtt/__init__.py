@@ -1,0 +1,1 @@
+"""MQTT connector (paho-mqtt 2.x): persistent session, QoS 1, acknowledge only after the outbox has it."""

@@ -1,0 +1,1 @@
+"""OPC UA connector (asyncua): subscriptions, browse-path addressing, security, machine identity."""
