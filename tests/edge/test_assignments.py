@@ -1,0 +1,49 @@
+"""The local job assignment: which devices a reading belongs to, at the reading's own time."""
+
+import pytest
+
+from edge.assignments import AssignmentBook, AssignmentRequest
+
+
+def test_reading_time_picks_the_job_that_ran_then(tmp_path):
+    book = AssignmentBook(tmp_path / "a.sqlite")
+    book.assign("lpbf-01", AssignmentRequest(job="J1", devices=["D1", "D2"], start_ns=1_000))
+    book.assign("lpbf-01", AssignmentRequest(job="J2", devices=["D3"], start_ns=2_000))
+    book.release("lpbf-01", end_ns=3_000)
+
+    assert book.active_at("lpbf-01", 999) is None
+    assert book.active_at("lpbf-01", 1_000).devices == ("D1", "D2")
+    assert book.active_at("lpbf-01", 1_999).job == "J1"
+    assert book.active_at("lpbf-01", 2_000).job == "J2"
+    assert book.active_at("lpbf-01", 3_000) is None
+    assert book.active_at("other", 1_500) is None
+
+
+def test_assignments_survive_a_restart_and_stay_append_only(tmp_path):
+    path = tmp_path / "a.sqlite"
+    book = AssignmentBook(path)
+    book.assign("m1", AssignmentRequest(job="J1", devices=["D1", "D1", "D2"], start_ns=10))
+    book.assign("m1", AssignmentRequest(job="J2", devices=["D9"], start_ns=20))
+    book.close()
+
+    again = AssignmentBook(path)
+    hist = again.history("m1")
+    assert [(a.job, a.devices, a.start_ns, a.end_ns) for a in hist] == [
+        ("J1", ("D1", "D2"), 10, 20),
+        ("J2", ("D9",), 20, None),
+    ]
+    assert again.current("m1").job == "J2"
+
+
+def test_an_assignment_cannot_start_before_the_current_one(tmp_path):
+    book = AssignmentBook(tmp_path / "a.sqlite")
+    book.assign("m1", AssignmentRequest(job="J1", devices=["D1"], start_ns=100))
+    with pytest.raises(ValueError, match="would start before the current job J1"):
+        book.assign("m1", AssignmentRequest(job="J2", devices=["D2"], start_ns=50))
+
+
+def test_request_refuses_empty_devices_and_odd_job_ids():
+    with pytest.raises(ValueError):
+        AssignmentRequest(job="J1", devices=[])
+    with pytest.raises(ValueError):
+        AssignmentRequest(job="J 1; drop", devices=["D1"])
