@@ -21,11 +21,11 @@ deps:
 
 ## make demo: the whole stack on this machine (broker, InfluxDB, simulated machines, agent, server)
 demo: deps venv
-	deploy/local/demo.sh
+	$(PY) deploy/local/stack.py up
 
 ## make stop: stop what make demo started
 stop:
-	deploy/local/stack.sh down
+	$(PY) deploy/local/stack.py down
 
 ## make test: the whole test suite against real services on free loopback ports
 test: deps venv

@@ -1,0 +1,175 @@
+"""The edge agent: loads the configuration, opens the outbox, starts the InfluxDB writer, the
+connectors and the local HTTP endpoint, and stops them cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+
+from edge.assignments import AssignmentBook
+from edge.config import AgentConfig, MachineConfig, load_machines
+from edge.connectors.base import Connector
+from edge.connectors.registry import connector_class
+from edge.outbox import Outbox
+from edge.pipeline import Pipeline
+from edge.readings import Event, OutboxFull
+from edge.writer import InfluxWriter
+
+log = logging.getLogger("amtrace.agent")
+
+
+def api_token_path(cfg: AgentConfig) -> Path:
+    """Where the local API token lives (readable by the agent's user only)."""
+    return Path(cfg.state_dir) / "api-token"
+
+
+def ensure_api_token(cfg: AgentConfig) -> str:
+    """Return the local API token, creating it (mode 0600) on first start."""
+    path = api_token_path(cfg)
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+class EdgeAgent:
+    """One agent process: connectors → pipeline → outbox → writer → InfluxDB."""
+
+    def __init__(self, cfg: AgentConfig, machines: list[MachineConfig] | None = None,
+                 *, config_dir: Path | None = None):
+        self.cfg = cfg
+        base = config_dir or Path.cwd()
+        machines_dir = Path(cfg.machines_dir)
+        if not machines_dir.is_absolute():
+            machines_dir = base / machines_dir
+        self.machines = machines if machines is not None else load_machines(machines_dir, cfg.machines)
+        self.state_dir = Path(cfg.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.started_ns = time.time_ns()
+        self.outbox = Outbox(Path(cfg.outbox.path) if cfg.outbox.path else self.state_dir / "outbox.sqlite",
+                             budget_bytes=cfg.outbox.budget_bytes, fsync=cfg.outbox.fsync)
+        self.assignments = AssignmentBook(self.state_dir / "assignments.sqlite")
+        self.pipeline = Pipeline(self.machines, self.outbox, self.assignments)
+        self.writer = InfluxWriter(cfg.influx, self.outbox, on_event=self.pipeline.event)
+        self.connectors: dict[str, Connector] = {}
+        self.api_token = ensure_api_token(cfg)
+        self.http = None
+        self._stop = asyncio.Event()
+        self._outbox_full = False
+
+    def build_connector(self, machine: MachineConfig) -> Connector:
+        """Instantiate the registered connector for a machine."""
+        cls = connector_class(machine.connection.type)
+        kwargs = {"agent_id": self.cfg.id}
+        if machine.connection.type == "mqtt":
+            kwargs["group_commit_ms"] = self.cfg.outbox.group_commit_ms
+        return cls(machine, self.pipeline, **kwargs)
+
+    async def start(self) -> None:
+        """Start writer, connectors and HTTP endpoint; returns once they run."""
+        from edge.http_api import LocalApi
+
+        self._store_signal_map()
+        self.writer.start()
+        for m in self.machines:
+            conn = self.build_connector(m)
+            self.connectors[m.id] = conn
+            await conn.start()
+        self.http = LocalApi(self, self.cfg.http.host, self.cfg.http.port)
+        self.http.start()
+        self._watch_task = asyncio.create_task(self._watch_outbox())
+        log.info("agent %s running: %d machines, local API on http://%s:%d, InfluxDB %s (%s)",
+                 self.cfg.id, len(self.machines), self.cfg.http.host, self.http.port,
+                 self.cfg.influx.url, self.cfg.influx.api)
+
+    def _store_signal_map(self) -> None:
+        lines = self.pipeline.signal_map_lines(self.started_ns)
+        try:
+            self.outbox.put([("\n".join(lines), len(lines))])
+        except OutboxFull:
+            log.error("outbox full at start: signal map not stored yet; it is written at the next start")
+
+    async def _watch_outbox(self) -> None:
+        """Raise (and clear) the disk-budget alarm as the outbox fills and drains."""
+        while True:
+            full = self.outbox.stats().full
+            if full != self._outbox_full:
+                self._outbox_full = full
+                for machine in self.machines:
+                    self.pipeline.event(Event(
+                        machine.id, "outbox_full" if full else "outbox_released",
+                        ("outbox reached its disk budget: upstream acknowledgements stopped, data held at the source"
+                         if full else "outbox below its disk budget again: acknowledging upstream"),
+                        time.time_ns(), "alarm" if full else "info",
+                        {"budget_bytes": self.cfg.outbox.budget_bytes},
+                    ))
+            await asyncio.sleep(0.5)
+
+    async def stop(self, flush_timeout_s: float = 5.0) -> None:
+        """Stop connectors first (nothing new comes in), then give the writer a moment to drain."""
+        if getattr(self, "_watch_task", None):
+            self._watch_task.cancel()
+        for conn in self.connectors.values():
+            try:
+                await conn.stop()
+            except Exception:  # noqa: BLE001 - stopping must go on for the others
+                log.exception("stopping connector %s", conn.machine.id)
+        await asyncio.to_thread(self.writer.flush, flush_timeout_s)
+        self.writer.stop()
+        if self.http:
+            self.http.stop()
+        self.assignments.close()
+        self.outbox.close()
+
+    def request_stop(self) -> None:
+        """Ask run() to stop (signal handlers call this)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        await self._stop.wait()
+        log.info("agent %s stopping", self.cfg.id)
+        await self.stop()
+
+    def status(self) -> dict:
+        """Everything `amtrace-edge status` and GET /status show."""
+        ob = self.outbox.stats()
+        ps = self.pipeline.stats
+        ws = self.writer.stats
+        return {
+            "agent": self.cfg.id,
+            "started_ns": self.started_ns,
+            "readings_in": ps.readings_in,
+            "field_values_stored": ps.field_values,
+            "lines_stored": ps.lines,
+            "excursions": ps.excursions,
+            "events": ps.events,
+            "quarantined": self.outbox.quarantine_count(),
+            "backpressure_refusals": ps.backpressure_refusals,
+            "outbox": {"rows": ob.rows, "lines": ob.lines, "used_bytes": ob.used_bytes,
+                       "file_bytes": ob.file_bytes, "budget_bytes": ob.budget_bytes, "full": ob.full},
+            "influx": {"url": self.cfg.influx.url, "api": self.cfg.influx.api,
+                       **{k: getattr(ws, k) for k in vars(ws) if not k.startswith("_")}},
+            "connections": {
+                mid: {"type": c.type, "connected": c.state.connected, "since_ns": c.state.since_ns,
+                      "last_error": c.state.last_error, "reconnects": c.state.reconnects,
+                      **({"stats": {k: v for k, v in vars(c.stats).items() if not k.startswith("_")}}
+                         if hasattr(c, "stats") and hasattr(c.stats, "__dict__") else {})}
+                for mid, c in self.connectors.items()
+            },
+            "assignments": {m.id: (a.as_dict() if (a := self.assignments.current(m.id)) else None)
+                            for m in self.machines},
+        }

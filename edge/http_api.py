@@ -1,0 +1,204 @@
+"""The agent's local HTTP endpoint (loopback only): health, Prometheus metrics, status,
+quarantine and the local job assignment.
+
+/healthz and /metrics are open (aggregate counts only, for supervisors and Prometheus);
+everything else needs the local API token from <state_dir>/api-token (Bearer)."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from pydantic import ValidationError
+
+from edge.assignments import AssignmentRequest
+
+if TYPE_CHECKING:
+    from edge.agent import EdgeAgent
+
+log = logging.getLogger("amtrace.http")
+MAX_BODY = 64 * 1024
+
+
+class AgentCollector:
+    """Prometheus view of the agent's counters, read at scrape time."""
+
+    def __init__(self, agent: "EdgeAgent"):
+        self.agent = agent
+
+    def collect(self):
+        """Yield the metric families."""
+        a = self.agent
+        ps, ob, ws = a.pipeline.stats, a.outbox.stats(), a.writer.stats
+
+        def counter(name, doc, value):
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], value)
+            return c
+
+        def gauge(name, doc, value):
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], value)
+            return g
+
+        r = CounterMetricFamily("amtrace_readings_in", "Readings received from machines", labels=["machine"])
+        for machine, n in sorted(ps.per_machine_readings.items()):
+            r.add_metric([machine], n)
+        yield r
+        yield counter("amtrace_field_values_stored", "Field values stored in the outbox", ps.field_values)
+        yield counter("amtrace_points_written", "Lines confirmed written by InfluxDB",
+                      getattr(ws, "lines_written", 0))
+        yield counter("amtrace_write_retries", "InfluxDB write retries", getattr(ws, "retries", 0))
+        yield counter("amtrace_excursions", "Limit excursion events", ps.excursions)
+        yield counter("amtrace_backpressure_refusals", "Ingests refused because the outbox was full",
+                      ps.backpressure_refusals)
+        yield gauge("amtrace_quarantined", "Inputs held in quarantine", a.outbox.quarantine_count())
+        yield gauge("amtrace_outbox_rows", "Rows waiting in the outbox", ob.rows)
+        yield gauge("amtrace_outbox_lines", "Lines waiting in the outbox", ob.lines)
+        yield gauge("amtrace_outbox_bytes", "Bytes the outbox uses on disk", ob.used_bytes)
+        yield gauge("amtrace_outbox_budget_bytes", "Disk budget of the outbox", ob.budget_bytes)
+        yield gauge("amtrace_outbox_full", "1 while the outbox is at its budget (back-pressure)", int(ob.full))
+        yield gauge("amtrace_influx_connected", "1 while InfluxDB accepts writes", int(bool(getattr(ws, "connected", False))))
+        c = GaugeMetricFamily("amtrace_connection_up", "1 while the machine connection is up",
+                              labels=["machine", "type"])
+        for mid, conn in a.connectors.items():
+            c.add_metric([mid, conn.type], int(conn.state.connected))
+        yield c
+
+
+class LocalApi:
+    """ThreadingHTTPServer on loopback serving the agent's local API."""
+
+    def __init__(self, agent: "EdgeAgent", host: str, port: int):
+        self.agent = agent
+        self.registry = CollectorRegistry()
+        self.registry.register(AgentCollector(agent))
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "amtrace-edge"
+
+            def log_message(self, fmt, *args):  # route access logs through logging at debug
+                log.debug("%s " + fmt, self.client_address[0], *args)
+
+            def do_GET(self):
+                api.handle(self, "GET")
+
+            def do_PUT(self):
+                api.handle(self, "PUT")
+
+            def do_DELETE(self):
+                api.handle(self, "DELETE")
+
+            def do_POST(self):
+                api.handle(self, "POST")
+
+        bind = "127.0.0.1" if host == "localhost" else host
+        server_cls = ThreadingHTTPServer
+        if ":" in bind:
+            import socket
+
+            class V6(ThreadingHTTPServer):
+                address_family = socket.AF_INET6
+            server_cls = V6
+        self.server = server_cls((bind, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="local-api", daemon=True)
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- request handling ------------------------------------------------------------------
+    def _send(self, h: BaseHTTPRequestHandler, status: int, body, content_type="application/json") -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body, indent=1, default=str).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _authorised(self, h: BaseHTTPRequestHandler) -> bool:
+        got = h.headers.get("Authorization", "")
+        want = f"Bearer {self.agent.api_token}"
+        return hmac.compare_digest(got.encode(), want.encode())
+
+    def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        """Route one request."""
+        path = h.path.split("?", 1)[0].rstrip("/") or "/"
+        query = h.path.split("?", 1)[1] if "?" in h.path else ""
+        try:
+            if method == "GET" and path == "/healthz":
+                st = self.agent.status()
+                healthy = all(c["connected"] for c in st["connections"].values()) and not st["outbox"]["full"]
+                return self._send(h, 200, {"status": "ok" if healthy else "degraded",
+                                           "outbox_full": st["outbox"]["full"],
+                                           "influx_connected": st["influx"].get("connected")})
+            if method == "GET" and path == "/metrics":
+                return self._send(h, 200, generate_latest(self.registry), "text/plain; version=0.0.4")
+            if not self._authorised(h):
+                return self._send(h, 401, {"error": "missing or wrong local API token (see <state_dir>/api-token)"})
+            if method == "GET" and path == "/status":
+                return self._send(h, 200, self.agent.status())
+            if method == "GET" and path == "/assignments":
+                return self._send(h, 200, [a.as_dict() for a in self.agent.assignments.history()])
+            if method == "GET" and path == "/quarantine":
+                params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+                limit = min(int(params.get("limit", 100)), 1000)
+                entries = self.agent.outbox.quarantine_entries(limit=limit, offset=int(params.get("offset", 0)))
+                return self._send(h, 200, [_entry_json(e) for e in entries])
+            m = re.fullmatch(r"/machines/([a-z0-9][a-z0-9\-_]*)/assignment", path)
+            if m:
+                machine = m.group(1)
+                if machine not in self.agent.pipeline.machines:
+                    return self._send(h, 404, {"error": f"machine {machine} is not configured on this agent"})
+                if method == "GET":
+                    a = self.agent.assignments.current(machine)
+                    return self._send(h, 200, a.as_dict() if a else None)
+                if method == "PUT":
+                    length = int(h.headers.get("Content-Length") or 0)
+                    if length > MAX_BODY:
+                        return self._send(h, 413, {"error": f"body of {length} bytes exceeds {MAX_BODY}"})
+                    try:
+                        req = AssignmentRequest.model_validate_json(h.rfile.read(length))
+                        a = self.agent.assignments.assign(machine, req)
+                    except ValidationError as e:
+                        return self._send(h, 422, {"error": "invalid assignment", "details": json.loads(e.json())})
+                    except ValueError as e:
+                        return self._send(h, 409, {"error": str(e)})
+                    log.info("machine %s: job %s assigned with devices %s", machine, a.job, ", ".join(a.devices))
+                    return self._send(h, 200, a.as_dict())
+                if method == "DELETE":
+                    a = self.agent.assignments.release(machine)
+                    if a:
+                        log.info("machine %s: job %s released", machine, a.job)
+                    return self._send(h, 200, a.as_dict() if a else None)
+            return self._send(h, 404, {"error": f"no such endpoint: {method} {path}"})
+        except Exception as e:  # noqa: BLE001 - the agent keeps running whatever a request does
+            log.exception("local API %s %s failed", method, path)
+            return self._send(h, 500, {"error": f"{type(e).__name__}: {e}"})
+
+
+def _entry_json(e) -> dict:
+    raw = bytes(e.raw)
+    try:
+        text = raw.decode("utf-8")
+        raw_field = {"raw_text": text[:4096]}
+    except UnicodeDecodeError:
+        raw_field = {"raw_base64": base64.b64encode(raw[:4096]).decode()}
+    return {"id": e.id, "time_ns": e.time_ns, "source": e.source, "origin": e.origin,
+            "machine_id": e.machine_id, "reason": e.reason, "size": e.size, **raw_field}

@@ -1,0 +1,267 @@
+"""The pipeline: map readings through the signal map, tag them with machine, job and device codes,
+check live limits, and store them as InfluxDB line protocol in the durable outbox.
+
+It is the ReadingSink every connector hands its Ingests to; `submit` returns only once the
+lines are on disk, which is what lets a connector acknowledge upstream."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from edge.assignments import AssignmentBook
+from edge.config import MachineConfig, SignalConfig
+from edge.lineprotocol import render_line
+from edge.outbox import Outbox
+from edge.readings import Event, Ingest, OutboxFull, Reading, Value
+
+log = logging.getLogger("amtrace.pipeline")
+
+EVENTS_MEASUREMENT = "amtrace_events"
+SIGNAL_MAP_MEASUREMENT = "amtrace_signal_map"
+
+
+@dataclass
+class PipelineStats:
+    """Counters shown by status and metrics."""
+
+    ingests: int = 0
+    readings_in: int = 0
+    field_values: int = 0  # values written (a reading fans out to one value per device)
+    lines: int = 0
+    unknown_signal: int = 0
+    rejected_values: int = 0
+    excursions: int = 0
+    events: int = 0
+    quarantined: int = 0
+    backpressure_refusals: int = 0
+    last_error: str | None = None
+    per_machine_readings: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def _coerce(signal: SignalConfig, value: Value) -> Value:
+    """Bring a protocol value to the signal's declared type, or raise ValueError saying why."""
+    t = signal.type
+    if t == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {type(value).__name__} {value!r}")
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"{v} is not a measurement")
+        return v
+    if t == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected an integer, got {type(value).__name__} {value!r}")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"expected an integer, got {value!r}")
+            value = int(value)
+        return value
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {type(value).__name__} {value!r}")
+    return value
+
+
+class Pipeline:
+    """ReadingSink that turns Ingests into tagged line protocol in the outbox."""
+
+    def __init__(self, machines: Iterable[MachineConfig], outbox: Outbox, assignments: AssignmentBook):
+        self.machines = {m.id: m for m in machines}
+        self.outbox = outbox
+        self.assignments = assignments
+        self.stats = PipelineStats()
+        self._lock = threading.Lock()
+        # (machine, signal) -> severity currently in force ("warning"/"alarm"); transitions make events
+        self._excursion_state: dict[tuple[str, str], str] = {}
+        self._state_updates: dict[tuple[str, str], str | None] = {}
+        # Events that could not be stored while the outbox was full; stored with the next put.
+        self._pending_events: deque[tuple[str, int]] = deque()
+
+    # -- ReadingSink -----------------------------------------------------------------------
+    def submit(self, ingests: Sequence[Ingest]) -> None:
+        """Render and store all ingests in one durable transaction; OutboxFull under back-pressure."""
+        blocks: list[tuple[str, int]] = []
+        values = 0
+        readings = 0
+        with self._lock:
+            excursion_events: list[Event] = []
+            # Limit-state changes are applied only once the put succeeded, so a refused
+            # (back-pressured) ingest that comes again raises its excursion event again.
+            self._state_updates = {}
+            for ing in ingests:
+                lines, n_values = self._render_ingest(ing, excursion_events)
+                readings += len(ing.readings)
+                values += n_values
+                for ev in ing.extra_events:
+                    lines.extend(self._render_event(ev))
+                if lines:
+                    blocks.append(("\n".join(lines), len(lines)))
+            for ev in excursion_events:
+                ev_lines = self._render_event(ev)
+                blocks.append(("\n".join(ev_lines), len(ev_lines)))
+            pending = list(self._pending_events)
+            try:
+                self.outbox.put(pending + blocks)
+            except OutboxFull:
+                self.stats.backpressure_refusals += 1
+                raise
+            self._pending_events.clear()
+            for key, severity in self._state_updates.items():
+                if severity is None:
+                    self._excursion_state.pop(key, None)
+                else:
+                    self._excursion_state[key] = severity
+            self.stats.ingests += len(ingests)
+            self.stats.readings_in += readings
+            self.stats.field_values += values
+            self.stats.lines += sum(n for _, n in blocks)
+            self.stats.excursions += len(excursion_events)
+            for ing in ingests:
+                self.stats.per_machine_readings[ing.machine_id] += len(ing.readings)
+        for ev in excursion_events:
+            self._log_event(ev)
+
+    def quarantine(self, *, source: str, origin: str, raw: bytes, reason: str, machine_id: str | None = None) -> None:
+        """Keep a malformed input with its reason (durable), count it, log it."""
+        self.outbox.add_quarantine(source=source, origin=origin, raw=raw, reason=reason, machine_id=machine_id)
+        with self._lock:
+            self.stats.quarantined += 1
+        log.warning("quarantined %s input from %s: %s", source, origin, reason,
+                    extra={"machine": machine_id, "reason": reason, "origin": origin})
+
+    def event(self, event: Event) -> None:
+        """Store an event point durably and log it; kept in memory while the outbox is full."""
+        self._log_event(event)
+        lines = self._render_event(event)
+        block = ("\n".join(lines), len(lines))
+        with self._lock:
+            self.stats.events += 1
+            try:
+                self.outbox.put(list(self._pending_events) + [block])
+                self._pending_events.clear()
+            except OutboxFull:
+                # Events are few and small; they must not be lost while data is held back upstream.
+                self._pending_events.append(block)
+
+    # -- rendering ---------------------------------------------------------------------------
+    def _render_ingest(self, ing: Ingest, excursions: list[Event]) -> tuple[list[str], int]:
+        machine = self.machines.get(ing.machine_id)
+        if machine is None:
+            raise KeyError(f"machine {ing.machine_id!r} is not configured on this agent")
+        # Group fields by (measurement, timestamp): one line carries one machine snapshot.
+        groups: dict[tuple[str, int], dict[str, Value]] = {}
+        for r in ing.readings:
+            sig = machine.signal(r.signal)
+            if sig is None:
+                self.stats.unknown_signal += 1
+                log.warning("machine %s: reading for unknown signal %r dropped from %s",
+                            machine.id, r.signal, ing.origin)
+                continue
+            ts = r.source_ts_ns if r.source_ts_ns is not None else ing.received_ns
+            fields = groups.setdefault((sig.measurement, ts), {})
+            self._add_fields(machine, sig, r, ts, fields, excursions)
+        lines: list[str] = []
+        n_values = 0
+        for (measurement, ts), fields in groups.items():
+            if not fields:
+                continue
+            for tags in self._tag_sets(machine.id, ts):
+                lines.append(render_line(measurement, tags, fields, ts))
+                n_values += len(fields)
+        return lines, n_values
+
+    def _add_fields(self, machine: MachineConfig, sig: SignalConfig, r: Reading, ts: int,
+                    fields: dict[str, Value], excursions: list[Event]) -> None:
+        if r.quality != "good":
+            # A reading with a bad status is recorded as such, never as a good value.
+            fields[f"{sig.field}_status"] = r.status or r.quality
+            if r.quality == "bad" or r.value is None:
+                return
+        if r.value is None:
+            return
+        try:
+            value = _coerce(sig, r.value)
+        except ValueError as e:
+            self.stats.rejected_values += 1
+            fields[f"{sig.field}_status"] = f"rejected: {e}"[:200]
+            log.warning("machine %s signal %s: value refused: %s", machine.id, sig.name, e)
+            return
+        fields[sig.field] = value
+        if sig.limits is not None and r.quality == "good":
+            self._check_limits(machine, sig, float(value), ts, excursions)
+
+    def _check_limits(self, machine: MachineConfig, sig: SignalConfig, value: float, ts: int,
+                      excursions: list[Event]) -> None:
+        key = (machine.id, sig.name)
+        verdict = sig.limits.classify(value)
+        previous = self._state_updates[key] if key in self._state_updates else self._excursion_state.get(key)
+        if verdict is None:
+            if previous is not None:
+                self._state_updates[key] = None
+                excursions.append(Event(machine.id, "excursion_end", f"{sig.name} back within limits at {value:g} {sig.unit}",
+                                        ts, "info", {"signal": sig.name, "value": value, "unit": sig.unit}))
+            return
+        severity, side, limit = verdict
+        if previous == severity:
+            return
+        self._state_updates[key] = severity
+        word = "below" if side == "low" else "above"
+        excursions.append(Event(
+            machine.id, "excursion",
+            f"{sig.name} {value:g} {sig.unit} is {word} the {severity} limit {limit:g} {sig.unit}",
+            ts, severity, {"signal": sig.name, "value": value, "limit": limit, "side": side, "unit": sig.unit},
+        ))
+
+    def _tag_sets(self, machine_id: str, ts: int) -> list[dict[str, str]]:
+        """One tag set per device on the job running at ts; machine only when no job runs."""
+        a = self.assignments.active_at(machine_id, ts)
+        if a is None:
+            return [{"machine": machine_id}]
+        return [{"machine": machine_id, "job": a.job, "device": d} for d in a.devices]
+
+    def _render_event(self, ev: Event) -> list[str]:
+        fields: dict[str, Value] = {"message": ev.message}
+        tags_extra = {"kind": ev.kind, "severity": ev.severity}
+        for k, v in ev.fields.items():
+            if v is None:
+                continue
+            if k == "signal":
+                tags_extra["signal"] = str(v)
+            elif isinstance(v, float) and not math.isfinite(v):
+                fields[k] = str(v)
+            else:
+                fields[k] = v
+        return [render_line(EVENTS_MEASUREMENT, {**tags, **tags_extra}, fields, ev.ts_ns)
+                for tags in self._tag_sets(ev.machine_id, ev.ts_ns)]
+
+    def _log_event(self, ev: Event) -> None:
+        level = {"alarm": logging.ERROR, "warning": logging.WARNING}.get(ev.severity, logging.INFO)
+        log.log(level, "%s %s: %s", ev.machine_id, ev.kind, ev.message,
+                extra={"machine": ev.machine_id, "event": ev.kind, "severity": ev.severity})
+
+    def signal_map_lines(self, ts_ns: int | None = None) -> list[str]:
+        """Catalogue points (machine, measurement, field → signal, unit, type, limits) for InfluxDB.
+
+        Units live here rather than on every point: one line per signal per agent start, so a
+        query can join a field to its unit without multiplying the data."""
+        ts = ts_ns or time.time_ns()
+        lines = []
+        for m in self.machines.values():
+            for s in m.signals:
+                fields: dict[str, Value] = {"signal": s.name, "unit": s.unit, "type": s.type}
+                if s.limits is not None:
+                    for k, v in s.limits.model_dump(exclude_none=True).items():
+                        fields[k] = float(v)
+                lines.append(render_line(SIGNAL_MAP_MEASUREMENT,
+                                         {"machine": m.id, "measurement": s.measurement, "field": s.field},
+                                         fields, ts))
+        return lines
