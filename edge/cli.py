@@ -123,21 +123,40 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_quarantine(args) -> int:
-    """List or show quarantined inputs (reads the outbox file; works with the agent stopped)."""
+class _Entry:
+    """A quarantine entry as the local API returns it."""
+
+    def __init__(self, d: dict):
+        import base64
+
+        self.__dict__.update(d)
+        self.raw = (d["raw_text"].encode() if "raw_text" in d else base64.b64decode(d.get("raw_base64", "")))
+
+
+def _quarantine_entries(cfg, limit: int) -> tuple[list, int]:
+    """Entries from the running agent, or from the outbox file when the agent is stopped."""
     from edge.outbox import Outbox
 
-    cfg = _load_agent_config(args.config)
+    try:
+        entries = [_Entry(d) for d in _api(cfg, "GET", f"/quarantine?limit={limit}")]
+        return entries, _api(cfg, "GET", "/status")["quarantined"]
+    except SystemExit as e:
+        if "not reachable" not in str(e) and "no local API token" not in str(e):
+            raise
     path = Path(cfg.outbox.path) if cfg.outbox.path else Path(cfg.state_dir) / "outbox.sqlite"
     if not path.exists():
-        print(f"amtrace-edge: no outbox at {path}", file=sys.stderr)
-        return 1
+        raise SystemExit(f"amtrace-edge: no outbox at {path}")
     outbox = Outbox(path, budget_bytes=cfg.outbox.budget_bytes, fsync=False)
     try:
-        entries = outbox.quarantine_entries(limit=args.limit)
-        total = outbox.quarantine_count()
+        return outbox.quarantine_entries(limit=limit), outbox.quarantine_count()
     finally:
         outbox.close()
+
+
+def cmd_quarantine(args) -> int:
+    """List or show quarantined inputs (from the running agent, or the outbox file when stopped)."""
+    cfg = _load_agent_config(args.config)
+    entries, total = _quarantine_entries(cfg, args.limit if args.id is None else 1000)
     if args.id is not None:
         entries = [e for e in entries if e.id == args.id]
         if not entries:
