@@ -70,9 +70,9 @@ def model_xml(objects, items, unit: str = "millimeter", extra_attrs: str = "") -
             out.append("</components>")
         else:
             out.append("<mesh><vertices>")
-            out += [f'<vertex x="{x!r}" y="{y!r}" z="{z!r}"/>' for x, y, z in np.asarray(obj["vertices"], dtype=float)]
+            out += [f'<vertex x="{x!r}" y="{y!r}" z="{z!r}"/>' for x, y, z in np.asarray(obj["vertices"], dtype=float).tolist()]
             out.append("</vertices><triangles>")
-            out += [f'<triangle v1="{a}" v2="{b}" v3="{c}"/>' for a, b, c in np.asarray(obj["faces"])]
+            out += [f'<triangle v1="{a}" v2="{b}" v3="{c}"/>' for a, b, c in np.asarray(obj["faces"]).tolist()]
             out.append("</triangles></mesh>")
         out.append("</object>")
     out.append("</resources><build>")
