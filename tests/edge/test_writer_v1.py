@@ -293,3 +293,87 @@ def test_429_retry_after_and_5xx_are_retried(outbox):
     assert events.kinds() == ["connection_lost", "connection_restored"]
     assert "HTTP 429" in events.of("connection_lost")[0].fields["error"]
     assert outbox.stats().rows == 0
+
+
+_SHIPPING_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from edge.config import InfluxConfig
+from edge.outbox import Outbox
+from edge.writer import InfluxWriter
+box = Outbox(sys.argv[2], budget_bytes=10**9)
+writer = InfluxWriter(InfluxConfig(api="v1", url=sys.argv[3], database=sys.argv[4], batch_lines=500),
+                      box, on_event=lambda e: None)
+writer.start()
+while True:
+    print(writer.stats.lines_written, flush=True)
+    time.sleep(0.005)
+"""
+
+
+def test_agent_killed_while_shipping_resumes_without_loss(influxdb, tmp_path):
+    """kill -9 of the agent in the middle of shipping: after a restart every line is in InfluxDB once."""
+    import os
+    import signal
+    import subprocess
+
+    db = "kill_" + uuid.uuid4().hex[:8]
+    path = tmp_path / "outbox.sqlite"
+    total = 100_000
+    with Outbox(path, budget_bytes=10**9, fsync=False) as box:
+        box.put(as_blocks(lines("killed", 0, total), 20))
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen([sys.executable, "-c", _SHIPPING_CHILD, str(root), str(path), influxdb.url, db],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        for line in child.stdout:
+            if int(line) >= 10_000:
+                break
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+
+    box = Outbox(path, budget_bytes=10**9)
+    try:
+        left = box.stats().lines
+        assert 0 < left < total  # the kill landed mid-way: some confirmed and deleted, some not
+        events = Events()
+        writer = make_writer(influxdb.url, db, box, events)
+        writer.start()
+        try:
+            assert writer.flush(60)
+        finally:
+            writer.stop()
+        assert writer.stats.lines_written == left
+    finally:
+        box.close()
+    # Lines of the batch in flight at the kill were sent again: same points, no duplicates.
+    assert count(influxdb, db, "killed") == total
+
+
+def test_full_quarantine_holds_the_batch_and_alarms(influxdb, tmp_path):
+    """When a refused line cannot be quarantined, nothing is deleted; shipping resumes once there is room."""
+    db = "qfull_" + uuid.uuid4().hex[:8]
+    box = Outbox(tmp_path / "o.sqlite", budget_bytes=10**8, quarantine_budget_bytes=400)
+    try:
+        old = box.add_quarantine(source="mqtt", origin="plant/m1", raw=b"x" * 250, reason="old entry")
+        batch = lines("qf", 0, 50) + ["qf,machine=m1 v= 1"]
+        box.put(as_blocks(batch, 10))
+        events = Events()
+        writer = make_writer(influxdb.url, db, box, events, max_backoff_s=0.1)
+        writer.start()
+        try:
+            wait_until(lambda: events.kinds() == ["quarantine_full"], what="the quarantine_full alarm")
+            assert events.of("quarantine_full")[0].severity == "alarm"
+            assert box.stats().lines == 51  # the whole batch stays in the outbox
+            box.remove_quarantine([old])  # an operator reviewed the old entry
+            assert writer.flush(30)
+        finally:
+            writer.stop()
+        assert count(influxdb, db, "qf") == 50
+        (entry,) = box.quarantine_entries()
+        assert entry.raw == b"qf,machine=m1 v= 1" and "unable to parse" in entry.reason
+        assert events.kinds() == ["quarantine_full"]
+    finally:
+        box.close()
