@@ -196,7 +196,7 @@ class SimulatedMachine:
         if var.status is not None:
             code = ua.StatusCode(getattr(ua.StatusCodes, var.status))
             variant = ua.Variant() if code.is_bad() else ua.Variant(var.value, var.vtype)
-            return ua.DataValue(variant, StatusCode_=code, SourceTimestamp=ts, ServerTimestamp=ts)
+            return ua.DataValue(variant, StatusCode=code, SourceTimestamp=ts, ServerTimestamp=ts)
         return ua.DataValue(ua.Variant(var.value, var.vtype), SourceTimestamp=ts, ServerTimestamp=ts)
 
     async def set_software_revision(self, revision: str) -> None:

@@ -66,7 +66,15 @@ class OpcUaConfig(BaseModel):
     publishing_interval_ms: int = Field(default=500, ge=10, description="Subscription publishing interval")
     register_batch_size: int = Field(default=200, ge=1, description="Monitored items created per request")
     timeout_s: float = Field(default=10.0, gt=0, description="Request timeout")
-    watchdog_s: float = Field(default=10.0, gt=0, description="No keep-alive or data for this long = dead session")
+    watchdog_s: float = Field(
+        default=10.0, gt=0,
+        description="No publish response (data or keep-alive) for this long = dead session or stopped subscription",
+    )
+    reconnect_initial_s: float = Field(default=0.5, gt=0, description="First wait before reconnecting")
+    reconnect_max_s: float = Field(
+        default=3.0, gt=0, description="Longest wait between reconnect attempts (bounds the gap after a server returns)"
+    )
+    session_timeout_s: float = Field(default=60.0, gt=0, description="Requested OPC UA session timeout")
     identity_nodes: OpcUaIdentityNodes | None = Field(
         default=None, description="Identity node map when the server lacks OPC 40001-1 identification"
     )

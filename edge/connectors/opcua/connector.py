@@ -1,0 +1,770 @@
+"""OPC UA connector: subscriptions per machine, source timestamps and status kept, reconnect with gap events.
+
+One supervisor task per machine runs: connect → resolve addresses → read identity → create the
+subscription (monitored items in batches) → deliver notifications until the session dies, then
+records the outage and reconnects with the shared Backoff. Notifications go, one Ingest per
+publish response and in arrival order, to the sink from one delivery task (sink.submit blocks on
+fsync, so it runs in a worker thread while the event loop keeps serving keep-alives).
+
+Duplicates: after a reconnect the server sends every item's current value again, with the source
+timestamp it had. Such a point would land on the same InfluxDB point anyway (idempotent), but the
+connector also drops a value whose (signal, source timestamp) equals the last one delivered for
+that signal, so a reconnect adds no rows to the outbox either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from asyncua import Client, ua
+from asyncua.common.subscription import Subscription
+from asyncua.crypto import security_policies, uacrypto
+from cryptography import x509
+
+from edge.config import MachineConfig, SignalConfig
+from edge.connectors.base import Backoff, Connector, ConnectorError
+from edge.connectors.opcua.addressing import AddressError, resolve
+from edge.connectors.opcua.config import OpcUaConfig
+from edge.readings import Event, Ingest, OutboxFull, Reading, ReadingSink
+
+log = logging.getLogger(__name__)
+
+IDENTITY_FIELDS = {
+    "manufacturer": "Manufacturer",
+    "model": "Model",
+    "serial_number": "SerialNumber",
+    "software_revision": "SoftwareRevision",
+    "hardware_revision": "HardwareRevision",
+}
+_IDENTITY_HANDLE_BASE = 1_000_000  # client handles of identity items, above any signal handle
+
+POLICIES = {
+    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+    "Aes128_Sha256_RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
+    "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
+}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_unix_ns(ts: datetime | None) -> int | None:
+    """An OPC UA DateTime as Unix nanoseconds (None stays None; the OPC UA 'null' date 1601 too)."""
+    if ts is None:
+        return None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    if ts.year <= 1601:
+        return None
+    d = ts - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1_000
+
+
+@dataclass
+class OpcUaStats:
+    """Counters of one connector (exported as metrics)."""
+
+    value_changes: int = 0  # readings handed to the sink
+    notifications: int = 0  # publish responses carrying data
+    keepalives: int = 0
+    reconnects: int = 0
+    gaps: int = 0
+    bad_quality: int = 0
+    duplicates_dropped: int = 0
+    identity_changes: int = 0
+    last_publish_ns: int | None = None
+
+    def as_dict(self) -> dict:
+        """Plain dict for status pages."""
+        return asdict(self)
+
+
+class _Lost(Exception):
+    """The session or subscription died; the message is the cause recorded in the gap."""
+
+
+class _RawSubscription(Subscription):
+    """A subscription whose publish responses go straight to the connector (no per-item tasks, order kept)."""
+
+    def __init__(self, session, params, on_publish):
+        super().__init__(session, params, handler=on_publish)
+        self._on_publish = on_publish
+
+    async def publish_callback(self, publish_result: ua.PublishResult) -> None:  # noqa: D102
+        self.last_publish_at = time.monotonic()
+        self._on_publish(publish_result)
+
+
+class OpcUaConnector(Connector):
+    """Subscribes to a machine's OPC UA server and hands every value change to the sink, surviving faults."""
+
+    type = "opcua"
+
+    def __init__(self, machine: MachineConfig, sink: ReadingSink, *, agent_id: str = "edge"):
+        super().__init__(machine, sink)
+        if not isinstance(machine.connection, OpcUaConfig):
+            raise ConnectorError(f"machine {machine.id}: connection type is not opcua")
+        self.config: OpcUaConfig = machine.connection
+        self.agent_id = agent_id
+        self.stats = OpcUaStats()
+        self.identity: dict[str, str] = {}
+        self.identity_history: list[dict[str, str]] = []
+        self._signals: list[SignalConfig] = list(machine.signals)
+        self._last_ts: dict[str, int | None] = {}
+        self._client: Client | None = None
+        self._namespaces: list[str] = []
+        self._interlock_node: ua.NodeId | None = None
+        self._interlock_method: tuple[ua.NodeId, ua.NodeId] | None = None
+        self._identity_nodes: dict[str, ua.NodeId] = {}
+        self._supervisor: asyncio.Task | None = None
+        self._delivery: asyncio.Task | None = None
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._stopping = asyncio.Event()
+        self._lost: asyncio.Future | None = None
+        self._last_alive_ns: int | None = None
+        self._last_alive_mono = 0.0
+        self._subscribed = asyncio.Event()
+        self._delivered = asyncio.Condition()
+        self._sink_lock = asyncio.Lock()
+        self.state.detail = {"endpoint": self.config.endpoint}
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the supervisor and delivery tasks; returns at once (connecting happens in the background)."""
+        if self._supervisor is not None:
+            return
+        self._stopping.clear()
+        self._delivery = asyncio.create_task(self._deliver_loop(), name=f"opcua-deliver-{self.machine.id}")
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"opcua-{self.machine.id}")
+
+    async def stop(self) -> None:
+        """Stop: close the session, hand what was already received to the sink, end the tasks."""
+        self._stopping.set()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result("connector stopped")
+        if self._supervisor is not None:
+            try:
+                await asyncio.wait_for(self._supervisor, self.config.timeout_s + 5)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._supervisor.cancel()
+            self._supervisor = None
+        if self._delivery is not None:
+            await self._queue.put(None)  # what was received before stop is still delivered
+            try:
+                await asyncio.wait_for(self._delivery, 30)
+            except asyncio.TimeoutError:
+                log.error("%s: sink did not take %d pending notifications at stop", self.machine.id, self._queue.qsize())
+                self._delivery.cancel()
+            self._delivery = None
+
+    async def wait_subscribed(self, timeout: float) -> None:
+        """Wait until a subscription is live (tests, agent start-up)."""
+        await asyncio.wait_for(self._subscribed.wait(), timeout)
+
+    async def wait_delivered(self, timeout: float) -> None:
+        """Wait until every notification received so far has been handed to the sink."""
+        async def idle():
+            async with self._delivered:
+                await self._delivered.wait_for(lambda: self._queue.empty() and not self._busy)
+        await asyncio.wait_for(idle(), timeout)
+
+    _busy = False
+
+    # --- supervisor ---------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        backoff = Backoff(initial_s=self.config.reconnect_initial_s, maximum_s=self.config.reconnect_max_s)
+        outage_start: int | None = None  # set from losing a live subscription until one is live again
+        cause = ""
+        attempts = 0
+        while not self._stopping.is_set():
+            was_live = False
+
+            async def on_live() -> None:
+                nonlocal was_live, outage_start
+                was_live = True
+                backoff.reset()
+                await self._on_live(outage_start, cause)
+                outage_start = None
+
+            attempts += 1
+            try:
+                await self._session(on_live)
+                reason = "session ended"
+            except (_Lost, ConnectorError) as e:
+                reason = str(e)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a library error we did not foresee: still reconnect, never die
+                reason = describe_error(e, self.config)
+                log.debug("%s: session error", self.machine.id, exc_info=True)
+            finally:
+                await self._close_client()
+            if self._stopping.is_set():
+                break
+            self.state.connected = False
+            self.state.last_error = reason
+            self._subscribed.clear()
+            if was_live:
+                # The gap starts at the last moment we know the server was sending (data or keep-alive).
+                outage_start = self._last_alive_ns or time.time_ns()
+                cause = reason
+                log.warning("%s: connection lost: %s", self.machine.id, reason)
+                await self._event(Event(self.machine.id, "connection_lost", f"OPC UA connection lost: {reason}",
+                                        time.time_ns(), "warning", {"cause": reason, "endpoint": self.config.endpoint}))
+            elif attempts == 1 or log.isEnabledFor(logging.DEBUG):
+                log.warning("%s: cannot connect: %s (retrying)", self.machine.id, reason)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), backoff.next_delay())
+            except asyncio.TimeoutError:
+                pass
+
+    async def _on_live(self, outage_start: int | None, cause: str) -> None:
+        now = time.time_ns()
+        self.state.connected = True
+        self.state.since_ns = now
+        self.state.last_error = None
+        self._subscribed.set()
+        if outage_start is not None:
+            self.stats.reconnects += 1
+            self.stats.gaps += 1
+            self.state.reconnects += 1
+            secs = (now - outage_start) / 1e9
+            log.warning("%s: connection restored after %.1f s (%s)", self.machine.id, secs, cause)
+            await self._event(Event(self.machine.id, "connection_restored",
+                                    f"OPC UA connection restored after {secs:.1f} s", now, "info",
+                                    {"endpoint": self.config.endpoint}))
+            await self._event(Event(self.machine.id, "gap", f"no data from {self.machine.id} for {secs:.1f} s: {cause}",
+                                    now, "warning", {"start_ns": outage_start, "end_ns": now, "cause": cause}))
+
+    async def _session(self, on_live) -> None:
+        cfg = self.config
+        client = await self._connect()
+        self._client = client
+        loop = asyncio.get_running_loop()
+        self._lost = loop.create_future()
+        lost = self._lost
+
+        async def on_connection_lost(exc: Exception) -> None:
+            if not lost.done():
+                lost.set_result(f"connection to {cfg.endpoint} lost: {exc or type(exc).__name__}")
+
+        client.connection_lost_callback = on_connection_lost
+        self._namespaces = await client.get_namespace_array()
+        monitored = await self._resolve_signals(client)
+        await self._resolve_interlock(client)
+        await self._read_identity(client)
+        await self._subscribe(client, monitored)
+        # Submit identity after the subscription is live so its event does not delay the first data.
+        self._last_alive_mono = time.monotonic()
+        self._last_alive_ns = time.time_ns()
+        await on_live()
+        watchdog = asyncio.create_task(self._watchdog(lost))
+        try:
+            waiter = asyncio.ensure_future(self._stopping.wait())
+            done, _ = await asyncio.wait({lost, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if lost.done() and not self._stopping.is_set():
+                raise _Lost(lost.result())
+        finally:
+            watchdog.cancel()
+
+    async def _watchdog(self, lost: asyncio.Future) -> None:
+        """Declare the session dead when no publish response (data or keep-alive) came for watchdog_s."""
+        limit = self.config.watchdog_s
+        while not lost.done():
+            await asyncio.sleep(min(1.0, limit / 4))
+            silent = time.monotonic() - self._last_alive_mono
+            if silent > limit and not lost.done():
+                lost.set_result(f"no data or keep-alive from {self.config.endpoint} for {silent:.1f} s (watchdog)")
+
+    async def _connect(self) -> Client:
+        cfg = self.config
+        client = Client(cfg.endpoint, timeout=cfg.timeout_s, watchdog_intervall=max(0.5, min(5.0, cfg.watchdog_s / 4)))
+        client.name = f"amtrace edge {self.agent_id}"
+        client.description = client.name
+        client.application_uri = f"urn:amtrace:edge:{self.agent_id}"
+        client.session_timeout = int(cfg.session_timeout_s * 1000)
+        sec = cfg.security
+        if cfg.username:
+            client.set_user(cfg.username)
+            if cfg.password_env:
+                password = os.environ.get(cfg.password_env)
+                if password is None:
+                    raise ConnectorError(f"{cfg.endpoint}: environment variable {cfg.password_env} (password_env) is not set")
+                client.set_password(password)
+        try:
+            if sec.mode != "None":
+                await self._secure(client)
+            await asyncio.wait_for(client.connect(), cfg.timeout_s)
+        except ConnectorError:
+            raise
+        except Exception as e:
+            await self._close(client)
+            raise ConnectorError(describe_error(e, cfg)) from None
+        return client
+
+    async def _secure(self, client: Client) -> None:
+        """Check the server offers the configured mode and policy and presents the trusted certificate, then set it."""
+        cfg, sec = self.config, self.config.security
+        if not sec.server_certificate:
+            raise ConnectorError(
+                f"{cfg.endpoint}: security mode {sec.mode} needs security.server_certificate: the agent only "
+                f"trusts a server certificate configured explicitly (fetch it with: opcua fetch-cert {cfg.endpoint})"
+            )
+        try:
+            trusted = uacrypto.der_from_x509(await uacrypto.load_certificate(sec.server_certificate))
+            own = await uacrypto.load_certificate(sec.client_certificate)
+        except FileNotFoundError as e:
+            raise ConnectorError(f"{cfg.endpoint}: certificate file not found: {e.filename}") from None
+        uris = own.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier)
+        if uris:
+            client.application_uri = uris[0]  # servers check the application URI against the certificate
+        probe = Client(cfg.endpoint, timeout=cfg.timeout_s)
+        try:
+            endpoints = await asyncio.wait_for(probe.connect_and_get_server_endpoints(), cfg.timeout_s)
+        except Exception as e:
+            raise ConnectorError(describe_error(e, cfg)) from None
+        policy_uri = POLICIES[sec.policy].URI
+        mode = getattr(ua.MessageSecurityMode, sec.mode)
+        match = [e for e in endpoints if e.SecurityPolicyUri == policy_uri and e.SecurityMode == mode]
+        if not match:
+            offered = sorted({f"{e.SecurityMode.name.rstrip('_')}/{e.SecurityPolicyUri.rpartition('#')[2]}" for e in endpoints})
+            raise ConnectorError(
+                f"{cfg.endpoint}: the server offers no endpoint with security {sec.mode}/{sec.policy}; "
+                f"it offers: {', '.join(offered)}"
+            )
+        presented = _first_cert(match[0].ServerCertificate)
+        if presented != trusted:
+            raise ConnectorError(
+                f"{cfg.endpoint}: the server certificate is not trusted: it presents {fingerprint(presented)} but "
+                f"security.server_certificate ({sec.server_certificate}) is {fingerprint(trusted)}"
+            )
+        try:
+            await client.set_security(
+                POLICIES[sec.policy], sec.client_certificate, sec.client_private_key,
+                server_certificate=sec.server_certificate, mode=mode,
+            )
+        except FileNotFoundError as e:
+            raise ConnectorError(f"{cfg.endpoint}: certificate or key file not found: {e.filename}") from None
+
+    async def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await self._close(client)
+
+    async def _close(self, client: Client) -> None:
+        try:
+            await asyncio.wait_for(client.disconnect(), 2.0)
+        except Exception:
+            pass
+        try:
+            client.disconnect_socket()
+            for task in (client._supervisor_task, client._stale_watchdog_task, client._renew_channel_task):
+                if task is not None:
+                    task.cancel()
+        except Exception:
+            pass
+
+    # --- addressing and subscription ----------------------------------------------------
+
+    async def _resolve_signals(self, client: Client) -> list[tuple[int, ua.NodeId, SignalConfig]]:
+        out, problems = [], []
+        for handle, sig in enumerate(self._signals):
+            src = sig.source
+            try:
+                if src.node_id is not None:
+                    nid = await resolve(client, src.node_id, self._namespaces, kind="node_id")
+                else:
+                    nid = await resolve(client, src.browse_path, self._namespaces, kind="browse_path")
+            except AddressError as e:
+                problems.append(f"{sig.name}: {e}")
+                continue
+            out.append((handle, nid, sig))
+        self.state.detail["unresolved"] = problems
+        for p in problems:
+            log.error("%s: signal not found on the server: %s", self.machine.id, p)
+            await self._event(Event(self.machine.id, "signal_unresolved", p, time.time_ns(), "alarm"))
+        if not out:
+            raise ConnectorError(f"{self.config.endpoint}: none of the {len(self._signals)} signals resolved ({problems[0]})")
+        return out
+
+    async def _resolve_interlock(self, client: Client) -> None:
+        il = self.config.interlock
+        self._interlock_node = self._interlock_method = None
+        if il is None:
+            return
+        try:
+            if il.node:
+                self._interlock_node = await resolve(client, il.node, self._namespaces)
+            if il.method:
+                method = await resolve(client, il.method, self._namespaces)
+                obj = await resolve(client, il.method_object, self._namespaces) if il.method_object else None
+                if obj is None:
+                    obj = (await client.get_node(method).get_parent()).nodeid
+                self._interlock_method = (obj, method)
+        except AddressError as e:
+            self.state.detail["interlock_error"] = str(e)
+            log.error("%s: interlock not found: %s", self.machine.id, e)
+
+    async def _subscribe(self, client: Client, monitored: list[tuple[int, ua.NodeId, SignalConfig]]) -> None:
+        cfg = self.config
+        interval = float(cfg.publishing_interval_ms)
+        keepalive = max(1, math.ceil(cfg.watchdog_s * 1000 / 3 / interval))  # ~3 keep-alives per watchdog period
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=interval,
+            RequestedLifetimeCount=keepalive * 4,
+            RequestedMaxKeepAliveCount=keepalive,
+            MaxNotificationsPerPublish=0,
+            PublishingEnabled=True,
+            Priority=0,
+        )
+        sub = _RawSubscription(client.uaclient.session, params, self._on_publish)
+        result = await sub.init()
+        self.state.detail.update(subscription_id=result.SubscriptionId,
+                                 publishing_interval_ms=result.RevisedPublishingInterval,
+                                 keepalive_count=result.RevisedMaxKeepAliveCount)
+        requests = []
+        for handle, nid, sig in monitored:
+            src = sig.source
+            requests.append(self._item(handle, nid, src.sampling_interval_ms, src.queue_size, src.deadband))
+        for i, (field_name, nid) in enumerate(self._identity_nodes.items()):
+            requests.append(self._item(_IDENTITY_HANDLE_BASE + i, nid, 0, 1, None))
+        self._identity_handles = {_IDENTITY_HANDLE_BASE + i: f for i, f in enumerate(self._identity_nodes)}
+        failed = []
+        for start in range(0, len(requests), cfg.register_batch_size):
+            batch = requests[start:start + cfg.register_batch_size]
+            res = await client.uaclient.create_monitored_items(ua.CreateMonitoredItemsParameters(
+                SubscriptionId=result.SubscriptionId, ItemsToCreate=batch,
+                TimestampsToReturn=ua.TimestampsToReturn.Both))
+            for req, r in zip(batch, res):
+                if not r.StatusCode.is_good():
+                    h = req.RequestedParameters.ClientHandle
+                    name = self._signals[h].name if h < _IDENTITY_HANDLE_BASE else self._identity_handles[h]
+                    failed.append(f"{name}: {r.StatusCode.name}")
+        self.state.detail["monitored_items"] = len(requests) - len(failed)
+        for f in failed:
+            log.error("%s: monitored item refused: %s", self.machine.id, f)
+            await self._event(Event(self.machine.id, "signal_unresolved", f"monitored item refused: {f}",
+                                    time.time_ns(), "alarm"))
+
+    @staticmethod
+    def _item(handle: int, nid: ua.NodeId, sampling_ms: float, queue: int, deadband: float | None):
+        flt = None
+        if deadband:
+            flt = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValue,
+                                      DeadbandType=ua.DeadbandType.Absolute, DeadbandValue=float(deadband))
+        return ua.MonitoredItemCreateRequest(
+            ItemToMonitor=ua.ReadValueId(NodeId=nid, AttributeId=ua.AttributeIds.Value),
+            MonitoringMode=ua.MonitoringMode.Reporting,
+            RequestedParameters=ua.MonitoringParameters(
+                ClientHandle=handle, SamplingInterval=float(sampling_ms), Filter=flt, QueueSize=queue,
+                DiscardOldest=True),
+        )
+
+    _identity_handles: dict[int, str] = {}
+
+    # --- notifications ------------------------------------------------------------------
+
+    def _on_publish(self, result: ua.PublishResult) -> None:
+        received = time.time_ns()
+        self._last_alive_mono = time.monotonic()
+        self._last_alive_ns = received
+        self.stats.last_publish_ns = received
+        data = result.NotificationMessage.NotificationData
+        if not data:
+            self.stats.keepalives += 1
+            return
+        for notif in data:
+            if isinstance(notif, ua.StatusChangeNotification):
+                # The server tells us the subscription ended (e.g. BadTimeout, BadShutdown).
+                if self._lost is not None and not self._lost.done():
+                    self._lost.set_result(f"subscription status changed to {notif.Status.name}")
+        self.stats.notifications += 1
+        self._queue.put_nowait((data, received))
+
+    async def _deliver_loop(self) -> None:
+        stop_after = False
+        while not stop_after:
+            item = await self._queue.get()
+            batch = []
+            while item is not None:
+                ingest = self._to_ingest(*item)
+                if ingest is not None:
+                    batch.append(ingest)
+                if self._queue.empty() or len(batch) >= 64:
+                    break
+                item = self._queue.get_nowait()
+            stop_after = item is None
+            self._busy = True
+            if batch:
+                await self._submit(batch)
+            self._busy = False
+            async with self._delivered:
+                self._delivered.notify_all()
+
+    async def _submit(self, batch: list[Ingest]) -> None:
+        wait = 0.1
+        while True:
+            try:
+                async with self._sink_lock:
+                    await asyncio.to_thread(self.sink.submit, batch)
+                self.stats.value_changes += sum(len(i.readings) for i in batch)
+                return
+            except OutboxFull:
+                log.warning("%s: outbox full, holding %d notifications", self.machine.id, len(batch))
+            except Exception:
+                log.exception("%s: sink refused a batch; retrying", self.machine.id)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 5.0)
+
+    def _to_ingest(self, data, received: int) -> Ingest | None:
+        readings: list[Reading] = []
+        signals = self._signals
+        last = self._last_ts
+        for notif in data:
+            if not isinstance(notif, ua.DataChangeNotification):
+                continue
+            for item in notif.MonitoredItems:
+                h = item.ClientHandle
+                dv = item.Value
+                if h >= _IDENTITY_HANDLE_BASE:
+                    self._identity_update(self._identity_handles.get(h), dv)
+                    continue
+                sig = signals[h]
+                ts = to_unix_ns(dv.SourceTimestamp) or to_unix_ns(dv.ServerTimestamp)
+                if ts is not None and last.get(sig.name) == ts:
+                    self.stats.duplicates_dropped += 1
+                    continue
+                last[sig.name] = ts
+                readings.append(self._reading(sig, dv, ts))
+        if not readings:
+            return None
+        return Ingest(self.machine.id, readings, received, self.config.endpoint)
+
+    def _reading(self, sig: SignalConfig, dv: ua.DataValue, ts: int | None) -> Reading:
+        code = dv.StatusCode
+        raw = dv.Value.Value if dv.Value is not None else None
+        if code is not None and code.is_bad():
+            self.stats.bad_quality += 1
+            return Reading(sig.name, None, ts, "bad", code.name)
+        quality, status = ("uncertain", code.name) if code is not None and code.is_uncertain() else ("good", None)
+        if raw is None:
+            self.stats.bad_quality += 1
+            return Reading(sig.name, None, ts, "bad", status or "BadNoValue")
+        try:
+            value = _coerce(raw, sig.type)
+        except (TypeError, ValueError):
+            self.stats.bad_quality += 1
+            return Reading(sig.name, None, ts, "bad", f"BadTypeMismatch: {type(raw).__name__} {raw!r} is not {sig.type}")
+        return Reading(sig.name, value, ts, quality, status)
+
+    # --- identity -----------------------------------------------------------------------
+
+    async def _read_identity(self, client: Client) -> None:
+        self._identity_nodes = await self._find_identity_nodes(client)
+        if not self._identity_nodes:
+            self.state.detail["identity"] = "not offered"
+            return
+        values = await client.read_values([client.get_node(n) for n in self._identity_nodes.values()])
+        ident = {f: _text(v) for f, v in zip(self._identity_nodes, values)}
+        old = dict(self.identity)
+        self.identity = ident
+        self.identity_history.append(dict(ident))
+        now = time.time_ns()
+        await self._event(Event(self.machine.id, "identity",
+                                f"{ident.get('manufacturer')} {ident.get('model')} serial {ident.get('serial_number')}, "
+                                f"software {ident.get('software_revision')}, hardware {ident.get('hardware_revision')}",
+                                now, "info", dict(ident)))
+        if old and old != ident:
+            await self._identity_changed(old, ident, now)
+
+    async def _find_identity_nodes(self, client: Client) -> dict[str, ua.NodeId]:
+        """The configured identity nodes, else the Identification of the OPC 40001-1 machine with our serial."""
+        mapped = self.config.identity_nodes
+        found: dict[str, ua.NodeId] = {}
+        if mapped is not None:
+            for f in IDENTITY_FIELDS:
+                addr = getattr(mapped, f)
+                if addr:
+                    try:
+                        found[f] = await resolve(client, addr, self._namespaces)
+                    except AddressError as e:
+                        log.error("%s: identity node %s: %s", self.machine.id, f, e)
+            return found
+        objects = client.nodes.objects
+        machines = [c for c in await objects.get_children_descriptions() if c.BrowseName.Name == "Machines"]
+        candidates = []
+        for folder in machines:
+            for m in await client.get_node(folder.NodeId).get_children_descriptions():
+                for c in await client.get_node(m.NodeId).get_children_descriptions():
+                    if c.BrowseName.Name == "Identification":
+                        props = {p.BrowseName.Name: p.NodeId for p in
+                                 await client.get_node(c.NodeId).get_children_descriptions()}
+                        candidates.append({f: props[n] for f, n in IDENTITY_FIELDS.items() if n in props})
+        if len(candidates) > 1:
+            sns = await client.read_values([client.get_node(c["serial_number"]) for c in candidates
+                                            if "serial_number" in c])
+            for c, sn in zip([c for c in candidates if "serial_number" in c], sns):
+                if _text(sn) == self.machine.serial:
+                    return c
+        return candidates[0] if candidates else {}
+
+    def _identity_update(self, field_name: str | None, dv: ua.DataValue) -> None:
+        if field_name is None or dv.Value is None or not (dv.StatusCode is None or dv.StatusCode.is_good()):
+            return
+        value = _text(dv.Value.Value)
+        if self.identity.get(field_name) == value:
+            return
+        old = dict(self.identity)
+        self.identity = {**self.identity, field_name: value}
+        self.identity_history.append(dict(self.identity))
+        asyncio.get_running_loop().create_task(self._identity_changed(old, self.identity, time.time_ns()))
+
+    async def _identity_changed(self, old: dict, new: dict, ts_ns: int) -> None:
+        self.stats.identity_changes += 1
+        changed = [f for f in IDENTITY_FIELDS if old.get(f) != new.get(f)]
+        fields: dict[str, Any] = {}
+        for f in changed:
+            fields[f"old_{f}"] = old.get(f) or ""
+            fields[f"new_{f}"] = new.get(f) or ""
+        fields["changed"] = ",".join(changed)
+        sw = "software_revision" in changed
+        msg = (f"software revision changed from {old.get('software_revision')} to {new.get('software_revision')}: "
+               f"requalification required" if sw else f"machine identity changed: {', '.join(changed)}")
+        log.warning("%s: %s", self.machine.id, msg)
+        await self._event(Event(self.machine.id, "identity_changed", msg, ts_ns, "alarm" if sw else "warning", fields))
+
+    # --- interlock ----------------------------------------------------------------------
+
+    async def set_start_enabled(self, enabled: bool, *, reason: str) -> str:
+        """Write the interlock node (and read it back) or call the interlock method; log and record the result."""
+        cfg = self.config
+        mid = self.machine.id
+        if cfg.interlock is None:
+            raise ConnectorError(f"machine {mid} has no interlock configured (connection.interlock)")
+        client = self._client
+        if client is None or not self.state.connected:
+            raise ConnectorError(f"machine {mid}: cannot set start enabled={enabled}: not connected to {cfg.endpoint}")
+        wanted = "true" if enabled else "false"
+        try:
+            if self._interlock_node is not None:
+                node = client.get_node(self._interlock_node)
+                await node.write_value(ua.DataValue(ua.Variant(bool(enabled), ua.VariantType.Boolean)))
+                back = await node.read_value()
+                if bool(back) != bool(enabled):
+                    raise ConnectorError(f"machine {mid}: wrote start enabled={wanted} but read back {back!r}")
+                done = f"machine {mid}: start enabled set to {wanted} ({cfg.interlock.node}, read back {str(back).lower()})"
+            elif self._interlock_method is not None:
+                obj, method = self._interlock_method
+                await client.get_node(obj).call_method(method, ua.Variant(bool(enabled), ua.VariantType.Boolean))
+                done = f"machine {mid}: start enabled set to {wanted} (method {cfg.interlock.method} accepted)"
+            else:
+                raise ConnectorError(f"machine {mid}: interlock not found on the server "
+                                     f"({self.state.detail.get('interlock_error', 'not resolved')})")
+        except ConnectorError as e:
+            log.error("%s; reason: %s", e, reason)
+            await self._event(Event(mid, "interlock", f"{e}; reason: {reason}", time.time_ns(), "alarm",
+                                    {"enabled": bool(enabled), "ok": False, "reason": reason}))
+            raise
+        except Exception as e:
+            msg = f"machine {mid}: setting start enabled={wanted} was refused: {describe_error(e, cfg)}"
+            log.error("%s; reason: %s", msg, reason)
+            await self._event(Event(mid, "interlock", f"{msg}; reason: {reason}", time.time_ns(), "alarm",
+                                    {"enabled": bool(enabled), "ok": False, "reason": reason}))
+            raise ConnectorError(msg) from None
+        done = f"{done}; reason: {reason}"
+        log.warning("%s", done)
+        await self._event(Event(mid, "interlock", done, time.time_ns(), "warning" if not enabled else "info",
+                                {"enabled": bool(enabled), "ok": True, "reason": reason}))
+        return done
+
+    # --- helpers ------------------------------------------------------------------------
+
+    async def _event(self, event: Event) -> None:
+        try:
+            async with self._sink_lock:
+                await asyncio.to_thread(self.sink.event, event)
+        except Exception:
+            log.exception("%s: could not record event %s", self.machine.id, event.kind)
+
+
+def _coerce(raw: Any, type_: str):
+    if isinstance(raw, ua.LocalizedText):
+        raw = raw.Text
+    if type_ == "float":
+        if isinstance(raw, bool):
+            return 1.0 if raw else 0.0
+        return float(raw)
+    if type_ == "int":
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ValueError("not an integer")
+        return int(raw)
+    if type_ == "bool":
+        if isinstance(raw, (bool, int)):
+            return bool(raw)
+        raise ValueError("not a boolean")
+    if isinstance(raw, datetime):
+        return raw.isoformat()
+    return str(raw)
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, ua.LocalizedText):
+        return v.Text or ""
+    return "" if v is None else str(v)
+
+
+def _first_cert(der: bytes | None) -> bytes | None:
+    if not der:
+        return None
+    from asyncua.client.client import _first_cert_from_chain
+    return _first_cert_from_chain(der)
+
+
+def fingerprint(der: bytes | None) -> str:
+    """SHA-1 thumbprint of a DER certificate as OPC UA tools show it."""
+    if not der:
+        return "no certificate"
+    import hashlib
+    return "SHA1 " + hashlib.sha1(der).hexdigest().upper()
+
+
+def describe_error(e: BaseException, cfg: OpcUaConfig) -> str:
+    """One line an operator can act on, for a library error (no stack trace)."""
+    ep = cfg.endpoint
+    sec = cfg.security
+    if isinstance(e, ConnectorError):
+        return str(e)
+    if isinstance(e, (ua.uaerrors.BadUserAccessDenied, ua.uaerrors.BadIdentityTokenRejected,
+                      ua.uaerrors.BadIdentityTokenInvalid)):
+        if cfg.username:
+            return f"{ep}: login as '{cfg.username}' refused: wrong user name or password ({type(e).__name__})"
+        return f"{ep}: anonymous login refused; configure username and password_env ({type(e).__name__})"
+    if isinstance(e, (ua.uaerrors.BadCertificateUntrusted, ua.uaerrors.BadSecurityChecksFailed,
+                      ua.uaerrors.BadCertificateInvalid, ua.uaerrors.BadCertificateUriInvalid,
+                      ua.uaerrors.BadCertificateUseNotAllowed)):
+        return (f"{ep}: the server does not trust the client certificate {sec.client_certificate}; add it to the "
+                f"server's trusted certificates ({type(e).__name__})")
+    if isinstance(e, ua.uaerrors.BadCertificateTimeInvalid):
+        return f"{ep}: a certificate has expired or is not valid yet ({type(e).__name__})"
+    if isinstance(e, (ua.uaerrors.BadSecurityPolicyRejected, ua.uaerrors.BadSecurityModeRejected)):
+        return f"{ep}: the server rejected security {sec.mode}/{sec.policy} ({type(e).__name__})"
+    if isinstance(e, ua.UaStatusCodeError):
+        return f"{ep}: the server answered {type(e).__name__}"
+    if isinstance(e, ConnectionRefusedError):
+        return f"cannot reach {ep}: connection refused"
+    if isinstance(e, (asyncio.TimeoutError, TimeoutError)):
+        return f"no answer from {ep} within {cfg.timeout_s:g} s"
+    if isinstance(e, ConnectionError):
+        return f"connection to {ep} failed: {e}"
+    if isinstance(e, OSError):
+        return f"cannot reach {ep}: {e.strerror or e}"
+    return f"{ep}: {type(e).__name__}: {e}"

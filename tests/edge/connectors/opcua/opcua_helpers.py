@@ -1,0 +1,42 @@
+"""Helpers shared by the OPC UA tests: machine configs pointed at a simulator, polling for arrivals."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from edge.config import MachineConfig, load_machine
+
+ROOT = Path(__file__).resolve().parents[4]
+
+# Signal name in configs/machines/lpbf-01.yaml -> simulator variable.
+LPBF_SIGNALS = {
+    "job_id": "Job.JobId",
+    "job_state": "Job.JobState",
+    "layer_number": "Job.CurrentLayer",
+    "laser_power_set": "Laser.PowerSetpoint",
+    "laser_power_actual": "Laser.PowerActual",
+    "chamber_o2": "Chamber.OxygenConcentration",
+    "chamber_pressure": "Chamber.Pressure",
+    "gas_flow": "Chamber.GasFlow",
+    "build_plate_temperature": "BuildPlate.Temperature",
+    "recoater_state": "Recoater.State",
+    "start_enabled": "Interlock.StartEnabled",
+}
+
+
+def machine(name: str, endpoint: str, **connection) -> MachineConfig:
+    """A shipped machine config with its endpoint (and any connection field) overridden."""
+    m = load_machine(ROOT / "configs" / "machines" / f"{name}.yaml")
+    conn = m.connection.model_copy(update={"endpoint": endpoint, **connection})
+    return MachineConfig.model_validate({**m.model_dump(), "connection": conn.model_dump()})
+
+
+async def until(predicate, timeout: float, what: str) -> None:
+    """Poll until predicate() is true; fail naming what did not happen."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
