@@ -1,0 +1,137 @@
+"""Edge agents: tokens scoped to machines, heartbeats, identity reports, job context, edge-raised nonconformities."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.audit.service import record
+from server.errors import Conflict, Forbidden, NotFound
+from server.jobs import service as jobs
+from server.machines import service as machines
+from server.models import Agent, AgentMachine, BuildFileCheck, Job, Machine, Nonconformity, utcnow
+from server.nonconformities.service import raise_nonconformity
+from server.qualification import service as qualification
+from server.security import AGENT_TOKEN_PREFIX, Principal
+
+
+def check_scope(actor: Principal, machine_id: str) -> None:
+    """An agent acts only for its own machines."""
+    if actor.kind != "agent" or machine_id not in actor.machine_ids:
+        raise Forbidden(f"Agent {actor.name} is not scoped to machine {machine_id}", code="agent_scope")
+
+
+def issue(session: Session, *, actor: Principal, name: str, machine_ids: list[str]) -> tuple[Agent, str]:
+    """Issue an agent token (shown once; only its SHA-256 is stored)."""
+    if session.scalar(select(Agent.id).where(Agent.name == name)) is not None:
+        raise Conflict(f"An agent named {name} exists", code="agent_exists")
+    for m in machine_ids:
+        if session.get(Machine, m) is None:
+            raise NotFound(f"No machine {m}", code="machine_not_found")
+    # 256 bits of randomness: a fast hash is enough, there is nothing to brute-force.
+    token = AGENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    agent = Agent(name=name, token_sha256=hashlib.sha256(token.encode()).hexdigest(), issued_by=actor.id)
+    session.add(agent)
+    session.flush()
+    for m in sorted(set(machine_ids)):
+        session.add(AgentMachine(agent_id=agent.id, machine_id=m))
+    session.flush()
+    session.refresh(agent, ["machines"])
+    record(session, actor=actor, action="agent_token_issued", record_type="agent", record_id=agent.id,
+           new={"name": name, "machine_ids": sorted(set(machine_ids))})
+    return agent, token
+
+
+def revoke(session: Session, *, actor: Principal, agent_id: int, reason: str) -> Agent:
+    """Revoke an agent's token."""
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound(f"No agent {agent_id}", code="agent_not_found")
+    if agent.revoked_at is None:
+        agent.revoked_at = utcnow()
+        record(session, actor=actor, action="agent_token_revoked", record_type="agent", record_id=agent.id,
+               reason=reason)
+    return agent
+
+
+def heartbeat(session: Session, *, actor: Principal, machine_ids: list[str] | None,
+              status: dict[str, Any]) -> Agent:
+    """Note that the agent (and the machines it reports for) is alive."""
+    for m in machine_ids or []:
+        check_scope(actor, m)
+    now = utcnow()
+    agent = session.get(Agent, actor.id)
+    agent.last_seen_at, agent.last_status = now, status
+    for m in machine_ids or sorted(actor.machine_ids):
+        session.get(Machine, m).last_heartbeat_at = now
+    return agent
+
+
+def report_identity(session: Session, *, actor: Principal, machine_id: str, **identity: Any) -> Machine:
+    """Machine identity and revisions read by the edge; a changed revision triggers requalification."""
+    check_scope(actor, machine_id)
+    return machines.report_identity(session, actor=actor, machine_id=machine_id, **identity)
+
+
+def context(session: Session, *, actor: Principal, machine_id: str) -> tuple[Job | None, Any]:
+    """The machine's current job, its devices and approved files."""
+    check_scope(actor, machine_id)
+    machines.get_machine(session, machine_id=machine_id)
+    job = jobs.current_job(session, machine_id=machine_id)
+    return job, (jobs.job_approvals(session, job=job) if job else None)
+
+
+def _job_on_machine(session: Session, machine_id: str, job_id: int | None) -> Job | None:
+    if job_id is None:
+        return None
+    job = session.get(Job, job_id)
+    if job is None or job.machine_id != machine_id:
+        raise Conflict(f"Job {job_id} is not a job of machine {machine_id}", code="job_not_for_machine")
+    return job
+
+
+def build_file_check(session: Session, *, actor: Principal, machine_id: str, job_id: int | None, file_name: str,
+                     sha256: str, passed: bool, detail: str) -> BuildFileCheck:
+    """Record a build-file check; a failed one raises a nonconformity that blocks the job."""
+    check_scope(actor, machine_id)
+    _job_on_machine(session, machine_id, job_id)
+    check = BuildFileCheck(machine_id=machine_id, job_id=job_id, agent_id=actor.id, file_name=file_name,
+                           sha256=sha256.lower(), passed=passed, detail=detail)
+    session.add(check)
+    session.flush()
+    record(session, actor=actor, action="build_file_checked", record_type="machine", record_id=machine_id,
+           new={"check_id": check.id, "job_id": job_id, "file_name": file_name, "sha256": check.sha256,
+                "passed": passed, "detail": detail})
+    if not passed:
+        nc = raise_nonconformity(session, actor=actor, kind="build_file_mismatch",
+                                 description=f"Build file {file_name} failed the check: {detail}",
+                                 machine_id=machine_id, job_id=job_id,
+                                 details={"check_id": check.id, "sha256": check.sha256})
+        check.nonconformity_id = nc.id
+    return check
+
+
+def excursion(session: Session, *, actor: Principal, machine_id: str, job_id: int | None, signal: str,
+              value: float, limit: float, unit: str, description: str, device_codes: list[str],
+              requires_requalification: bool) -> list[Nonconformity]:
+    """Record a process-limit excursion as nonconformities (per device, or on the job/machine)."""
+    check_scope(actor, machine_id)
+    _job_on_machine(session, machine_id, job_id)
+    details = {"signal": signal, "value": value, "limit": limit, "unit": unit}
+    text = f"{signal} {value:g} {unit} beyond limit {limit:g} {unit}: {description}"
+    if device_codes:
+        ncs = [raise_nonconformity(session, actor=actor, kind="limit_excursion", description=text,
+                                   machine_id=machine_id, job_id=job_id, device_code=c, details=details)
+               for c in device_codes]
+    else:
+        ncs = [raise_nonconformity(session, actor=actor, kind="limit_excursion", description=text,
+                                   machine_id=machine_id, job_id=job_id, details=details)]
+    if requires_requalification:
+        qualification.trigger_machine_scopes(session, actor=actor, machine_id=machine_id, kind="process_excursion",
+                                             detail=f"process excursion: {signal} {value:g} {unit} "
+                                                    f"(limit {limit:g} {unit})", new_value=f"{signal}={value:g}")
+    return ncs

@@ -1,0 +1,54 @@
+"""The FastAPI application: routers under /api/v1, one error shape, health check."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from server.db import make_engine, make_sessionmaker
+from server.errors import DomainError, ErrorBody
+from server.settings import Settings, get_settings
+
+API = "/api/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app for settings (read from the environment when not given)."""
+    from server.agents.router import router as agents
+    from server.audit.router import router as audit
+    from server.auth.router import router as auth
+    from server.designs.router import router as designs
+    from server.gate.router import router as gate
+    from server.jobs.router import router as jobs
+    from server.machines.router import router as machines
+    from server.materials.router import router as materials
+    from server.nonconformities.router import router as nonconformities
+    from server.qualification.router import router as qualification
+    from server.stages.router import router as stages
+
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="amtrace server",
+        version="0.1.0",
+        description="Decides what may be built where: qualification, designs, jobs, release gate, audit trail.",
+    )
+    engine = make_engine(settings.database_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine, settings)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(ErrorBody(code=exc.code, detail=exc.detail).model_dump(), status_code=exc.status,
+                            headers=headers)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness check without authentication."""
+        return {"status": "ok"}
+
+    for router in (auth, audit, machines, qualification, materials, designs, jobs, stages, nonconformities,
+                   gate, agents):
+        app.include_router(router, prefix=API)
+    return app

@@ -1,0 +1,179 @@
+"""Append-only hash-chained audit trail and electronic signatures bound to record hashes."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from server.errors import Conflict, Forbidden
+from server.models import AuditEntry, Signature, User, utcnow
+from server.security import Principal, canonical_json, password_matches, seal
+from server.settings import Settings
+
+GENESIS = "0" * 64
+MEANINGS = ("authored", "reviewed", "approved", "performed")
+_CHAIN_LOCK = 0x616D7472  # "amtr": PostgreSQL advisory lock id that serialises appends to the chain
+
+# record_type -> function(session, record_id) -> current content hash of that record, or None when gone.
+RECORD_HASHERS: dict[str, Callable[[Session, str], str | None]] = {}
+
+
+def settings_of(session: Session) -> Settings:
+    """The settings attached to the session by server.db.make_sessionmaker."""
+    return session.info["settings"]
+
+
+def register_record_hasher(record_type: str):
+    """Decorator: declare how to recompute the hash of a signable record type."""
+    def wrap(fn: Callable[[Session, str], str | None]):
+        RECORD_HASHERS[record_type] = fn
+        return fn
+    return wrap
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat(timespec="microseconds")
+
+
+def _entry_fields(e: AuditEntry) -> dict[str, Any]:
+    return {"seq": e.seq, "at": _iso(e.at), "actor": e.actor, "user_id": e.user_id, "action": e.action,
+            "record_type": e.record_type, "record_id": e.record_id, "old_values": e.old_values,
+            "new_values": e.new_values, "reason": e.reason, "prev_hash": e.prev_hash}
+
+
+def record(session: Session, *, actor: Principal, action: str, record_type: str, record_id: Any,
+           old: dict[str, Any] | None = None, new: dict[str, Any] | None = None,
+           reason: str | None = None) -> AuditEntry:
+    """Append one entry to the audit trail, chained to the previous one."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Serialise appenders across server instances until this transaction ends.
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
+    head = session.execute(
+        select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
+    seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    entry = AuditEntry(seq=seq, at=utcnow(), actor=actor.actor, user_id=actor.user_id, action=action,
+                       record_type=record_type, record_id=str(record_id),
+                       old_values=canonical_json(old or {}), new_values=canonical_json(new or {}),
+                       reason=reason, prev_hash=prev, entry_hash="")
+    # Round to what every database keeps (microseconds) before hashing.
+    entry.entry_hash = seal(settings_of(session).audit_key, _entry_fields(entry))
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+@dataclass
+class ChainBreak:
+    """Where and why the chain or a signature fails verification."""
+
+    seq: int | None
+    problem: str
+    signature_id: int | None = None
+
+
+@dataclass
+class VerificationReport:
+    """Result of verifying the audit chain and every signature."""
+
+    entries_checked: int = 0
+    signatures_checked: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS
+    breaks: list[ChainBreak] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found broken."""
+        return not self.breaks
+
+
+def verify(session: Session, *, expect_head: str | None = None) -> VerificationReport:
+    """Walk the chain and all signatures; report each place where stored data no longer matches."""
+    import server.registry  # noqa: F401 - registers the record hashers of every domain
+
+    key = settings_of(session).audit_key
+    report = VerificationReport()
+    prev_hash, prev_seq = GENESIS, 0
+    for e in session.scalars(select(AuditEntry).order_by(AuditEntry.seq)).yield_per(1000):
+        report.entries_checked += 1
+        if e.seq != prev_seq + 1:
+            report.breaks.append(ChainBreak(e.seq, f"entries {prev_seq + 1} to {e.seq - 1} are missing "
+                                                   f"(deleted from the database)"))
+        elif e.prev_hash != prev_hash:
+            report.breaks.append(ChainBreak(e.seq, f"entry {e.seq} does not follow entry {prev_seq}: "
+                                                   f"its link to the previous hash is wrong"))
+        if not hmac.compare_digest(seal(key, _entry_fields(e)), e.entry_hash):
+            report.breaks.append(ChainBreak(e.seq, f"entry {e.seq} ({e.action} {e.record_type} {e.record_id}) "
+                                                   f"was altered after it was written"))
+        prev_hash, prev_seq = e.entry_hash, e.seq
+    report.head_seq, report.head_hash = prev_seq, prev_hash
+    if expect_head and expect_head != prev_hash and not any(
+            e for e in [session.scalar(select(AuditEntry).where(AuditEntry.entry_hash == expect_head))]):
+        report.breaks.append(ChainBreak(None, "the head recorded earlier is no longer in the chain: "
+                                              "entries at the end were deleted or replaced"))
+    for sig in session.scalars(select(Signature).order_by(Signature.id)):
+        report.signatures_checked += 1
+        report.breaks.extend(_check_signature(session, key, sig))
+    return report
+
+
+def _signature_fields(s: Signature) -> dict[str, Any]:
+    return {"user_id": s.user_id, "printed_name": s.printed_name, "signer_role": s.signer_role,
+            "meaning": s.meaning, "record_type": s.record_type, "record_id": s.record_id,
+            "record_sha256": s.record_sha256, "signed_at": _iso(s.signed_at)}
+
+
+def _check_signature(session: Session, key: str, sig: Signature) -> list[ChainBreak]:
+    who = f"signature {sig.id} ({sig.meaning} by {sig.printed_name})"
+    if not hmac.compare_digest(seal(key, _signature_fields(sig)), sig.seal):
+        return [ChainBreak(None, f"{who} was altered or moved to another record", sig.id)]
+    hasher = RECORD_HASHERS.get(sig.record_type)
+    if hasher is None:
+        return [ChainBreak(None, f"{who} is on an unknown record type {sig.record_type}", sig.id)]
+    current = hasher(session, sig.record_id)
+    if current is None:
+        return [ChainBreak(None, f"{who}: signed {sig.record_type} {sig.record_id} no longer exists", sig.id)]
+    if current != sig.record_sha256:
+        return [ChainBreak(None, f"{who}: {sig.record_type} {sig.record_id} was changed after it was signed",
+                           sig.id)]
+    return []
+
+
+def signature_is_intact(session: Session, sig: Signature) -> bool:
+    """True when the signature's seal is intact and its record still has the signed hash."""
+    return not _check_signature(session, settings_of(session).audit_key, sig)
+
+
+def sign(session: Session, *, signer: Principal, password: str, meaning: str, record_type: str,
+         record_id: Any, record_sha256: str, allowed_roles: tuple[str, ...] | None = None) -> Signature:
+    """Apply an electronic signature after re-authentication with the signer's password."""
+    if signer.kind != "user":
+        raise Forbidden("Only a person can sign electronically", code="signature_needs_person")
+    if meaning not in MEANINGS:
+        raise Conflict(f"Signature meaning must be one of {', '.join(MEANINGS)}", code="signature_meaning")
+    if allowed_roles is not None and signer.role not in allowed_roles:
+        raise Forbidden(f"A {signer.role} may not sign this {record_type.replace('_', ' ')} as {meaning}; "
+                        f"allowed: {', '.join(allowed_roles)}", code="signature_role")
+    user = session.get(User, signer.id)
+    settings = settings_of(session)
+    if user is None or not user.active or not password_matches(settings, user.password_hash, password):
+        record(session, actor=signer, action="signature_refused", record_type=record_type, record_id=record_id,
+               new={"meaning": meaning, "why": "password did not match"})
+        raise Conflict("Signature refused: the password is not correct", code="signature_password",
+                       keep_audit=True)
+    sig = Signature(user_id=user.id, printed_name=user.full_name, signer_role=user.role, meaning=meaning,
+                    record_type=record_type, record_id=str(record_id), record_sha256=record_sha256,
+                    signed_at=utcnow(), seal="")
+    sig.seal = seal(settings.audit_key, _signature_fields(sig))
+    session.add(sig)
+    session.flush()
+    record(session, actor=signer, action="signed", record_type=record_type, record_id=record_id,
+           new={"signature_id": sig.id, "meaning": meaning, "printed_name": sig.printed_name,
+                "record_sha256": record_sha256})
+    return sig

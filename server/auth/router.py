@@ -1,0 +1,77 @@
+"""HTTP endpoints for login, people and machine authorisations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.security import OAuth2PasswordRequestForm
+from sqlalchemy import select
+
+from server.auth import service
+from server.auth.deps import ANY_PERSON, require
+from server.auth.schemas import (AuthorisationCreate, AuthorisationOut, MeOut, RevokeIn, TokenOut, UserCreate,
+                                 UserOut, UserUpdate)
+from server.db import SessionDep
+from server.errors import COMMON_ERRORS, error_responses
+from server.models import MachineAuthorisation, User
+from server.security import Principal
+
+router = APIRouter(tags=["auth and people"], responses=COMMON_ERRORS)
+
+Admin = Annotated[Principal, Depends(require("admin"))]
+Trainer = Annotated[Principal, Depends(require("production_manager", "quality_engineer", "admin"))]
+
+
+@router.post("/auth/token", response_model=TokenOut, responses=error_responses(401))
+def login(session: SessionDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
+    """OAuth2 password flow: exchange user id and password for a short-lived access token."""
+    user = service.authenticate(session, username=form.username, password=form.password)
+    token, lifetime = service.issue_access_token(session, user=user)
+    return TokenOut(access_token=token, expires_in=lifetime)
+
+
+@router.get("/auth/me", response_model=MeOut)
+def me(principal: Annotated[Principal, Depends(require(*ANY_PERSON, agents=True))]) -> MeOut:
+    """Who the token belongs to."""
+    return MeOut(kind=principal.kind, id=principal.id, name=principal.name, full_name=principal.full_name,
+                 role=principal.role, machine_ids=sorted(principal.machine_ids))
+
+
+@router.post("/users", response_model=UserOut, status_code=201)
+def create_user(body: UserCreate, session: SessionDep, actor: Admin) -> User:
+    """Create a person with a role (admin)."""
+    return service.create_user(session, actor=actor, **body.model_dump())
+
+
+@router.get("/users", response_model=list[UserOut])
+def list_users(session: SessionDep, actor: Trainer) -> list[User]:
+    """All people, including deactivated ones."""
+    return list(session.scalars(select(User).order_by(User.id)))
+
+
+@router.patch("/users/{user_id}", response_model=UserOut)
+def update_user(user_id: int, body: UserUpdate, session: SessionDep, actor: Admin) -> User:
+    """Change role, deactivate/reactivate or unlock a person (admin, with reason)."""
+    return service.update_user(session, actor=actor, user_id=user_id, **body.model_dump())
+
+
+@router.post("/users/{user_id}/machine-authorisations", response_model=AuthorisationOut, status_code=201)
+def authorise(user_id: int, body: AuthorisationCreate, session: SessionDep,
+              actor: Trainer) -> MachineAuthorisation:
+    """Authorise a trained person to operate a machine."""
+    return service.authorise_on_machine(session, actor=actor, user_id=user_id, **body.model_dump())
+
+
+@router.get("/users/{user_id}/machine-authorisations", response_model=list[AuthorisationOut])
+def list_authorisations(user_id: int, session: SessionDep, actor: Trainer) -> list[MachineAuthorisation]:
+    """A person's machine authorisations, current and withdrawn."""
+    return list(session.scalars(select(MachineAuthorisation).where(MachineAuthorisation.user_id == user_id)
+                                .order_by(MachineAuthorisation.id)))
+
+
+@router.post("/machine-authorisations/{authorisation_id}/revoke", response_model=AuthorisationOut)
+def revoke(authorisation_id: int, body: RevokeIn, session: SessionDep, actor: Trainer) -> MachineAuthorisation:
+    """Withdraw a machine authorisation (kept in history)."""
+    return service.revoke_authorisation(session, actor=actor, authorisation_id=authorisation_id,
+                                        reason=body.reason)

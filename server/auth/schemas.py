@@ -1,0 +1,98 @@
+"""Request and response bodies of the auth and people API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["operator", "production_manager", "quality_engineer", "design_engineer", "clinician", "admin"]
+
+
+class TokenOut(BaseModel):
+    """OAuth2 access token response."""
+
+    access_token: str = Field(description="JWT to send as Authorization: Bearer")
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the token expires")
+
+
+class UserCreate(BaseModel):
+    """A new person."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=2, max_length=64, pattern=r"^[a-z0-9._-]+$", description="Unique login id")
+    full_name: str = Field(min_length=2, max_length=200, description="Printed name used in signatures")
+    role: Role = Field(description="The person's role")
+    password: str = Field(min_length=10, description="Initial password (at least 10 characters)")
+
+
+class UserUpdate(BaseModel):
+    """A change to a person's account; the reason goes to the audit trail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool | None = Field(default=None, description="Deactivate (false) or reactivate (true)")
+    role: Role | None = Field(default=None, description="New role")
+    unlock: bool = Field(default=False, description="Reset the failed-login counter")
+    reason: str = Field(min_length=3, description="Why the change is made")
+
+
+class UserOut(BaseModel):
+    """A person as the API shows it (never the password hash)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    full_name: str
+    role: Role
+    active: bool
+    failed_logins: int
+    created_at: datetime
+
+
+class AuthorisationCreate(BaseModel):
+    """Authorise a trained person on a machine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    machine_id: str = Field(description="Machine the person is trained on")
+    training_reference: str = Field(min_length=1, description="Training record reference")
+    valid_until: date | None = Field(default=None, description="Last day the authorisation is valid")
+
+
+class AuthorisationOut(BaseModel):
+    """A machine authorisation."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    user_id: int
+    machine_id: str
+    training_reference: str
+    granted_by: int
+    granted_at: datetime
+    valid_until: date | None
+    revoked_at: datetime | None
+
+
+class RevokeIn(BaseModel):
+    """Reason for withdrawing an authorisation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=3, description="Why the authorisation is withdrawn")
+
+
+class MeOut(BaseModel):
+    """Who the caller is."""
+
+    kind: Literal["user", "agent"]
+    id: int
+    name: str
+    full_name: str
+    role: str | None
+    machine_ids: list[str]

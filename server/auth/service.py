@@ -1,0 +1,172 @@
+"""People, roles, logins, access tokens and machine authorisations."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, timedelta
+
+import jwt
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.audit.service import record, settings_of
+from server.errors import Conflict, NotFound, Unauthorized
+from server.models import Agent, Machine, MachineAuthorisation, User, utcnow
+from server.security import AGENT_TOKEN_PREFIX, ROLES, SYSTEM, Principal, hash_password, password_matches
+
+JWT_ALGORITHM = "HS256"
+
+
+def principal_for(user: User) -> Principal:
+    """The principal of a user."""
+    return Principal(kind="user", id=user.id, name=user.username, full_name=user.full_name, role=user.role)
+
+
+def create_user(session: Session, *, actor: Principal, username: str, full_name: str, role: str,
+                password: str) -> User:
+    """Create a person; usernames are unique forever (users are deactivated, never deleted)."""
+    if role not in ROLES:
+        raise Conflict(f"Unknown role {role!r}; roles are {', '.join(ROLES)}", code="unknown_role")
+    if len(password) < 10:
+        raise Conflict("Password must have at least 10 characters", code="weak_password")
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise Conflict(f"User id {username!r} exists or existed; user ids are never reused",
+                       code="username_taken")
+    user = User(username=username, full_name=full_name, role=role,
+                password_hash=hash_password(settings_of(session), password))
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError as e:  # a concurrent create of the same name
+        raise Conflict(f"User id {username!r} exists or existed; user ids are never reused",
+                       code="username_taken") from e
+    record(session, actor=actor, action="user_created", record_type="user", record_id=user.id,
+           new={"username": username, "full_name": full_name, "role": role})
+    return user
+
+
+def update_user(session: Session, *, actor: Principal, user_id: int, active: bool | None,
+                role: str | None, unlock: bool, reason: str) -> User:
+    """Change a user's role or activity, or unlock after failed logins; the reason is recorded."""
+    user = get_user(session, user_id=user_id)
+    old = {"active": user.active, "role": user.role, "failed_logins": user.failed_logins}
+    if role is not None:
+        if role not in ROLES:
+            raise Conflict(f"Unknown role {role!r}; roles are {', '.join(ROLES)}", code="unknown_role")
+        user.role = role
+    if active is not None:
+        user.active = active
+    if unlock:
+        user.failed_logins = 0
+    record(session, actor=actor, action="user_updated", record_type="user", record_id=user.id, old=old,
+           new={"active": user.active, "role": user.role, "failed_logins": user.failed_logins}, reason=reason)
+    return user
+
+
+def get_user(session: Session, *, user_id: int) -> User:
+    """The user with this id, or NotFound."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"No user with id {user_id}", code="user_not_found")
+    return user
+
+
+def authenticate(session: Session, *, username: str, password: str) -> User:
+    """Check a login; failed attempts are counted, recorded and lock the account at the limit."""
+    settings = settings_of(session)
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        record(session, actor=SYSTEM, action="login_failed", record_type="user", record_id=username,
+               new={"why": "unknown user id"})
+        raise Unauthorized("User id or password is not correct", code="login_failed", keep_audit=True)
+    if not user.active:
+        record(session, actor=SYSTEM, action="login_failed", record_type="user", record_id=user.id,
+               new={"why": "account deactivated"})
+        raise Unauthorized("This account is deactivated", code="account_inactive", keep_audit=True)
+    if user.failed_logins >= settings.max_failed_logins:
+        record(session, actor=SYSTEM, action="login_failed", record_type="user", record_id=user.id,
+               new={"why": "account locked"})
+        raise Unauthorized("This account is locked after too many failed logins; ask an administrator",
+                           code="account_locked", keep_audit=True)
+    if not password_matches(settings, user.password_hash, password):
+        user.failed_logins += 1
+        record(session, actor=SYSTEM, action="login_failed", record_type="user", record_id=user.id,
+               new={"why": "wrong password", "failed_logins": user.failed_logins})
+        raise Unauthorized("User id or password is not correct", code="login_failed", keep_audit=True)
+    if user.failed_logins:
+        user.failed_logins = 0
+    return user
+
+
+def issue_access_token(session: Session, *, user: User) -> tuple[str, int]:
+    """A signed short-lived JWT for user and its lifetime in seconds."""
+    settings = settings_of(session)
+    now = utcnow()
+    lifetime = timedelta(minutes=settings.access_token_minutes)
+    token = jwt.encode({"sub": str(user.id), "role": user.role, "iat": now, "exp": now + lifetime},
+                       settings.secret_key, algorithm=JWT_ALGORITHM)
+    return token, int(lifetime.total_seconds())
+
+
+def principal_from_token(session: Session, *, token: str) -> Principal:
+    """Resolve a bearer token (user JWT or agent token) to the principal it stands for."""
+    if token.startswith(AGENT_TOKEN_PREFIX):
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        agent = session.scalar(select(Agent).where(Agent.token_sha256 == digest))
+        if agent is None or agent.revoked_at is not None:
+            raise Unauthorized("Agent token is unknown or revoked", code="agent_token_invalid")
+        return Principal(kind="agent", id=agent.id, name=agent.name, full_name=f"edge agent {agent.name}",
+                         machine_ids=frozenset(m.machine_id for m in agent.machines))
+    try:
+        claims = jwt.decode(token, settings_of(session).secret_key, algorithms=[JWT_ALGORITHM],
+                            options={"require": ["exp", "sub"]})
+    except jwt.ExpiredSignatureError as e:
+        raise Unauthorized("Access token expired; log in again", code="token_expired") from e
+    except jwt.PyJWTError as e:
+        raise Unauthorized("Access token is not valid", code="token_invalid") from e
+    user = session.get(User, int(claims["sub"]))
+    # Checked on every request so a deactivation or role change takes effect at once.
+    if user is None or not user.active or user.role != claims.get("role"):
+        raise Unauthorized("Access token no longer valid for this account; log in again", code="token_stale")
+    return principal_for(user)
+
+
+def authorise_on_machine(session: Session, *, actor: Principal, user_id: int, machine_id: str,
+                         training_reference: str, valid_until: date | None) -> MachineAuthorisation:
+    """Record that a person is trained and authorised to operate a machine."""
+    user = get_user(session, user_id=user_id)
+    if session.get(Machine, machine_id) is None:
+        raise NotFound(f"No machine {machine_id}", code="machine_not_found")
+    auth = MachineAuthorisation(user_id=user.id, machine_id=machine_id, training_reference=training_reference,
+                                granted_by=actor.id, valid_until=valid_until)
+    session.add(auth)
+    session.flush()
+    record(session, actor=actor, action="machine_authorisation_granted", record_type="user", record_id=user.id,
+           new={"machine_id": machine_id, "training_reference": training_reference,
+                "valid_until": valid_until, "authorisation_id": auth.id})
+    return auth
+
+
+def revoke_authorisation(session: Session, *, actor: Principal, authorisation_id: int,
+                         reason: str) -> MachineAuthorisation:
+    """Withdraw a machine authorisation (kept in history)."""
+    auth = session.get(MachineAuthorisation, authorisation_id)
+    if auth is None:
+        raise NotFound(f"No machine authorisation {authorisation_id}", code="authorisation_not_found")
+    if auth.revoked_at is None:
+        auth.revoked_at = utcnow()
+        record(session, actor=actor, action="machine_authorisation_revoked", record_type="user",
+               record_id=auth.user_id, new={"authorisation_id": auth.id, "machine_id": auth.machine_id},
+               reason=reason)
+    return auth
+
+
+def is_authorised_on(session: Session, *, user_id: int, machine_id: str, on: date) -> bool:
+    """True when the user holds a current authorisation for the machine on that date."""
+    for a in session.scalars(select(MachineAuthorisation).where(
+            MachineAuthorisation.user_id == user_id, MachineAuthorisation.machine_id == machine_id,
+            MachineAuthorisation.revoked_at.is_(None))):
+        if a.valid_until is None or a.valid_until >= on:
+            return True
+    return False

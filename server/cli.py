@@ -1,0 +1,137 @@
+"""amtrace-server: serve, migrate, create-user, audit verify."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from server.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as e:  # pydantic's error already names the variable
+        sys.exit(f"amtrace-server: settings refused: {e}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the API with uvicorn."""
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, workers=1, log_level=args.log_level,
+                access_log=not args.no_access_log)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the database schema to the latest revision."""
+    from server.db import migrate
+
+    settings = _settings()
+    migrate(settings.database_url, args.revision)
+    print(f"database at revision {args.revision}: {_redact(settings.database_url)}")
+    return 0
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    """Create a person (used to create the first admin)."""
+    from server.db import make_engine, make_sessionmaker
+    from server.auth.service import create_user
+    from server.errors import DomainError
+    from server.security import SYSTEM
+
+    settings = _settings()
+    password = os.environ.get("AMTRACE_NEW_USER_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine, settings)() as session, session.begin():
+            user = create_user(session, actor=SYSTEM, username=args.username, full_name=args.full_name,
+                               role=args.role, password=password)
+            print(f"created user {user.username} (id {user.id}, role {user.role})")
+    except DomainError as e:
+        print(f"amtrace-server: {e.detail}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Verify the audit chain and signatures; exit 1 and say where it breaks."""
+    from server.audit.service import verify
+    from server.db import make_engine, make_sessionmaker
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine, settings)() as session:
+            report = verify(session, expect_head=args.expect_head)
+    finally:
+        engine.dispose()
+    print(f"checked {report.entries_checked} audit entries and {report.signatures_checked} signatures")
+    print(f"head: entry {report.head_seq} hash {report.head_hash}")
+    if report.ok:
+        print("audit trail intact")
+        return 0
+    for b in report.breaks:
+        where = f"entry {b.seq}" if b.seq is not None else (f"signature {b.signature_id}" if b.signature_id
+                                                             else "chain")
+        print(f"BROKEN at {where}: {b.problem}")
+    return 1
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}"
+    return url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(prog="amtrace-server", description=(
+        "amtrace central server. Settings come from AMTRACE_* environment variables "
+        "(AMTRACE_DATABASE_URL, AMTRACE_SECRET_KEY, AMTRACE_AUDIT_KEY, AMTRACE_ENVIRONMENT)."))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the HTTP API")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8400, help="port (default 8400)")
+    s.add_argument("--log-level", default="info", help="uvicorn log level")
+    s.add_argument("--no-access-log", action="store_true", help="do not log each request")
+    s.set_defaults(func=cmd_serve)
+
+    m = sub.add_parser("migrate", help="create or upgrade the database schema (Alembic)")
+    m.add_argument("--revision", default="head", help="target revision (default head)")
+    m.set_defaults(func=cmd_migrate)
+
+    u = sub.add_parser("create-user", help="create a person; password from AMTRACE_NEW_USER_PASSWORD or prompt")
+    u.add_argument("username", help="unique login id (never reused)")
+    u.add_argument("--full-name", required=True, help="printed name used in signatures")
+    u.add_argument("--role", required=True, choices=["operator", "production_manager", "quality_engineer",
+                                                     "design_engineer", "clinician", "admin"])
+    u.set_defaults(func=cmd_create_user)
+
+    a = sub.add_parser("audit", help="audit trail tools")
+    asub = a.add_subparsers(dest="audit_command", required=True)
+    v = asub.add_parser("verify", help="verify the hash chain and every signature; exit 1 when broken")
+    v.add_argument("--expect-head", default=None, help="head hash recorded earlier, to detect deleted tail entries")
+    v.set_defaults(func=cmd_audit_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the amtrace-server console script."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Bodies of the cases and designs API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.audit.schemas import SignatureOut
+
+
+class CaseCreate(BaseModel):
+    """Open a case; the patient is known only by a pseudonymous reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_ref: str = Field(pattern=r"^[A-Z0-9][A-Z0-9-]{2,63}$",
+                             description="Pseudonymous patient reference (capitals, digits, dashes; never a name)")
+    clinician: str
+    institution: str
+    surgery_date: date
+
+
+class CaseOut(BaseModel):
+    """A case."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    patient_ref: str
+    clinician: str
+    institution: str
+    surgery_date: date
+    created_at: datetime
+
+
+class DesignCreate(BaseModel):
+    """Create a design for the case."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    process: str = Field(description="Manufacturing process, e.g. LPBF")
+    material: str = Field(description="Material specification")
+    product_family: str
+    regulatory_category: Literal["custom_made", "patient_matched"]
+    gtin: str | None = Field(default=None, description="GTIN-14 (device identifier) when the device carries a UDI")
+
+
+class DesignOut(BaseModel):
+    """A design."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    case_id: int
+    name: str
+    process: str
+    material: str
+    product_family: str
+    regulatory_category: str
+    gtin: str | None
+
+
+class DesignFileOut(BaseModel):
+    """A file of an iteration, with the hash the server computed."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    file_name: str
+    sha256: str
+    size_bytes: int
+
+
+class IterationOut(BaseModel):
+    """A design iteration with its files and signatures."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    design_id: int
+    number: int
+    software_name: str
+    software_version: str
+    change_note: str
+    content_sha256: str = Field(description="Hash of the iteration's content; signatures bind to it")
+    status: Literal["draft", "approved", "superseded"]
+    created_at: datetime
+    files: list[DesignFileOut]
+    signatures: list[SignatureOut] = []
+
+
+class IterationSignIn(BaseModel):
+    """Approval of an iteration by a design engineer or clinician."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(description="Re-entered at signing")

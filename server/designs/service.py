@@ -1,0 +1,176 @@
+"""Cases, designs and their immutable iterations; dual approval signatures bound to the iteration hash."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from edge.validation.hashing import sha256_file
+from server.audit.service import record, register_record_hasher, settings_of, sign
+from server.errors import Conflict, NotFound
+from server.jobs.udi import validate_gtin
+from server.models import Case, Design, DesignFile, DesignIteration, Signature
+from server.security import Principal, content_sha256
+
+CATEGORIES = ("custom_made", "patient_matched")
+APPROVER_ROLES = ("design_engineer", "clinician")
+
+
+def create_case(session: Session, *, actor: Principal, patient_ref: str, clinician: str, institution: str,
+                surgery_date: date) -> Case:
+    """Open a case under a pseudonymous patient reference (no patient name is stored)."""
+    if session.scalar(select(Case.id).where(Case.patient_ref == patient_ref)) is not None:
+        raise Conflict(f"A case with patient reference {patient_ref} exists", code="case_exists")
+    case = Case(patient_ref=patient_ref, clinician=clinician, institution=institution, surgery_date=surgery_date,
+                created_by=actor.id)
+    session.add(case)
+    session.flush()
+    record(session, actor=actor, action="case_created", record_type="case", record_id=case.id,
+           new={"patient_ref": patient_ref, "clinician": clinician, "institution": institution,
+                "surgery_date": surgery_date})
+    return case
+
+
+def read_case(session: Session, *, actor: Principal, case_id: int) -> Case:
+    """Read a case; every read of this sensitive record is audited."""
+    case = session.get(Case, case_id)
+    if case is None:
+        raise NotFound(f"No case {case_id}", code="case_not_found")
+    record(session, actor=actor, action="case_read", record_type="case", record_id=case.id)
+    return case
+
+
+def create_design(session: Session, *, actor: Principal, case_id: int, name: str, process: str, material: str,
+                  product_family: str, regulatory_category: str, gtin: str | None) -> Design:
+    """Create a design for a case."""
+    if session.get(Case, case_id) is None:
+        raise NotFound(f"No case {case_id}", code="case_not_found")
+    if regulatory_category not in CATEGORIES:
+        raise Conflict(f"Regulatory category must be one of {', '.join(CATEGORIES)}", code="category")
+    if gtin is not None:
+        problem = validate_gtin(gtin)
+        if problem:
+            raise Conflict(problem, code="gtin_invalid")
+    design = Design(case_id=case_id, name=name, process=process, material=material, product_family=product_family,
+                    regulatory_category=regulatory_category, gtin=gtin, created_by=actor.id)
+    session.add(design)
+    session.flush()
+    record(session, actor=actor, action="design_created", record_type="design", record_id=design.id,
+           new={"case_id": case_id, "name": name, "process": process, "material": material,
+                "product_family": product_family, "regulatory_category": regulatory_category, "gtin": gtin})
+    return design
+
+
+def get_design(session: Session, *, design_id: int) -> Design:
+    """The design with this id, or NotFound."""
+    design = session.get(Design, design_id)
+    if design is None:
+        raise NotFound(f"No design {design_id}", code="design_not_found")
+    return design
+
+
+def get_iteration(session: Session, *, iteration_id: int) -> DesignIteration:
+    """The design iteration with this id, or NotFound."""
+    it = session.get(DesignIteration, iteration_id)
+    if it is None:
+        raise NotFound(f"No design iteration {iteration_id}", code="iteration_not_found")
+    return it
+
+
+def iteration_content(design: Design, it: DesignIteration) -> dict[str, Any]:
+    """The signable content of an iteration: what it is and the exact bytes (hashes) of its files."""
+    return {"iteration_id": it.id, "design_id": design.id, "case_id": design.case_id, "number": it.number,
+            "software": {"name": it.software_name, "version": it.software_version},
+            "files": [{"name": f.file_name, "sha256": f.sha256, "size": f.size_bytes} for f in it.files]}
+
+
+@register_record_hasher("design_iteration")
+def _rehash_iteration(session: Session, record_id: str) -> str | None:
+    it = session.get(DesignIteration, int(record_id))
+    if it is None:
+        return None
+    session.refresh(it, ["files"])
+    return content_sha256(iteration_content(session.get(Design, it.design_id), it))
+
+
+def add_iteration(session: Session, *, actor: Principal, design_id: int, software_name: str,
+                  software_version: str, change_note: str, files: list[tuple[str, Path]]) -> DesignIteration:
+    """Store a new iteration; the server hashes each file with the edge's code and keeps it by hash."""
+    design = get_design(session, design_id=design_id)
+    if not files:
+        raise Conflict("A design iteration needs at least one file", code="no_files")
+    names = [n for n, _ in files]
+    if len(set(names)) != len(names):
+        raise Conflict("File names within an iteration must be unique", code="duplicate_file_name")
+    store = Path(settings_of(session).file_store)
+    store.mkdir(parents=True, exist_ok=True)
+    previous = list(session.scalars(select(DesignIteration).where(DesignIteration.design_id == design.id)
+                                    .order_by(DesignIteration.number)))
+    it = DesignIteration(design_id=design.id, number=(previous[-1].number + 1) if previous else 1,
+                         software_name=software_name, software_version=software_version, change_note=change_note,
+                         content_sha256="", status="draft", created_by=actor.id)
+    session.add(it)
+    session.flush()
+    for name, path in files:
+        digest = sha256_file(path)
+        size = os.path.getsize(path)
+        target = store / digest
+        if not target.exists():
+            shutil.copyfile(path, target)
+        session.add(DesignFile(iteration_id=it.id, file_name=name, sha256=digest, size_bytes=size))
+    session.flush()
+    session.refresh(it, ["files"])
+    it.content_sha256 = content_sha256(iteration_content(design, it))
+    record(session, actor=actor, action="design_iteration_created", record_type="design_iteration",
+           record_id=it.id, new={"design_id": design.id, "number": it.number, "content_sha256": it.content_sha256,
+                                 "files": [[f.file_name, f.sha256] for f in it.files],
+                                 "software": f"{software_name} {software_version}"}, reason=change_note)
+    for old in previous:
+        if old.status != "superseded":
+            # Nothing is voided silently: the earlier iteration keeps its signatures but is marked.
+            record(session, actor=actor, action="design_iteration_superseded", record_type="design_iteration",
+                   record_id=old.id, old={"status": old.status}, new={"status": "superseded",
+                                                                      "superseded_by": it.id},
+                   reason=f"iteration {it.number} created: {change_note}")
+            old.status = "superseded"
+    return it
+
+
+def iteration_signatures(session: Session, *, iteration_id: int) -> list[Signature]:
+    """Signatures on one iteration, oldest first."""
+    return list(session.scalars(select(Signature).where(Signature.record_type == "design_iteration",
+                                                        Signature.record_id == str(iteration_id))
+                                .order_by(Signature.id)))
+
+
+def sign_iteration(session: Session, *, actor: Principal, iteration_id: int, password: str) -> Signature:
+    """Approve an iteration (design engineer or clinician); both make it approved."""
+    it = get_iteration(session, iteration_id=iteration_id)
+    design = session.get(Design, it.design_id)
+    if it.status == "superseded":
+        raise Conflict(f"Design iteration {it.number} of design {design.id} is superseded; sign the latest "
+                       f"iteration", code="iteration_superseded")
+    current = content_sha256(iteration_content(design, it))
+    if current != it.content_sha256:
+        raise Conflict(f"Design iteration {it.id} no longer matches its recorded hash", code="iteration_tampered")
+    existing = iteration_signatures(session, iteration_id=it.id)
+    if any(s.user_id == actor.id for s in existing):
+        raise Conflict(f"{actor.full_name} has already signed design iteration {it.id}", code="already_signed")
+    if any(s.signer_role == actor.role for s in existing):
+        raise Conflict(f"Design iteration {it.id} already has a {actor.role.replace('_', ' ')} approval",
+                       code="already_signed")
+    sig = sign(session, signer=actor, password=password, meaning="approved", record_type="design_iteration",
+               record_id=it.id, record_sha256=current, allowed_roles=APPROVER_ROLES)
+    roles = {s.signer_role for s in existing} | {sig.signer_role}
+    if set(APPROVER_ROLES) <= roles:
+        it.status = "approved"
+        record(session, actor=actor, action="design_iteration_approved", record_type="design_iteration",
+               record_id=it.id, old={"status": "draft"}, new={"status": "approved",
+                                                              "content_sha256": it.content_sha256})
+    return sig

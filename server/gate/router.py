@@ -1,0 +1,38 @@
+"""HTTP endpoint of the release gate."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from server.auth.deps import require
+from server.db import SessionDep
+from server.errors import COMMON_ERRORS, NotFound
+from server.gate import service
+from server.gate.schemas import GateDecisionOut, GateDecisionRecord, GateRequest, Reason
+from server.models import GateDecision
+from server.security import Principal
+
+router = APIRouter(prefix="/gate", tags=["release gate"], responses=COMMON_ERRORS)
+Asker = Annotated[Principal, Depends(require("operator", agents=True))]
+Reviewer = Annotated[Principal, Depends(require("quality_engineer", "production_manager"))]
+
+
+@router.post("/decisions", response_model=GateDecisionOut)
+def decide(body: GateRequest, session: SessionDep, actor: Asker) -> GateDecisionOut:
+    """Allowed, or refused with every reason; the decision is recorded with its inputs."""
+    d = service.decide(session, actor=actor, **body.model_dump())
+    return GateDecisionOut(allowed=d.allowed, reasons=[Reason(**r) for r in d.reasons], decision_id=d.id)
+
+
+@router.get("/decisions/{decision_id}", response_model=GateDecisionRecord)
+def get_decision(decision_id: int, session: SessionDep, actor: Reviewer) -> GateDecisionRecord:
+    """A recorded decision with its inputs."""
+    d = session.get(GateDecision, decision_id)
+    if d is None:
+        raise NotFound(f"No gate decision {decision_id}", code="decision_not_found")
+    return GateDecisionRecord(allowed=d.allowed, reasons=[Reason(**r) for r in d.reasons], decision_id=d.id,
+                              machine_id=d.machine_id, job_id=d.job_id, build_file_sha256=d.build_file_sha256,
+                              operator_id=d.operator_id, requested_by=d.requested_by, decided_at=d.decided_at,
+                              inputs=d.inputs)

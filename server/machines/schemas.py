@@ -1,0 +1,88 @@
+"""Bodies of the machines API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MachineCreate(BaseModel):
+    """Register a machine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Machine id as in configs/machines")
+    manufacturer: str
+    model: str
+    serial_number: str
+    site: str = Field(description="Plant site of the installation")
+    room: str = Field(description="Room of the installation")
+    calibration_due: date | None = None
+    maintenance_due: date | None = None
+
+
+class MachineOut(BaseModel):
+    """A machine with its reported versions and due dates."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    manufacturer: str
+    model: str
+    serial_number: str
+    site: str
+    room: str
+    software_revision: str | None
+    firmware_revision: str | None
+    hardware_revision: str | None
+    build_prep_software: str | None
+    calibration_due: date | None
+    maintenance_due: date | None
+    identity_reported_at: datetime | None
+    last_heartbeat_at: datetime | None
+
+
+class RelocateIn(BaseModel):
+    """A physical move of the machine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site: str
+    room: str
+    reason: str = Field(min_length=3, description="Why the machine was moved")
+
+
+class DueDatesIn(BaseModel):
+    """New calibration / maintenance due dates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calibration_due: date | None = None
+    maintenance_due: date | None = None
+    reason: str = Field(min_length=3, description="E.g. the calibration certificate reference")
+
+
+class MaintenanceIn(BaseModel):
+    """A maintenance intervention."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(pattern=r"^[a-z_]{2,64}$", description="E.g. filter_change, laser_replaced, optics_replaced")
+    description: str = Field(min_length=3)
+    next_maintenance_due: date | None = None
+
+
+class MaintenanceOut(BaseModel):
+    """A maintenance log entry."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    machine_id: str
+    kind: str
+    description: str
+    requires_requalification: bool
+    performed_by: int
+    performed_at: datetime
+    next_maintenance_due: date | None

@@ -1,0 +1,50 @@
+"""Bodies of the materials API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LotCreate(BaseModel):
+    """Register a material lot."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lot_number: str = Field(min_length=1, max_length=100)
+    material: str = Field(description="Material specification, e.g. Ti-6Al-4V ELI")
+    supplier: str
+    certificate_ref: str = Field(min_length=1, description="Certificate of analysis reference")
+    lot_type: Literal["virgin", "used", "blend"]
+    reuse_count: int = Field(default=0, ge=0, description="Builds this powder has already been through")
+    reuse_limit: int = Field(ge=0, description="Maximum number of builds; a lot at its limit is refused")
+    expires_on: date | None = None
+
+
+class LotStatusIn(BaseModel):
+    """Quarantine or release a lot."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["released", "quarantined"]
+    reason: str = Field(min_length=3)
+
+
+class LotOut(BaseModel):
+    """A material lot."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    lot_number: str
+    material: str
+    supplier: str
+    certificate_ref: str
+    lot_type: str
+    reuse_count: int
+    reuse_limit: int
+    status: str
+    expires_on: date | None
+    created_at: datetime

@@ -1,0 +1,501 @@
+"""All ORM models of the amtrace server, in one place (SQLAlchemy 2 typed mappings)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+
+from sqlalchemy import (JSON, Boolean, Date, DateTime, Float, ForeignKey, Integer, MetaData, String, Text,
+                        TypeDecorator, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored and returned in UTC on every database (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; amtrace stores UTC-aware timestamps only")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    """Server time in UTC, the only clock records use."""
+    return datetime.now(timezone.utc)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names (so Alembic migrations are reproducible)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+# --- people -------------------------------------------------------------------------------------
+
+class User(Base):
+    """A person; ids come from an AUTOINCREMENT sequence and users are deactivated, never deleted."""
+
+    __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MachineAuthorisation(Base):
+    """A person's authorisation (training) to operate one machine."""
+
+    __tablename__ = "machine_authorisations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"), index=True)
+    training_reference: Mapped[str] = mapped_column(String(200))
+    granted_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    valid_until: Mapped[date | None] = mapped_column(Date, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+# --- machines -----------------------------------------------------------------------------------
+
+class Machine(Base):
+    """An AM machine: identity, location, versions last reported by the edge, due dates."""
+
+    __tablename__ = "machines"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    manufacturer: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(100))
+    serial_number: Mapped[str] = mapped_column(String(100))
+    site: Mapped[str] = mapped_column(String(100))
+    room: Mapped[str] = mapped_column(String(100))
+    software_revision: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    firmware_revision: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    hardware_revision: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    build_prep_software: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    calibration_due: Mapped[date | None] = mapped_column(Date, nullable=True)
+    maintenance_due: Mapped[date | None] = mapped_column(Date, nullable=True)
+    identity_reported_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MaintenanceRecord(Base):
+    """One maintenance intervention in a machine's log."""
+
+    __tablename__ = "maintenance_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    requires_requalification: Mapped[bool] = mapped_column(Boolean)
+    performed_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    performed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_maintenance_due: Mapped[date | None] = mapped_column(Date, nullable=True)
+
+
+# --- qualification ------------------------------------------------------------------------------
+
+class QualificationScope(Base):
+    """Qualification of one machine for one process × material × product family, with its baseline."""
+
+    __tablename__ = "qualification_scopes"
+    __table_args__ = (UniqueConstraint("machine_id", "process", "material", "product_family",
+                                       name="uq_scope_identity"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"), index=True)
+    process: Mapped[str] = mapped_column(String(100))
+    material: Mapped[str] = mapped_column(String(100))
+    product_family: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(32), default="unqualified")
+    state_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    valid_until: Mapped[date | None] = mapped_column(Date, nullable=True)
+    qualified_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    qualified_software_revision: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    qualified_firmware_revision: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    qualified_build_prep_software: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    qualified_site: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    qualified_room: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    qualified_material_supplier: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RequalificationTrigger(Base):
+    """An event that required (re)qualification of a scope, with where it came from."""
+
+    __tablename__ = "requalification_triggers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope_id: Mapped[int] = mapped_column(ForeignKey("qualification_scopes.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[str] = mapped_column(Text)
+    old_value: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    new_value: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    requalification_id: Mapped[int | None] = mapped_column(ForeignKey("requalifications.id"), nullable=True)
+
+
+class Requalification(Base):
+    """A (re)qualification record: trigger(s), risk decision, protocol, locked criteria, results, approval."""
+
+    __tablename__ = "requalifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope_id: Mapped[int] = mapped_column(ForeignKey("qualification_scopes.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # initial | requalification
+    state: Mapped[str] = mapped_column(String(32), default="open")  # open|criteria_locked|approved|rejected
+    risk_decision: Mapped[str] = mapped_column(String(16))  # full | partial | none
+    rationale: Mapped[str] = mapped_column(Text)
+    protocol: Mapped[str] = mapped_column(Text)
+    acceptance_criteria: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    criteria_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    criteria_locked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    criteria_locked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    valid_until: Mapped[date] = mapped_column(Date)
+    started_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    approval_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    closing_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    artefacts: Mapped[list["TestArtefact"]] = relationship(order_by="TestArtefact.id", lazy="selectin")
+
+
+class TestArtefact(Base):
+    """A test coupon built for a (re)qualification, its place on the plate and measured result."""
+
+    __tablename__ = "test_artefacts"
+    __test__ = False  # not a pytest test class
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    requalification_id: Mapped[int] = mapped_column(ForeignKey("requalifications.id"), index=True)
+    artefact_type: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(100))
+    x_mm: Mapped[float] = mapped_column(Float)
+    y_mm: Mapped[float] = mapped_column(Float)
+    z_mm: Mapped[float] = mapped_column(Float)
+    orientation: Mapped[str] = mapped_column(String(64))
+    property: Mapped[str] = mapped_column(String(64))
+    measured_value: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(32))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    entered_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    entered_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- materials ----------------------------------------------------------------------------------
+
+class MaterialLot(Base):
+    """A lot of feedstock (powder) with its certificate, type and reuse count."""
+
+    __tablename__ = "material_lots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lot_number: Mapped[str] = mapped_column(String(100), unique=True)
+    material: Mapped[str] = mapped_column(String(100))
+    supplier: Mapped[str] = mapped_column(String(200))
+    certificate_ref: Mapped[str] = mapped_column(String(200))
+    lot_type: Mapped[str] = mapped_column(String(16))  # virgin | used | blend
+    reuse_count: Mapped[int] = mapped_column(Integer, default=0)
+    reuse_limit: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="released")  # released | quarantined
+    expires_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- designs ------------------------------------------------------------------------------------
+
+class Case(Base):
+    """A clinical case: pseudonymous patient reference, clinician, institution, surgery date (no name)."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_ref: Mapped[str] = mapped_column(String(64), unique=True)
+    clinician: Mapped[str] = mapped_column(String(200))
+    institution: Mapped[str] = mapped_column(String(200))
+    surgery_date: Mapped[date] = mapped_column(Date)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Design(Base):
+    """A device design for a case; its content lives in immutable iterations."""
+
+    __tablename__ = "designs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    process: Mapped[str] = mapped_column(String(100))
+    material: Mapped[str] = mapped_column(String(100))
+    product_family: Mapped[str] = mapped_column(String(100))
+    regulatory_category: Mapped[str] = mapped_column(String(32))  # custom_made | patient_matched
+    gtin: Mapped[str | None] = mapped_column(String(14), nullable=True)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DesignIteration(Base):
+    """One immutable iteration of a design: its files' hashes and the software used."""
+
+    __tablename__ = "design_iterations"
+    __table_args__ = (UniqueConstraint("design_id", "number", name="uq_iteration_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    design_id: Mapped[int] = mapped_column(ForeignKey("designs.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    software_name: Mapped[str] = mapped_column(String(200))
+    software_version: Mapped[str] = mapped_column(String(100))
+    change_note: Mapped[str] = mapped_column(Text)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="draft")  # draft | approved | superseded
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    files: Mapped[list["DesignFile"]] = relationship(order_by="DesignFile.id", lazy="selectin")
+
+
+class DesignFile(Base):
+    """A file of a design iteration, identified by the SHA-256 the server computed."""
+
+    __tablename__ = "design_files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(ForeignKey("design_iterations.id"), index=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+
+
+# --- signatures and audit -----------------------------------------------------------------------
+
+class Signature(Base):
+    """An electronic signature: who, when, meaning, and the hash of the exact record signed."""
+
+    __tablename__ = "signatures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    printed_name: Mapped[str] = mapped_column(String(200))
+    signer_role: Mapped[str] = mapped_column(String(32))
+    meaning: Mapped[str] = mapped_column(String(16))  # authored | reviewed | approved | performed
+    record_type: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(String(64))
+    record_sha256: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seal: Mapped[str] = mapped_column(String(64))  # HMAC over all the fields above
+
+
+class AuditEntry(Base):
+    """One append-only, hash-chained audit trail entry."""
+
+    __tablename__ = "audit_entries"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column()
+    actor: Mapped[str] = mapped_column(String(200))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))
+    record_type: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(String(64))
+    old_values: Mapped[str] = mapped_column(Text)
+    new_values: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- jobs and devices ---------------------------------------------------------------------------
+
+class Job(Base):
+    """One build on one machine with one material lot."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"), index=True)
+    material_lot_id: Mapped[int] = mapped_column(ForeignKey("material_lots.id"))
+    process: Mapped[str] = mapped_column(String(100))
+    material: Mapped[str] = mapped_column(String(100))
+    product_family: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16), default="planned")  # planned | released | closed
+    build_parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    devices: Mapped[list["Device"]] = relationship(order_by="Device.id", lazy="selectin")
+
+
+class Device(Base):
+    """A device (or test coupon) on a job, with its unique device code and UDI."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_code: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # device | coupon
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), nullable=True)
+    design_iteration_id: Mapped[int | None] = mapped_column(ForeignKey("design_iterations.id"), nullable=True)
+    regulatory_category: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    udi_element_string: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    udi_hri: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    position: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="in_production")  # in_production|delivered|scrapped
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeviceCodeCounter(Base):
+    """Per-year counter behind the internal serial part of device codes."""
+
+    __tablename__ = "device_code_counters"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class StageStep(Base):
+    """One stage of one device (build … delivery) with its gate: start, completion, acceptance."""
+
+    __tablename__ = "stage_steps"
+    __table_args__ = (UniqueConstraint("device_id", "stage", name="uq_device_stage"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(32))
+    position: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|in_progress|completed|accepted
+    deadline: Mapped[datetime] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    started_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    completed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    completion_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), nullable=True)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    accepted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    accepted_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    acceptance_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), nullable=True)
+    judgement: Mapped[str | None] = mapped_column(Text, nullable=True)
+    impact_assessment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    impact_assessed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    impact_assessed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+# --- nonconformities ----------------------------------------------------------------------------
+
+class Nonconformity(Base):
+    """A nonconformity raised by a person or the edge; blocks its device/job until dispositioned."""
+
+    __tablename__ = "nonconformities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))  # person | edge
+    kind: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    machine_id: Mapped[str | None] = mapped_column(ForeignKey("machines.id"), nullable=True, index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True, index=True)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), nullable=True, index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    raised_by: Mapped[str] = mapped_column(String(200))
+    raised_at: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open | dispositioned
+    disposition: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    disposition_rationale: Mapped[str | None] = mapped_column(Text, nullable=True)
+    disposition_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), nullable=True)
+    dispositioned_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+# --- release gate and agents --------------------------------------------------------------------
+
+class GateDecision(Base):
+    """A release-gate decision with every reason and a snapshot of its inputs."""
+
+    __tablename__ = "gate_decisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    machine_id: Mapped[str] = mapped_column(String(64), index=True)
+    job_id: Mapped[int] = mapped_column(Integer, index=True)
+    build_file_sha256: Mapped[str] = mapped_column(String(64))
+    operator_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Agent(Base):
+    """An edge agent, known by the SHA-256 of its token and scoped to its machines."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    issued_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    machines: Mapped[list["AgentMachine"]] = relationship(lazy="selectin")
+
+
+class AgentMachine(Base):
+    """A machine an agent may act for."""
+
+    __tablename__ = "agent_machines"
+
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), primary_key=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"), primary_key=True)
+
+
+class BuildFileCheck(Base):
+    """A build-file check result reported by the edge."""
+
+    __tablename__ = "build_file_checks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
+    file_name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str] = mapped_column(Text)
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    nonconformity_id: Mapped[int | None] = mapped_column(ForeignKey("nonconformities.id"), nullable=True)

@@ -1,0 +1,76 @@
+"""Process settings from the environment (prefix AMTRACE_); default secrets are refused outside development."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "development-only-secret-key-change-me"
+DEFAULT_AUDIT_KEY = "development-only-audit-key-change-me"
+
+# Maintenance kinds that change the machine's performance enough to need requalification
+# (FDA-AM V.F(2); 820.75(c)): laser/optics/scanner replacement and major repair.
+DEFAULT_REQUALIFYING_MAINTENANCE = [
+    "laser_replaced", "optics_replaced", "scanner_replaced", "recoater_replaced", "major_repair",
+]
+
+# Typical lead time of each stage in hours (unconfirmed: plant-specific, hence configurable).
+DEFAULT_STAGE_HOURS = {
+    "build": 48, "post_processing": 48, "cleaning": 24, "sterilization": 24,
+    "inspection": 24, "release": 24, "delivery": 48,
+}
+
+
+class Settings(BaseSettings):
+    """Every setting of the amtrace server; each can be set as AMTRACE_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="AMTRACE_", extra="ignore")
+
+    environment: Literal["development", "production"] = Field(
+        default="development", description="development allows the built-in secrets; production refuses them")
+    database_url: str = Field(default="sqlite:///./var/server.db", description="SQLAlchemy URL of the records database")
+    secret_key: str = Field(default=DEFAULT_SECRET_KEY, description="Key that signs access tokens (JWT HS256)")
+    audit_key: str = Field(
+        default=DEFAULT_AUDIT_KEY,
+        description="Key of the HMAC that chains audit entries and seals signatures; keep it out of the database")
+    access_token_minutes: int = Field(default=15, ge=1, le=240, description="Lifetime of a user's access token")
+    argon2_time_cost: int = Field(default=3, ge=1, description="Argon2id iterations")
+    argon2_memory_kib: int = Field(default=65536, ge=8, description="Argon2id memory in KiB")
+    argon2_parallelism: int = Field(default=4, ge=1, description="Argon2id lanes")
+    max_failed_logins: int = Field(default=5, ge=1, description="Consecutive failed logins that lock an account")
+    file_store: str = Field(default="./var/files", description="Folder where design files are kept by SHA-256")
+    device_code_format: str = Field(
+        default="AMT-{year}-{seq:06d}",
+        description="Internal device code; fields: {year} (4 digits), {yy}, {seq} (per-year counter), {site}")
+    site_code: str = Field(default="S1", description="Plant site code used in device codes")
+    udi_expiry_days: int | None = Field(
+        default=None, description="Days from production to expiry for AI (17); none = no expiry in the UDI")
+    requalifying_maintenance_kinds: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REQUALIFYING_MAINTENANCE),
+        description="Maintenance kinds that move the machine's qualified scopes to requalification_required")
+    stage_hours: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_STAGE_HOURS), description="Default deadline of each stage, in hours")
+    delivery_margin_days: int = Field(
+        default=2, ge=0, description="The case deadline is this many days before the surgery date")
+    timezone: str = Field(default="UTC", description="Time zone used in messages shown to people")
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> "Settings":
+        if self.environment != "development":
+            weak = [n for n, v, d in (("AMTRACE_SECRET_KEY", self.secret_key, DEFAULT_SECRET_KEY),
+                                      ("AMTRACE_AUDIT_KEY", self.audit_key, DEFAULT_AUDIT_KEY))
+                    if v == d or len(v) < 32]
+            if weak:
+                raise ValueError(
+                    f"{', '.join(weak)} must be set to a private value of at least 32 characters "
+                    f"when AMTRACE_ENVIRONMENT={self.environment}")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once from the environment."""
+    return Settings()

@@ -1,0 +1,211 @@
+"""Stage gates per device: build → post-processing → cleaning → sterilization → inspection → release → delivery."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.audit.service import record, register_record_hasher, settings_of, sign
+from server.errors import Conflict, Forbidden, NotFound
+from server.models import Case, Device, Job, StageStep, utcnow
+from server.nonconformities.service import blocking
+from server.security import Principal, content_sha256
+
+STAGES = ("build", "post_processing", "cleaning", "sterilization", "inspection", "release", "delivery")
+PERFORMERS = {"build": ("operator",), "post_processing": ("operator",), "cleaning": ("operator",),
+              "sterilization": ("operator",), "inspection": ("quality_engineer",),
+              "release": ("quality_engineer",), "delivery": ("production_manager",)}
+# The downstream judge of each step (domain §2.5); release is a QA act, delivery is accepted by the clinician.
+ACCEPTORS = {"build": ("production_manager", "quality_engineer"),
+             "post_processing": ("production_manager", "quality_engineer"),
+             "cleaning": ("production_manager", "quality_engineer"),
+             "sterilization": ("quality_engineer",), "inspection": ("quality_engineer",),
+             "release": ("quality_engineer",), "delivery": ("clinician",)}
+
+
+def words(stage: str) -> str:
+    """Stage name for people."""
+    return stage.replace("_", "-")
+
+
+def case_deadline(session: Session, case: Case) -> datetime:
+    """When the device must be delivered: the configured margin before the surgery date."""
+    day = case.surgery_date - timedelta(days=settings_of(session).delivery_margin_days)
+    return datetime.combine(day, time(0, 0), tzinfo=timezone.utc)
+
+
+def create_steps(session: Session, *, device: Device) -> list[StageStep]:
+    """Create the device's stage steps with deadlines (cumulative, never later than the case deadline)."""
+    settings = settings_of(session)
+    case = session.get(Case, device.case_id)
+    limit = case_deadline(session, case)
+    at = utcnow()
+    steps = []
+    for i, stage in enumerate(STAGES):
+        at = at + timedelta(hours=settings.stage_hours.get(stage, 24))
+        step = StageStep(device_id=device.id, stage=stage, position=i, state="pending", deadline=min(at, limit))
+        session.add(step)
+        steps.append(step)
+    session.flush()
+    return steps
+
+
+def get_step(session: Session, *, step_id: int) -> StageStep:
+    """The stage step with this id, or NotFound."""
+    step = session.get(StageStep, step_id)
+    if step is None:
+        raise NotFound(f"No stage step {step_id}", code="step_not_found")
+    return step
+
+
+def steps_of(session: Session, *, device_id: int) -> list[StageStep]:
+    """A device's steps in order."""
+    return list(session.scalars(select(StageStep).where(StageStep.device_id == device_id)
+                                .order_by(StageStep.position)))
+
+
+def _refuse(step: StageStep, device: Device, verb: str, why: str) -> Conflict:
+    return Conflict(f"Cannot {verb} {words(step.stage)} of device {device.device_code}: {why}",
+                    code="stage_refused")
+
+
+def _check_device_free(session: Session, step: StageStep, device: Device, verb: str) -> None:
+    if device.state == "scrapped":
+        raise _refuse(step, device, verb, "the device is scrapped")
+    open_ncs = blocking(session, device=device)
+    if open_ncs:
+        raise _refuse(step, device, verb, "open nonconformity " + ", ".join(
+            f"{nc.id} ({nc.kind.replace('_', ' ')})" for nc in open_ncs) + " must be dispositioned first")
+
+
+def start(session: Session, *, actor: Principal, step_id: int) -> StageStep:
+    """Start a step; only after the previous step was accepted, never out of order."""
+    step = get_step(session, step_id=step_id)
+    device = session.get(Device, step.device_id)
+    if actor.role not in PERFORMERS[step.stage]:
+        raise Forbidden(f"A {actor.role} may not perform {words(step.stage)}; allowed: "
+                        f"{', '.join(PERFORMERS[step.stage])}", code="role_not_allowed")
+    if step.state != "pending":
+        raise _refuse(step, device, "start", f"it is already {step.state.replace('_', ' ')}")
+    if step.position > 0:
+        prev = steps_of(session, device_id=device.id)[step.position - 1]
+        if prev.state != "accepted":
+            raise Conflict(f"Cannot start {words(step.stage)} of device {device.device_code}: "
+                           f"{words(prev.stage)} has not been accepted (it is {prev.state.replace('_', ' ')})",
+                           code="stage_out_of_order")
+    else:
+        job = session.get(Job, device.job_id)
+        if job.state != "released":
+            raise Conflict(f"Cannot start build of device {device.device_code}: the release gate has not "
+                           f"allowed job {job.id}", code="stage_out_of_order")
+    _check_device_free(session, step, device, "start")
+    step.state, step.started_at, step.started_by = "in_progress", utcnow(), actor.id
+    record(session, actor=actor, action="stage_started", record_type="device", record_id=device.device_code,
+           old={"stage": step.stage, "state": "pending"}, new={"stage": step.stage, "state": "in_progress"})
+    return step
+
+
+def completion_content(step: StageStep, device: Device, result: str, by: int) -> dict[str, Any]:
+    """What the performer's signature binds to."""
+    return {"step_id": step.id, "device_code": device.device_code, "stage": step.stage, "result": result,
+            "performed_by": by}
+
+
+def acceptance_content(step: StageStep, device: Device, judgement: str) -> dict[str, Any]:
+    """What the acceptor's signature binds to (includes the signed completion)."""
+    return {"step_id": step.id, "device_code": device.device_code, "stage": step.stage, "result": step.result,
+            "completion_signature_id": step.completion_signature_id, "judgement": judgement,
+            "impact_assessment": step.impact_assessment}
+
+
+@register_record_hasher("stage_completion")
+def _rehash_completion(session: Session, record_id: str) -> str | None:
+    step = session.get(StageStep, int(record_id))
+    if step is None or step.result is None:
+        return None
+    return content_sha256(completion_content(step, session.get(Device, step.device_id), step.result,
+                                             step.completed_by))
+
+
+@register_record_hasher("stage_acceptance")
+def _rehash_acceptance(session: Session, record_id: str) -> str | None:
+    step = session.get(StageStep, int(record_id))
+    if step is None or step.judgement is None:
+        return None
+    return content_sha256(acceptance_content(step, session.get(Device, step.device_id), step.judgement))
+
+
+def complete(session: Session, *, actor: Principal, step_id: int, result: str, password: str) -> StageStep:
+    """Complete a step with the performer's signature (meaning performed)."""
+    step = get_step(session, step_id=step_id)
+    device = session.get(Device, step.device_id)
+    if step.state != "in_progress":
+        raise _refuse(step, device, "complete", f"it is {step.state.replace('_', ' ')}, not in progress")
+    if actor.id != step.started_by:
+        raise _refuse(step, device, "complete", "only the person who started it can sign it as performed")
+    _check_device_free(session, step, device, "complete")
+    sig = sign(session, signer=actor, password=password, meaning="performed", record_type="stage_completion",
+               record_id=step.id, record_sha256=content_sha256(completion_content(step, device, result, actor.id)),
+               allowed_roles=PERFORMERS[step.stage])
+    step.state, step.completed_at, step.completed_by = "completed", utcnow(), actor.id
+    step.result, step.completion_signature_id = result, sig.id
+    record(session, actor=actor, action="stage_completed", record_type="device", record_id=device.device_code,
+           old={"stage": step.stage, "state": "in_progress"},
+           new={"stage": step.stage, "state": "completed", "result": result, "signature_id": sig.id})
+    return step
+
+
+def accept(session: Session, *, actor: Principal, step_id: int, judgement: str, password: str) -> StageStep:
+    """Accept a completed step: a named second person signs the judgement; an overdue step needs an impact assessment."""
+    step = get_step(session, step_id=step_id)
+    device = session.get(Device, step.device_id)
+    if actor.role not in ACCEPTORS[step.stage]:
+        raise Forbidden(f"A {actor.role} may not accept {words(step.stage)}; allowed: "
+                        f"{', '.join(ACCEPTORS[step.stage])}", code="role_not_allowed")
+    if step.state != "completed":
+        raise _refuse(step, device, "accept", f"it is {step.state.replace('_', ' ')}, not completed")
+    if actor.id == step.completed_by:
+        raise _refuse(step, device, "accept", "the person who performed a step cannot accept it")
+    now = utcnow()
+    if now > step.deadline and not step.impact_assessment:
+        raise _refuse(step, device, "accept", f"it is overdue since {step.deadline:%d %b %Y %H:%M} UTC; "
+                                              f"record an impact assessment first")
+    _check_device_free(session, step, device, "accept")
+    sig = sign(session, signer=actor, password=password,
+               meaning="approved" if step.stage == "release" else "reviewed", record_type="stage_acceptance",
+               record_id=step.id, record_sha256=content_sha256(acceptance_content(step, device, judgement)),
+               allowed_roles=ACCEPTORS[step.stage])
+    step.state, step.accepted_at, step.accepted_by = "accepted", now, actor.id
+    step.judgement, step.acceptance_signature_id = judgement, sig.id
+    record(session, actor=actor, action="stage_accepted", record_type="device", record_id=device.device_code,
+           old={"stage": step.stage, "state": "completed"},
+           new={"stage": step.stage, "state": "accepted", "judgement": judgement, "signature_id": sig.id})
+    if step.stage == "delivery":
+        device.state = "delivered"
+    return step
+
+
+def assess_impact(session: Session, *, actor: Principal, step_id: int, assessment: str) -> StageStep:
+    """Record the impact assessment of an overdue step."""
+    step = get_step(session, step_id=step_id)
+    device = session.get(Device, step.device_id)
+    if step.state == "accepted":
+        raise _refuse(step, device, "assess", "it is already accepted")
+    if utcnow() <= step.deadline:
+        raise _refuse(step, device, "assess", f"it is not overdue (deadline {step.deadline:%d %b %Y %H:%M} UTC)")
+    old = step.impact_assessment
+    step.impact_assessment, step.impact_assessed_by, step.impact_assessed_at = assessment, actor.id, utcnow()
+    record(session, actor=actor, action="impact_assessed", record_type="device", record_id=device.device_code,
+           old={"stage": step.stage, "impact_assessment": old},
+           new={"stage": step.stage, "impact_assessment": assessment})
+    return step
+
+
+def overdue(session: Session, *, now: datetime) -> list[StageStep]:
+    """Steps not yet accepted whose deadline has passed (devices not scrapped)."""
+    return list(session.scalars(select(StageStep).join(Device, Device.id == StageStep.device_id).where(
+        StageStep.state != "accepted", StageStep.deadline < now, Device.state != "scrapped")
+        .order_by(StageStep.deadline)))
