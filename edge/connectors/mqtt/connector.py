@@ -1,0 +1,463 @@
+"""MQTT connector: persistent session, QoS 1, acknowledge a message only once its readings are durable.
+
+Threads (paho is synchronous; the agent's event loop is never blocked by it):
+  - paho's network thread (loop_start) reads the socket and calls on_message, which only enqueues;
+  - a supervisor thread connects, and after a loss waits base.Backoff before connecting again
+    (paho's own reconnect is off, so the one backoff policy of the project applies);
+  - a flusher thread collects messages for group_commit_ms, parses them, hands all good ones to
+    sink.submit() in one call (one durable transaction), quarantines the malformed ones, and only
+    then acknowledges every message, in the order received. All sink calls come from this thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import queue
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, replace
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edge.config import MachineConfig
+from edge.connectors.base import Backoff, Connector, ConnectorError
+from edge.connectors.mqtt.payload import MalformedPayload, parse_with_seq, signal_map
+from edge.readings import Event, Ingest, OutboxFull, ReadingSink
+
+log = logging.getLogger(__name__)
+
+RECEIVE_MAXIMUM = 1000  # unacknowledged messages the broker may send us: bounds memory under back-pressure
+MAX_BATCH = 1000  # messages per durable transaction
+RETRY_S = 0.5  # how often a refused submit (outbox full, sink error) is retried
+COMMAND_TIMEOUT_S = 10.0
+
+
+@dataclass
+class MqttStats:
+    """Counters of one MQTT connection, as status and metrics show them."""
+
+    messages_received: int = 0  # every delivery, redeliveries included
+    messages_acked: int = 0
+    readings: int = 0  # readings handed durably to the sink
+    quarantined: int = 0
+    pending_unacked: int = 0  # received, not yet acknowledged (and not left for the broker to redeliver)
+    backpressure: bool = False
+    left_for_redelivery: int = 0  # stored, but the connection they came on is gone: the broker sends them again
+    seq_gaps: int = 0  # jumps in a machine's seq (messages the machine says it sent that never arrived)
+
+
+@dataclass
+class _Message:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_ns: int
+    generation: int
+    ingest: Ingest | None = None
+    seq: int | None = None
+    reason: str | None = None
+    quarantined: bool = False
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _iso(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / 1e9))
+
+
+class MqttConnector(Connector):
+    """Reads one machine's MQTT snapshots into the sink; acknowledges only what the sink stored."""
+
+    type = "mqtt"
+
+    def __init__(self, machine: MachineConfig, sink: ReadingSink, *, agent_id: str = "edge",
+                 group_commit_ms: float = 10.0):
+        super().__init__(machine, sink)
+        if machine.connection.type != "mqtt":
+            raise ConnectorError(f"machine {machine.id}: connection type is {machine.connection.type}, not mqtt")
+        self.config = machine.connection
+        self.client_id = self.config.client_id or f"amtrace-{agent_id}-{machine.id}"
+        self.group_commit_s = max(0.0, group_commit_ms) / 1000.0
+        self.subscriptions = signal_map(machine).subscriptions  # ConfigError for an ambiguous map, now
+        self.broker = f"{self.config.host}:{self.config.port}"
+        self._stats = MqttStats()
+        self._lock = threading.Lock()  # guards stats, generation and state changes across threads
+        self._inbox: queue.Queue[_Message] = queue.Queue()
+        self._events: collections.deque[Event] = collections.deque()
+        self._stopping = threading.Event()
+        self._lost = threading.Event()
+        self._generation = 0  # +1 on every connect and disconnect; a message is acked only in its own
+        self._connected_generation = -1
+        self._backoff = Backoff()
+        self._outage_since_ns: int | None = None
+        self._ever_connected = False
+        self._last_seq: dict[str, int] = {}
+        self._client: mqtt.Client | None = None
+        self._threads: list[threading.Thread] = []
+        self.state.detail = {"broker": self.broker, "client_id": self.client_id, "protocol": self.config.protocol,
+                             "subscriptions": list(self.subscriptions), "session_present": None,
+                             "subscribed": False}
+
+    # ------------------------------------------------------------------ public
+    @property
+    def stats(self) -> MqttStats:
+        """A snapshot of the connection's counters."""
+        with self._lock:
+            return replace(self._stats)
+
+    async def start(self) -> None:
+        """Start connecting (in the background, retrying with backoff) and delivering; returns at once."""
+        if self._threads:
+            return
+        self._client = self._make_client()
+        self._stopping.clear()
+        self._threads = [
+            threading.Thread(target=self._supervise, name=f"mqtt-connect-{self.machine.id}", daemon=True),
+            threading.Thread(target=self._flush_loop, name=f"mqtt-flush-{self.machine.id}", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    async def stop(self) -> None:
+        """Store and acknowledge what already arrived (if the sink takes it), then disconnect."""
+        if not self._threads:
+            return
+        self._stopping.set()
+        await asyncio.to_thread(self._join)
+
+    async def set_start_enabled(self, enabled: bool, *, reason: str) -> str:
+        """Publish a start_enabled command (QoS 1) on the command topic and wait for the broker's PUBACK."""
+        topic = self.config.command_topic
+        if not topic:
+            raise ConnectorError(f"machine {self.machine.id} has no MQTT command_topic: it offers no start interlock")
+        client = self._client
+        if client is None or not self.state.connected:
+            # Refuse rather than queue: a command sent much later could enable a start nobody wants now.
+            raise ConnectorError(
+                f"start_enabled={str(enabled).lower()} not sent to {self.machine.id}: broker {self.broker} "
+                f"is not connected ({self.state.last_error or 'connecting'})")
+        body = json.dumps({"command": "start_enabled", "value": bool(enabled), "reason": reason,
+                           "ts": _iso(_now_ns()), "machine_id": self.machine.id}).encode()
+        info = client.publish(topic, body, qos=1)
+        try:
+            await asyncio.to_thread(info.wait_for_publish, COMMAND_TIMEOUT_S)
+        except (RuntimeError, ValueError) as e:
+            raise ConnectorError(f"start_enabled command to {topic} failed: {e}") from None
+        if not info.is_published():
+            raise ConnectorError(
+                f"start_enabled={str(enabled).lower()} on {topic}: broker {self.broker} did not confirm "
+                f"within {COMMAND_TIMEOUT_S:g} s")
+        return (f"published start_enabled={str(enabled).lower()} to {topic} on {self.broker} "
+                f"(QoS 1, broker confirmed)")
+
+    # ------------------------------------------------------------------ connection
+    def _make_client(self) -> mqtt.Client:
+        v5 = self.config.protocol == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,  # 3.1.1: persistent session
+            manual_ack=True,
+            reconnect_on_failure=False,  # the supervisor reconnects, with base.Backoff
+        )
+        client.enable_logger(log)
+        tls = self.config.tls
+        if tls is not None:
+            try:
+                client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file,
+                               cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (OSError, ssl.SSLError) as e:
+                raise ConnectorError(f"machine {self.machine.id}: TLS files cannot be used: {e}") from None
+            if tls.insecure_skip_verify:
+                client.tls_insecure_set(True)
+        if self.config.username:
+            password = None
+            if self.config.password_env:
+                password = os.environ.get(self.config.password_env)
+                if password is None:
+                    raise ConnectorError(
+                        f"machine {self.machine.id}: environment variable {self.config.password_env} "
+                        f"(password of MQTT user {self.config.username}) is not set")
+            client.username_pw_set(self.config.username, password)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _supervise(self) -> None:
+        client = self._client
+        assert client is not None
+        v5 = self.config.protocol == "5"
+        while not self._stopping.is_set():
+            self._lost.clear()
+            try:
+                if v5:
+                    props = Properties(PacketTypes.CONNECT)
+                    props.SessionExpiryInterval = self.config.session_expiry_s
+                    props.ReceiveMaximum = RECEIVE_MAXIMUM
+                    client.connect(self.config.host, self.config.port, self.config.keepalive_s,
+                                   clean_start=False, properties=props)
+                else:
+                    client.connect(self.config.host, self.config.port, self.config.keepalive_s)
+            except (OSError, ValueError) as e:
+                self._connection_failed(self._words(e))
+                self._stopping.wait(self._backoff.next_delay())
+                continue
+            client.loop_start()
+            # Wait for the loss of this connection (or for stop); paho's thread ends with it.
+            while not self._lost.wait(0.5):
+                if self._stopping.is_set():
+                    break
+                if getattr(client, "_thread", True) is None:  # network thread died without on_disconnect
+                    break
+            if self._stopping.is_set():
+                break
+            client.loop_stop()
+            self._stopping.wait(self._backoff.next_delay())
+
+    def _words(self, e: BaseException) -> str:
+        where = f"broker {self.broker}"
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return f"{where}: TLS certificate not accepted: {e.verify_message}"
+        if isinstance(e, ssl.SSLError):
+            return f"{where}: TLS handshake failed: {e.reason or e}"
+        if isinstance(e, ConnectionRefusedError):
+            return f"{where} is unreachable: connection refused (is the broker running?)"
+        if isinstance(e, (socket.timeout, TimeoutError)):
+            return f"{where} did not answer within {self._client.connect_timeout if self._client else 5:g} s"
+        if isinstance(e, socket.gaierror):
+            return f"{where}: host name {self.config.host} not found ({e.strerror})"
+        if isinstance(e, OSError):
+            return f"{where} is unreachable: {e.strerror or e}"
+        return f"{where}: {e}"
+
+    def _connection_failed(self, error: str) -> None:
+        now = _now_ns()
+        with self._lock:
+            self.state.last_error = error
+            first_of_outage = self._outage_since_ns is None
+            if first_of_outage:
+                self._outage_since_ns = now
+        if first_of_outage:
+            log.warning("%s: %s", self.machine.id, error)
+            self._event("connection_lost", "warning", f"MQTT connection to {self.broker} lost: {error}", now,
+                        since=_iso(now))
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._connection_failed(f"broker {self.broker} refused the connection: {str(reason_code).lower()}")
+            return
+        now = _now_ns()
+        self._backoff.reset()
+        options = SubscribeOptions(qos=1) if self.config.protocol == "5" else 1
+        # Subscribe on every connect: a broker that lost the session has lost the subscriptions too.
+        result, _ = client.subscribe([(topic, options) for topic in self.subscriptions])
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.warning("%s: subscribe not sent: %s", self.machine.id, mqtt.error_string(result))
+        with self._lock:
+            self._generation += 1
+            self._connected_generation = self._generation
+            reconnect = self._ever_connected
+            self._ever_connected = True
+            outage_since = self._outage_since_ns
+            self._outage_since_ns = None
+            self.state.connected = True
+            self.state.since_ns = now
+            self.state.last_error = None
+            if reconnect:
+                self.state.reconnects += 1
+            self.state.detail["session_present"] = bool(flags.session_present)
+            self.state.detail["subscribed"] = False
+        if outage_since is not None:
+            outage_s = (now - outage_since) / 1e9
+            self._event("connection_restored", "info",
+                        f"MQTT connection to {self.broker} restored after {outage_s:.1f} s", now,
+                        since=_iso(outage_since), until=_iso(now), outage_s=round(outage_s, 3))
+        if reconnect and not flags.session_present:
+            # The broker forgot us: what the machine published meanwhile may be gone. Say so.
+            self._event("session_lost", "warning",
+                        f"broker {self.broker} had no session for client id {self.client_id}: messages published "
+                        "while the agent was disconnected may be lost", now)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            error = f"broker {self.broker} refused the subscription to {', '.join(self.subscriptions)}: {failed[0].lower()}"
+            with self._lock:
+                self.state.last_error = error
+            self._event("subscription_refused", "alarm", error, _now_ns())
+        else:
+            with self._lock:
+                self.state.detail["subscribed"] = True
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._lock:
+            was_connected = self.state.connected
+            self._generation += 1
+            self.state.connected = False
+            self.state.detail["subscribed"] = False
+        if not self._stopping.is_set() and was_connected:
+            self._connection_failed(f"broker {self.broker} closed the connection: {str(reason_code).lower()}")
+        self._lost.set()
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self._stats.messages_received += 1
+            if self._stopping.is_set():
+                return  # not acknowledged: the broker keeps it for the next session
+            generation = self._connected_generation
+            self._stats.pending_unacked += 1
+        self._inbox.put(_Message(msg.mid, msg.qos, msg.topic, bytes(msg.payload), _now_ns(), generation))
+
+    # ------------------------------------------------------------------ durable hand-over
+    def _event(self, kind: str, severity: str, message: str, ts_ns: int, **fields) -> None:
+        self._events.append(Event(machine_id=self.machine.id, kind=kind, message=message, ts_ns=ts_ns,
+                                  severity=severity, fields={"broker": self.broker, **fields}))
+
+    def _drain_events(self) -> None:
+        while self._events:
+            event = self._events[0]
+            try:
+                self.sink.event(event)
+            except Exception as e:  # noqa: BLE001 - kept and retried; an event is not dropped for a sink hiccup
+                log.warning("%s: event %s not stored yet: %s", self.machine.id, event.kind, e)
+                return
+            self._events.popleft()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._drain_events()
+            try:
+                first = self._inbox.get(timeout=0.1)
+            except queue.Empty:
+                if self._stopping.is_set() and self._finished():
+                    break
+                continue
+            batch = [first]
+            deadline = time.monotonic() + self.group_commit_s
+            while len(batch) < MAX_BATCH:
+                left = deadline - time.monotonic()
+                try:
+                    batch.append(self._inbox.get(timeout=left) if left > 0 else self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            self._store_and_ack(batch)
+        self._drain_events()
+
+    def _finished(self) -> bool:
+        return all(not t.is_alive() for t in self._threads[:1])
+
+    def _store_and_ack(self, batch: list[_Message]) -> None:
+        for m in batch:
+            if m.ingest is None and m.reason is None:
+                try:
+                    m.ingest, m.seq = parse_with_seq(m.payload, machine=self.machine, topic=m.topic,
+                                                     received_ns=m.received_ns)
+                except MalformedPayload as e:
+                    m.reason = e.reason
+        ingests = [self._with_gap_events(m) for m in batch if m.ingest is not None]
+        refused_since: float | None = None
+        refused_kind = ""
+        while True:
+            try:
+                self._store(batch, ingests)
+                break
+            except Exception as e:  # noqa: BLE001 - nothing is acked; retried until it is stored
+                kind = "backpressure" if isinstance(e, OutboxFull) else "sink_error"
+                if refused_since is None or kind != refused_kind:
+                    refused_since, refused_kind = time.monotonic(), kind
+                    with self._lock:
+                        self._stats.backpressure = True
+                    text = (f"outbox full: {e}; not acknowledging MQTT messages, the broker keeps them"
+                            if kind == "backpressure" else f"storing MQTT messages failed: {e!r}; will retry")
+                    log.error("%s: %s", self.machine.id, text)
+                    self._event(kind, "alarm", text, _now_ns(), pending=len(batch))
+                self._drain_events()
+                if self._stopping.wait(RETRY_S) and self._stopping.is_set():
+                    # Stopping while the sink refuses: leave the messages unacknowledged for redelivery.
+                    with self._lock:
+                        self._stats.pending_unacked -= len(batch)
+                    return
+        if refused_since is not None:
+            held_s = time.monotonic() - refused_since
+            with self._lock:
+                self._stats.backpressure = False
+            self._event("backpressure_released" if refused_kind == "backpressure" else "sink_recovered", "info",
+                        f"stored {len(batch)} held MQTT messages after {held_s:.1f} s", _now_ns(),
+                        held_s=round(held_s, 3))
+        self._ack(batch)
+
+    def _store(self, batch: list[_Message], ingests: list[Ingest]) -> None:
+        # Quarantine is durable too; each malformed message is quarantined once even if submit is retried.
+        for m in batch:
+            if m.reason is not None and not m.quarantined:
+                self.sink.quarantine(source="mqtt", origin=m.topic, raw=m.payload, reason=m.reason,
+                                     machine_id=self.machine.id)
+                m.quarantined = True
+                with self._lock:
+                    self._stats.quarantined += 1
+                log.warning("%s: quarantined a message on %s: %s", self.machine.id, m.topic, m.reason)
+        if ingests:
+            self.sink.submit(ingests)
+            with self._lock:
+                self._stats.readings += sum(len(i.readings) for i in ingests)
+
+    def _with_gap_events(self, m: _Message) -> Ingest:
+        assert m.ingest is not None
+        last = self._last_seq.get(m.topic)
+        if m.seq is None:
+            return m.ingest
+        # Always follow the latest seq: a lower one is a redelivery or a restarted machine, not a gap.
+        self._last_seq[m.topic] = m.seq
+        if last is None or m.seq <= last + 1:
+            return m.ingest
+        missing = m.seq - last - 1
+        with self._lock:
+            self._stats.seq_gaps += 1
+        gap = Event(machine_id=self.machine.id, kind="gap", severity="warning", ts_ns=m.received_ns,
+                    message=f"{missing} message(s) missing on {m.topic}: seq jumped from {last} to {m.seq}",
+                    fields={"topic": m.topic, "missing": missing, "from_seq": last, "to_seq": m.seq})
+        return replace(m.ingest, extra_events=(*m.ingest.extra_events, gap))
+
+    def _ack(self, batch: list[_Message]) -> None:
+        client = self._client
+        for m in batch:
+            with self._lock:
+                # A message from an earlier connection cannot be acknowledged on this one: the broker
+                # sends it again (it is stored already; the copy is identical when the machine sends ts).
+                current = m.generation == self._generation and self.state.connected
+                if current and client is not None:
+                    client.ack(m.mid, m.qos)
+                    self._stats.messages_acked += 1
+                else:
+                    self._stats.left_for_redelivery += 1
+                self._stats.pending_unacked -= 1
+
+    def _join(self) -> None:
+        supervisor, flusher = self._threads
+        client = self._client
+        supervisor.join()
+        # The flusher stores and acks what already arrived, then ends (supervisor is done).
+        flusher.join()
+        if client is not None:
+            if client.is_connected():
+                client.disconnect()  # queued PUBACKs are written before DISCONNECT
+            client.loop_stop()
+        with self._lock:
+            self.state.connected = False
+        self._threads = []

@@ -1,0 +1,407 @@
+"""MqttConnector against a real Mosquitto: acknowledge only what is stored, quarantine the malformed,
+hold under back-pressure, survive a crash, a broker restart and an unreachable broker without loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from mqtt_testkit import Publisher, SqliteSink, good, machine, wait_until
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.connectors.base import ConnectorError
+from edge.connectors.mqtt.connector import MqttConnector
+
+ROOT = Path(__file__).resolve().parents[4]
+HERE = Path(__file__).resolve().parent
+
+
+def topic() -> str:
+    return f"test/{uuid.uuid4().hex[:10]}/telemetry"
+
+
+async def started(m, sink, **kw) -> MqttConnector:
+    connector = MqttConnector(m, sink, agent_id="test", **kw)
+    await connector.start()
+    wait_until(lambda: connector.state.detail["subscribed"], what="connector subscribed")
+    return connector
+
+
+async def test_good_messages_are_stored_then_acked_in_one_submit_per_group(mosquitto, tmp_path):
+    """Every good message becomes its readings; each message is acknowledged once, after it is stored."""
+    t = topic()
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    connector = await started(machine(t, mosquitto.port), sink)
+    pub = Publisher(mosquitto.port)
+    for i in range(200):
+        pub.publish(t, good(i))
+    pub.publish(f"{t}/status", b'{"values": {"cycle": {"phase": "plateau"}}}')
+    pub.confirm()
+    wait_until(lambda: connector.stats.messages_acked == 201, what="201 acks")
+    stats = connector.stats
+    assert (stats.messages_received, stats.messages_acked, stats.readings, stats.quarantined,
+            stats.pending_unacked, stats.backpressure) == (201, 201, 401, 0, 0, False)
+    assert sink.count("readings") == 401
+    assert sink.rows("SELECT count(DISTINCT source_ts_ns) FROM readings WHERE signal='chamber_temp_c'") == [(200,)]
+    assert sink.rows("SELECT value, origin FROM readings WHERE signal='phase'") == [('"plateau"', f"{t}/status")]
+    assert sink.submits < 201  # grouped: several messages per durable transaction
+    assert connector.state.connected and connector.state.last_error is None
+    await connector.stop()
+    pub.close()
+
+
+BIG = b'{"values": {"chamber": {"temp_c": 1}}, "pad": "' + b"x" * 5000 + b'"}'
+# (payload, exact quarantine reason)
+MALFORMED = [
+    (b"hello", "not JSON: Expecting value at line 1 column 1"),
+    (b'{"values": {"chamber": {"temp_c": "hot"}}}', "values.chamber.temp_c: expected a number, got string 'hot'"),
+    (b'{"values": {"chamber": {"temp_c": true}}}', "values.chamber.temp_c: expected a number, got boolean true"),
+    (b'{"values": {"chamber": {"temp_c": NaN}}}', "values.chamber.temp_c: NaN is not a measurement"),
+    (b'{"values": {"chamber": {"temp_c": Infinity}}}', "values.chamber.temp_c: Infinity is not a measurement"),
+    (b'{"values": {"chamber": {"humidity": 40}}}',
+     "unknown field values.chamber.humidity: not in the signal map of sterilizer-01"),
+    (b'{"values": {}, "extra": 1}', "unknown field extra: only ts, seq and values are allowed at the top level"),
+    (BIG, f"payload is {len(BIG)} bytes, limit 4096"),
+    (b'{"ts": "2099-01-01T00:00:00Z", "values": {}}', None),  # reason depends on today: checked by prefix
+    (b"", "not JSON: empty payload"),
+]
+
+
+async def test_malformed_messages_are_quarantined_and_acked_while_good_ones_flow(mosquitto, tmp_path):
+    """Each malformed message is quarantined with raw bytes, topic and exact reason, and acknowledged."""
+    t = topic()
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    m = machine(t, mosquitto.port)
+    connector = await started(m, sink)
+    pub = Publisher(mosquitto.port)
+    for i, (raw, _) in enumerate(MALFORMED):
+        pub.publish(t, good(2 * i))
+        pub.publish(t, raw)
+        pub.publish(t, good(2 * i + 1))
+    pub.confirm()
+    total = 3 * len(MALFORMED)
+    wait_until(lambda: connector.stats.messages_acked == total, what=f"{total} acks")
+    stats = connector.stats
+    assert (stats.messages_received, stats.quarantined, stats.readings, stats.pending_unacked) == (
+        total, len(MALFORMED), 2 * 2 * len(MALFORMED), 0)
+    rows = sink.rows("SELECT source, origin, raw, reason, machine FROM quarantine ORDER BY rowid")
+    assert len(rows) == len(MALFORMED)
+    for (raw, reason), row in zip(MALFORMED, rows):
+        assert row[:3] == ("mqtt", t, raw)
+        assert row[4] == "sterilizer-01"
+        if reason is None:
+            assert row[3].startswith("ts 2099-01-01T00:00:00Z is ") and row[3].endswith(" days in the future (limit 300 s)")
+        else:
+            assert row[3] == reason
+    assert connector.state.connected  # the agent keeps running
+    await connector.stop()
+
+    # Acknowledged means gone from the broker: a new session with the same client id gets only new messages
+    # (the broker sends a session's unacknowledged messages before newer ones, so the marker comes last).
+    sink2 = SqliteSink(tmp_path / "sink2.sqlite")
+    connector = await started(m, sink2)
+    pub.publish(t, good(999))
+    pub.confirm()
+    wait_until(lambda: connector.stats.messages_acked == 1, what="the marker message")
+    assert connector.stats.messages_received == 1
+    assert sink2.count("quarantine") == 0
+    await connector.stop()
+    pub.close()
+
+
+async def test_messages_sent_while_the_agent_is_away_arrive_from_the_persistent_session(mosquitto, tmp_path):
+    """Stopped connector, machine keeps publishing; the next start gets every message, exactly."""
+    t = topic()
+    m = machine(t, mosquitto.port)
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    connector = await started(m, sink)
+    await connector.stop()
+    pub = Publisher(mosquitto.port)
+    for i in range(150):
+        pub.publish(t, good(i))
+    pub.confirm()
+    connector = await started(m, sink)
+    wait_until(lambda: connector.stats.messages_acked == 150, what="150 queued messages")
+    assert sink.rows("SELECT count(*), count(DISTINCT source_ts_ns) FROM readings WHERE signal='chamber_temp_c'") \
+        == [(150, 150)]
+    assert connector.state.detail["session_present"] is True
+    await connector.stop()
+    pub.close()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_kill_9_before_ack_loses_nothing(mosquitto, tmp_path, protocol):
+    """A connector killed (SIGKILL) after receiving but before storing: the broker redelivers every message."""
+    t = topic()
+    client_id = f"amtrace-crash-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "mqtt_blocking_child.py"), str(mosquitto.port), t, client_id, protocol,
+         str(tmp_path / "child.sqlite")],
+        stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True)
+    try:
+        line = ""
+        while not line.startswith("subscribed"):
+            line = child.stdout.readline()
+            assert line, "child ended before it subscribed"
+        pub = Publisher(mosquitto.port, protocol)
+        for i in range(60):
+            pub.publish(t, good(i))
+        pub.confirm()
+        while line.strip() != "subscribed received 60":
+            line = child.stdout.readline()
+            assert line, "child ended before receiving 60 messages"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    child_sink = SqliteSink(tmp_path / "child.sqlite")
+    assert child_sink.count("readings") == 0  # it never stored (nor acknowledged) anything
+
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    connector = await started(machine(t, mosquitto.port, protocol=protocol, client_id=client_id), sink)
+    wait_until(lambda: connector.stats.messages_acked == 60, what="60 redelivered messages")
+    assert sink.rows("SELECT count(*), count(DISTINCT source_ts_ns) FROM readings WHERE signal='chamber_temp_c'") \
+        == [(60, 60)]
+    assert connector.stats.messages_received == 60
+    await connector.stop()
+    pub.close()
+
+
+async def test_sink_error_means_no_ack_and_redelivery_to_the_next_session(mosquitto, tmp_path):
+    """When submit raises, nothing is acknowledged; after a restart of the agent the broker sends it all again."""
+    t = topic()
+    m = machine(t, mosquitto.port)
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    sink.fail = OSError(28, "No space left on device")
+    connector = await started(m, sink)
+    pub = Publisher(mosquitto.port)
+    for i in range(40):
+        pub.publish(t, good(i))
+    pub.confirm()
+    wait_until(lambda: connector.stats.messages_received == 40 and connector.stats.backpressure, what="40 held")
+    assert connector.stats.messages_acked == 0
+    wait_until(lambda: "sink_error" in sink.event_kinds(), what="sink_error event")
+    await connector.stop()  # the "agent" goes down with the sink still failing
+
+    sink.fail = None
+    connector = await started(m, sink)
+    wait_until(lambda: connector.stats.messages_acked == 40, what="40 redelivered")
+    assert sink.rows("SELECT count(*), count(DISTINCT source_ts_ns) FROM readings WHERE signal='chamber_temp_c'") \
+        == [(40, 40)]
+    await connector.stop()
+    pub.close()
+
+
+async def test_outbox_full_holds_acks_until_released(mosquitto, tmp_path):
+    """OutboxFull: nothing acknowledged while full, one alarm event; after release all arrive, exactly once."""
+    t = topic()
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    sink.full.set()
+    connector = await started(machine(t, mosquitto.port), sink)
+    pub = Publisher(mosquitto.port)
+    for i in range(300):
+        pub.publish(t, good(i))
+    pub.confirm()
+    wait_until(lambda: connector.stats.messages_received == 300, what="300 received")
+    wait_until(lambda: "backpressure" in sink.event_kinds(), what="backpressure event")
+    stats = connector.stats
+    assert (stats.messages_acked, stats.pending_unacked, stats.backpressure) == (0, 300, True)
+    assert sink.count("readings") == 0
+    assert connector.state.connected
+
+    sink.full.clear()
+    wait_until(lambda: connector.stats.messages_acked == 300, what="300 acks after release")
+    stats = connector.stats
+    assert (stats.pending_unacked, stats.backpressure, stats.readings) == (0, False, 600)
+    assert sink.rows("SELECT count(*), count(DISTINCT source_ts_ns) FROM readings WHERE signal='chamber_temp_c'") \
+        == [(300, 300)]
+    wait_until(lambda: "backpressure_released" in sink.event_kinds(), what="released event")
+    kinds = sink.event_kinds()
+    assert kinds.count("backpressure") == 1 and kinds.count("backpressure_released") == 1
+    severity = sink.rows("SELECT severity FROM events WHERE kind='backpressure'")
+    assert severity == [("alarm",)]
+    await connector.stop()
+    pub.close()
+
+
+def let_mosquitto_reach(path: Path) -> None:
+    """Make path's folders traversable for the 'mosquitto' user the broker drops to when started as root.
+
+    Without this, pytest's private (0700) temp folders keep the broker from saving its persistence file
+    ("unable to remove mosquitto.db.new: Permission denied") and a restart forgets every session."""
+    if os.geteuid() != 0:
+        return
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(folder, mode | 0o001)
+
+
+@pytest.mark.slow
+async def test_broker_restart_mid_stream_loses_nothing(mosquitto_factory, tmp_path):
+    """Broker restarted while messages are held unacknowledged: the connector reconnects, the persistent
+    session resumes, none is lost; a duplicate is only ever the identical reading (same machine ts)."""
+    broker = mosquitto_factory()
+    let_mosquitto_reach(broker.root / "data")
+    t = topic()
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    sink.full.set()  # hold everything unacknowledged, so the broker must keep it across its restart
+    connector = await started(machine(t, broker.port), sink)
+    pub = Publisher(broker.port)
+    for i in range(1500):
+        pub.publish(t, good(i))
+    pub.confirm(60)
+    # ReceiveMaximum bounds what the broker sends before acknowledgements: 1000 here, 500 wait at the broker.
+    wait_until(lambda: connector.stats.messages_received == 1000, what="1000 in flight")
+    assert connector.stats.messages_acked == 0
+    broker.restart()
+    wait_until(lambda: connector.state.detail["subscribed"] and connector.state.reconnects == 1, what="reconnect")
+    assert connector.state.detail["session_present"] is True
+    sink.full.clear()
+    for i in range(1500, 2000):
+        pub.publish(t, good(i))
+    pub.confirm(60)
+    wait_until(lambda: sink.rows("SELECT count(DISTINCT source_ts_ns) FROM readings")[0][0] == 2000,
+               timeout=60, what="all 2000 machine timestamps")
+    wait_until(lambda: connector.stats.pending_unacked == 0 and connector.stats.messages_acked >= 2000,
+               what="everything acknowledged")
+    # Duplicates only as identical readings: same signal, same machine ts, same value.
+    assert sink.rows("SELECT count(*) FROM (SELECT signal, source_ts_ns FROM readings "
+                     "GROUP BY signal, source_ts_ns HAVING count(DISTINCT value) > 1)") == [(0,)]
+    assert sink.rows("SELECT count(DISTINCT signal || '@' || source_ts_ns) FROM readings") == [(4000,)]
+    stats = connector.stats
+    assert stats.messages_received == stats.messages_acked + stats.left_for_redelivery
+    kinds = sink.event_kinds()
+    assert kinds.count("connection_lost") == 1 and kinds.count("connection_restored") == 1
+    assert "session_lost" not in kinds
+    await connector.stop()
+    pub.close()
+
+
+async def test_unreachable_broker_is_reported_and_joined_when_it_appears(mosquitto_factory, tmp_path):
+    """start() does not raise for a broker that is not there; it reports it, keeps trying and connects later."""
+    import localstack
+
+    port = localstack.free_port()
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    t = topic()
+    connector = MqttConnector(machine(t, port), sink)
+    await connector.start()
+    wait_until(lambda: connector.state.last_error is not None, what="an error")
+    assert connector.state.connected is False
+    assert connector.state.last_error == \
+        f"broker 127.0.0.1:{port} is unreachable: connection refused (is the broker running?)"
+    wait_until(lambda: "connection_lost" in sink.event_kinds(), what="connection_lost event")
+
+    broker = mosquitto_factory(port=port)
+    wait_until(lambda: connector.state.detail["subscribed"], what="connected once the broker is up")
+    pub = Publisher(broker.port)
+    pub.publish(t, good(1))
+    pub.confirm()
+    wait_until(lambda: connector.stats.messages_acked == 1, what="a message")
+    wait_until(lambda: "connection_restored" in sink.event_kinds(), what="restored")
+    assert sink.event_kinds().count("connection_lost") == 1
+    assert connector.state.last_error is None
+    await connector.stop()
+    pub.close()
+
+
+async def test_refused_login_is_reported_in_plain_words(mosquitto_factory, tmp_path, monkeypatch):
+    """A wrong password: the broker refuses; the state says so; the right one (from the env var) works."""
+    import localstack
+
+    class AuthMosquitto(localstack.Mosquitto):
+        def command(self):
+            cmd = super().command()
+            passwd = self.root / "data" / "passwd"
+            subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "edge", "s3cret"], check=True)
+            if os.geteuid() == 0:  # the broker reads it after dropping to user 'mosquitto'
+                shutil.chown(passwd, "mosquitto")
+                let_mosquitto_reach(passwd.parent)
+            conf = self.root / "mosquitto.conf"
+            conf.write_text(conf.read_text().replace("allow_anonymous true", f"allow_anonymous false\n"
+                                                     f"password_file {passwd}"))
+            return cmd
+
+    broker = AuthMosquitto(tmp_path / "broker").start()
+    try:
+        t = topic()
+        monkeypatch.setenv("TEST_MQTT_PASSWORD", "wrong")
+        m = machine(t, broker.port, username="edge", password_env="TEST_MQTT_PASSWORD")
+        sink = SqliteSink(tmp_path / "sink.sqlite")
+        connector = MqttConnector(m, sink)
+        await connector.start()
+        wait_until(lambda: connector.state.last_error is not None, what="refusal")
+        assert connector.state.last_error == f"broker 127.0.0.1:{broker.port} refused the connection: not authorized"
+        assert not connector.state.connected
+        await connector.stop()
+
+        monkeypatch.setenv("TEST_MQTT_PASSWORD", "s3cret")
+        connector = await started(m, sink)
+        assert connector.state.connected and connector.state.last_error is None
+        await connector.stop()
+
+        monkeypatch.delenv("TEST_MQTT_PASSWORD")
+        with pytest.raises(ConnectorError) as caught:
+            await MqttConnector(m, sink).start()
+        assert str(caught.value) == ("machine sterilizer-01: environment variable TEST_MQTT_PASSWORD "
+                                     "(password of MQTT user edge) is not set")
+    finally:
+        broker.stop(kill=True)
+
+
+async def test_start_enabled_command_is_published_and_confirmed(mosquitto, tmp_path):
+    """set_start_enabled publishes the JSON command at QoS 1 and returns after the broker's PUBACK."""
+    t = topic()
+    command_topic = t.replace("telemetry", "command")
+    got = []
+    listener = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"l-{uuid.uuid4().hex[:8]}")
+    listener.on_message = lambda c, u, msg: got.append(json.loads(msg.payload))
+    listener.connect("127.0.0.1", mosquitto.port)
+    listener.subscribe(command_topic, qos=1)
+    listener.loop_start()
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    connector = await started(machine(t, mosquitto.port, command_topic=command_topic), sink)
+    wait_until(lambda: True)
+    done = await connector.set_start_enabled(False, reason="release gate: design not approved")
+    assert done == f"published start_enabled=false to {command_topic} on 127.0.0.1:{mosquitto.port} " \
+                   "(QoS 1, broker confirmed)"
+    wait_until(lambda: len(got) == 1, what="the command at the machine")
+    assert {k: got[0][k] for k in ("command", "value", "reason", "machine_id")} == {
+        "command": "start_enabled", "value": False, "reason": "release gate: design not approved",
+        "machine_id": "sterilizer-01"}
+    assert got[0]["ts"].endswith("Z")
+    await connector.stop()
+    listener.disconnect()
+    listener.loop_stop()
+
+    no_topic = MqttConnector(machine(t, mosquitto.port), sink)
+    with pytest.raises(ConnectorError) as caught:
+        await no_topic.set_start_enabled(True, reason="x")
+    assert str(caught.value) == "machine sterilizer-01 has no MQTT command_topic: it offers no start interlock"
+
+
+async def test_seq_jump_is_recorded_as_a_gap_event(mosquitto, tmp_path):
+    """A machine's seq that jumps (messages it sent that never arrived) becomes a 'gap' event with the count."""
+    t = topic()
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    connector = await started(machine(t, mosquitto.port), sink)
+    pub = Publisher(mosquitto.port)
+    for i in (1, 2, 3, 7, 8):
+        pub.publish(t, good(i))
+    pub.confirm()
+    wait_until(lambda: connector.stats.messages_acked == 5, what="5 acks")
+    assert sink.rows("SELECT kind, message FROM events WHERE kind='gap'") == [
+        ("gap", f"3 message(s) missing on {t}: seq jumped from 3 to 7")]
+    assert connector.stats.seq_gaps == 1
+    await connector.stop()
+    pub.close()
