@@ -230,6 +230,8 @@ def start(session: Session, *, actor: Principal, scope_id: int, risk_decision: s
         raise Conflict(f"Risk decision must be one of {', '.join(RISK_DECISIONS)}", code="risk_decision")
     if _open_requalification(session, scope.id) is not None:
         raise Conflict(f"Scope {scope.id} already has an open requalification", code="requalification_open")
+    if valid_until <= utcnow().date():
+        raise Conflict("Validity end date must be in the future", code="validity_in_past")
     if scope.state == "unqualified":
         kind = "initial"
         if risk_decision != "full":
