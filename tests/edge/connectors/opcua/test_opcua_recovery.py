@@ -1,0 +1,135 @@
+"""Faults: server restarted mid-build, namespaces renumbered, server frozen (silent subscription)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edge.connectors.opcua.connector import OpcUaConnector
+from edge.simulators.opcua import LpbfPrinterSimulator
+from opcua_helpers import LPBF_SIGNALS, ROOT, machine, until
+
+
+def no_duplicates(sink) -> None:
+    keys = [(r.signal, r.source_ts_ns) for r in sink.readings()]
+    assert len(keys) == len(set(keys)), "a (signal, source time) point was delivered twice"
+    rows = sink.db.execute("select count(*) - count(distinct signal || ':' || source_ts_ns) from readings").fetchone()
+    assert rows == (0,)
+
+
+async def test_server_restart_mid_build_recreates_subscription_records_gap_no_duplicates(port, sink):
+    """Server down 2 s mid-build: resubscribed within 5 s of its return, one gap event, nothing twice."""
+    async with LpbfPrinterSimulator(port=port, speed=10, layer_time_s=2.0) as sim:
+        conn = OpcUaConnector(machine("lpbf-01", sim.endpoint, publishing_interval_ms=100), sink)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            await until(lambda: all(sink.readings(s) for s in LPBF_SIGNALS), 10, "initial values")
+            await sim.start_job("BUILD-0002", 60)
+            await until(lambda: sim.value("Job.CurrentLayer") >= 5, 20, "layer 5")
+            before = {k: list(sim.history[k]) for k in LPBF_SIGNALS.values()}
+            first = {k: sink.readings(n)[0].source_ts_ns for n, k in LPBF_SIGNALS.items()}
+            n_before = sum(1 for k, v in before.items() for p in v if p.source_ts_ns >= first[k])
+            await until(lambda: len(sink.readings()) >= n_before, 10, "the values so far")
+            down_at = time.time_ns()
+            await sim.restart(down_s=2.0)
+            back_at = time.time_ns()
+            await until(lambda: conn.stats.reconnects == 1, 10, "the reconnect")
+            await until(lambda: any(i.received_ns > back_at for i in sink.ingests), 10, "data after the restart")
+            await until(lambda: sim.value("Job.CurrentLayer") >= 25, 30, "layer 25")
+            await conn.wait_delivered(5)
+            await asyncio.sleep(0.3)
+            await conn.wait_delivered(5)
+        finally:
+            await conn.stop()
+            await sim.close()
+    restored = sink.kinds("connection_restored")
+    assert len(restored) == 1
+    assert (restored[0].ts_ns - back_at) / 1e9 < 5.0
+    [gap] = sink.kinds("gap")
+    assert gap.severity == "warning"
+    assert gap.fields["start_ns"] <= down_at + 10**9 and gap.fields["end_ns"] == restored[0].ts_ns
+    assert gap.fields["end_ns"] > back_at
+    assert "lost" in gap.fields["cause"]
+    assert len(sink.kinds("connection_lost")) == 1
+    assert conn.stats.gaps == 1
+    no_duplicates(sink)
+    # Everything published before the outage arrived; after the return, everything from the first new value on.
+    for name, key in LPBF_SIGNALS.items():
+        got = [(r.value, r.source_ts_ns) for r in sink.readings(name)]
+        first_ts = sink.readings(name)[0].source_ts_ns
+        old = [(p.value, p.source_ts_ns) for p in before[key] if p.source_ts_ns >= first_ts]
+        assert got[: len(old)] == old, name
+        post = [r for i in sink.ingests if i.received_ns > back_at for r in i.readings if r.signal == name]
+        if post:
+            resumed = post[0].source_ts_ns
+            want = [(p.value, p.source_ts_ns) for p in sim.history[key] if p.source_ts_ns >= resumed]
+            assert [g for g in got if g[1] >= resumed] == want, name
+    layers = [r.value for r in sink.readings("layer_number")]
+    assert layers == sorted(layers) and layers[-1] >= 25
+
+
+async def test_namespace_index_change_between_runs_still_resolves(port, sink):
+    """The server comes back with 5 more namespaces before the machine's: nsu= ids and browse paths still resolve."""
+    sim = LpbfPrinterSimulator(port=port, extra_namespaces=0)
+    await sim.start()
+    conn = OpcUaConnector(machine("lpbf-01", sim.endpoint, publishing_interval_ms=50), sink)
+    await conn.start()
+    try:
+        await conn.wait_subscribed(15)
+        await until(lambda: sink.readings("layer_number"), 10, "initial layer")
+        first_index = sim.ns_index
+        await sim.close()
+        sim = LpbfPrinterSimulator(port=port, extra_namespaces=5)
+        sim.vars["Job.CurrentLayer"].value = 41  # the new run starts with a different state
+        await sim.start()
+        assert sim.ns_index == first_index + 5
+        await until(lambda: conn.stats.reconnects == 1, 15, "the reconnect")
+        await until(lambda: [r.value for r in sink.readings("layer_number")][-1:] == [41], 10, "layer 41")
+        await sim.set("Chamber.OxygenConcentration", 77.0)
+        await until(lambda: [r.value for r in sink.readings("chamber_o2")][-1:] == [77.0], 10, "O2 77 ppm")
+    finally:
+        await conn.stop()
+        await sim.close()
+    assert conn.state.detail["unresolved"] == []
+    assert conn.identity["software_revision"] == "4.2.0"
+
+
+async def test_frozen_server_is_detected_by_the_watchdog(port, sink, tmp_path):
+    """A server process that stops answering (SIGSTOP) keeps its socket open: the watchdog declares the gap."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.simulators.opcua", "--machine", "lpbf-01", "--port", str(port),
+         "--ready-file", str(tmp_path / "ready")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        await until(lambda: (tmp_path / "ready").exists(), 20, "the simulator process")
+        endpoint = (tmp_path / "ready").read_text()
+        conn = OpcUaConnector(machine("lpbf-01", endpoint, publishing_interval_ms=100, watchdog_s=2.0,
+                                      timeout_s=1.0), sink)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            os.kill(proc.pid, signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            await until(lambda: sink.kinds("connection_lost"), 15, "connection_lost")
+            detected = time.monotonic() - frozen_at
+            os.kill(proc.pid, signal.SIGCONT)
+            await until(lambda: sink.kinds("gap"), 20, "the gap event after recovery")
+        finally:
+            await conn.stop()
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(10)
+    [lost] = sink.kinds("connection_lost")
+    # Either asyncua's server-state probe or our publish watchdog notices first; both within a few seconds.
+    assert detected < 8.0
+    assert sink.kinds("gap")[0].fields["cause"] == lost.fields["cause"]
+    no_duplicates(sink)
