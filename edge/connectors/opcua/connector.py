@@ -675,7 +675,9 @@ class OpcUaConnector(Connector):
                                     {"enabled": bool(enabled), "ok": False, "reason": reason}))
             raise
         except Exception as e:
-            msg = f"machine {mid}: setting start enabled={wanted} was refused: {describe_error(e, cfg)}"
+            why = (f"{cfg.endpoint}: the server answered {type(e).__name__}" if isinstance(e, ua.UaStatusCodeError)
+                   else describe_error(e, cfg))
+            msg = f"machine {mid}: setting start enabled={wanted} was refused: {why}"
             log.error("%s; reason: %s", msg, reason)
             await self._event(Event(mid, "interlock", f"{msg}; reason: {reason}", time.time_ns(), "alarm",
                                     {"enabled": bool(enabled), "ok": False, "reason": reason}))

@@ -29,8 +29,8 @@ LPBF_SIGNALS = {
 def machine(name: str, endpoint: str, **connection) -> MachineConfig:
     """A shipped machine config with its endpoint (and any connection field) overridden."""
     m = load_machine(ROOT / "configs" / "machines" / f"{name}.yaml")
-    conn = m.connection.model_copy(update={"endpoint": endpoint, **connection})
-    return MachineConfig.model_validate({**m.model_dump(), "connection": conn.model_dump()})
+    conn = {**m.connection.model_dump(), "endpoint": endpoint, **connection}
+    return MachineConfig.model_validate({**m.model_dump(), "connection": conn})
 
 
 async def until(predicate, timeout: float, what: str) -> None:

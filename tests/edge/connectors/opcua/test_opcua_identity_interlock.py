@@ -1,0 +1,124 @@
+"""Machine identity (OPC 40001-1) at connect and on change; the start-enable interlock written and checked."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from edge.connectors.base import ConnectorError
+from edge.connectors.opcua.connector import OpcUaConnector
+from edge.simulators.opcua import LpbfPrinterSimulator
+from opcua_helpers import machine, until
+
+IDENTITY = {
+    "manufacturer": "amtrace simulated machines",
+    "model": "LPBF-SIM 280",
+    "serial_number": "SIM-LPBF-0001",
+    "software_revision": "4.2.0",
+    "hardware_revision": "B",
+}
+
+
+async def test_identity_read_at_connect_and_software_change_reported_within_one_publishing_cycle(port, sink):
+    """Identity event at connect; a SoftwareRevision change raises identity_changed within one publishing interval."""
+    async with LpbfPrinterSimulator(port=port) as sim:
+        conn = OpcUaConnector(machine("lpbf-01", sim.endpoint, publishing_interval_ms=500), sink)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            assert conn.identity == IDENTITY
+            [ident] = sink.kinds("identity")
+            assert ident.fields == IDENTITY
+            assert ident.message == "amtrace simulated machines LPBF-SIM 280 serial SIM-LPBF-0001, software 4.2.0, hardware B"
+            await until(lambda: sink.readings("job_state"), 10, "first data")
+            changed_at = time.monotonic()
+            await sim.set_software_revision("4.3.0")
+            await until(lambda: sink.kinds("identity_changed"), 5, "identity_changed")
+            latency = time.monotonic() - changed_at
+            # Server-side the change is queued at once and goes out with the next publish: <= one interval (0.5 s).
+            assert latency < 0.5 + 0.25
+            [change] = sink.kinds("identity_changed")
+            assert change.severity == "alarm"
+            assert change.message == "software revision changed from 4.2.0 to 4.3.0: requalification required"
+            assert change.fields == {"old_software_revision": "4.2.0", "new_software_revision": "4.3.0",
+                                     "changed": "software_revision"}
+            assert conn.identity["software_revision"] == "4.3.0"
+            # A firmware update while the connection is down is found at the next connect.
+            await sim.stop()
+            await sim.set_software_revision("5.0.1")
+            await sim.start()
+            await until(lambda: len(sink.kinds("identity_changed")) == 2, 15, "second identity_changed")
+        finally:
+            await conn.stop()
+    assert sink.kinds("identity_changed")[1].fields["new_software_revision"] == "5.0.1"
+    assert [e.fields["software_revision"] for e in sink.kinds("identity")] == ["4.2.0", "5.0.1"]
+    assert conn.stats.identity_changes == 2
+
+
+async def test_interlock_blocks_the_start_and_is_logged(port, sink, caplog):
+    """start enabled=false is written and read back; the printer then refuses StartJob; true lets it start."""
+    caplog.set_level(logging.WARNING, logger="edge.connectors.opcua.connector")
+    async with LpbfPrinterSimulator(port=port, speed=20) as sim:
+        conn = OpcUaConnector(machine("lpbf-01", sim.endpoint, publishing_interval_ms=50), sink)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            done = await conn.set_start_enabled(False, reason="build file hash mismatch for job BUILD-9")
+            assert done == ("machine lpbf-01: start enabled set to false "
+                            "(nsu=urn:amtrace:sim:lpbf-01;s=lpbf-01.Interlock.StartEnabled, read back false); "
+                            "reason: build file hash mismatch for job BUILD-9")
+            assert done in caplog.text
+            assert await sim.start_job("BUILD-9", 3) == (False, "start of job BUILD-9 refused: StartEnabled is false")
+            assert sim.refusals == ["start of job BUILD-9 refused: StartEnabled is false"]
+            await until(lambda: [r.value for r in sink.readings("start_enabled")] == [True, False], 10, "start_enabled false")
+            await conn.set_start_enabled(True, reason="release gate passed for job BUILD-9")
+            assert await sim.start_job("BUILD-9", 3) == (True, "")
+        finally:
+            await conn.stop()
+    events = sink.kinds("interlock")
+    assert [(e.fields["enabled"], e.fields["ok"], e.severity) for e in events] == [(False, True, "warning"), (True, True, "info")]
+
+
+async def test_interlock_by_method(port, sink):
+    """An interlock offered as a method: the call is made and checked."""
+    async with LpbfPrinterSimulator(port=port) as sim:
+        cfg = machine("lpbf-01", sim.endpoint, interlock={
+            "method": "nsu=urn:amtrace:sim:lpbf-01;s=lpbf-01.Interlock.SetStartEnabled"})
+        conn = OpcUaConnector(cfg, sink)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            done = await conn.set_start_enabled(False, reason="requalification required")
+        finally:
+            await conn.stop()
+    assert done == ("machine lpbf-01: start enabled set to false (method "
+                    "nsu=urn:amtrace:sim:lpbf-01;s=lpbf-01.Interlock.SetStartEnabled accepted); "
+                    "reason: requalification required")
+    assert sim.value("Interlock.StartEnabled") is False
+
+
+async def test_interlock_refused_by_the_server_raises_a_clear_error(port, sink):
+    """A node the server does not let us write: ConnectorError naming the status, and an alarm event."""
+    async with LpbfPrinterSimulator(port=port) as sim:
+        cfg = machine("lpbf-01", sim.endpoint, interlock={"node": "nsu=urn:amtrace:sim:lpbf-01;s=lpbf-01.Job.JobState"})
+        conn = OpcUaConnector(cfg, sink)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            with pytest.raises(ConnectorError) as err:
+                await conn.set_start_enabled(False, reason="test")
+        finally:
+            await conn.stop()
+    assert str(err.value) == (f"machine lpbf-01: setting start enabled=false was refused: "
+                              f"{sim.endpoint}: the server answered BadUserAccessDenied")
+    [ev] = sink.kinds("interlock")
+    assert (ev.severity, ev.fields["ok"]) == ("alarm", False)
+
+
+async def test_interlock_when_not_connected(sink, port):
+    """No connection: the agent is told so, it is not silently ignored."""
+    conn = OpcUaConnector(machine("lpbf-01", f"opc.tcp://127.0.0.1:{port}/x"), sink)
+    with pytest.raises(ConnectorError, match=f"machine lpbf-01: cannot set start enabled=False: not connected to opc.tcp://127.0.0.1:{port}/x"):
+        await conn.set_start_enabled(False, reason="test")
