@@ -1,0 +1,50 @@
+"""Settings from AMTRACE_* variables, default secrets refused outside development, and the CLI commands."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from server.cli import main
+from server.settings import Settings
+
+
+def test_default_secrets_refused_in_production(monkeypatch):
+    monkeypatch.setenv("AMTRACE_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError) as e:
+        Settings()
+    assert ("AMTRACE_SECRET_KEY, AMTRACE_AUDIT_KEY must be set to a private value of at least 32 characters "
+            "when AMTRACE_ENVIRONMENT=production") in str(e.value)
+    monkeypatch.setenv("AMTRACE_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("AMTRACE_AUDIT_KEY", "a" * 40)
+    monkeypatch.setenv("AMTRACE_DATABASE_URL", "postgresql+psycopg://amtrace@db/amtrace")
+    s = Settings()
+    assert (s.environment, s.database_url) == ("production", "postgresql+psycopg://amtrace@db/amtrace")
+
+
+def test_default_database_is_a_sqlite_file(monkeypatch):
+    monkeypatch.delenv("AMTRACE_DATABASE_URL", raising=False)
+    assert Settings().database_url == "sqlite:///./var/server.db"
+
+
+def test_cli_migrate_create_user_verify(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AMTRACE_DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
+    monkeypatch.setenv("AMTRACE_ARGON2_TIME_COST", "1")
+    monkeypatch.setenv("AMTRACE_ARGON2_MEMORY_KIB", "8")
+    monkeypatch.setenv("AMTRACE_ARGON2_PARALLELISM", "1")
+    monkeypatch.setenv("AMTRACE_NEW_USER_PASSWORD", "first-admin-pass")
+    assert main(["migrate"]) == 0
+    assert main(["create-user", "root", "--full-name", "Rita Root", "--role", "admin"]) == 0
+    assert main(["create-user", "root", "--full-name", "Rita Root", "--role", "admin"]) == 1
+    assert main(["audit", "verify"]) == 0
+    out = capsys.readouterr()
+    assert "created user root (id 1, role admin)" in out.out
+    assert "User id 'root' exists or existed; user ids are never reused" in out.err
+    assert "checked 1 audit entries and 0 signatures" in out.out and "audit trail intact" in out.out
+
+
+def test_cli_refuses_production_with_default_secrets(monkeypatch):
+    monkeypatch.setenv("AMTRACE_ENVIRONMENT", "production")
+    with pytest.raises(SystemExit) as e:
+        main(["audit", "verify"])
+    assert "settings refused" in str(e.value)
