@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import MachineConfig
-from edge.readings import Event, Ingest, OutboxFull
+from edge.readings import Event, OutboxFull
 
 
 class SqliteSink:

@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def topic() -> str:
+    """A fresh topic per test, so tests sharing the session broker never see each other's messages."""
     return f"test/{uuid.uuid4().hex[:10]}/telemetry"
 
 
@@ -371,7 +372,6 @@ async def test_start_enabled_command_is_published_and_confirmed(mosquitto, tmp_p
     listener.loop_start()
     sink = SqliteSink(tmp_path / "sink.sqlite")
     connector = await started(machine(t, mosquitto.port, command_topic=command_topic), sink)
-    wait_until(lambda: True)
     done = await connector.set_start_enabled(False, reason="release gate: design not approved")
     assert done == f"published start_enabled=false to {command_topic} on 127.0.0.1:{mosquitto.port} " \
                    "(QoS 1, broker confirmed)"
