@@ -160,14 +160,25 @@ class Mosquitto(Service):
         )
         return [_which("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)]
 
+    def __init__(self, root: Path, port: int | None = None):
+        if os.geteuid() == 0:
+            # Debian's mosquitto drops privileges to user 'mosquitto' when started as root, and
+            # that user cannot reach pytest's or mkdtemp's private folders: without its own
+            # reachable folder it could not save its sessions and would forget them on restart.
+            import tempfile
+
+            root = Path(tempfile.mkdtemp(prefix="amtrace-mosquitto-"))
+            os.chmod(root, 0o755)
+        super().__init__(root, port)
+
     def popen_kwargs(self) -> dict:
-        # Debian's mosquitto drops privileges to user 'mosquitto' when started as root.
-        try:
-            pwd.getpwnam("mosquitto")
-            if os.geteuid() == 0:
-                shutil.chown(self.root / "data", "mosquitto")
-        except (KeyError, LookupError):
-            pass
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam("mosquitto")
+                for p in (self.root / "data", *(self.root / "data").glob("*")):
+                    shutil.chown(p, "mosquitto")
+            except (KeyError, LookupError):
+                pass
         return {}
 
 
