@@ -624,6 +624,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", type=int, default=1000, help="bench: number of variables")
     parser.add_argument("--rate", type=float, default=10_000, help="bench: value changes per second in total")
     parser.add_argument("--ready-file", help="write the endpoint into this file once listening")
+    parser.add_argument("--stats-file", help="bench: rewrite '<unix time> <values published>' here every second")
 
 
 async def _serve(args) -> int:
@@ -658,6 +659,13 @@ async def _serve(args) -> int:
             await sim.start_job(job, int(layers or 100))
         elif args.job and kind == "furnace":
             await sim.start_cycle(args.job)
+        if args.stats_file and kind == "bench":
+            while not stop.is_set():
+                Path(args.stats_file).write_text(f"{time.time()} {sim.published}")
+                try:
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
         await stop.wait()
     return 0
 
