@@ -110,6 +110,7 @@ class Outbox:
         budget_bytes: int,
         fsync: bool = True,
         quarantine_budget_bytes: int | None = None,
+        read_only: bool = False,
     ):
         if budget_bytes <= 0:
             raise ValueError("budget_bytes must be positive")
@@ -123,23 +124,35 @@ class Outbox:
             else max(budget_bytes // 10, 1024 * 1024)
         )
         self.fsync = fsync
-        self._lock_file = open(str(self.path) + ".lock", "a+b")  # noqa: SIM115 - held while open
-        try:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise RuntimeError(f"outbox {self.path} is already open in another process or object") from None
+        # read_only: for inspection (e.g. `amtrace-edge quarantine`) while the agent runs; takes no
+        # lock, refuses every change, and reads its counts from the file at each call.
+        self.read_only = read_only
+        self._lock_file = None
+        if not read_only:
+            self._lock_file = open(str(self.path) + ".lock", "a+b")  # noqa: SIM115 - held while open
+            try:
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock_file.close()
+                raise RuntimeError(f"outbox {self.path} is already open in another process or object") from None
 
         self._wlock = threading.Lock()  # put, delete, quarantine, meta writes
         self._rlock = threading.Lock()  # take, reads
         self._pending = threading.Condition(threading.Lock())
         self._closed = False
 
-        self._w = self._connect(create=True)
-        self._w.executescript(_SCHEMA)
-        self._r = self._connect()
+        if read_only:
+            self._w = self._r = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        else:
+            self._w = self._connect(create=True)
+            self._w.executescript(_SCHEMA)
+            self._r = self._connect()
         self._page_size = self._w.execute("PRAGMA page_size").fetchone()[0]
+        self._load_counts()
 
+    def _load_counts(self) -> None:
         rows, lines = self._w.execute("SELECT count(*), coalesce(sum(lines), 0) FROM outbox").fetchone()
         self._rows, self._lines = rows, lines
         q_rows, q_bytes = self._w.execute(
@@ -173,9 +186,11 @@ class Outbox:
         free = self._w.execute("PRAGMA freelist_count").fetchone()[0]
         return (page_count - free) * self._page_size
 
-    def _check_open(self) -> None:
+    def _check_open(self, write: bool = False) -> None:
         if self._closed:
             raise RuntimeError(f"outbox {self.path} is closed")
+        if write and self.read_only:
+            raise RuntimeError(f"outbox {self.path} is opened read-only")
 
     # -- outbox -----------------------------------------------------------------------------
 
@@ -193,7 +208,7 @@ class Outbox:
             rows.append((lines, data))
             added_lines += lines
         with self._wlock:
-            self._check_open()
+            self._check_open(write=True)
             if self._used >= self.budget_bytes:
                 raise OutboxFull(
                     f"outbox {self.path} is at its disk budget ({self._used} of {self.budget_bytes} bytes in use,"
@@ -242,7 +257,7 @@ class Outbox:
         if not ids:
             return
         with self._wlock:
-            self._check_open()
+            self._check_open(write=True)
             w = self._w
             w.execute("BEGIN IMMEDIATE")
             try:
@@ -292,6 +307,9 @@ class Outbox:
     def stats(self) -> OutboxStats:
         """Rows and lines pending, bytes in use against the budget, file size, quarantine fill."""
         with self._wlock:
+            if self.read_only:
+                self._check_open()
+                self._load_counts()
             rows, lines, used = self._rows, self._lines, self._used
             q_rows, q_bytes = self._q_rows, self._q_bytes
         file_bytes = 0
@@ -316,7 +334,7 @@ class Outbox:
             raw = raw.encode("utf-8")
         size = len(raw) + len(reason.encode("utf-8")) + len(origin.encode("utf-8")) + _QUARANTINE_ENTRY_OVERHEAD
         with self._wlock:
-            self._check_open()
+            self._check_open(write=True)
             if self._q_bytes + size > self.quarantine_budget_bytes:
                 raise QuarantineFull(
                     f"quarantine in {self.path} is at its bound ({self._q_bytes} of "
@@ -352,6 +370,9 @@ class Outbox:
     def quarantine_count(self) -> int:
         """Number of quarantined entries."""
         with self._wlock:
+            if self.read_only:
+                self._check_open()
+                self._load_counts()
             return self._q_rows
 
     def remove_quarantine(self, ids: Sequence[int]) -> int:
@@ -359,7 +380,7 @@ class Outbox:
         if not ids:
             return 0
         with self._wlock:
-            self._check_open()
+            self._check_open(write=True)
             removed = 0
             w = self._w
             w.execute("BEGIN IMMEDIATE")
@@ -396,7 +417,7 @@ class Outbox:
     def set_meta(self, key: str, value: str) -> None:
         """Store a small piece of agent state durably (replaces the old value)."""
         with self._wlock:
-            self._check_open()
+            self._check_open(write=True)
             self._w.execute(
                 "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
@@ -410,13 +431,15 @@ class Outbox:
             if self._closed:
                 return
             self._closed = True
-            try:
-                self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error:
-                pass  # best effort: the WAL is replayed at the next open anyway
+            if not self.read_only:
+                try:
+                    self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                except sqlite3.Error:
+                    pass  # best effort: the WAL is replayed at the next open anyway
             self._r.close()
             self._w.close()
-            self._lock_file.close()
+            if self._lock_file is not None:
+                self._lock_file.close()
         with self._pending:
             self._pending.notify_all()
 

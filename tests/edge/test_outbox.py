@@ -260,3 +260,23 @@ def test_closed_outbox_refuses_use(tmp_path):
     with pytest.raises(RuntimeError, match="closed"):
         box.put([_block(0, 1)])
     assert isinstance(OutboxRow(1, "a f=1 1", 1), OutboxRow)
+
+
+def test_read_only_view_while_the_agent_holds_the_outbox(tmp_path, outbox):
+    """`amtrace-edge quarantine` can look while the agent runs: no lock taken, no change allowed."""
+    outbox.put([_block(0, 3)])
+    qid = outbox.add_quarantine(source="mqtt", origin="plant/m1", raw=b"{", reason="not JSON")
+    view = Outbox(tmp_path / "outbox.sqlite", budget_bytes=10**8, read_only=True)
+    try:
+        assert [e.id for e in view.quarantine_entries()] == [qid]
+        assert (view.stats().lines, view.quarantine_count()) == (3, 1)
+        outbox.put([_block(3, 2)])
+        assert view.stats().lines == 5  # counts come from the file, not from memory
+        for change in (lambda: view.put([_block(9, 1)]), lambda: view.delete([1]),
+                       lambda: view.add_quarantine(source="x", origin="y", raw=b"z", reason="r"),
+                       lambda: view.set_meta("k", "v")):
+            with pytest.raises(RuntimeError, match="read-only"):
+                change()
+    finally:
+        view.close()
+    assert outbox.stats().lines == 5
