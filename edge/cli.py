@@ -146,7 +146,7 @@ def _quarantine_entries(cfg, limit: int) -> tuple[list, int]:
     path = Path(cfg.outbox.path) if cfg.outbox.path else Path(cfg.state_dir) / "outbox.sqlite"
     if not path.exists():
         raise SystemExit(f"amtrace-edge: no outbox at {path}")
-    outbox = Outbox(path, budget_bytes=cfg.outbox.budget_bytes, fsync=False)
+    outbox = Outbox(path, budget_bytes=cfg.outbox.budget_bytes, fsync=False, read_only=True)
     try:
         return outbox.quarantine_entries(limit=limit), outbox.quarantine_count()
     finally:
