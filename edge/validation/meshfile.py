@@ -43,7 +43,7 @@ def check_coordinates(triangles: np.ndarray, limits: ValidationLimits, where: st
         if not finite.all():
             row, col = np.argwhere(~finite)[0]
             raise InvalidBuildFile(
-                f"triangle {start + row + 1} has a non-finite coordinate ({block[row, col]!r}); "
+                f"triangle {start + row + 1} has a non-finite coordinate ({float(block[row, col])}); "
                 "NaN or infinite coordinates are refused",
                 where,
                 kind="non_finite",

@@ -273,3 +273,21 @@ def _invalid(base: dict, size: int, sha: str | None, fmt: str | None, exc: Inval
 def _say(progress: Progress | None, stage: str) -> None:
     if progress is not None:
         progress(stage, None, None)
+
+
+def read_mesh_file(path: str | Path, *, limits: ValidationLimits | None = None) -> MeshFile | None:
+    """Parse an STL/3MF file into a MeshFile; None for a non-mesh file; InvalidBuildFile when broken."""
+    limits = limits or ValidationLimits()
+    data, kind = _read(Path(path), limits, {}, "", None)
+    if kind is None:
+        return None
+    return _parse(data, kind, str(path), limits, {}, "")
+
+
+def geometry_fingerprint_file(path: str | Path, *, limits: ValidationLimits | None = None) -> str | None:
+    """The canonical geometry fingerprint of a design file (for ApprovedBuildFile); None if not a mesh."""
+    mesh = read_mesh_file(path, limits=limits)
+    if mesh is None:
+        return None
+    canon = canonical_triangles(mesh.triangles)
+    return fingerprint_canonical(canon)

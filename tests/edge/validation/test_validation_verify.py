@@ -193,3 +193,18 @@ def test_register_adds_verify_to_another_parser(design):
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["verify", str(design), "--sha256", sha256_file(design)])
     assert args.func(args) == 0
+
+
+def test_design_approval_helpers(tmp_path, part, design):
+    from edge.validation.errors import InvalidBuildFile
+    from edge.validation.verify import geometry_fingerprint_file, read_mesh_file
+
+    threemf = write_mesh_3mf(tmp_path / "d.3mf", part)
+    assert geometry_fingerprint_file(threemf) == geometry_fingerprint_file(design)
+    assert read_mesh_file(design).triangle_count == 1280
+    job = tmp_path / "job.cli"
+    job.write_text("not a mesh")
+    assert geometry_fingerprint_file(job) is None
+    with pytest.raises(InvalidBuildFile, match="truncated binary STL"):
+        (tmp_path / "bad.stl").write_bytes(b"\0" * 10)
+        geometry_fingerprint_file(tmp_path / "bad.stl")
