@@ -131,6 +131,7 @@ class OpcUaConnector(Connector):
         self._subscribed = asyncio.Event()
         self._delivered = asyncio.Condition()
         self._sink_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
         self.state.detail = {"endpoint": self.config.endpoint}
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -626,7 +627,9 @@ class OpcUaConnector(Connector):
         old = dict(self.identity)
         self.identity = {**self.identity, field_name: value}
         self.identity_history.append(dict(self.identity))
-        asyncio.get_running_loop().create_task(self._identity_changed(old, self.identity, time.time_ns()))
+        task = asyncio.get_running_loop().create_task(self._identity_changed(old, self.identity, time.time_ns()))
+        self._tasks.add(task)  # keep a reference until done, or the event could be garbage-collected unsent
+        task.add_done_callback(self._tasks.discard)
 
     async def _identity_changed(self, old: dict, new: dict, ts_ns: int) -> None:
         self.stats.identity_changes += 1
