@@ -87,6 +87,12 @@ class EdgeAgent:
         self.http = LocalApi(self, self.cfg.http.host, self.cfg.http.port)
         self.http.start()
         self._watch_task = asyncio.create_task(self._watch_outbox())
+        from edge.buildfiles import BuildFileGuard, LocalApprovals
+
+        approvals = LocalApprovals(self.cfg.approvals_file) if self.cfg.approvals_file else None
+        self.build_file_guard = BuildFileGuard(self, approvals)
+        self._guard_task = (asyncio.create_task(self.build_file_guard.run())
+                            if self.build_file_guard.machines else None)
         log.info("agent %s running: %d machines, local API on http://%s:%d, InfluxDB %s (%s)",
                  self.cfg.id, len(self.machines), self.cfg.http.host, self.http.port,
                  self.cfg.influx.url, self.cfg.influx.api)
@@ -116,8 +122,9 @@ class EdgeAgent:
 
     async def stop(self, flush_timeout_s: float = 5.0) -> None:
         """Stop connectors first (nothing new comes in), then give the writer a moment to drain."""
-        if getattr(self, "_watch_task", None):
-            self._watch_task.cancel()
+        for task in (getattr(self, "_watch_task", None), getattr(self, "_guard_task", None)):
+            if task:
+                task.cancel()
         for conn in self.connectors.values():
             try:
                 await conn.stop()
@@ -170,6 +177,7 @@ class EdgeAgent:
                          if hasattr(c, "stats") and hasattr(c.stats, "__dict__") else {})}
                 for mid, c in self.connectors.items()
             },
+            "build_file_checks": [vars(o) for o in getattr(getattr(self, "build_file_guard", None), "outcomes", [])[-20:]],
             "assignments": {m.id: (a.as_dict() if (a := self.assignments.current(m.id)) else None)
                             for m in self.machines},
         }

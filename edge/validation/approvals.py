@@ -21,6 +21,10 @@ class ApprovedBuildFile(BaseModel):
     size_bytes: int | None = Field(default=None, ge=0, description="File size in bytes")
     design_iteration: str = Field(description="Id of the approved design iteration this file belongs to")
     device_codes: list[str] = Field(default_factory=list, description="Devices on the job made from this file")
+    design_file: str | None = Field(
+        default=None,
+        description="Local copy of the approved file, for the difference report; used only if its SHA-256 matches",
+    )
     allow_geometry_equal: bool = Field(
         default=False,
         description="Per-product policy: may a file with equal geometry but different bytes build? Off by default.",

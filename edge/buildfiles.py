@@ -1,0 +1,225 @@
+"""The build-file guard: a build file reaching a machine is checked against the approved files of
+the job on that machine, the result recorded, and the machine's start blocked on any mismatch.
+
+Detection here is the watched folder per machine (`build_files.folder` in the machine file).
+Approved hashes come from a local approvals file (`approvals_file` in the agent file) in the
+shape the server's agent API returns (edge.validation.approvals.JobApprovals); the server
+becomes the source later through ApprovalsSource."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from edge.config import MachineConfig
+from edge.connectors.base import ConnectorError
+from edge.readings import Event
+from edge.validation.approvals import JobApprovals
+from edge.validation.hashing import sha256_file
+from edge.validation.verify import VerificationResult, verify_build_file
+
+if TYPE_CHECKING:
+    from edge.agent import EdgeAgent
+
+log = logging.getLogger("amtrace.buildfiles")
+
+_APPROVALS = TypeAdapter(list[JobApprovals])
+
+
+class ApprovalsSource(Protocol):
+    """Where the approved build files of a job come from."""
+
+    def lookup(self, machine_id: str, job_id: str) -> JobApprovals | None:
+        """The approvals for job_id on machine_id, or None when there are none."""
+
+
+class LocalApprovals:
+    """Approvals from a YAML/JSON file holding a list of JobApprovals; re-read when it changes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._mtime: float | None = None
+        self._jobs: dict[tuple[str, str], JobApprovals] = {}
+        self.error: str | None = None
+
+    def _reload(self) -> None:
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            self._jobs, self._mtime, self.error = {}, None, f"approvals file {self.path} does not exist"
+            return
+        if mtime == self._mtime:
+            return
+        try:
+            text = self.path.read_text()
+            data = json.loads(text) if self.path.suffix == ".json" else yaml.safe_load(text)
+            jobs = _APPROVALS.validate_python(data or [])
+        except (OSError, ValueError, yaml.YAMLError, ValidationError) as e:
+            # Keep nothing rather than something stale: every build file is then a mismatch.
+            self._jobs, self._mtime = {}, mtime
+            self.error = f"approvals file {self.path} is invalid: {e}"
+            log.error(self.error)
+            return
+        self._jobs = {(j.machine_id, j.job_id): j for j in jobs}
+        self._mtime, self.error = mtime, None
+
+    def lookup(self, machine_id: str, job_id: str) -> JobApprovals | None:
+        """The approvals for job_id on machine_id, or None."""
+        self._reload()
+        return self._jobs.get((machine_id, job_id))
+
+
+@dataclass
+class CheckOutcome:
+    """What the guard decided about one build file."""
+
+    machine_id: str
+    file: str
+    allowed: bool
+    verdict: str
+    reasons: list[str]
+    sha256: str | None
+    design_iteration: str | None
+    interlock: str | None  # what the interlock write did, or why it could not
+
+
+class BuildFileGuard:
+    """Polls each machine's build-file folder and checks every new or changed file once it is stable."""
+
+    def __init__(self, agent: "EdgeAgent", approvals: ApprovalsSource | None, *, poll_s: float = 0.5):
+        self.agent = agent
+        self.approvals = approvals
+        self.poll_s = poll_s
+        self.machines = [m for m in agent.machines if m.build_files and m.build_files.folder]
+        self._seen: dict[Path, tuple[int, int]] = {}  # path -> (size, mtime_ns) already checked
+        self._pending: dict[Path, tuple[int, int]] = {}  # path -> last observed, waiting to be stable
+        self.outcomes: list[CheckOutcome] = []
+
+    async def run(self) -> None:
+        """Watch until cancelled."""
+        for m in self.machines:
+            Path(m.build_files.folder).mkdir(parents=True, exist_ok=True)
+            log.info("machine %s: watching %s for build files", m.id, m.build_files.folder)
+        while True:
+            for m in self.machines:
+                try:
+                    await self._scan(m)
+                except Exception:  # noqa: BLE001 - one bad scan must not stop the guard
+                    log.exception("machine %s: scanning build files failed", m.id)
+            await asyncio.sleep(self.poll_s)
+
+    async def _scan(self, machine: MachineConfig) -> None:
+        folder = Path(machine.build_files.folder)
+        for path in sorted(folder.iterdir()):
+            if not path.is_file() or not any(fnmatch.fnmatch(path.name.lower(), p) for p in machine.build_files.patterns):
+                continue
+            st = path.stat()
+            sig = (st.st_size, st.st_mtime_ns)
+            if self._seen.get(path) == sig:
+                continue
+            # A file still being written changes between two scans; check it once it holds still.
+            if self._pending.get(path) != sig:
+                self._pending[path] = sig
+                continue
+            del self._pending[path]
+            self._seen[path] = sig
+            await self.check(machine, path)
+
+    async def check(self, machine: MachineConfig, path: Path) -> CheckOutcome:
+        """Verify one build file for the job on machine, record it, and set the interlock."""
+        assignment = self.agent.assignments.current(machine.id)
+        approvals = None
+        if assignment is not None and self.approvals is not None:
+            approvals = self.approvals.lookup(machine.id, assignment.job)
+        if assignment is None:
+            outcome = CheckOutcome(machine.id, str(path), False, "no_job",
+                                   [f"no job is assigned to machine {machine.id}: a build file cannot be matched"],
+                                   None, None, None)
+        elif approvals is None or not approvals.files:
+            why = getattr(self.approvals, "error", None)
+            outcome = CheckOutcome(machine.id, str(path), False, "not_approved",
+                                   [f"no approved design for job {assignment.job} on machine {machine.id}"
+                                    + (f" ({why})" if why else "")], None, None, None)
+        else:
+            result, iteration = await asyncio.to_thread(self._verify, machine, path, approvals)
+            outcome = CheckOutcome(machine.id, str(path), result.allowed_to_build, result.verdict, result.reasons,
+                                   result.sha256, iteration, None)
+        outcome.interlock = await self._interlock(machine, outcome)
+        self._record(machine, outcome)
+        self.outcomes.append(outcome)
+        return outcome
+
+    def _verify(self, machine: MachineConfig, path: Path,
+                approvals: JobApprovals) -> tuple[VerificationResult, str | None]:
+        """Check path against each approved file; the best verdict wins (identical > geometry equal > different)."""
+        volume = None
+        if machine.build_volume is not None:
+            bv = machine.build_volume
+            volume = (bv.x_mm, bv.y_mm, bv.z_mm)
+        rank = {"identical": 3, "geometry_equal": 2, "different": 1, "invalid": 0}
+        best: VerificationResult | None = None
+        best_iteration = None
+        for approved in approvals.files:
+            # "same geometry, different file" may build only where both the product (approval) and
+            # the machine configuration allow it; off by default on both.
+            policy = approved.allow_geometry_equal and machine.allow_geometry_equal
+            result = verify_build_file(path, approved=approved, build_volume_mm=volume, allow_geometry_equal=policy,
+                                       design_path=self._trusted_design_copy(approved))
+            if best is None or rank.get(result.verdict, 0) > rank.get(best.verdict, 0):
+                best, best_iteration = result, approved.design_iteration
+            if result.verdict == "identical":
+                break
+        return best, best_iteration
+
+    def _trusted_design_copy(self, approved) -> Path | None:
+        """The local copy of the approved file, only when its bytes are the approved ones.
+
+        The copy feeds the difference report ("0.05 mm thicker near ..."); a copy that does not
+        hash to the approved SHA-256 must never become the reference, so it is ignored."""
+        if not approved.design_file:
+            return None
+        copy = Path(approved.design_file)
+        try:
+            if sha256_file(copy) == approved.sha256:
+                return copy
+        except OSError as e:
+            log.warning("approved design copy %s cannot be read: %s", copy, e.strerror)
+            return None
+        log.error("approved design copy %s does not match the approved SHA-256: ignored", copy)
+        return None
+
+    async def _interlock(self, machine: MachineConfig, outcome: CheckOutcome) -> str:
+        connector = self.agent.connectors.get(machine.id)
+        reason = (f"build file {Path(outcome.file).name}: " + "; ".join(outcome.reasons))[:500]
+        if connector is None:
+            return "no connector"
+        try:
+            done = await connector.set_start_enabled(outcome.allowed, reason=reason)
+            log.info("machine %s: start %s (%s)", machine.id, "enabled" if outcome.allowed else "BLOCKED", done)
+            return done
+        except ConnectorError as e:
+            msg = f"interlock not set: {e}"
+            log.error("machine %s: %s", machine.id, msg)
+            if not outcome.allowed:
+                self.agent.pipeline.event(Event(machine.id, "interlock_failed",
+                                                f"build could not be blocked on the machine: {e}",
+                                                time.time_ns(), "alarm", {"file": outcome.file}))
+            return msg
+
+    def _record(self, machine: MachineConfig, outcome: CheckOutcome) -> None:
+        message = (f"build file {Path(outcome.file).name}: {outcome.verdict}, "
+                   f"{'cleared to build' if outcome.allowed else 'BUILD BLOCKED'}: " + "; ".join(outcome.reasons))
+        fields = {"file": outcome.file, "verdict": outcome.verdict, "allowed": outcome.allowed,
+                  "sha256": outcome.sha256, "design_iteration": outcome.design_iteration,
+                  "interlock": outcome.interlock}
+        self.agent.pipeline.event(Event(machine.id, "build_file_check", message[:2000], time.time_ns(),
+                                        "info" if outcome.allowed else "alarm", fields))
