@@ -24,8 +24,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import create_app
 
     settings = _settings()
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, workers=1, log_level=args.log_level,
-                access_log=not args.no_access_log)
+    if args.workers > 1:
+        # Each worker process builds its own app from the same AMTRACE_* environment.
+        uvicorn.run("server.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                    log_level=args.log_level, access_log=not args.no_access_log)
+    else:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+                    access_log=not args.no_access_log)
     return 0
 
 
@@ -104,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the HTTP API")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8400, help="port (default 8400)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     s.add_argument("--log-level", default="info", help="uvicorn log level")
     s.add_argument("--no-access-log", action="store_true", help="do not log each request")
     s.set_defaults(func=cmd_serve)

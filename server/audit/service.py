@@ -150,6 +150,11 @@ def signature_is_intact(session: Session, sig: Signature) -> bool:
     return not _check_signature(session, settings_of(session).audit_key, sig)
 
 
+def seal_is_intact(session: Session, sig: Signature) -> bool:
+    """True when the signature row is as it was signed (not edited or moved); no record rehash."""
+    return hmac.compare_digest(seal(settings_of(session).audit_key, _signature_fields(sig)), sig.seal)
+
+
 def sign(session: Session, *, signer: Principal, password: str, meaning: str, record_type: str,
          record_id: Any, record_sha256: str, allowed_roles: tuple[str, ...] | None = None) -> Signature:
     """Apply an electronic signature after re-authentication with the signer's password."""

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.audit.service import record, signature_is_intact
+from server.audit.service import record, seal_is_intact
 from server.auth.service import is_authorised_on
 from server.designs.service import iteration_content, iteration_signatures
 from server.errors import Forbidden
@@ -154,7 +154,8 @@ def _check_designs(session: Session, reasons: Reasons, inputs: dict, job: Job, s
                                                f"signature missing")
             continue
         current = content_sha256(iteration_content(design, it))
-        broken = [s for s in sigs if s.record_sha256 != current or not signature_is_intact(session, s)]
+        # The content hash was recomputed just above; each seal check is one HMAC, no query.
+        broken = [s for s in sigs if s.record_sha256 != current or not seal_is_intact(session, s)]
         if broken:
             reasons.add("design_changed_after_signing", f"{name} no longer matches what was signed; "
                                                         f"it needs a new iteration and new signatures")
