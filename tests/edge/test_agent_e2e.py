@@ -160,10 +160,9 @@ def test_disk_budget_applies_backpressure_then_recovers(tmp_path, mosquitto, inf
         pub = Publisher(mosquitto.port, "budget-publisher")
         n = 10_000  # ~1.7 MB of line protocol: well over the 1 MiB budget
         pub.publish(topic, [snapshot(i, T0_MS + i * 10) for i in range(n)], wait=False)
-        wait_until(lambda: agent.status()["outbox"]["full"], 120, "the outbox to reach its budget")
-        st = agent.status()
+        st = wait_until(lambda: (s := agent.status())["outbox"]["full"] and s["backpressure_refusals"] >= 1 and s,
+                        120, "the outbox to reach its budget and refuse an ingest")
         assert st["readings_in"] < n * N_SIGNALS  # the rest is held back at the broker, unacknowledged
-        assert st["backpressure_refusals"] >= 1
         metrics = urllib.request.urlopen(agent.base + "/metrics").read().decode()
         assert "amtrace_outbox_full 1.0" in metrics
         influx.start()
