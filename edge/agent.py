@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 from edge.assignments import AssignmentBook
-from edge.config import AgentConfig, MachineConfig, load_machines
+from edge.config import AgentConfig, ConfigError, MachineConfig, load_machines
 from edge.connectors.base import Connector
 from edge.connectors.registry import connector_class
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.readings import Event, OutboxFull
+from edge.serverlink import LiveState, ObservedSink, ServerLink
 from edge.writer import InfluxWriter
 
 log = logging.getLogger("amtrace.agent")
@@ -61,6 +62,15 @@ class EdgeAgent:
         self.pipeline = Pipeline(self.machines, self.outbox, self.assignments)
         self.writer = InfluxWriter(cfg.influx, self.outbox, on_event=self.pipeline.event)
         self.connectors: dict[str, Connector] = {}
+        self.live = LiveState(self.machines)
+        self.server_link: ServerLink | None = None
+        if cfg.server is not None:
+            token = os.environ.get(cfg.server.token_env)
+            if not token:
+                raise ConfigError(f"server: the agent token must be in the environment variable "
+                                  f"{cfg.server.token_env} (tokens never sit in configuration files)")
+            self.server_link = ServerLink(self, url=cfg.server.url, token=token, interval_s=cfg.server.interval_s)
+        self.sink = ObservedSink(self.pipeline, self.live, self.server_link)
         self.api_token = ensure_api_token(cfg)
         self.http = None
         self._stop = asyncio.Event()
@@ -72,7 +82,7 @@ class EdgeAgent:
         kwargs = {"agent_id": self.cfg.id}
         if machine.connection.type == "mqtt":
             kwargs["group_commit_ms"] = self.cfg.outbox.group_commit_ms
-        return cls(machine, self.pipeline, **kwargs)
+        return cls(machine, self.sink, **kwargs)
 
     async def start(self) -> None:
         """Start writer, connectors and HTTP endpoint; returns once they run."""
@@ -89,8 +99,10 @@ class EdgeAgent:
         self._watch_task = asyncio.create_task(self._watch_outbox())
         from edge.buildfiles import BuildFileGuard, LocalApprovals
 
-        approvals = LocalApprovals(self.cfg.approvals_file) if self.cfg.approvals_file else None
+        # With a server, it is the source of approvals; the local file is for running without one.
+        approvals = self.server_link or (LocalApprovals(self.cfg.approvals_file) if self.cfg.approvals_file else None)
         self.build_file_guard = BuildFileGuard(self, approvals)
+        self._link_task = asyncio.create_task(self.server_link.run()) if self.server_link else None
         self._guard_task = (asyncio.create_task(self.build_file_guard.run())
                             if self.build_file_guard.machines else None)
         log.info("agent %s running: %d machines, local API on http://%s:%d, InfluxDB %s (%s)",
@@ -111,7 +123,7 @@ class EdgeAgent:
             if full != self._outbox_full:
                 self._outbox_full = full
                 for machine in self.machines:
-                    self.pipeline.event(Event(
+                    self.sink.event(Event(
                         machine.id, "outbox_full" if full else "outbox_released",
                         ("outbox reached its disk budget: upstream acknowledgements stopped, data held at the source"
                          if full else "outbox below its disk budget again: acknowledging upstream"),
@@ -122,7 +134,8 @@ class EdgeAgent:
 
     async def stop(self, flush_timeout_s: float = 5.0) -> None:
         """Stop connectors first (nothing new comes in), then give the writer a moment to drain."""
-        for task in (getattr(self, "_watch_task", None), getattr(self, "_guard_task", None)):
+        for task in (getattr(self, "_watch_task", None), getattr(self, "_guard_task", None),
+                     getattr(self, "_link_task", None)):
             if task:
                 task.cancel()
         for conn in self.connectors.values():
@@ -134,6 +147,8 @@ class EdgeAgent:
         self.writer.stop()
         if self.http:
             self.http.stop()
+        if self.server_link:
+            await self.server_link.close()
         self.assignments.close()
         self.outbox.close()
 
@@ -178,6 +193,11 @@ class EdgeAgent:
                 for mid, c in self.connectors.items()
             },
             "build_file_checks": [vars(o) for o in getattr(getattr(self, "build_file_guard", None), "outcomes", [])[-20:]],
+            "live": {mid: vars(live) for mid, live in self.live.machines.items()},
+            "server": (None if self.server_link is None else {
+                "url": self.server_link.url, "connected": self.server_link.connected,
+                "last_error": self.server_link.last_error, "reports_waiting": self.server_link.queue.count(),
+                "clearance": {m.id: vars(self.server_link.clearance(m.id)) for m in self.machines}}),
             "assignments": {m.id: (a.as_dict() if (a := self.assignments.current(m.id)) else None)
                             for m in self.machines},
         }

@@ -84,12 +84,15 @@ class CheckOutcome:
 
     machine_id: str
     file: str
-    allowed: bool
+    allowed: bool  # the file check alone: identical (or geometry-equal where the policy allows)
     verdict: str
     reasons: list[str]
     sha256: str | None
     design_iteration: str | None
     interlock: str | None  # what the interlock write did, or why it could not
+    job: str | None = None
+    start_enabled: bool = False  # file check passed AND the server's clearance (when there is a server)
+    server_reasons: list[str] | None = None
 
 
 class BuildFileGuard:
@@ -103,6 +106,7 @@ class BuildFileGuard:
         self._seen: dict[Path, tuple[int, int]] = {}  # path -> (size, mtime_ns) already checked
         self._pending: dict[Path, tuple[int, int]] = {}  # path -> last observed, waiting to be stable
         self.outcomes: list[CheckOutcome] = []
+        self._last: dict[str, CheckOutcome] = {}  # machine -> latest check
 
     async def run(self) -> None:
         """Watch until cancelled."""
@@ -153,10 +157,46 @@ class BuildFileGuard:
             result, iteration = await asyncio.to_thread(self._verify, machine, path, approvals)
             outcome = CheckOutcome(machine.id, str(path), result.allowed_to_build, result.verdict, result.reasons,
                                    result.sha256, iteration, None)
+        outcome.job = assignment.job if assignment else None
+        self._apply_clearance(outcome)
+        link = getattr(self.agent, "server_link", None)
+        if link is not None and outcome.job is not None:
+            link.report_build_file_check(machine.id, outcome.job, Path(outcome.file).name, outcome.sha256,
+                                         outcome.allowed, "; ".join(outcome.reasons))
         outcome.interlock = await self._interlock(machine, outcome)
         self._record(machine, outcome)
         self.outcomes.append(outcome)
+        self._last[machine.id] = outcome
         return outcome
+
+    def _apply_clearance(self, outcome: CheckOutcome) -> None:
+        """Start is enabled only if the file passed and the server (when there is one) clears the machine."""
+        link = getattr(self.agent, "server_link", None)
+        if link is None:
+            outcome.start_enabled, outcome.server_reasons = outcome.allowed, None
+            return
+        clearance = link.clearance(outcome.machine_id)
+        outcome.server_reasons = clearance.reasons
+        outcome.start_enabled = outcome.allowed and clearance.allowed
+
+    async def reconcile(self, machine_id: str) -> None:
+        """Re-apply the interlock when the server's clearance changed (job released, scope unqualified …)."""
+        last = self._last.get(machine_id)
+        if last is None:
+            return
+        current = self.agent.assignments.current(machine_id)
+        if current is None or current.job != last.job:
+            if last.start_enabled:
+                last.allowed, last.reasons = False, last.reasons + ["the job the file was checked for has ended"]
+            else:
+                return
+        before = last.start_enabled
+        self._apply_clearance(last)
+        if last.start_enabled == before:
+            return
+        machine = next(m for m in self.machines if m.id == machine_id)
+        last.interlock = await self._interlock(machine, last)
+        self._record(machine, last, kind="interlock")
 
     def _verify(self, machine: MachineConfig, path: Path,
                 approvals: JobApprovals) -> tuple[VerificationResult, str | None]:
@@ -199,27 +239,28 @@ class BuildFileGuard:
 
     async def _interlock(self, machine: MachineConfig, outcome: CheckOutcome) -> str:
         connector = self.agent.connectors.get(machine.id)
-        reason = (f"build file {Path(outcome.file).name}: " + "; ".join(outcome.reasons))[:500]
+        reason = (f"build file {Path(outcome.file).name}: " + "; ".join(outcome.reasons + (outcome.server_reasons or [])))[:500]
         if connector is None:
             return "no connector"
         try:
-            done = await connector.set_start_enabled(outcome.allowed, reason=reason)
-            log.info("machine %s: start %s (%s)", machine.id, "enabled" if outcome.allowed else "BLOCKED", done)
+            done = await connector.set_start_enabled(outcome.start_enabled, reason=reason)
+            log.info("machine %s: start %s (%s)", machine.id, "enabled" if outcome.start_enabled else "BLOCKED", done)
             return done
         except ConnectorError as e:
             msg = f"interlock not set: {e}"
             log.error("machine %s: %s", machine.id, msg)
-            if not outcome.allowed:
-                self.agent.pipeline.event(Event(machine.id, "interlock_failed",
+            if not outcome.start_enabled:
+                self.agent.sink.event(Event(machine.id, "interlock_failed",
                                                 f"build could not be blocked on the machine: {e}",
                                                 time.time_ns(), "alarm", {"file": outcome.file}))
             return msg
 
-    def _record(self, machine: MachineConfig, outcome: CheckOutcome) -> None:
+    def _record(self, machine: MachineConfig, outcome: CheckOutcome, kind: str = "build_file_check") -> None:
+        why = outcome.reasons + [f"server: {r}" for r in (outcome.server_reasons or [])]
         message = (f"build file {Path(outcome.file).name}: {outcome.verdict}, "
-                   f"{'cleared to build' if outcome.allowed else 'BUILD BLOCKED'}: " + "; ".join(outcome.reasons))
+                   f"{'cleared to build' if outcome.start_enabled else 'BUILD BLOCKED'}: " + "; ".join(why))
         fields = {"file": outcome.file, "verdict": outcome.verdict, "allowed": outcome.allowed,
-                  "sha256": outcome.sha256, "design_iteration": outcome.design_iteration,
-                  "interlock": outcome.interlock}
-        self.agent.pipeline.event(Event(machine.id, "build_file_check", message[:2000], time.time_ns(),
-                                        "info" if outcome.allowed else "alarm", fields))
+                  "start_enabled": outcome.start_enabled, "sha256": outcome.sha256,
+                  "design_iteration": outcome.design_iteration, "interlock": outcome.interlock}
+        self.agent.sink.event(Event(machine.id, kind, message[:2000], time.time_ns(),
+                                    "info" if outcome.start_enabled else "alarm", fields))

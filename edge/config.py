@@ -99,6 +99,10 @@ class SignalConfig(BaseModel):
     unit: str = Field(description="Unit of the value (SI or customary), e.g. 'W', 'ppm', 'degC', 'kPa', '1'")
     type: ValueType = Field(default="float", description="Value type: float, int, bool or str")
     limits: Limits | None = Field(default=None, description="Live limits (numeric signals only)")
+    role: Literal["layer", "layers_total", "machine_state"] | None = Field(
+        default=None,
+        description="What the live dashboard takes from this signal: current layer, total layers, machine state",
+    )
 
     @model_validator(mode="after")
     def _limits_numeric(self) -> "SignalConfig":
@@ -237,6 +241,7 @@ class ServerLink(BaseModel):
 
     url: str = Field(description="Base URL of the server")
     token_env: str = Field(default="AMTRACE_AGENT_TOKEN", description="Environment variable holding the agent token")
+    interval_s: float = Field(default=2.0, gt=0, le=300, description="Heartbeat and job-context period")
 
 
 class AgentConfig(BaseModel):

@@ -1,0 +1,367 @@
+"""The agent's link to the central server: the server decides, the edge enforces.
+
+- Heartbeat with each machine's live state (connection, job, layer, alerts) every few seconds.
+- Job context: which job and device codes are on each machine now, and the approved build files;
+  the server is the source of assignments and approvals once it is configured.
+- Reports: machine identity (a changed software revision triggers requalification on the
+  server), build-file check results, alarm excursions. Reports wait in a small durable queue
+  (SQLite) until the server took them, so a server outage loses none.
+- Clearance: a machine may start only while its job is released by the server's release gate and
+  the server did not answer an identity report with an unqualified scope."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import httpx
+
+from edge.assignments import AssignmentRequest
+from edge.readings import Event, Ingest
+from edge.validation.approvals import JobApprovals
+
+if TYPE_CHECKING:
+    from edge.agent import EdgeAgent
+
+log = logging.getLogger("amtrace.serverlink")
+
+API = "/api/v1"
+IDENTITY_FIELDS = ("manufacturer", "model", "serial_number", "software_revision", "hardware_revision")
+
+
+class ReportQueue:
+    """Reports for the server, durable until the server confirmed them (oldest first)."""
+
+    def __init__(self, path):
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS report (id INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
+                         " machine_id TEXT NOT NULL, body TEXT NOT NULL, created_ns INTEGER NOT NULL,"
+                         " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT)")
+
+    def put(self, kind: str, machine_id: str, body: dict) -> None:
+        """Queue one report durably."""
+        with self._lock:
+            self._db.execute("INSERT INTO report (kind, machine_id, body, created_ns) VALUES (?,?,?,?)",
+                             (kind, machine_id, json.dumps(body), time.time_ns()))
+
+    def pending(self, limit: int = 50) -> list[tuple[int, str, str, dict]]:
+        """Oldest reports not yet confirmed."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, kind, machine_id, body FROM report ORDER BY id LIMIT ?",
+                                    (limit,)).fetchall()
+        return [(i, k, m, json.loads(b)) for i, k, m, b in rows]
+
+    def done(self, report_id: int) -> None:
+        """The server took it (or refused it for good): remove it."""
+        with self._lock:
+            self._db.execute("DELETE FROM report WHERE id=?", (report_id,))
+
+    def failed(self, report_id: int, error: str) -> None:
+        """Count a failed attempt; the report stays."""
+        with self._lock:
+            self._db.execute("UPDATE report SET attempts=attempts+1, last_error=? WHERE id=?", (error[:500], report_id))
+
+    def count(self) -> int:
+        """Reports waiting."""
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM report").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+
+@dataclass
+class Clearance:
+    """Whether the server lets a machine start, and why not."""
+
+    allowed: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MachineLive:
+    """What the dashboard shows about one machine, kept from the readings as they pass."""
+
+    layer: int | None = None
+    layers_total: int | None = None
+    machine_state: str | None = None
+    alerts: list[dict] = field(default_factory=list)
+    updated_ns: int | None = None
+
+
+class LiveState:
+    """The latest values of the signals that carry a live role (layer, state …), per machine."""
+
+    def __init__(self, machines):
+        self.roles = {m.id: {s.name: s.role for s in m.signals if getattr(s, "role", None)} for m in machines}
+        self.machines: dict[str, MachineLive] = {m.id: MachineLive() for m in machines}
+
+    def observe(self, ingests: Sequence[Ingest]) -> None:
+        """Keep the newest value of each role signal (cheap: a dict lookup per reading)."""
+        for ing in ingests:
+            roles = self.roles.get(ing.machine_id)
+            if not roles:
+                continue
+            live = self.machines[ing.machine_id]
+            for r in ing.readings:
+                role = roles.get(r.signal)
+                if role is None or r.value is None or r.quality == "bad":
+                    continue
+                if role == "layer":
+                    live.layer = int(r.value)
+                elif role == "layers_total":
+                    live.layers_total = int(r.value)
+                elif role == "machine_state":
+                    live.machine_state = str(r.value)
+                live.updated_ns = ing.received_ns
+
+    def alert(self, event: Event) -> None:
+        """Keep the last few warnings and alarms of a machine."""
+        live = self.machines.get(event.machine_id)
+        if live is None or event.severity not in ("warning", "alarm"):
+            return
+        live.alerts = (live.alerts + [{"severity": event.severity, "kind": event.kind, "message": event.message,
+                                       "ts_ns": event.ts_ns}])[-5:]
+
+
+class ObservedSink:
+    """The ReadingSink connectors get: the pipeline, plus live state and server reports on the side."""
+
+    def __init__(self, pipeline, live: LiveState, link: "ServerLink | None"):
+        self.pipeline = pipeline
+        self.live = live
+        self.link = link
+
+    def submit(self, ingests: Sequence[Ingest]) -> None:
+        """Store durably (pipeline), then note live values."""
+        self.pipeline.submit(ingests)
+        self.live.observe(ingests)
+
+    def quarantine(self, **kw) -> None:
+        """Quarantine through the pipeline."""
+        self.pipeline.quarantine(**kw)
+
+    def event(self, event: Event) -> None:
+        """Record the event, keep it as an alert, and tell the server what it must know."""
+        self.pipeline.event(event)
+        self.live.alert(event)
+        if self.link is not None:
+            self.link.on_event(event)
+
+
+class ServerLink:
+    """Heartbeat, job context and reports between one agent and the server."""
+
+    def __init__(self, agent: "EdgeAgent", *, url: str, token: str, interval_s: float = 2.0):
+        self.agent = agent
+        self.url = url.rstrip("/")
+        self.interval_s = interval_s
+        self.client = httpx.AsyncClient(base_url=self.url + API, timeout=5.0,
+                                        headers={"Authorization": f"Bearer {token}"})
+        self.queue = ReportQueue(agent.state_dir / "server-reports.sqlite")
+        self.contexts: dict[str, dict] = {}
+        self.scope_problems: dict[str, list[str]] = {}
+        self.connected = False
+        self.last_error: str | None = None
+        self._down_since: int | None = None
+        self._wake = asyncio.Event()
+
+    # -- what others ask ---------------------------------------------------------------------
+    def lookup(self, machine_id: str, job_id: str) -> JobApprovals | None:
+        """Approved files of the job on the machine, from the last context the server sent."""
+        ctx = self.contexts.get(machine_id)
+        if not ctx or ctx.get("job_id") != job_id or not ctx.get("approvals"):
+            return None
+        return JobApprovals.model_validate(ctx["approvals"])
+
+    def clearance(self, machine_id: str) -> Clearance:
+        """Whether the server lets the machine start now."""
+        reasons = list(self.scope_problems.get(machine_id, []))
+        ctx = self.contexts.get(machine_id)
+        if ctx is None:
+            reasons.append("the server has not been reached yet: start stays blocked")
+        elif ctx.get("job_id") is None:
+            reasons.append("the server has no open job on this machine")
+        elif ctx.get("job_state") != "released":
+            reasons.append(f"job {ctx['job_id']} is not released by the release gate (state {ctx.get('job_state')})")
+        return Clearance(not reasons, reasons)
+
+    def on_event(self, event: Event) -> None:
+        """Queue what the server must know about an event (called from any thread)."""
+        if event.kind in ("identity", "identity_changed"):
+            conn = self.agent.connectors.get(event.machine_id)
+            ident = dict(getattr(conn, "identity", {}) or {})
+            if all(ident.get(f) for f in IDENTITY_FIELDS):
+                self.queue.put("identity", event.machine_id, {f: ident[f] for f in IDENTITY_FIELDS})
+        elif event.kind == "excursion" and event.severity == "alarm":
+            f = event.fields
+            a = self.agent.assignments.active_at(event.machine_id, event.ts_ns)
+            self.queue.put("excursion", event.machine_id, {
+                "job_id": _server_job_id(a.job if a else None), "signal": str(f.get("signal")),
+                "value": float(f.get("value", 0.0)), "limit": float(f.get("limit", 0.0)),
+                "unit": str(f.get("unit", "")), "description": event.message,
+                "device_codes": list(a.devices) if a else []})
+        else:
+            return
+        self._poke()
+
+    def report_build_file_check(self, machine_id: str, job: str | None, file_name: str, sha256: str | None,
+                                passed: bool, detail: str) -> None:
+        """Queue a build-file check result for the server (a failed one opens a nonconformity there)."""
+        if sha256 is None:
+            return
+        self.queue.put("build_file_check", machine_id, {"job_id": _server_job_id(job), "file_name": file_name,
+                                                        "sha256": sha256, "passed": passed, "detail": detail[:2000]})
+        self._poke()
+
+    def _poke(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Talk to the server until cancelled; never raises for an unreachable server."""
+        self._loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self._send_reports()
+                await self._heartbeat()
+                for m in self.agent.machines:
+                    await self._sync_context(m.id)
+                self._up()
+            except (httpx.HTTPError, ServerRefused) as e:
+                self._down(e)
+            except Exception as e:  # noqa: BLE001 - the link must keep going
+                log.exception("server link")
+                self._down(e)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            except asyncio.TimeoutError:
+                pass
+
+    def _up(self) -> None:
+        if not self.connected:
+            now = time.time_ns()
+            if self._down_since is not None:
+                self.agent.pipeline.event(Event("", "server_restored", f"server {self.url} reachable again", now,
+                                                "info", {"down_since_ns": self._down_since}))
+            self.connected, self._down_since, self.last_error = True, None, None
+
+    def _down(self, e: Exception) -> None:
+        self.last_error = f"{type(e).__name__}: {e}"
+        if self.connected or self._down_since is None:
+            self._down_since = time.time_ns()
+            self.agent.pipeline.event(Event("", "server_unreachable", f"server {self.url}: {self.last_error}",
+                                            self._down_since, "warning", {}))
+            log.warning("server %s not reachable: %s", self.url, self.last_error)
+        self.connected = False
+
+    async def _call(self, method: str, path: str, **kw) -> Any:
+        r = await self.client.request(method, path, **kw)
+        if r.status_code >= 500 or r.status_code in (401, 429):
+            raise ServerRefused(f"{method} {path}: {r.status_code} {r.text[:300]}")
+        return r
+
+    async def _send_reports(self) -> None:
+        paths = {"identity": "/agents/machines/{m}/identity", "build_file_check": "/agents/machines/{m}/build-file-checks",
+                 "excursion": "/agents/machines/{m}/excursions"}
+        for report_id, kind, machine_id, body in self.queue.pending():
+            r = await self._call("POST", paths[kind].format(m=machine_id), json=body)
+            if r.status_code >= 400:
+                # 4xx: the server will never take this report (e.g. identity serial mismatch, 409);
+                # it is recorded on the server side and here, and must not block the ones behind it.
+                log.error("server refused %s report for %s: %s %s", kind, machine_id, r.status_code, r.text[:500])
+                self.agent.pipeline.event(Event(machine_id, "server_refused_report",
+                                                f"server refused the {kind} report: {r.text[:300]}",
+                                                time.time_ns(), "alarm", {"status": r.status_code}))
+                self.queue.done(report_id)
+                continue
+            self.queue.done(report_id)
+            if kind == "identity":
+                self._note_scopes(machine_id, r.json())
+
+    def _note_scopes(self, machine_id: str, answer: dict) -> None:
+        problems = [f"scope {s.get('id')}: {s.get('state')}" + (f" ({s['state_reason']})" if s.get("state_reason") else "")
+                    for s in answer.get("scopes", []) if s.get("state") != "qualified"]
+        if problems != self.scope_problems.get(machine_id):
+            self.scope_problems[machine_id] = problems
+            self._reconcile(machine_id)
+
+    async def _heartbeat(self) -> None:
+        status = {"machines": self.live_status(), "outbox_lines": self.agent.outbox.stats().lines,
+                  "reports_waiting": self.queue.count()}
+        await self._call("POST", "/agents/heartbeat", json={"agent_version": "amtrace-edge 0.1", "status": status})
+
+    def live_status(self) -> dict:
+        """Each machine's live state in the shape the server's dashboard reads."""
+        out = {}
+        for m in self.agent.machines:
+            conn = self.agent.connectors.get(m.id)
+            live = self.agent.live.machines[m.id]
+            a = self.agent.assignments.current(m.id)
+            connected = bool(conn and conn.state.connected)
+            state = live.machine_state.lower() if live.machine_state else None
+            if not connected:
+                shown = "offline"
+            elif state in ("running", "building", "printing", "heating", "holding", "plateau"):
+                shown = "building"
+            elif state is None:
+                shown = "unknown"
+            else:
+                shown = "idle"
+            out[m.id] = {"connected": connected, "state": shown, "job": a.job if a else None, "layer": live.layer,
+                         "layers_total": live.layers_total,
+                         "software_revision": (getattr(conn, "identity", {}) or {}).get("software_revision"),
+                         "alerts": live.alerts, "updated_ns": live.updated_ns or time.time_ns()}
+        return out
+
+    async def _sync_context(self, machine_id: str) -> None:
+        r = await self._call("GET", f"/agents/machines/{machine_id}/context")
+        if r.status_code >= 400:
+            log.error("server refused the context of %s: %s %s", machine_id, r.status_code, r.text[:300])
+            return
+        ctx = r.json()
+        before = self.contexts.get(machine_id)
+        self.contexts[machine_id] = ctx
+        current = self.agent.assignments.current(machine_id)
+        job, devices = ctx.get("job_id"), ctx.get("device_codes") or []
+        if job and devices:
+            if current is None or current.job != job or list(current.devices) != devices:
+                self.agent.assignments.assign(machine_id, AssignmentRequest(job=job, devices=devices, source="server"))
+                log.info("machine %s: job %s from the server with devices %s", machine_id, job, ", ".join(devices))
+        elif current is not None and current.source == "server":
+            self.agent.assignments.release(machine_id)
+            log.info("machine %s: job %s closed on the server", machine_id, current.job)
+        if before is None or (before.get("job_id"), before.get("job_state")) != (job, ctx.get("job_state")):
+            self._reconcile(machine_id)
+
+    def _reconcile(self, machine_id: str) -> None:
+        guard = getattr(self.agent, "build_file_guard", None)
+        if guard is not None:
+            asyncio.get_running_loop().create_task(guard.reconcile(machine_id))
+
+    async def close(self) -> None:
+        """Close the HTTP client and the queue."""
+        await self.client.aclose()
+        self.queue.close()
+
+
+class ServerRefused(RuntimeError):
+    """The server answered with an error that means 'try again later'."""
+
+
+def _server_job_id(job: str | None) -> int | None:
+    """Server job ids are integers; a local job id that is not one is not sent."""
+    return int(job) if job is not None and job.isdigit() else None
