@@ -1,6 +1,6 @@
 """OPC UA ingest: sustained value changes per second one agent process takes in end to end, lag, peak memory.
 
-    .venv/bin/python bench/bench_opcua.py [--rate 10000] [--nodes 1000] [--duration 40] [--multi 3 --multi-duration 20]
+    .venv/bin/python bench/bench_opcua.py [--rate 12000] [--nodes 1000] [--duration 40] [--multi 4 --multi-duration 20]
     .venv/bin/python bench/bench_opcua.py --long        # 300 s single machine + 300 s several machines
 
 Simulated machines (BenchSimulator: `nodes` Double variables changing `rate` times per second in
@@ -223,9 +223,22 @@ def write_docs(result: dict, command: str) -> None:
             f"{p['lag_ms_p99']:.0f} ms | {p['max_backlog_notifications']} | {p['agent_cpu_percent']}% / "
             f"{p['simulators_cpu_percent']}% |"
         )
-    ok = all(p["ingested_per_s"] >= 0.97 * p["offered_changes_per_s"] and p["lag_flat"] for p in result["phases"])
     target = 10_000
-    met = ok and all(p["offered_changes_per_s"] >= target for p in result["phases"])
+    kept_up = all(p["ingested_per_s"] >= 0.97 * p["servers_produced_per_s"] and p["lag_flat"] for p in result["phases"])
+    reached = [p for p in result["phases"] if p["ingested_per_s"] >= target]
+    if kept_up and reached:
+        verdict = "**met**"
+    elif kept_up:
+        verdict = (f"**not shown**: the agent took in everything the servers produced with flat lag, but the "
+                   f"simulated servers produced less than {target:,}/s on this shared machine")
+    else:
+        verdict = "**not met**: the agent fell behind what the servers produced"
+    short = [p for p in result["phases"] if p["servers_produced_per_s"] < 0.97 * p["offered_changes_per_s"]]
+    limited = "".join(
+        f"With {p['machines']} machine(s) the simulated server side produced only {p['servers_produced_per_s']:,}/s "
+        f"of the {p['offered_changes_per_s']:,.0f}/s offered (one asyncua server process tops out near 10,000/s "
+        f"on a core it shares); the agent took in all of it (backlog ≤ {p['max_backlog_notifications']}). "
+        for p in short)
     text = f"""{SECTION}
 
 Command: `{command}` (results in `bench/results/opcua.json`, {result['when']}).
@@ -242,8 +255,9 @@ durable in the outbox − their source timestamp; one sample per submit, medians
 {chr(10).join(rows)}
 
 Peak RSS of the agent process: **{result['peak_rss_mib']:.0f} MiB** (whole process, Python and asyncua included).
-Target (≥ {target:,} value changes/s per agent process with the outbox on, lag flat): **{'met' if met else 'not met'}**
-for this run ({result['duration_note']}; the issue asks for 5 minutes: `--long`).
+Target (≥ {target:,} value changes/s per agent process with the outbox on, lag flat): {verdict}
+({result['duration_note']}; load average at the start {result['loadavg_at_start']}{'' if result.get('long') else '; the issue asks for 5 minutes: `--long`'}).
+{limited}
 The lag includes up to one publishing interval of server-side queueing, by design of OPC UA
 subscriptions. Both processes share the machine's 2 cores, so the servers' CPU is taken from the agent.
 """
@@ -269,27 +283,36 @@ async def main_async(args) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=10_000, help="offered value changes per second (all machines)")
+    parser.add_argument("--rate", type=float, default=12_000, help="offered value changes per second (all machines)")
     parser.add_argument("--nodes", type=int, default=1000, help="variables per simulated machine")
     parser.add_argument("--duration", type=float, default=40, help="seconds measured, one machine")
-    parser.add_argument("--multi", type=int, default=3, help="machines at once in the second phase (0/1 = skip)")
+    parser.add_argument("--multi", type=int, default=4, help="machines at once in the second phase (0/1 = skip)")
     parser.add_argument("--multi-duration", type=float, default=20, help="seconds measured, several machines")
     parser.add_argument("--publishing-ms", type=int, default=100, help="subscription publishing interval")
     parser.add_argument("--long", action="store_true", help="300 s per phase (the issue's 5 minutes)")
     parser.add_argument("--dir", help="where the outbox files go (default: temp)")
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument("--docs-only", action="store_true", help="rewrite the docs section from bench/results/opcua.json")
     args = parser.parse_args()
+    if args.docs_only:
+        result = json.loads((ROOT / "bench" / "results" / "opcua.json").read_text())
+        write_docs(result, result.get("command", ".venv/bin/python bench/bench_opcua.py"))
+        return 0
     if args.long:
         args.duration = args.multi_duration = 300
+    loadavg = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     res = asyncio.run(main_async(args))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, Python {platform.python_version()}",
         "peak_rss_mib": round(peak, 1),
+        "loadavg_at_start": loadavg,
+        "long": args.long,
         "duration_note": f"{args.duration:.0f} s single machine, {args.multi_duration:.0f} s × {args.multi} machines",
         **res,
     }
+    result["command"] = " ".join([".venv/bin/python bench/bench_opcua.py", *sys.argv[1:]])
     out = ROOT / "bench" / "results" / "opcua.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -299,8 +322,7 @@ def main() -> int:
               f"({'flat' if p['lag_flat'] else 'growing'}), backlog max {p['max_backlog_notifications']}")
     print(f"peak RSS {peak:.0f} MiB; results in {out}")
     if not args.no_docs:
-        cmd = "make bench" if False else "PYTHONPATH=. .venv/bin/python bench/bench_opcua.py" + (" --long" if args.long else "")
-        write_docs(result, cmd)
+        write_docs(result, result["command"])
     import shutil
     shutil.rmtree(res["workdir"], ignore_errors=True)
     return 0

@@ -278,7 +278,7 @@ class OpcUaConnector(Connector):
 
     async def _watchdog(self, lost: asyncio.Future) -> None:
         """Declare the session dead when no publish response (data or keep-alive) came for watchdog_s."""
-        limit = self.config.watchdog_s
+        limit = self._watchdog_limit
         while not lost.done():
             await asyncio.sleep(min(1.0, limit / 4))
             silent = time.monotonic() - self._last_alive_mono
@@ -429,6 +429,10 @@ class OpcUaConnector(Connector):
         )
         sub = _RawSubscription(client.uaclient.session, params, self._on_publish)
         result = await sub.init()
+        # A server may revise interval and keep-alive count upwards: never call a session dead before
+        # it was due to send at least one keep-alive.
+        self._watchdog_limit = max(cfg.watchdog_s, 1.5 * result.RevisedPublishingInterval / 1000
+                                   * max(1, result.RevisedMaxKeepAliveCount))
         self.state.detail.update(subscription_id=result.SubscriptionId,
                                  publishing_interval_ms=result.RevisedPublishingInterval,
                                  keepalive_count=result.RevisedMaxKeepAliveCount)
@@ -471,6 +475,7 @@ class OpcUaConnector(Connector):
         )
 
     _identity_handles: dict[int, str] = {}
+    _watchdog_limit: float = 10.0
 
     # --- notifications ------------------------------------------------------------------
 
