@@ -128,3 +128,37 @@ async def test_unreachable_server_does_not_raise_and_says_why(port, sink):
     finally:
         await conn.stop()
     assert sink.events == []
+
+
+async def test_outbox_full_holds_readings_and_delivers_them_in_order_later(port, sink):
+    """Back-pressure: submit raises OutboxFull twice; nothing is lost or reordered, it is retried."""
+    from edge.readings import OutboxFull
+
+    class FullTwice:
+        def __init__(self, inner):
+            self.inner, self.refused = inner, 0
+
+        def submit(self, ingests):
+            if self.refused < 2:
+                self.refused += 1
+                raise OutboxFull("outbox at its disk budget")
+            self.inner.submit(ingests)
+
+        def event(self, e):
+            self.inner.event(e)
+
+        def quarantine(self, **kw):
+            self.inner.quarantine(**kw)
+
+    async with LpbfPrinterSimulator(port=port) as sim:
+        conn = OpcUaConnector(machine("lpbf-01", sim.endpoint, publishing_interval_ms=50), FullTwice(sink))
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            for v in (10.0, 11.0, 12.0, 13.0):
+                await sim.set("Chamber.OxygenConcentration", v)
+            await until(lambda: [r.value for r in sink.readings("chamber_o2")][-1:] == [13.0], 15, "O2 13")
+        finally:
+            await conn.stop()
+    assert [r.value for r in sink.readings("chamber_o2")] == [800.0, 10.0, 11.0, 12.0, 13.0]
+    assert conn.stats.value_changes == len(sink.readings())
