@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("amtrace.serverlink")
 
 API = "/api/v1"
+# Machine states (as machines name them, lower-cased) that mean "not working on a job right now".
+IDLE_STATES = {"idle", "ready", "standby", "end", "completed", "complete", "done", "aborted", "stopped", "off", ""}
 IDENTITY_FIELDS = ("manufacturer", "model", "serial_number", "software_revision", "hardware_revision")
 
 
@@ -315,15 +317,16 @@ class ServerLink:
             state = live.machine_state.lower() if live.machine_state else None
             if not connected:
                 shown = "offline"
-            elif state in ("running", "building", "printing", "heating", "holding", "plateau"):
-                shown = "building"
             elif state is None:
                 shown = "unknown"
-            else:
+            elif state in IDLE_STATES:
                 shown = "idle"
+            else:
+                shown = "building"  # any active phase: printing, ramp/hold, prevacuum, plateau, washing …
             out[m.id] = {"connected": connected, "state": shown, "job": a.job if a else None, "layer": live.layer,
                          "layers_total": live.layers_total,
                          "software_revision": (getattr(conn, "identity", {}) or {}).get("software_revision"),
+                         "machine_state": live.machine_state,
                          "alerts": live.alerts, "updated_ns": live.updated_ns or time.time_ns()}
         return out
 

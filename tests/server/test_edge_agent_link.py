@@ -1,0 +1,189 @@
+"""The server decides, the edge enforces — end to end with real parts: the server (uvicorn, SQLite),
+an edge agent process, a simulated LPBF printer (asyncua server) and InfluxDB.
+
+The story: the agent reports the printer's identity; the machine is qualified on it; a job with two
+devices is created; the agent takes the job and its approved file from the server; the approved
+build file arrives but the start stays blocked until the operator's release-gate decision releases
+the job; then the printer's software revision changes, the agent reports it, the server requires
+requalification, the agent blocks the start again and the gate refuses with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import trimesh
+import uvicorn
+import yaml
+from asyncua import Client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "edge"))
+from agentkit import AgentProcess, wait_until  # noqa: E402
+
+from edge.connectors.opcua.addressing import resolve_node_id  # noqa: E402
+from edge.simulators.opcua import LpbfPrinterSimulator  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TODAY = date.today()
+
+
+@pytest.fixture(scope="module")
+def database_url(tmp_path_factory) -> str:
+    """SQLite only: this story is about the edge/server link, the SQL backends are covered elsewhere."""
+    return f"sqlite:///{tmp_path_factory.mktemp('db')}/server.db"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopThread:
+    """An asyncio loop in a thread, for the simulated printer next to synchronous test code."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def server_url(app):
+    """The module's app served over real HTTP on loopback, as the agent reaches it."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def printer():
+    """The simulated LPBF printer (OPC UA server) on a free port."""
+    loop = LoopThread()
+    sim = LpbfPrinterSimulator(port=_free_port(), machine_id="lpbf-01", layer_time_s=0.5)
+    loop.run(sim.start())
+    yield loop, sim
+    loop.run(sim.close())
+    loop.close()
+
+
+def _start_enabled(loop: LoopThread, sim) -> bool:
+    async def read():
+        async with Client(sim.endpoint) as c:
+            nid = resolve_node_id(sim.node_id("Interlock.StartEnabled"), await c.get_namespace_array())
+            return await c.get_node(nid).read_value()
+    return loop.run(read())
+
+
+def test_server_decides_edge_enforces(plant, server_url, printer, influxdb, tmp_path):
+    loop, sim = printer
+    influxdb.create_database("edge_link")
+    # The machine as the plant registers it, identity as on its nameplate; an agent token for it.
+    m = plant.call("POST", "/machines", "production_manager", 201, json={
+        "id": "lpbf-01", "manufacturer": "amtrace simulated machines", "model": "LPBF-SIM 280",
+        "serial_number": "SIM-LPBF-0001", "site": "Plant 1", "room": "AM-2",
+        "calibration_due": str(TODAY + timedelta(days=90)), "maintenance_due": str(TODAY + timedelta(days=60))})
+    agent_token = plant.call("POST", "/agents", "admin", 201,
+                             json={"name": "edge-cell-2", "machine_ids": ["lpbf-01"]})["token"]
+    plant.call("POST", f"/users/{plant.uid('operator')}/machine-authorisations", "production_manager", 201,
+               json={"machine_id": "lpbf-01", "training_reference": "TR-LPBF-SIM"})
+
+    # The agent, configured as in production but on loopback ports.
+    machine = yaml.safe_load((ROOT / "configs" / "machines" / "lpbf-01.yaml").read_text())
+    machine["connection"]["endpoint"] = sim.endpoint
+    drop = tmp_path / "drop"
+    machine["build_files"] = {"folder": str(drop)}
+    (tmp_path / "machines").mkdir()
+    (tmp_path / "machines" / "lpbf-01.yaml").write_text(yaml.safe_dump(machine))
+    cfg = {"id": "edge-cell-2", "machines_dir": str(tmp_path / "machines"), "state_dir": str(tmp_path / "state"),
+           "influx": {"api": "v1", "url": influxdb.url, "database": "edge_link", "max_backoff_s": 1.0},
+           "http": {"host": "127.0.0.1", "port": _free_port()},
+           "server": {"url": server_url, "token_env": "TEST_AGENT_TOKEN", "interval_s": 0.3}}
+    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(cfg))
+    os.environ["TEST_AGENT_TOKEN"] = agent_token
+    agent = AgentProcess(tmp_path / "agent.yaml").start()
+    try:
+        # 1. the identity the agent read from the printer reaches the server
+        wait_until(lambda: plant.call("GET", "/machines/lpbf-01", "quality_engineer")["software_revision"] == "4.2.0",
+                   30, "the printer's software revision on the server")
+        scope = plant.scope("lpbf-01")
+        assert scope["qualified_software_revision"] == "4.2.0"
+
+        # 2. an approved design (a real STL), a job with two devices
+        mesh = trimesh.creation.icosphere(subdivisions=2, radius=10.0)
+        mesh.apply_translation([50, 50, 10])
+        stl = trimesh.exchange.stl.export_stl(mesh)
+        lot = plant.lot()
+        design = plant.design(plant.case()["id"])
+        it = plant.iteration(design["id"], content=stl)
+        job = plant.job("lpbf-01", lot["id"], [it["id"]] * 2)
+        codes = [d["device_code"] for d in job["devices"]]
+
+        # 3. the agent takes the job and its devices from the server
+        wait_until(lambda: (agent.status()["assignments"]["lpbf-01"] or {}).get("devices") == codes, 30,
+                   "the job's device codes on the agent")
+
+        # 4. the approved file arrives: it matches, but the job is not released: start stays blocked
+        drop.mkdir(exist_ok=True)
+        (drop / "cup.stl").write_bytes(stl)
+        check = wait_until(lambda: agent.status()["build_file_checks"], 30, "the build-file check")[-1]
+        assert (check["verdict"], check["allowed"], check["start_enabled"]) == ("identical", True, False)
+        assert check["server_reasons"] == [f"job {job['id']} is not released by the release gate (state planned)"]
+        assert _start_enabled(loop, sim) is False
+
+        # 5. the operator asks the release gate: allowed, the job is released, the agent enables the start
+        ctx = {"machine": m, "job": job, "sha": it["files"][0]["sha256"]}
+        assert plant.gate(ctx, who="operator")["allowed"] is True
+        wait_until(lambda: _start_enabled(loop, sim) is True, 30, "StartEnabled true on the printer")
+        checks = plant.call("GET", "/nonconformities", "quality_engineer")
+        assert [n for n in checks if n.get("kind") == "build_file_mismatch"] == []
+
+        # the live state the dashboard shows comes with the agent's heartbeat
+        loop.run(sim.start_job(str(job["id"]), 40))
+        live = wait_until(lambda: (s := agent.status()["live"]["lpbf-01"])["layer"] and s, 30, "a layer on the agent")
+        assert live["layers_total"] == 40 and live["machine_state"] == "Running"
+
+        # 6. the printer's software changes: requalification required, start blocked, gate refuses
+        loop.run(sim.set_software_revision("4.3.0"))
+        wait_until(lambda: plant.call("GET", f"/qualification/scopes/{scope['id']}", "quality_engineer")["state"]
+                   == "requalification_required", 30, "requalification required on the server")
+        wait_until(lambda: _start_enabled(loop, sim) is False, 30, "StartEnabled false on the printer")
+        refused = plant.gate(ctx, who="operator")
+        assert refused["allowed"] is False
+        assert refused["reasons"] == [{"code": "machine_not_qualified", "message":
+                                       f"Machine requires requalification: software changed from 4.2.0 to 4.3.0 "
+                                       f"on {TODAY.day} {TODAY:%b}"}]
+        triggers = plant.call("GET", f"/qualification/scopes/{scope['id']}/triggers", "quality_engineer")
+        assert [(t["kind"], t["source"], t["new_value"]) for t in triggers] == [
+            ("software_changed", "agent:edge-cell-2", "4.3.0")]
+
+        # 7. the process data of the build is in InfluxDB under each device code
+        for code in codes:
+            res = wait_until(lambda c=code: influxdb.query(
+                f"SELECT count(*) FROM /lpbf_.*/ WHERE device='{c}'", db="edge_link")["results"][0].get("series"),
+                30, f"points under {code}")
+            assert sum(v for s in res for v in s["values"][0][1:] if isinstance(v, int)) > 0
+    finally:
+        agent.stop()
