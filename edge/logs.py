@@ -36,4 +36,6 @@ def setup_logging(*, json_lines: bool = False, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("asyncua").setLevel(logging.WARNING)
+    # Libraries log every request or packet at INFO; the agent logs what matters itself.
+    for noisy in ("asyncua", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
