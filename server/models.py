@@ -69,6 +69,10 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Kiosk credential: the badge number identifies (it is printed on the badge, not a secret); the PIN
+    # is the secret and is stored only as an Argon2id hash, like the password.
+    badge_number: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    pin_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class MachineAuthorisation(Base):
@@ -499,3 +503,89 @@ class BuildFileCheck(Base):
     detail: Mapped[str] = mapped_column(Text)
     checked_at: Mapped[datetime] = mapped_column(default=utcnow)
     nonconformity_id: Mapped[int | None] = mapped_column(ForeignKey("nonconformities.id"), nullable=True)
+
+
+# --- validated cycles, manual steps and sealed device records (issue #6) ------------------------
+
+class CycleRecipe(Base):
+    """A versioned validated cycle (post-processing, cleaning, sterilization) with its window; approved by signature."""
+
+    __tablename__ = "cycle_recipes"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_recipe_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    process: Mapped[str] = mapped_column(String(32))  # steam | ethylene_oxide | radiation | heat_treatment | cleaning
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="draft")  # draft | approved | superseded
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    approval_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), nullable=True)
+    approved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ProcessCycle(Base):
+    """One run of a furnace, washer or sterilizer on a load of devices, evaluated against its recipe version."""
+
+    __tablename__ = "process_cycles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"), index=True)
+    recipe_id: Mapped[int] = mapped_column(ForeignKey("cycle_recipes.id"), index=True)
+    process: Mapped[str] = mapped_column(String(32))
+    cycle_ref: Mapped[str | None] = mapped_column(String(100), nullable=True)  # the machine's own cycle number
+    state: Mapped[str] = mapped_column(String(16), default="running")  # running | evaluated
+    started_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    verdict: Mapped[str | None] = mapped_column(String(8), nullable=True)  # pass | fail
+    evaluation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    evaluated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    performed_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CycleLoadItem(Base):
+    """A device in the load of a process cycle."""
+
+    __tablename__ = "cycle_load_items"
+
+    cycle_id: Mapped[int] = mapped_column(ForeignKey("process_cycles.id"), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True, index=True)
+
+
+class ManualStep(Base):
+    """A manual post-processing step or inspection of one device, with measurements, photos and signature."""
+
+    __tablename__ = "manual_steps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # support_removal | surface_finishing | inspection | other
+    description: Mapped[str] = mapped_column(Text)
+    measurements: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    photos: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    result: Mapped[str] = mapped_column(String(8))  # pass | fail
+    performed_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    performed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), nullable=True)
+    nonconformity_id: Mapped[int | None] = mapped_column(ForeignKey("nonconformities.id"), nullable=True)
+
+
+class DeviceSeal(Base):
+    """Digest of a released device's time series and records, also written into the audit chain."""
+
+    __tablename__ = "device_seals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), unique=True)
+    sealed_at: Mapped[datetime] = mapped_column()
+    range_start: Mapped[datetime] = mapped_column()
+    range_end: Mapped[datetime] = mapped_column()
+    point_count: Mapped[int] = mapped_column(Integer)
+    series_sha256: Mapped[str] = mapped_column(String(64))
+    records_sha256: Mapped[str] = mapped_column(String(64))
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    audit_seq: Mapped[int] = mapped_column(Integer)
