@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -30,16 +31,11 @@ VAR = ROOT / "var" / "demo"
 STATE = VAR / "stack.json"
 BIN = ROOT / ".venv" / "bin"
 
-DEMO_JOBS = {
-    # machine id: (job id, device codes). Device codes here are internal serials; the server
-    # issues GS1 UDI codes once it runs.
-    "lpbf-01": ("JOB-2026-0001", ["AMT-2026-000101", "AMT-2026-000102", "AMT-2026-000103"]),
-    "sla-01": ("JOB-2026-0002", ["AMT-2026-000201"]),
-    "furnace-01": ("HT-2026-0001", ["AMT-2026-000101", "AMT-2026-000102", "AMT-2026-000103"]),
-    "furnace-02": ("HT-2026-0002", ["AMT-2026-000201"]),
-    "washer-01": ("WASH-2026-0001", ["AMT-2026-000101", "AMT-2026-000102"]),
-    "sterilizer-01": ("STER-2026-0001", ["AMT-2026-000101", "AMT-2026-000102", "AMT-2026-000103"]),
-}
+DEMO_PASSWORD = "amtrace-demo-2026"  # demo accounts only; printed at the end of `make demo`
+# Post-processing loads (machine: local job id) that carry the devices of the server's build job.
+# The LPBF printer takes its job from the server; the SLA printer gets a local one.
+DEMO_LOADS = {"furnace-01": "HT-DEMO-1", "furnace-02": "HT-DEMO-2", "washer-01": "WASH-DEMO-1",
+              "sterilizer-01": "STER-DEMO-1"}
 
 
 def _spawn(name: str, argv: list[str], env: dict | None = None) -> int:
@@ -81,6 +77,17 @@ def _machine_configs(ports: dict) -> Path:
 
 
 def up(args) -> int:
+    """Start the whole stack; on any failure stop what was started and say where the logs are."""
+    try:
+        return _up(args)
+    except BaseException as e:
+        print(f"[demo] failed: {type(e).__name__}: {e}\n[demo] logs: {VAR / 'logs'}; stopping what was started",
+              file=sys.stderr)
+        down(args)
+        return 1
+
+
+def _up(args) -> int:
     """Start the whole stack and check that data reaches InfluxDB."""
     if STATE.exists():
         old = json.loads(STATE.read_text())
@@ -88,6 +95,11 @@ def up(args) -> int:
             print("amtrace demo is already running; 'make stop' first. Where to look:")
             _print_where(old)
             return 0
+    # Each demo starts from empty records and an empty database: it tells the whole story again.
+    if VAR.exists():
+        import shutil
+
+        shutil.rmtree(VAR)
     VAR.mkdir(parents=True, exist_ok=True)
     state: dict = {"pids": {}, "ports": {}}
 
@@ -100,8 +112,35 @@ def up(args) -> int:
     influx.create_database("amtrace")
     state["pids"].update(mosquitto=mosq.proc.pid, influxdb=influx.proc.pid)
     state["ports"].update(mosquitto=mosq.port, influxdb=influx.port)
+    STATE.write_text(json.dumps(state, indent=1))  # from here on, 'make stop' can stop what runs
 
     machines_dir = _machine_configs(state["ports"])
+
+    step("starting the amtrace server (SQLite records, keys generated for this demo)")
+    server_port = localstack.free_port()
+    env_file = VAR / "server.env"
+    if not env_file.exists():
+        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"AMTRACE_SECRET_KEY={secrets.token_urlsafe(48)}\nAMTRACE_AUDIT_KEY={secrets.token_urlsafe(48)}\n")
+    server_env = dict(line.split("=", 1) for line in env_file.read_text().split())
+    server_env.update(AMTRACE_ENVIRONMENT="production", AMTRACE_DATABASE_URL=f"sqlite:///{VAR}/server.db",
+                      AMTRACE_FILE_STORE=str(VAR / "files"), AMTRACE_INFLUX_URL=influx.url,
+                      AMTRACE_INFLUX_DATABASE="amtrace")
+    run_env = {**os.environ, **server_env}
+    subprocess.run([str(BIN / "amtrace-server"), "migrate"], check=True, cwd=ROOT, env=run_env)
+    subprocess.run([str(BIN / "amtrace-server"), "create-user", "ada.admin", "--full-name", "Ada Admin", "--role",
+                    "admin"], check=True, cwd=ROOT, env={**run_env, "AMTRACE_NEW_USER_PASSWORD": DEMO_PASSWORD},
+                   stdout=subprocess.DEVNULL)
+    state["pids"]["server"] = _spawn("server", [str(BIN / "amtrace-server"), "serve", "--port", str(server_port),
+                                                "--no-access-log"], env=server_env)
+    state["ports"]["server"] = server_port
+    STATE.write_text(json.dumps(state, indent=1))
+    server_url = f"http://127.0.0.1:{server_port}"
+    localstack.wait_for_http(server_url + "/healthz", timeout=30)
+    import seed_demo
+
+    seeded = seed_demo.seed_people_and_machines(server_url, DEMO_PASSWORD, machines_dir)
     agent_port = localstack.free_port()
     agent_cfg = {
         "id": "demo-edge",
@@ -110,6 +149,7 @@ def up(args) -> int:
         "influx": {"api": "v1", "url": influx.url, "database": "amtrace"},
         "outbox": {"budget_bytes": 512 * 1024 * 1024},
         "http": {"host": "127.0.0.1", "port": agent_port},
+        "server": {"url": server_url, "token_env": "AMTRACE_AGENT_TOKEN"},
     }
     (VAR / "agent.yaml").write_text(yaml.safe_dump(agent_cfg, sort_keys=False))
     state["ports"]["agent"] = agent_port
@@ -119,30 +159,52 @@ def up(args) -> int:
     step(f"starting {len(opcua)} simulated OPC UA machine(s) and the MQTT machine simulator")
     for m in opcua:
         port = state["ports"][f"opcua:{m['id']}"]
+        job_arg = "DEMO-BUILD:2000" if m["kind"].endswith("printer") else "HT-DEMO-2"
         state["pids"][f"sim-{m['id']}"] = _spawn(
             f"sim-{m['id']}", [str(BIN / "amtrace-edge"), "simulate", "opcua", "--machine", m["id"],
-                               "--machines-dir", str(machines_dir), "--port", str(port)])
+                               "--port", str(port), "--job", job_arg, "--speed", "5"])
     state["pids"]["sim-mqtt"] = _spawn(
         "sim-mqtt", [str(BIN / "amtrace-edge"), "simulate", "mqtt", "--port", str(mosq.port),
                      "--machines-dir", str(machines_dir), "--rate", "2"])
 
     step("starting the edge agent")
-    state["pids"]["agent"] = _spawn("agent", [str(BIN / "amtrace-edge"), "run", "-c", str(VAR / "agent.yaml")])
+    state["pids"]["agent"] = _spawn("agent", [str(BIN / "amtrace-edge"), "run", "-c", str(VAR / "agent.yaml")],
+                                    env={"AMTRACE_AGENT_TOKEN": seeded["agent_token"]})
     STATE.write_text(json.dumps(state, indent=1))
     localstack.wait_for_http(f"http://127.0.0.1:{agent_port}/healthz", timeout=30)
 
-    step("assigning demo jobs and device codes to the machines")
+    step("qualifying lpbf-01 on the identity its agent reported; approving a design; creating a job")
+    stl = _demo_cup_stl()
+    build = seed_demo.seed_build(seeded["api"], machine_id="lpbf-01", stl=stl)
+    devices = [d["device_code"] for d in build["job"]["devices"] if d["kind"] == "device"]
+    state["devices"] = devices
+    step(f"job {build['job']['id']} with devices {', '.join(devices)}: the build file reaches the printer")
+    (VAR / "build-files" / "lpbf-01").mkdir(parents=True, exist_ok=True)
+    (VAR / "build-files" / "lpbf-01" / "cup.stl").write_bytes(stl)
+    time.sleep(3)
+    decision = seed_demo.release(seeded["api"], machine_id="lpbf-01", job_id=build["job"]["id"],
+                                 sha256=build["iteration"]["files"][0]["sha256"])
+    step(f"release gate for job {build['job']['id']}: {'allowed' if decision['allowed'] else 'REFUSED'}"
+         + "".join(f"\n         - {r['message']}" for r in decision["reasons"]))
+
+    step("post-processing loads (furnace, washer, sterilizer) carry the same device codes")
     known = {m["id"] for m in machines}
-    for machine, (job, devices) in DEMO_JOBS.items():
+    for machine, job in DEMO_LOADS.items():
         if machine in known:
             subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), machine,
-                            "--job", job, *sum((["--device", d] for d in devices), [])], check=True, cwd=ROOT)
+                            "--job", job, *sum((["--device", d] for d in devices), [])], check=True, cwd=ROOT,
+                           stdout=subprocess.DEVNULL)
+    if "sla-01" in known:
+        subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), "sla-01",
+                        "--job", "SLA-DEMO-1", "--device", "AMT-GUIDE-0001"], check=True, cwd=ROOT,
+                       stdout=subprocess.DEVNULL)
+    STATE.write_text(json.dumps(state, indent=1))
 
     step("waiting for the first points under a device code in InfluxDB")
     deadline = time.monotonic() + 60
     count = 0
     while time.monotonic() < deadline:
-        res = influx.query('SELECT count(*) FROM /.*/ WHERE "device" = \'AMT-2026-000101\'', db="amtrace")
+        res = influx.query(f'SELECT count(*) FROM /.*/ WHERE "device" = \'{devices[0]}\'', db="amtrace")
         series = res["results"][0].get("series", [])
         count = sum(v for s in series for v in s["values"][0][1:] if isinstance(v, int))
         if count:
@@ -157,18 +219,33 @@ def up(args) -> int:
     return 0
 
 
+def _demo_cup_stl() -> bytes:
+    """A small closed mesh standing in for the approved implant design."""
+    import trimesh
+
+    cup = trimesh.creation.icosphere(subdivisions=3, radius=22.0)
+    cup.apply_translation([80, 80, 22])
+    return trimesh.exchange.stl.export_stl(cup)
+
+
 def _print_where(state: dict) -> None:
     p = state["ports"]
     cfg = VAR / "agent.yaml"
+    device = (state.get("devices") or ["AMT-…"])[0]
     print(f"""
 amtrace demo is running (data and logs under {VAR}).
+
+  server              http://127.0.0.1:{p.get('server')}/docs   (API, OpenAPI)
+                      log in as ada.admin, otto.operator, paula.manager, quentin.quality,
+                      dana.designer or clara.clinician with the demo password {DEMO_PASSWORD}
+  devices             {', '.join(state.get('devices', []))}
 
   edge agent status   .venv/bin/amtrace-edge status -c {cfg}
   quarantine          .venv/bin/amtrace-edge quarantine -c {cfg}
   agent metrics       http://127.0.0.1:{p['agent']}/metrics
   InfluxDB (1.x API)  http://127.0.0.1:{p['influxdb']}  database 'amtrace', e.g.
                       curl -G http://127.0.0.1:{p['influxdb']}/query --data-urlencode db=amtrace \\
-                        --data-urlencode "q=SELECT * FROM sterilization WHERE device='AMT-2026-000101' ORDER BY time DESC LIMIT 5"
+                        --data-urlencode "q=SELECT * FROM lpbf_process WHERE device='{device}' ORDER BY time DESC LIMIT 5"
   MQTT broker         127.0.0.1:{p['mosquitto']}  (mosquitto_sub -p {p['mosquitto']} -t 'amtrace/#' -v)
   logs                {VAR / 'logs'}
 

@@ -1,0 +1,109 @@
+"""The agent's command line and local API as an engineer uses them: status, quarantine, assign,
+release, check-config; who may call what."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from agentkit import ROOT, AgentProcess, Publisher, machine_yaml, snapshot, wait_until, write_agent
+
+T0_MS = 1_767_225_600_000
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "edge.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory, mosquitto, influxdb):
+    tmp = tmp_path_factory.mktemp("cli")
+    influxdb.create_database("cli_test")
+    m = machine_yaml("washer-t1", mosquitto.port)
+    cfg = write_agent(tmp, machines=[m], influx_url=influxdb.url, database="cli_test")
+    a = AgentProcess(cfg).start()
+    a.topic, a.mqtt_port = m["connection"]["topic"], mosquitto.port
+    yield a
+    a.stop()
+
+
+def test_assign_status_and_release_through_the_cli(agent):
+    cfg = str(agent.config)
+    out = cli("assign", "-c", cfg, "washer-t1", "--job", "WASH-9", "--device", "DEV-1", "--device", "DEV-2").stdout
+    assert out.strip() == "machine washer-t1: job WASH-9 with 2 device(s): DEV-1, DEV-2"
+    pub = Publisher(agent.mqtt_port, "cli-publisher")
+    pub.publish(agent.topic, [snapshot(i, T0_MS + i) for i in range(5)])
+    pub.close()
+    wait_until(lambda: agent.status()["readings_in"] == 5 * 12, 30, "60 readings")
+    status = cli("status", "-c", cfg).stdout
+    assert "readings in          60" in status
+    assert "washer-t1        mqtt   up    job WASH-9 (2 devices)" in status
+    st = json.loads(cli("status", "-c", cfg, "--json").stdout)
+    assert st["assignments"]["washer-t1"]["devices"] == ["DEV-1", "DEV-2"]
+    assert cli("release", "-c", cfg, "washer-t1").stdout.strip() == "machine washer-t1: job WASH-9 ended"
+    assert json.loads(cli("status", "-c", cfg, "--json").stdout)["assignments"]["washer-t1"] is None
+
+
+def test_quarantine_lists_and_shows_raw_bytes(agent):
+    pub = Publisher(agent.mqtt_port, "cli-bad-publisher")
+    pub.publish(agent.topic, [b'{"ts": 1767225600000, "values": {"s1": NaN}}'])
+    pub.close()
+    wait_until(lambda: agent.status()["quarantined"] >= 1, 30, "a quarantined payload")
+    listing = cli("quarantine", "-c", str(agent.config)).stdout
+    assert listing.splitlines()[0] == "1 quarantined input(s)"
+    entry = json.loads(cli("quarantine", "-c", str(agent.config), "--json").stdout)[0]
+    assert entry["source"] == "mqtt" and entry["origin"] == agent.topic and "NaN" in entry["reason"]
+    raw = subprocess.run([sys.executable, "-m", "edge.cli", "quarantine", "-c", str(agent.config), "--id",
+                          str(entry["id"]), "--raw"], cwd=ROOT, capture_output=True, timeout=60).stdout
+    assert raw.endswith(b'{"ts": 1767225600000, "values": {"s1": NaN}}')
+
+
+def test_local_api_needs_the_token_except_health_and_metrics(agent):
+    for path in ("/status", "/quarantine", "/assignments", "/machines/washer-t1/assignment"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(agent.base + path, timeout=5)
+        assert e.value.code == 401, path
+    bad = urllib.request.Request(agent.base + "/status", headers={"Authorization": "Bearer wrong"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(bad, timeout=5)
+    assert e.value.code == 401
+    assert json.loads(urllib.request.urlopen(agent.base + "/healthz", timeout=5).read())["status"] == "ok"
+    metrics = urllib.request.urlopen(agent.base + "/metrics", timeout=5).read().decode()
+    assert 'amtrace_connection_up{machine="washer-t1",type="mqtt"} 1.0' in metrics
+    assert "amtrace_outbox_full 0.0" in metrics
+
+
+def test_unknown_machine_and_bad_assignment_are_refused_in_words(agent):
+    done = cli("assign", "-c", str(agent.config), "nope-1", "--job", "J", "--device", "D", check=False)
+    assert done.returncode != 0 and "machine nope-1 is not configured on this agent" in done.stderr
+    done = cli("assign", "-c", str(agent.config), "washer-t1", "--job", "J 1", "--device", "D", check=False)
+    assert done.returncode != 0 and "agent answered 422" in done.stderr
+
+
+def test_check_config_names_file_and_field(tmp_path):
+    (tmp_path / "bad-1.yaml").write_text("id: bad-1\nkind: toaster\n")
+    done = cli("check-config", "--machines-dir", str(tmp_path), check=False)
+    assert done.returncode == 2
+    assert f"{tmp_path}/bad-1.yaml: invalid configuration" in done.stderr
+    assert "  - kind: Input should be" in done.stderr
+    good = cli("check-config", "--machines-dir", str(ROOT / "configs" / "machines")).stdout
+    assert "lpbf-01.yaml: ok (lpbf_printer, opcua" in good
+
+
+def test_agent_refuses_to_start_on_an_invalid_machine_file(tmp_path, influxdb):
+    m = machine_yaml("broken-1", 1883)
+    m["signals"][0]["limits"] = {"warn_high": 10, "alarm_high": 5}
+    cfg = write_agent(tmp_path, machines=[m], influx_url=influxdb.url, database="never")
+    done = cli("run", "-c", str(cfg), check=False)
+    assert done.returncode == 2
+    assert "refusing to start" in done.stderr and "broken-1.yaml" in done.stderr
+    assert "signals.0.limits: Value error, alarm_high must not be below warn_high" in done.stderr
