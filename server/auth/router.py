@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import select
 
-from server.auth import service
+from server.auth import badge, service
 from server.auth.deps import ANY_PERSON, require
-from server.auth.schemas import (AuthorisationCreate, AuthorisationOut, MeOut, RevokeIn, TokenOut, UserCreate,
-                                 UserOut, UserUpdate)
+from server.auth.schemas import (AuthorisationCreate, AuthorisationOut, BadgeIn, MeOut, RevokeIn, TokenOut,
+                                 UserCreate, UserOut, UserUpdate)
 from server.db import SessionDep
 from server.errors import COMMON_ERRORS, error_responses
 from server.models import MachineAuthorisation, User
@@ -25,7 +25,12 @@ Trainer = Annotated[Principal, Depends(require("production_manager", "quality_en
 
 @router.post("/auth/token", response_model=TokenOut, responses=error_responses(401))
 def login(session: SessionDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
-    """OAuth2 password flow: exchange user id and password for a short-lived access token."""
+    """OAuth2 password flow: user id and password, or with scope=kiosk badge number and PIN (shorter token)."""
+    if badge.KIOSK_SCOPE in form.scopes:
+        user = badge.authenticate_badge(session, badge_number=form.username, pin=form.password)
+        token, lifetime = service.issue_access_token(session, user=user, minutes=badge.kiosk_settings().token_minutes,
+                                                     method="badge_pin")
+        return TokenOut(access_token=token, expires_in=lifetime)
     user = service.authenticate(session, username=form.username, password=form.password)
     token, lifetime = service.issue_access_token(session, user=user)
     return TokenOut(access_token=token, expires_in=lifetime)
@@ -54,6 +59,13 @@ def list_users(session: SessionDep, actor: Trainer) -> list[User]:
 def update_user(user_id: int, body: UserUpdate, session: SessionDep, actor: Admin) -> User:
     """Change role, deactivate/reactivate or unlock a person (admin, with reason)."""
     return service.update_user(session, actor=actor, user_id=user_id, **body.model_dump())
+
+
+@router.put("/users/{user_id}/badge", response_model=UserOut)
+def set_badge(user_id: int, body: BadgeIn, session: SessionDep, actor: Admin) -> User:
+    """Give a person a kiosk badge number and PIN (admin); the PIN is stored only as a hash."""
+    user = service.get_user(session, user_id=user_id)
+    return badge.set_badge(session, actor=actor, user=user, badge_number=body.badge_number, pin=body.pin)
 
 
 @router.post("/users/{user_id}/machine-authorisations", response_model=AuthorisationOut, status_code=201)

@@ -40,6 +40,16 @@ class UserUpdate(BaseModel):
     reason: str = Field(min_length=3, description="Why the change is made")
 
 
+class BadgeIn(BaseModel):
+    """A kiosk credential: badge number and PIN."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    badge_number: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9-]+$",
+                              description="Number printed on (and scanned from) the person's badge")
+    pin: str = Field(pattern=r"^[0-9]{4,12}$", description="Secret PIN, 4 to 12 digits; stored only as a hash")
+
+
 class UserOut(BaseModel):
     """A person as the API shows it (never the password hash)."""
 
@@ -52,6 +62,7 @@ class UserOut(BaseModel):
     active: bool
     failed_logins: int
     created_at: datetime
+    badge_number: str | None = Field(default=None, description="Kiosk badge number, when one is set")
 
 
 class AuthorisationCreate(BaseModel):
