@@ -44,6 +44,10 @@ IDENTITY_FIELDS = {
     "hardware_revision": "HardwareRevision",
 }
 _IDENTITY_HANDLE_BASE = 1_000_000  # client handles of identity items, above any signal handle
+# Notifications held in memory while the outbox refuses them (back-pressure). OPC UA has no
+# acknowledgement to withhold, so past this bound new notifications are dropped and the span is
+# recorded as a gap event: memory stays bounded and the loss is never hidden.
+MAX_PENDING_NOTIFICATIONS = 20_000
 
 POLICIES = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
@@ -77,6 +81,7 @@ class OpcUaStats:
     bad_quality: int = 0
     duplicates_dropped: int = 0
     identity_changes: int = 0
+    dropped_notifications: int = 0  # dropped past MAX_PENDING_NOTIFICATIONS, each span recorded as a gap
     last_publish_ns: int | None = None
 
     def as_dict(self) -> dict:
@@ -124,6 +129,7 @@ class OpcUaConnector(Connector):
         self._supervisor: asyncio.Task | None = None
         self._delivery: asyncio.Task | None = None
         self._queue: asyncio.Queue = asyncio.Queue()
+        self._dropping_since: int | None = None
         self._stopping = asyncio.Event()
         self._lost: asyncio.Future | None = None
         self._last_alive_ns: int | None = None
@@ -494,6 +500,20 @@ class OpcUaConnector(Connector):
                 if self._lost is not None and not self._lost.done():
                     self._lost.set_result(f"subscription status changed to {notif.Status.name}")
         self.stats.notifications += 1
+        if self._queue.qsize() >= MAX_PENDING_NOTIFICATIONS:
+            self.stats.dropped_notifications += 1
+            if self._dropping_since is None:
+                self._dropping_since = received
+                log.error("%s: %d notifications pending (outbox refusing): dropping new ones until it drains",
+                          self.machine.id, MAX_PENDING_NOTIFICATIONS)
+            return
+        if self._dropping_since is not None:
+            start, self._dropping_since = self._dropping_since, None
+            task = asyncio.get_running_loop().create_task(self._event(Event(
+                self.machine.id, "gap", "value changes dropped while the outbox refused data (back-pressure)",
+                received, "alarm", {"start_ns": start, "end_ns": received, "cause": "outbox full"})))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         self._queue.put_nowait((data, received))
 
     async def _deliver_loop(self) -> None:

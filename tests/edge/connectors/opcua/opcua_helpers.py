@@ -15,6 +15,7 @@ LPBF_SIGNALS = {
     "job_id": "Job.JobId",
     "job_state": "Job.JobState",
     "layer_number": "Job.CurrentLayer",
+    "layers_total": "Job.NumberOfLayers",
     "laser_power_set": "Laser.PowerSetpoint",
     "laser_power_actual": "Laser.PowerActual",
     "chamber_o2": "Chamber.OxygenConcentration",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from edge.config import MachineConfig
@@ -162,3 +164,52 @@ async def test_outbox_full_holds_readings_and_delivers_them_in_order_later(port,
             await conn.stop()
     assert [r.value for r in sink.readings("chamber_o2")] == [800.0, 10.0, 11.0, 12.0, 13.0]
     assert conn.stats.value_changes == len(sink.readings())
+
+
+async def test_a_long_outbox_outage_drops_beyond_the_bound_and_records_the_gap(port, sink, monkeypatch):
+    """OPC UA has no acknowledgement to withhold: past the in-memory bound, notifications are dropped
+    and the span is recorded as a gap event with cause 'outbox full' — memory bounded, loss visible."""
+    import edge.connectors.opcua.connector as connector_module
+    from edge.readings import OutboxFull
+
+    monkeypatch.setattr(connector_module, "MAX_PENDING_NOTIFICATIONS", 3)
+
+    class Switchable:
+        def __init__(self, inner):
+            self.inner, self.full = inner, True
+
+        def submit(self, ingests):
+            if self.full:
+                raise OutboxFull("outbox at its disk budget")
+            self.inner.submit(ingests)
+
+        def event(self, e):
+            self.inner.event(e)
+
+        def quarantine(self, **kw):
+            self.inner.quarantine(**kw)
+
+    gate = Switchable(sink)
+    async with LpbfPrinterSimulator(port=port) as sim:
+        conn = OpcUaConnector(machine("lpbf-01", sim.endpoint, publishing_interval_ms=50), gate)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            for v in range(20):
+                await sim.set("Chamber.OxygenConcentration", 100.0 + v)
+                await asyncio.sleep(0.08)  # one publish each: more notifications than the bound
+            await until(lambda: conn.stats.dropped_notifications > 0, 15, "notifications dropped past the bound")
+            gate.full = False
+            await until(lambda: sink.readings("chamber_o2"), 15, "the held notifications delivered")
+            await asyncio.sleep(0.5)
+            await sim.set("Chamber.OxygenConcentration", 999.0)
+            await until(lambda: [r.value for r in sink.readings("chamber_o2")][-1:] == [999.0], 15, "O2 999")
+        finally:
+            await conn.stop()
+    gaps = [e for e in sink.events if e.kind == "gap" and e.fields.get("cause") == "outbox full"]
+    assert len(gaps) == 1 and gaps[0].severity == "alarm"
+    assert gaps[0].fields["start_ns"] < gaps[0].fields["end_ns"]
+    got = sink.readings("chamber_o2")
+    times = [r.source_ts_ns for r in got]
+    assert times == sorted(times) and got[-1].value == 999.0
+    assert len(got) < 22  # 800 + 20 changes + 999 published; what is missing is the recorded gap
