@@ -51,4 +51,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (auth, audit, machines, qualification, materials, designs, jobs, stages, nonconformities,
                    gate, agents):
         app.include_router(router, prefix=API)
+    _add_pages(app)
     return app
+
+
+def _add_pages(app: FastAPI) -> None:
+    """Live machine state, the JSON the pages need, and the pages themselves (kiosk, dashboards) under /ui."""
+    from server.live.router import router as live
+    from server.live.state import LiveMachineStates
+    from server.ui.pages import pages_app
+    from server.ui.router import router as ui
+
+    app.state.live = LiveMachineStates()
+    app.include_router(live, prefix=API)
+    app.include_router(ui, prefix=API)
+    app.mount("/ui", pages_app())

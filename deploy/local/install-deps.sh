@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack and the tests need, only those missing.
-# Usage: deploy/local/install-deps.sh [--browser]
+# Usage: deploy/local/install-deps.sh
 set -euo pipefail
 
-packages=(mosquitto influxdb victoria-metrics postgresql)
-if [[ "${1:-}" == "--browser" || "${AMTRACE_WITH_BROWSER:-0}" == "1" ]]; then
-  packages+=(chromium)
-fi
+# chromium: the browser tests of the kiosk and dashboards (make test) drive it headless with Playwright.
+packages=(mosquitto influxdb victoria-metrics postgresql chromium)
 
 missing=()
 for p in "${packages[@]}"; do

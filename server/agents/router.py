@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
 from server.agents import service
@@ -47,11 +47,13 @@ def revoke(agent_id: int, body: RevokeIn, session: SessionDep, actor: Admin) -> 
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
-def heartbeat(body: HeartbeatIn, session: SessionDep, actor: AgentOnly) -> HeartbeatOut:
-    """The agent is alive."""
+def heartbeat(body: HeartbeatIn, session: SessionDep, actor: AgentOnly, request: Request) -> HeartbeatOut:
+    """The agent is alive; status.machines (live machine state) goes to the dashboards."""
     status = {**body.status, "agent_version": body.agent_version}
     service.heartbeat(session, actor=actor, machine_ids=body.machine_ids, status=status)
-    return HeartbeatOut(agent=actor.name, server_time=utcnow())
+    problems = request.app.state.live.apply_heartbeat(agent=actor.name, allowed_machine_ids=actor.machine_ids,
+                                                      status=body.status)
+    return HeartbeatOut(agent=actor.name, server_time=utcnow(), live_status_problems=problems)
 
 
 @router.post("/machines/{machine_id}/identity", response_model=IdentityOut)

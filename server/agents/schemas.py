@@ -59,6 +59,8 @@ class HeartbeatOut(BaseModel):
 
     agent: str
     server_time: datetime
+    live_status_problems: list[str] = Field(
+        default_factory=list, description="Entries of status.machines that were refused, with where and why")
 
 
 class IdentityIn(BaseModel):

@@ -1,0 +1,69 @@
+"""JSON endpoints the kiosk and the dashboard pages call (HTTP only; the rules are in server/ui/service.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+
+from server.auth.deps import require
+from server.db import SessionDep
+from server.errors import COMMON_ERRORS, error_responses
+from server.nonconformities.service import KINDS
+from server.security import Principal
+from server.ui import service
+from server.ui.schemas import (CompleteWithPinIn, DashboardOverview, KioskView, NonconformityReported, StartOut,
+                               StepView)
+
+router = APIRouter(tags=["kiosk and dashboards"], responses=COMMON_ERRORS)
+KioskReader = Annotated[Principal, Depends(require("operator", "production_manager", "quality_engineer"))]
+Operator = Annotated[Principal, Depends(require("operator"))]
+Manager = Annotated[Principal, Depends(require("production_manager", "quality_engineer", "admin"))]
+
+
+@router.get("/kiosk/lookup", response_model=KioskView, responses=error_responses(404, 409))
+def lookup(request: Request, session: SessionDep, actor: KioskReader,
+           code: Annotated[str, Query(max_length=200, description="Device code, GS1 UDI or JOB-<n>")]) -> KioskView:
+    """Machine, job, devices, build-file checks and the release gate's verdict for a scanned code."""
+    return service.kiosk_view(session, actor=actor, code=code, live=request.app.state.live.snapshot())
+
+
+@router.post("/kiosk/jobs/{job_id}/start-request", response_model=StartOut, responses=error_responses(404, 409))
+def start_request(job_id: int, session: SessionDep, actor: Operator) -> StartOut:
+    """Ask the release gate to start the job (recorded); when cleared, the build step of each device starts."""
+    return service.request_start(session, actor=actor, job_id=job_id)
+
+
+@router.post("/kiosk/steps/{step_id}/start", response_model=StepView, responses=error_responses(404, 409))
+def start_step(step_id: int, session: SessionDep, actor: Operator) -> StepView:
+    """Start a post-processing, cleaning or sterilization step (in order)."""
+    return service.start_step(session, actor=actor, step_id=step_id)
+
+
+@router.post("/kiosk/steps/{step_id}/complete", response_model=StepView, responses=error_responses(404, 409))
+def complete_step(step_id: int, body: CompleteWithPinIn, session: SessionDep, actor: Operator) -> StepView:
+    """Record a step's result and sign it as performed with the operator's PIN."""
+    return service.complete_step_with_pin(session, actor=actor, step_id=step_id, result=body.result, pin=body.pin)
+
+
+@router.post("/kiosk/nonconformities", response_model=NonconformityReported, status_code=201,
+             responses=error_responses(404, 409))
+def report_nonconformity(session: SessionDep, actor: Operator,
+                               code: Annotated[str, Form(max_length=200, description="Scanned device or job code")],
+                               kind: Annotated[str, Form(description=f"One of {', '.join(KINDS)}")],
+                               description: Annotated[str, Form(min_length=3, max_length=2000)],
+                               photo: Annotated[UploadFile | None, File(description="JPEG/PNG/WebP")] = None
+                               ) -> NonconformityReported:
+    """Report a nonconformity on the scanned device or job, with an optional photo; it blocks the device."""
+    # A plain def runs in the worker pool, so the database work does not hold up the event loop.
+    data = photo.file.read(service.MAX_PHOTO_BYTES + 1) if photo is not None else None
+    return service.report_nonconformity(session, actor=actor, code=code, kind=kind, description=description,
+                                        photo=data or None, photo_type=photo.content_type if photo else None)
+
+
+@router.get("/dashboard/overview", response_model=DashboardOverview)
+def dashboard(request: Request, session: SessionDep, actor: Manager,
+              at_risk_hours: Annotated[int, Query(ge=1, le=24 * 14, description="Deadline horizon")] = 24
+              ) -> DashboardOverview:
+    """Every machine (live and qualification state), open jobs, deadlines at risk and open nonconformities."""
+    return service.overview(session, live=request.app.state.live.snapshot(), at_risk_hours=at_risk_hours)

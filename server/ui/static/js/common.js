@@ -1,0 +1,159 @@
+// amtrace pages: log-in, the bearer token (sessionStorage, never in a URL), API calls, errors in words,
+// automatic log-out after inactivity. No framework: plain DOM, so nothing needs the internet or a build step.
+"use strict";
+
+const amtrace = (() => {
+  const body = document.body;
+  const page = body.dataset.page;
+  const roles = (body.dataset.roles || "").split(" ").filter(Boolean);
+  const loginKind = body.dataset.login;
+  const idleSeconds = Number(body.dataset.idleSeconds || 900);
+  const KEY = "amtrace.session";  // sessionStorage: gone when the tab closes, not sent with any request
+  let idleTimer = null;
+  let onReady = () => {};
+  let onLogout = () => {};
+
+  function $(sel, root) { return (root || document).querySelector(sel); }
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") e.className = v; else if (k === "text") e.textContent = v;
+      else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
+    return e;
+  }
+  function session() { try { return JSON.parse(sessionStorage.getItem(KEY)); } catch { return null; } }
+
+  // Errors as a person reads them: the server's own sentence, or what to do when there is none.
+  function words(status, body) {
+    if (body && typeof body.detail === "string") return body.detail;
+    if (status === 422 && body && Array.isArray(body.detail)) {
+      const d = body.detail[0];
+      return `Please check ${d.loc.slice(1).join(" ")}: ${d.msg}`;
+    }
+    if (status === 0) return "The server cannot be reached. Check the network cable, then try again.";
+    return `The server answered ${status}. Try again or call the supervisor.`;
+  }
+
+  class ApiError extends Error {
+    constructor(status, body) { super(words(status, body)); this.status = status; this.body = body || {}; }
+  }
+
+  async function api(method, path, { json, form, query } = {}) {
+    const s = session();
+    const headers = {};
+    if (s) headers.Authorization = `Bearer ${s.token}`;
+    let bodyOut;
+    if (json !== undefined) { headers["Content-Type"] = "application/json"; bodyOut = JSON.stringify(json); }
+    if (form !== undefined) bodyOut = form;
+    const url = "/api/v1" + path + (query ? "?" + new URLSearchParams(query) : "");
+    let r;
+    try { r = await fetch(url, { method, headers, body: bodyOut, cache: "no-store", credentials: "omit" }); }
+    catch { throw new ApiError(0, null); }
+    let data = null;
+    const type = r.headers.get("content-type") || "";
+    if (type.includes("application/json")) data = await r.json();
+    if (r.status === 401 && s) {  // token expired or account changed: back to the log-in
+      logout(data && data.code === "token_expired" ? "Your session ended. Please log in again." : words(401, data));
+    }
+    if (!r.ok) throw new ApiError(r.status, data);
+    return data;
+  }
+
+  async function blob(path) {
+    const s = session();
+    const r = await fetch("/api/v1" + path, { headers: s ? { Authorization: `Bearer ${s.token}` } : {},
+                                             credentials: "omit", cache: "no-store" });
+    if (!r.ok) throw new ApiError(r.status, await r.json().catch(() => null));
+    return r;
+  }
+
+  function say(target, text, kind) {
+    const box = typeof target === "string" ? $(target) : target;
+    box.textContent = text || "";
+    box.className = "message " + (kind || "error");
+    box.hidden = !text;
+  }
+
+  async function login(ev) {
+    ev.preventDefault();
+    const form = ev.target;
+    const user = form.elements.username.value.trim();
+    const secret = form.elements.secret.value;
+    const data = new URLSearchParams({ username: user, password: secret });
+    if (loginKind === "badge") data.set("scope", "kiosk");
+    say("#login-message", "");
+    let r;
+    try { r = await fetch("/api/v1/auth/token", { method: "POST", body: data, credentials: "omit" }); }
+    catch { say("#login-message", words(0)); return; }
+    const out = await r.json().catch(() => null);
+    form.elements.secret.value = "";
+    if (!r.ok) { say("#login-message", words(r.status, out)); form.elements.secret.focus(); return; }
+    sessionStorage.setItem(KEY, JSON.stringify({ token: out.access_token }));
+    let me;
+    try { me = await api("GET", "/auth/me"); } catch (e) { say("#login-message", e.message); return; }
+    if (!roles.includes(me.role)) {
+      sessionStorage.removeItem(KEY);
+      say("#login-message", `This page is for ${roles.map(r => r.replace("_", " ")).join(", ")}; ` +
+                            `you are logged in as ${me.role.replace("_", " ")}.`);
+      return;
+    }
+    sessionStorage.setItem(KEY, JSON.stringify({ token: out.access_token, me }));
+    form.reset();
+    show();
+  }
+
+  function logout(message) {
+    sessionStorage.removeItem(KEY);
+    clearTimeout(idleTimer);
+    onLogout();
+    $("#app").hidden = true;
+    $("#login").hidden = false;
+    $("#who").textContent = "";
+    $("#logout").hidden = true;
+    say("#login-message", message || "", "info");
+    const first = $("#login input");
+    if (first) first.focus();
+  }
+
+  function touch() {
+    if (!session()) return;
+    clearTimeout(idleTimer);
+    idleTimer = setTimeout(() => logout("You were logged out after " + Math.round(idleSeconds / 60 * 10) / 10 +
+                                        " minutes without activity."), idleSeconds * 1000);
+  }
+
+  function show() {
+    const s = session();
+    if (!s || !s.me) { logout(); return; }
+    $("#login").hidden = true;
+    $("#app").hidden = false;
+    $("#who").textContent = `${s.me.full_name} (${s.me.role.replace("_", " ")})`;
+    $("#logout").hidden = false;
+    touch();
+    onReady(s.me);
+  }
+
+  function start(handlers) {
+    onReady = handlers.ready || onReady;
+    onLogout = handlers.logout || onLogout;
+    $("#login-form").addEventListener("submit", login);
+    $("#logout").addEventListener("click", () => logout("You are logged out."));
+    for (const ev of ["keydown", "pointerdown", "input"]) document.addEventListener(ev, touch, true);
+    if (session() && session().me) show(); else logout();
+  }
+
+  function fmtTime(iso) {
+    if (!iso) return "–";
+    const d = new Date(iso);
+    return d.toLocaleString("en-GB", { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+  }
+  function fmtDay(iso) {
+    if (!iso) return "–";
+    return new Date(iso).toLocaleDateString("en-GB", { day: "numeric", month: "short", year: "numeric" });
+  }
+
+  return { $, el, api, blob, say, start, logout, session, fmtTime, fmtDay, ApiError, page };
+})();
