@@ -16,6 +16,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for settings (read from the environment when not given)."""
     from server.agents.router import router as agents
     from server.audit.router import router as audit
+    from server.cycles.router import router as cycles
+    from server.history.router import router as history
     from server.auth.router import router as auth
     from server.designs.router import router as designs
     from server.gate.router import router as gate
@@ -49,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     for router in (auth, audit, machines, qualification, materials, designs, jobs, stages, nonconformities,
-                   gate, agents):
+                   gate, agents, cycles, history):
         app.include_router(router, prefix=API)
     _add_pages(app)
     return app

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     delivery_margin_days: int = Field(
         default=2, ge=0, description="The case deadline is this many days before the surgery date")
     timezone: str = Field(default="UTC", description="Time zone used in messages shown to people")
+    influx_url: str = Field(default="http://127.0.0.1:8086", description=(
+        "Base URL of the InfluxDB 1.x-compatible HTTP API (/query, InfluxQL): InfluxDB 1.x, 2.x compat, 3.x"))
+    influx_database: str = Field(default="amtrace", description="InfluxDB database (2.x/3.x: the mapped bucket)")
+    influx_username: str | None = Field(default=None, description="InfluxDB user (2.x compat: any name)")
+    influx_password: str | None = Field(default=None, description=(
+        "InfluxDB password or API token; set AMTRACE_INFLUX_PASSWORD in the environment, never in a file"))
+    influx_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one InfluxQL request")
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> "Settings":

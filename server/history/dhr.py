@@ -1,0 +1,161 @@
+"""Assemble the device history record (DHR) of one device from the SQL records and InfluxDB."""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from server.cycles.service import cycles_of_device, load_of, parameters_of, steps_of_device
+from server.history import service
+from server.history.influx import InfluxQL
+from server.history.schemas import (DeviceHistoryRecord, DhrBuildFileCheck, DhrCase, DhrCycle, DhrDesign,
+                                    DhrDesignFile, DhrDevice, DhrGateDecision, DhrMachine, DhrManualStep,
+                                    DhrMaterialLot, DhrNonconformity, DhrProcessMonitoring, DhrSeal, DhrStage,
+                                    SignatureManifest)
+from server.models import (BuildFileCheck, Case, CycleRecipe, Design, DesignIteration, Device, DeviceSeal,
+                           GateDecision, Job, Machine, MaterialLot, Nonconformity, Signature, StageStep, utcnow)
+from server.nonconformities.service import blocking
+from server.security import Principal
+
+# Signals plotted for each cycle process (the ones its verdict is judged on).
+CYCLE_PLOT_FIELDS = {
+    "steam": ("temperature_field", "pressure_field"),
+    "ethylene_oxide": ("concentration_field", "humidity_field", "temperature_field"),
+    "radiation": ("dose_field",),
+    "heat_treatment": ("temperature_field", "atmosphere_field"),
+    "cleaning": ("temperature_field", "conductivity_field"),
+}
+
+
+def manifest(session: Session, sig_id: int | None) -> SignatureManifest | None:
+    """The printed manifestation of a signature."""
+    if sig_id is None:
+        return None
+    s = session.get(Signature, sig_id)
+    return SignatureManifest(id=s.id, printed_name=s.printed_name, role=s.signer_role, meaning=s.meaning,
+                             signed_at=s.signed_at, record_type=s.record_type, record_id=s.record_id)
+
+
+def _stage(session: Session, s: StageStep) -> DhrStage:
+    return DhrStage(stage=s.stage, state=s.state, deadline=s.deadline, started_at=s.started_at,
+                    completed_at=s.completed_at, result=s.result, performed=manifest(session, s.completion_signature_id),
+                    accepted_at=s.accepted_at, judgement=s.judgement,
+                    accepted=manifest(session, s.acceptance_signature_id), impact_assessment=s.impact_assessment)
+
+
+def _recipe_limits(params, field_attr: str) -> dict[str, float]:
+    """Limits drawn on a cycle plot for the plotted field."""
+    p = params
+    if field_attr == "temperature_field" and p.process == "steam":
+        return {"warn_low": p.sterilization_temp_c - p.band_minus_k, "warn_high": p.sterilization_temp_c + p.band_plus_k}
+    if field_attr == "temperature_field" and p.process == "heat_treatment":
+        return {"warn_low": p.hold_temp_c - p.hold_band_k, "warn_high": p.hold_temp_c + p.hold_band_k}
+    if field_attr == "temperature_field" and p.process == "cleaning":
+        return {"warn_low": p.wash_temperature_c[0], "warn_high": p.wash_temperature_c[1]}
+    if field_attr == "temperature_field" and p.process == "ethylene_oxide":
+        return {"warn_low": p.temperature_c[0], "warn_high": p.temperature_c[1]}
+    if field_attr == "concentration_field":
+        return {"warn_low": p.concentration_mg_l[0], "warn_high": p.concentration_mg_l[1]}
+    if field_attr == "humidity_field":
+        return {"warn_low": p.humidity_pct_rh[0], "warn_high": p.humidity_pct_rh[1]}
+    if field_attr == "dose_field":
+        return {"warn_low": p.sterilization_dose_kgy, "warn_high": p.max_acceptable_dose_kgy}
+    if field_attr == "atmosphere_field":
+        return {"warn_high": p.atmosphere_max}
+    if field_attr == "conductivity_field":
+        return {"warn_high": p.max_final_conductivity_us_cm}
+    return {}
+
+
+def device_history_record(session: Session, influx: InfluxQL, *, actor: Principal, device_code: str,
+                          plots: bool = True) -> DeviceHistoryRecord:
+    """The complete DHR of one device."""
+    device = service.device_by_code(session, device_code)
+    job = session.get(Job, device.job_id)
+    machine = session.get(Machine, job.machine_id)
+    lot = session.get(MaterialLot, job.material_lot_id)
+    open_ncs = blocking(session, device=device)
+    released = session.scalar(select(StageStep).where(StageStep.device_id == device.id, StageStep.stage == "release",
+                                                      StageStep.state == "accepted")) is not None
+    case = session.get(Case, device.case_id) if device.case_id else None
+    design = None
+    if device.design_iteration_id:
+        it = session.get(DesignIteration, device.design_iteration_id)
+        d = session.get(Design, it.design_id)
+        approvals = session.scalars(select(Signature).where(Signature.record_type == "design_iteration",
+                                                            Signature.record_id == str(it.id)).order_by(Signature.id))
+        design = DhrDesign(design_id=d.id, name=d.name, process=d.process, material=d.material,
+                           product_family=d.product_family, iteration_id=it.id, iteration=it.number,
+                           status=it.status, software=f"{it.software_name} {it.software_version}",
+                           content_sha256=it.content_sha256,
+                           files=[DhrDesignFile(file_name=f.file_name, sha256=f.sha256, size_bytes=f.size_bytes)
+                                  for f in it.files],
+                           approvals=[manifest(session, s.id) for s in approvals])
+    gates = list(session.scalars(select(GateDecision).where(GateDecision.job_id == job.id).order_by(GateDecision.id)))
+    allowed = next((g for g in gates if g.allowed), None)
+    snap = (allowed or (gates[-1] if gates else None))
+    inputs = snap.inputs if snap else {}
+    m_in = inputs.get("machine") or {}
+    dhr_machine = DhrMachine(machine_id=machine.id, manufacturer=machine.manufacturer, model=machine.model,
+                             serial_number=machine.serial_number, site=machine.site, room=machine.room,
+                             software_at_build=m_in.get("software"), firmware_at_build=m_in.get("firmware"),
+                             build_prep_software_at_build=m_in.get("build_prep_software"),
+                             qualification_at_build=inputs.get("scope"))
+    checks = session.scalars(select(BuildFileCheck).where(BuildFileCheck.job_id == job.id).order_by(BuildFileCheck.id))
+    w = service.build_window(session, device=device)
+    summary = service.build_summary(session, influx, device_code=device_code, plots=plots)
+    cycles = []
+    for c in cycles_of_device(session, device_id=device.id):
+        recipe = session.get(CycleRecipe, c.recipe_id)
+        params = parameters_of(recipe)
+        plot = []
+        if plots and c.ended_at:
+            fields = [(params.measurement, getattr(params, a), getattr(params, a), "", _recipe_limits(params, a))
+                      for a in CYCLE_PLOT_FIELDS[params.process]]
+            plot = service.plot_series(influx, machine_id=c.machine_id, device_code=device_code, start=c.started_at,
+                                       end=c.ended_at, fields=fields)
+        cycles.append(DhrCycle(cycle_id=c.id, process=c.process, machine_id=c.machine_id, recipe=recipe.name,
+                               recipe_version=recipe.version, cycle_ref=c.cycle_ref,
+                               load=load_of(session, cycle_id=c.id), started_at=c.started_at, ended_at=c.ended_at,
+                               verdict=c.verdict, criteria=c.evaluation.get("criteria", []),
+                               performed_by=manifest(session, c.performed_signature_id), plot=plot))
+    steps = [DhrManualStep(step_id=s.id, kind=s.kind, description=s.description, measurements=s.measurements,
+                           photos=s.photos, result=s.result, performed_at=s.performed_at,
+                           signature=manifest(session, s.signature_id))
+             for s in steps_of_device(session, device_id=device.id)]
+    stages = [_stage(session, s) for s in session.scalars(select(StageStep).where(StageStep.device_id == device.id)
+                                                           .order_by(StageStep.position))]
+    ncs = session.scalars(select(Nonconformity).where(or_(
+        Nonconformity.device_id == device.id,
+        and_(Nonconformity.job_id == device.job_id, Nonconformity.device_id.is_(None)))).order_by(Nonconformity.id))
+    seal = session.scalar(select(DeviceSeal).where(DeviceSeal.device_id == device.id))
+    return DeviceHistoryRecord(
+        generated_at=utcnow(), generated_by=actor.actor,
+        device=DhrDevice(device_code=device.device_code, kind=device.kind,
+                         regulatory_category=device.regulatory_category, udi_hri=device.udi_hri,
+                         udi_element_string=device.udi_element_string, position=device.position, state=device.state,
+                         status=service.device_status(device.state, bool(open_ncs), released)),
+        case=None if case is None else DhrCase(case_id=case.id, patient_ref=case.patient_ref,
+                                               institution=case.institution, clinician=case.clinician,
+                                               surgery_date=case.surgery_date),
+        design=design,
+        material_lot=DhrMaterialLot(lot_number=lot.lot_number, material=lot.material, supplier=lot.supplier,
+                                    certificate_ref=lot.certificate_ref, lot_type=lot.lot_type,
+                                    reuse_count=lot.reuse_count),
+        machine=dhr_machine, job_id=job.id, build_parameters=job.build_parameters,
+        build_file_checks=[DhrBuildFileCheck(file_name=c.file_name, sha256=c.sha256, passed=c.passed, detail=c.detail,
+                                             checked_at=c.checked_at) for c in checks],
+        release_gate=[DhrGateDecision(decision_id=g.id, allowed=g.allowed, reasons=g.reasons, decided_at=g.decided_at,
+                                      requested_by=g.requested_by) for g in gates],
+        process_monitoring=DhrProcessMonitoring(start=w.start, end=w.end, signals=summary.signals,
+                                                events=summary.events, plots=summary.plots),
+        cycles=cycles, manual_steps=steps, stages=stages,
+        nonconformities=[DhrNonconformity(nonconformity_id=n.id, kind=n.kind, description=n.description,
+                                          raised_by=n.raised_by, raised_at=n.raised_at, state=n.state,
+                                          disposition=n.disposition, rationale=n.disposition_rationale,
+                                          signature=manifest(session, n.disposition_signature_id)) for n in ncs],
+        delivery=next((s for s in stages if s.stage == "delivery"), None),
+        seal=None if seal is None else DhrSeal(sealed_at=seal.sealed_at, range_start=seal.range_start,
+                                               range_end=seal.range_end, point_count=seal.point_count,
+                                               series_sha256=seal.series_sha256, records_sha256=seal.records_sha256,
+                                               audit_seq=seal.audit_seq))

@@ -1,0 +1,85 @@
+"""HTTP endpoints for build history queries, per-build signal summaries and device history records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from pydantic import AwareDatetime, BaseModel
+
+from server.audit.service import record
+from server.auth.deps import require
+from server.cycles.router import Influx
+from server.db import SessionDep
+from server.errors import COMMON_ERRORS, ErrorBody
+from server.history import dhr, seal, service
+from server.history.schemas import BuildSummary, DeviceHistoryRecord, HistoryPage
+
+router = APIRouter(tags=["history"], responses={
+    **COMMON_ERRORS, 503: {"model": ErrorBody, "description": "InfluxDB unavailable or refused the query"}})
+HistoryReader = Annotated[object, Depends(require("quality_engineer", "production_manager"))]
+Quality = Annotated[object, Depends(require("quality_engineer"))]
+
+
+class SealCheckOut(BaseModel):
+    """Result of re-checking a released device's seal."""
+
+    device_code: str
+    sealed: bool
+    intact: bool
+    points: int
+    problems: list[str]
+
+
+@router.get("/history/builds", response_model=HistoryPage)
+def builds(session: SessionDep, actor: HistoryReader, device_code: str | None = None, machine_id: str | None = None,
+           material_lot: str | None = None, design_iteration_id: int | None = None,
+           since: AwareDatetime | None = None, until: AwareDatetime | None = None,
+           status: Literal["released", "blocked", "nonconforming", "in_production", "delivered", "scrapped"] | None = None,
+           sort: Literal["started", "-started", "device_code", "-device_code", "machine", "-machine"] = "-started",
+           page: Annotated[int, Query(ge=1)] = 1,
+           page_size: Annotated[int, Query(ge=1, le=500)] = 50) -> HistoryPage:
+    """Build history by device code, machine, material lot, design iteration, time range and status."""
+    return service.build_history(session, device_code=device_code, machine_id=machine_id, material_lot=material_lot,
+                                 design_iteration_id=design_iteration_id, since=since, until=until, status=status,
+                                 sort=sort, page=page, page_size=page_size)
+
+
+@router.get("/history/devices/{device_code}/build", response_model=BuildSummary)
+def build_summary(device_code: str, session: SessionDep, actor: HistoryReader, influx: Influx,
+                  plots: bool = False) -> BuildSummary:
+    """Each signal's min, max, mean and time outside limits, and every event, of the device's build."""
+    return service.build_summary(session, influx, device_code=device_code, plots=plots)
+
+
+@router.get("/history/devices/{device_code}/dhr", response_model=DeviceHistoryRecord)
+def device_history_record(device_code: str, session: SessionDep, actor: HistoryReader, influx: Influx,
+                          plots: bool = True) -> DeviceHistoryRecord:
+    """The device history record as JSON (schema version in schema_version); the read is audited."""
+    out = dhr.device_history_record(session, influx, actor=actor, device_code=device_code, plots=plots)
+    record(session, actor=actor, action="dhr_read", record_type="device", record_id=device_code,
+           new={"format": "json"})
+    return out
+
+
+@router.get("/history/devices/{device_code}/dhr.pdf", response_class=Response,
+            responses={200: {"content": {"application/pdf": {}}, "description": "The DHR as PDF"}})
+def device_history_record_pdf(device_code: str, session: SessionDep, actor: HistoryReader, influx: Influx) -> Response:
+    """The device history record as PDF for people (tables, plots with limits, signature manifestations)."""
+    from server.history.pdf import render_dhr_pdf
+
+    data = dhr.device_history_record(session, influx, actor=actor, device_code=device_code, plots=True)
+    pdf = render_dhr_pdf(data)
+    record(session, actor=actor, action="dhr_read", record_type="device", record_id=device_code,
+           new={"format": "pdf"})
+    return Response(pdf, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="DHR-{device_code}.pdf"'})
+
+
+@router.get("/history/devices/{device_code}/seal", response_model=SealCheckOut)
+def verify_seal(device_code: str, session: SessionDep, actor: Quality, influx: Influx) -> SealCheckOut:
+    """Recompute the released device's digests; name every point changed, added or deleted since release."""
+    c = seal.verify_device(session, influx, device_code=device_code)
+    return SealCheckOut(device_code=c.device_code, sealed=c.sealed, intact=c.ok, points=c.points, problems=c.problems)

@@ -1,0 +1,309 @@
+"""Build history rows, per-build signal summaries, and the device history record (DHR) schema.
+
+DHR_SCHEMA_VERSION changes when a field is removed or changes meaning (additions keep the major number)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+DHR_SCHEMA_VERSION = "1.0"
+
+
+class BuildRow(BaseModel):
+    """One device and the build that made it, with its status."""
+
+    device_code: str
+    kind: str = Field(description="device | coupon")
+    job_id: int
+    machine_id: str
+    material_lot: str
+    design_name: str | None
+    design_iteration_id: int | None
+    design_iteration: int | None = Field(description="Iteration number within the design")
+    build_started_at: datetime = Field(description="When the job was created (start of its records)")
+    device_state: str
+    status: str = Field(description="released | blocked | delivered | scrapped | in_production")
+    nonconforming: bool = Field(description="A nonconformity was ever recorded on the device or its job")
+
+
+class HistoryPage(BaseModel):
+    """One page of a build history query."""
+
+    total: int
+    page: int
+    page_size: int
+    sort: str
+    items: list[BuildRow]
+
+
+class SignalSummary(BaseModel):
+    """Summary of one signal over one build (InfluxDB aggregates)."""
+
+    measurement: str
+    field: str
+    signal: str
+    unit: str
+    limits: dict[str, float] = Field(description="warn_low/warn_high/alarm_low/alarm_high as declared by the edge")
+    samples: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    samples_outside_warning: int
+    samples_outside_alarm: int
+    seconds_outside_warning: float = Field(description="Samples outside × mean sampling interval")
+    seconds_outside_alarm: float
+
+
+class BuildEvent(BaseModel):
+    """An event recorded by the edge under the device code."""
+
+    at: datetime
+    kind: str = Field(description="excursion | excursion_end | gap | connection_lost | build_file_check | …")
+    severity: str
+    signal: str | None
+    message: str
+    value: float | None
+    limit: float | None
+
+
+class PlotSeries(BaseModel):
+    """A signal over time for a plot, with its limits."""
+
+    measurement: str
+    field: str
+    label: str
+    unit: str
+    limits: dict[str, float]
+    times_ns: list[int]
+    values: list[float]
+
+
+class BuildSummary(BaseModel):
+    """Signals and events of one device's build."""
+
+    device_code: str
+    machine_id: str
+    job_id: int
+    start: datetime
+    end: datetime
+    signals: list[SignalSummary]
+    events: list[BuildEvent]
+    plots: list[PlotSeries] = Field(default_factory=list)
+
+
+# --- device history record ---------------------------------------------------------------------
+
+class SignatureManifest(BaseModel):
+    """A signature as it is shown and printed: printed name, role, meaning, time (21 CFR 11.50)."""
+
+    id: int
+    printed_name: str
+    role: str
+    meaning: str
+    signed_at: datetime
+    record_type: str
+    record_id: str
+
+
+class DhrDevice(BaseModel):
+    """The device itself."""
+
+    device_code: str
+    kind: str
+    regulatory_category: str | None
+    udi_hri: str | None
+    udi_element_string: str | None
+    position: dict[str, Any]
+    state: str
+    status: str
+
+
+class DhrCase(BaseModel):
+    """The clinical case, pseudonymous: no patient name ever appears."""
+
+    case_id: int
+    patient_ref: str = Field(description="Pseudonymous patient reference")
+    institution: str
+    clinician: str
+    surgery_date: date
+
+
+class DhrDesignFile(BaseModel):
+    """A design/build file and its SHA-256."""
+
+    file_name: str
+    sha256: str
+    size_bytes: int
+
+
+class DhrDesign(BaseModel):
+    """The design iteration built, its hashes and its approvals."""
+
+    design_id: int
+    name: str
+    process: str
+    material: str
+    product_family: str
+    iteration_id: int
+    iteration: int
+    status: str
+    software: str
+    content_sha256: str
+    files: list[DhrDesignFile]
+    approvals: list[SignatureManifest]
+
+
+class DhrMaterialLot(BaseModel):
+    """The material lot the job used."""
+
+    lot_number: str
+    material: str
+    supplier: str
+    certificate_ref: str
+    lot_type: str
+    reuse_count: int
+
+
+class DhrMachine(BaseModel):
+    """The build machine: identity, and software and qualification as the release gate saw them at build time."""
+
+    machine_id: str
+    manufacturer: str
+    model: str
+    serial_number: str
+    site: str
+    room: str
+    software_at_build: str | None
+    firmware_at_build: str | None
+    build_prep_software_at_build: str | None
+    qualification_at_build: dict[str, Any] | None
+
+
+class DhrBuildFileCheck(BaseModel):
+    """A build-file check reported by the edge."""
+
+    file_name: str
+    sha256: str
+    passed: bool
+    detail: str
+    checked_at: datetime
+
+
+class DhrGateDecision(BaseModel):
+    """A release-gate decision on the job."""
+
+    decision_id: int
+    allowed: bool
+    reasons: list[dict[str, Any]]
+    decided_at: datetime
+    requested_by: str
+
+
+class DhrProcessMonitoring(BaseModel):
+    """The build's signals and events from InfluxDB."""
+
+    start: datetime
+    end: datetime
+    signals: list[SignalSummary]
+    events: list[BuildEvent]
+    plots: list[PlotSeries]
+
+
+class DhrCycle(BaseModel):
+    """A post-processing, cleaning or sterilization cycle the device was in, with its verdict."""
+
+    cycle_id: int
+    process: str
+    machine_id: str
+    recipe: str
+    recipe_version: int
+    cycle_ref: str | None
+    load: list[str]
+    started_at: datetime
+    ended_at: datetime | None
+    verdict: str | None
+    criteria: list[dict[str, Any]]
+    performed_by: SignatureManifest | None
+    plot: list[PlotSeries]
+
+
+class DhrManualStep(BaseModel):
+    """A manual step with its results."""
+
+    step_id: int
+    kind: str
+    description: str
+    measurements: list[dict[str, Any]]
+    photos: list[dict[str, Any]]
+    result: str
+    performed_at: datetime
+    signature: SignatureManifest | None
+
+
+class DhrStage(BaseModel):
+    """A stage gate with its performer and acceptor signatures."""
+
+    stage: str
+    state: str
+    deadline: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    result: str | None
+    performed: SignatureManifest | None
+    accepted_at: datetime | None
+    judgement: str | None
+    accepted: SignatureManifest | None
+    impact_assessment: str | None
+
+
+class DhrNonconformity(BaseModel):
+    """A nonconformity on the device or its job, with its disposition."""
+
+    nonconformity_id: int
+    kind: str
+    description: str
+    raised_by: str
+    raised_at: datetime
+    state: str
+    disposition: str | None
+    rationale: str | None
+    signature: SignatureManifest | None
+
+
+class DhrSeal(BaseModel):
+    """The digest written into the audit chain when the device was released."""
+
+    sealed_at: datetime
+    range_start: datetime
+    range_end: datetime
+    point_count: int
+    series_sha256: str
+    records_sha256: str
+    audit_seq: int
+
+
+class DeviceHistoryRecord(BaseModel):
+    """Everything recorded about how one device was made (schema version in schema_version)."""
+
+    schema_version: str = DHR_SCHEMA_VERSION
+    generated_at: datetime
+    generated_by: str
+    device: DhrDevice
+    case: DhrCase | None
+    design: DhrDesign | None
+    material_lot: DhrMaterialLot
+    machine: DhrMachine
+    job_id: int
+    build_parameters: dict[str, Any]
+    build_file_checks: list[DhrBuildFileCheck]
+    release_gate: list[DhrGateDecision]
+    process_monitoring: DhrProcessMonitoring
+    cycles: list[DhrCycle]
+    manual_steps: list[DhrManualStep]
+    stages: list[DhrStage]
+    nonconformities: list[DhrNonconformity]
+    delivery: DhrStage | None
+    seal: DhrSeal | None

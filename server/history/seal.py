@@ -1,0 +1,214 @@
+"""Sealed device records: at release, a digest of every time-series point under the device code and of its
+records is written into the audit chain; `amtrace-server dhr verify CODE` recomputes both.
+
+Canonical serialisation of the time series: for each measurement holding points tagged with the device code,
+every point in the sealed time range becomes one line `measurement<TAB>time_ns<TAB>key=value<TAB>…` with its
+tags and fields sorted by key and values as InfluxDB's JSON gives them (json.dumps: exact shortest float repr,
+strings quoted); lines are sorted by (measurement, time, text) and joined with newlines; SHA-256 of that.
+A manifest (timestamps per measurement, and a hash per measurement × field × 10-second bucket) is stored in
+the file store under its own SHA-256, which is sealed too, so verify can name what changed."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.audit.service import record, settings_of
+from server.errors import Conflict
+from server.history.influx import InfluxQL, TimeSeriesUnavailable, ident, literal, time_range
+from server.models import AuditEntry, Device, DeviceSeal, utcnow
+from server.security import SYSTEM, Principal, canonical_json, content_sha256
+
+BUCKET_NS = 10 * 1_000_000_000
+TAGS_NOT_HASHED = ()  # every tag and field is part of a point's identity and content
+CLOCK_SKEW = timedelta(days=1)  # machine clocks may run behind the server's: read a day before the job
+
+
+@dataclass
+class SeriesDigest:
+    """Digest, point count and manifest of a device's time series in a range."""
+
+    sha256: str
+    points: int
+    manifest: dict[str, Any]
+
+
+def _points(influx: InfluxQL, *, device_code: str, start: datetime, end: datetime) -> list[tuple[str, int, str]]:
+    (shown,) = influx.query(f"SHOW MEASUREMENTS WHERE {ident('device')} = {literal(device_code)}")
+    measurements = sorted(v[0] for s in shown for v in s.values)
+    if not measurements:
+        return []
+    answers = influx.query(*[f"SELECT * FROM {ident(m)} WHERE {ident('device')} = {literal(device_code)} AND "
+                             f"{time_range(start, end)}" for m in measurements])
+    out = []
+    for m, series in zip(measurements, answers):
+        for s in series:
+            cols = s.columns
+            order = sorted(range(1, len(cols)), key=lambda i: cols[i])
+            for row in s.values:
+                kv = "\t".join(f"{cols[i]}={json.dumps(row[i])}" for i in order if row[i] is not None)
+                out.append((m, row[0], kv))
+    out.sort()
+    return out
+
+
+def series_digest(influx: InfluxQL, *, device_code: str, start: datetime, end: datetime) -> SeriesDigest:
+    """Canonical digest and manifest of every point under the device code in [start, end]."""
+    h = hashlib.sha256()
+    times: dict[str, list[int]] = {}
+    buckets: dict[str, Any] = {}
+    for i, (m, t, kv) in enumerate(_points(influx, device_code=device_code, start=start, end=end)):
+        h.update((("\n" if i else "") + f"{m}\t{t}\t{kv}").encode())
+        times.setdefault(m, []).append(t)
+        for pair in kv.split("\t"):
+            key = f"{m}|{pair.split('=', 1)[0]}|{t // BUCKET_NS}"
+            buckets.setdefault(key, hashlib.sha256()).update(f"{t}={pair}\n".encode())
+    manifest = {"times": times, "buckets": {k: v.hexdigest()[:16] for k, v in buckets.items()}}
+    return SeriesDigest(h.hexdigest(), sum(len(v) for v in times.values()), manifest)
+
+
+def records_sections(session: Session, influx: InfluxQL, *, device: Device, as_of: datetime) -> dict[str, str]:
+    """SHA-256 per DHR records section as of the seal time (later deliveries and complaints are not sealed)."""
+    from server.history.dhr import device_history_record
+
+    dhr = device_history_record(session, influx, actor=SYSTEM, device_code=device.device_code, plots=False)
+    data = dhr.model_dump(mode="json", exclude={"generated_at", "generated_by", "process_monitoring", "seal",
+                                                  "delivery"})
+    data["device"].pop("state"), data["device"].pop("status")
+    stages = data.pop("stages")
+    cut = next((i for i, s in enumerate(stages) if s["stage"] == "release"), len(stages) - 1)
+    data["stages"] = stages[:cut + 1]
+    data["nonconformities"] = [n for n in data["nonconformities"] if n["raised_at"] <= as_of.isoformat()]
+    for c in data["cycles"]:
+        c.pop("plot", None)
+    return {k: content_sha256(v) for k, v in sorted(data.items())}
+
+
+def _manifest_path(session: Session, sha: str) -> Path:
+    return Path(settings_of(session).file_store) / "seals" / f"{sha}.json.gz"
+
+
+def seal_device(session: Session, *, actor: Principal, device: Device, influx: InfluxQL | None = None) -> DeviceSeal:
+    """Compute and record the seal of a device being released (audit entry device_sealed)."""
+    if session.scalar(select(DeviceSeal).where(DeviceSeal.device_id == device.id)) is not None:
+        raise Conflict(f"Device {device.device_code} is already sealed", code="device_sealed")
+    own = influx is None
+    influx = influx or InfluxQL.from_settings(settings_of(session))
+    try:
+        from server.models import Job
+        now = utcnow()
+        start = session.get(Job, device.job_id).created_at - CLOCK_SKEW
+        digest = series_digest(influx, device_code=device.device_code, start=start, end=now)
+        sections = records_sections(session, influx, device=device, as_of=now)
+    finally:
+        if own:
+            influx.close()
+    blob = gzip.compress(canonical_json(digest.manifest).encode(), mtime=0)
+    manifest_sha = hashlib.sha256(blob).hexdigest()
+    path = _manifest_path(session, manifest_sha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blob)
+    records_sha = content_sha256(sections)
+    entry = record(session, actor=actor, action="device_sealed", record_type="device", record_id=device.device_code,
+                   new={"range_start": start.isoformat(), "range_end": now.isoformat(), "points": digest.points,
+                        "series_sha256": digest.sha256, "records_sha256": records_sha, "sections": sections,
+                        "manifest_sha256": manifest_sha})
+    seal = DeviceSeal(device_id=device.id, sealed_at=now, range_start=start, range_end=now,
+                      point_count=digest.points, series_sha256=digest.sha256, records_sha256=records_sha,
+                      manifest_sha256=manifest_sha, audit_seq=entry.seq)
+    session.add(seal)
+    session.flush()
+    return seal
+
+
+def seal_on_release(session: Session, *, actor: Principal, device: Device) -> DeviceSeal | None:
+    """Release hook: seal the device; when InfluxDB is unreachable, record that the seal is deferred."""
+    try:
+        return seal_device(session, actor=actor, device=device)
+    except TimeSeriesUnavailable as e:
+        record(session, actor=actor, action="device_seal_deferred", record_type="device",
+               record_id=device.device_code, new={"why": e.detail},
+               reason="InfluxDB unavailable at release; run amtrace-server dhr seal " + device.device_code)
+        return None
+
+
+@dataclass
+class SealCheck:
+    """What `dhr verify` found."""
+
+    device_code: str
+    sealed: bool
+    points: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the device is sealed and nothing changed."""
+        return self.sealed and not self.problems
+
+
+def _at(t: int) -> str:
+    from server.history.service import datetime_from_ns
+    return datetime_from_ns(t).isoformat(timespec="microseconds") + f" ({t} ns)"
+
+
+def verify_device(session: Session, influx: InfluxQL, *, device_code: str) -> SealCheck:
+    """Recompute a released device's digests and name every point changed, added or deleted since release."""
+    from server.audit.service import _entry_fields
+    from server.security import seal as hmac_seal
+    import hmac
+
+    device = session.scalar(select(Device).where(Device.device_code == device_code))
+    if device is None:
+        return SealCheck(device_code, False, problems=[f"no device {device_code}"])
+    seal = session.scalar(select(DeviceSeal).where(DeviceSeal.device_id == device.id))
+    if seal is None:
+        return SealCheck(device_code, False, problems=[f"device {device_code} has not been sealed (not released)"])
+    check = SealCheck(device_code, True)
+    entry = session.get(AuditEntry, seal.audit_seq)
+    if entry is None or entry.action != "device_sealed" or entry.record_id != device_code or not hmac.compare_digest(
+            hmac_seal(settings_of(session).audit_key, _entry_fields(entry)), entry.entry_hash):
+        check.problems.append(f"the audit entry {seal.audit_seq} holding the seal is missing or was altered")
+        return check
+    sealed = json.loads(entry.new_values)
+    start, end = datetime.fromisoformat(sealed["range_start"]), datetime.fromisoformat(sealed["range_end"])
+    now = series_digest(influx, device_code=device_code, start=start, end=end)
+    check.points = now.points
+    if now.sha256 != sealed["series_sha256"]:
+        check.problems.extend(_name_changes(session, sealed, now))
+    sections = records_sections(session, influx, device=device, as_of=start.__class__.fromisoformat(sealed["range_end"]))
+    for name, sha in sealed["sections"].items():
+        if sections.get(name) != sha:
+            check.problems.append(f"records section '{name}' changed since release")
+    return check
+
+
+def _name_changes(session: Session, sealed: dict, now: SeriesDigest) -> list[str]:
+    path = _manifest_path(session, sealed["manifest_sha256"])
+    if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != sealed["manifest_sha256"]:
+        return [f"the time series differ from the sealed digest ({sealed['points']} points sealed, {now.points} now); "
+                f"the manifest that would name the points is missing or altered"]
+    old = json.loads(gzip.decompress(path.read_bytes()))
+    problems = []
+    for m in sorted(set(old["times"]) | set(now.manifest["times"])):
+        was, nowt = set(old["times"].get(m, [])), set(now.manifest["times"].get(m, []))
+        problems += [f"point deleted: {m} at {_at(t)}" for t in sorted(was - nowt)]
+        problems += [f"point added: {m} at {_at(t)}" for t in sorted(nowt - was)]
+        changed_times = was ^ nowt
+        for key in sorted(set(old["buckets"]) | set(now.manifest["buckets"])):
+            mm, col, b = key.split("|")
+            if mm != m or old["buckets"].get(key) == now.manifest["buckets"].get(key):
+                continue
+            lo, hi = int(b) * BUCKET_NS, (int(b) + 1) * BUCKET_NS
+            if any(lo <= t < hi for t in changed_times):
+                continue  # explained by an added or deleted point
+            problems.append(f"value changed: {m} field {col} in a point between {_at(lo)} and {_at(hi)}")
+    return problems or ["the time series differ from the sealed digest"]

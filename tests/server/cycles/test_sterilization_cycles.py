@@ -1,0 +1,261 @@
+"""Sterilization, heat-treatment and cleaning cycles evaluated from real InfluxDB data written by the edge code
+(Pipeline → Outbox → InfluxWriter), through the API: recipes approved by signature, cycle start and signed
+completion, verdict with every criterion, nonconformity on failure."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from edge.config import MachineConfig
+from edge.simulators.profiles import FurnaceCycle, SterilizerCycle, WasherCycle, saturation_pressure_kpa
+from edge_feed import NS, feed, machine
+
+from conftest import PASSWORD
+
+pytestmark = pytest.mark.timeout(300)
+
+STEAM_134 = {"process": "steam", "sterilization_temp_c": 134.0, "band_minus_k": 0.0, "band_plus_k": 3.0,
+             "min_hold_s": 180.0, "pressure_tolerance_kpa": 10.0, "min_f0_min": 40.0, "max_gap_s": 5.0}
+EO_MACHINE = {
+    "id": "placeholder", "kind": "eto_sterilizer", "manufacturer": "Steris", "model": "3M EO", "serial": "E1",
+    "connection": {"type": "mqtt", "topic": "t"},
+    "signals": [
+        {"name": "phase", "source": {"path": "p"}, "measurement": "eto", "field": "phase", "unit": "1", "type": "str"},
+        {"name": "eo_concentration_mg_l", "source": {"path": "c"}, "measurement": "eto",
+         "field": "eo_concentration_mg_l", "unit": "mg/L"},
+        {"name": "humidity_pct_rh", "source": {"path": "h"}, "measurement": "eto", "field": "humidity_pct_rh",
+         "unit": "%"},
+        {"name": "chamber_temp_c", "source": {"path": "t"}, "measurement": "eto", "field": "chamber_temp_c",
+         "unit": "degC"}]}
+RAD_MACHINE = {
+    "id": "placeholder", "kind": "inspection_station", "manufacturer": "Sterigenics", "model": "Gamma", "serial": "G1",
+    "connection": {"type": "mqtt", "topic": "t"},
+    "signals": [{"name": "dose_kgy", "source": {"path": "d"}, "measurement": "irradiation", "field": "dose_kgy",
+                 "unit": "kGy"}]}
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / NS, tz=timezone.utc).isoformat()
+
+
+class Cell:
+    """A load of devices, machines registered on the server, and a clock for non-overlapping cycles."""
+
+    def __init__(self, plant, influxdb, influx_database):
+        self.plant, self.influxdb, self.db = plant, influxdb, influx_database
+        ctx = plant.ready(devices=6)
+        assert plant.gate(ctx)["allowed"] is True  # the job is released: only a nonconformity can block a step
+        self.codes = [d["device_code"] for d in ctx["job"]["devices"]]
+        self.clock = (int(time.time()) - 40 * 3600) * NS  # cycles in the past, one after another
+        self.recipes: dict[str, int] = {}
+
+    def register(self, kind: str) -> str:
+        """A machine on the server with a lowercase id the edge config can use."""
+        mid = f"{kind}-{uuid.uuid4().hex[:6]}"
+        self.plant.call("POST", "/machines", "production_manager", 201, json={
+            "id": mid, "manufacturer": "Belimed", "model": "MST-V", "serial_number": f"SN-{mid}",
+            "site": "Plant 1", "room": "CR-B"})
+        return mid
+
+    def recipe(self, name: str, parameters: dict) -> int:
+        """Create and approve a recipe version (QE signature)."""
+        r = self.plant.call("POST", "/cycles/recipes", "quality_engineer", 201,
+                            json={"name": name, "parameters": parameters})
+        self.plant.call("POST", f"/cycles/recipes/{r['id']}/approve", "quality_engineer",
+                        json={"password": PASSWORD})
+        return r["id"]
+
+    def run(self, *, cfg: MachineConfig, recipe_id: int, devices: list[str], seconds: float, step_s: float,
+            state, noise: bool = True, residues: list | None = None) -> dict:
+        """Write the cycle's data as the edge would, then start and complete it through the API."""
+        start = self.clock
+        self.clock += int((seconds + 600) * NS)
+        feed(url=self.influxdb.url, database=self.db, machine_cfg=cfg, job=f"LOAD-{uuid.uuid4().hex[:6]}",
+             devices=devices, start_ns=start, seconds=seconds, step_s=step_s, state=state, noise=noise)
+        c = self.plant.call("POST", "/cycles", "operator", 201, json={
+            "machine_id": cfg.id, "recipe_id": recipe_id, "device_codes": devices, "started_at": _utc(start)})
+        assert c["state"] == "running" and c["device_codes"] == sorted(devices)
+        return self.plant.call("POST", f"/cycles/{c['id']}/complete", "operator", json={
+            "password": PASSWORD, "ended_at": _utc(start + int(seconds * NS)), "residue_results": residues or []})
+
+
+@pytest.fixture(scope="module")
+def cell(plant, influxdb, influx_database) -> Cell:
+    """Six devices, ready for cycles."""
+    return Cell(plant, influxdb, influx_database)
+
+
+@pytest.fixture(scope="module")
+def sterilizer(cell) -> tuple[MachineConfig, int]:
+    """sterilizer-01's config under a server-registered id, and an approved 134 °C recipe."""
+    mid = cell.register("sterilizer")
+    return machine("sterilizer-01").model_copy(update={"id": mid}), cell.recipe(f"STEAM-134-{mid}", STEAM_134)
+
+
+def _criteria(verdict: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in verdict["criteria"]}
+
+
+def test_good_134_cycle_passes_with_every_criterion(cell, sterilizer):
+    cfg, recipe_id = sterilizer
+    cycle = SterilizerCycle(plateau_c=134.0, plateau_s=210.0)
+    out = cell.run(cfg=cfg, recipe_id=recipe_id, devices=cell.codes[:2], seconds=cycle.period_s, step_s=1.0,
+                   state=cycle.state)
+    crit = _criteria(out)
+    assert out["verdict"] == "pass", out["criteria"]
+    assert list(crit) == ["plateau_band", "hold_time", "steam_not_superheated", "no_non_condensable_gas", "f0"]
+    assert all(c["passed"] for c in crit.values())
+    assert 210 <= crit["hold_time"]["measured"] <= 260 and crit["hold_time"]["limit"] == ">= 180 s"
+    assert 134.0 <= crit["plateau_band"]["measured"] <= 137.0
+    assert abs(crit["steam_not_superheated"]["measured"]) < 3 and abs(crit["no_non_condensable_gas"]["measured"]) < 3
+    assert 70 < crit["f0"]["measured"] < 120
+    assert out["samples"] == math.floor(cycle.period_s) + 1
+    assert out["signature"]["printed_name"] == "Otto Operator" and out["signature"]["meaning"] == "performed"
+    assert out["nonconformity_ids"] == []
+
+
+def test_two_and_a_half_minute_hold_fails_on_hold_time_and_blocks_the_load(cell, sterilizer, plant):
+    cfg, recipe_id = sterilizer
+    cycle = SterilizerCycle(plateau_c=134.0, plateau_s=150.0)
+    out = cell.run(cfg=cfg, recipe_id=recipe_id, devices=[cell.codes[2]], seconds=cycle.period_s, step_s=1.0,
+                   state=cycle.state)
+    failed = [c for c in out["criteria"] if not c["passed"]]
+    assert out["verdict"] == "fail"
+    assert [c["name"] for c in failed] == ["hold_time"]
+    assert failed[0]["measured"] < 180
+    assert failed[0]["reason"].startswith("continuous time at or above 134 °C was ")
+    assert failed[0]["reason"].endswith("s, less than the required 180 s")
+    assert len(out["nonconformity_ids"]) == 1
+    nc = plant.call("GET", f"/nonconformities/{out['nonconformity_ids'][0]}", "quality_engineer")
+    assert nc["kind"] == "failed_cycle" and nc["state"] == "open"
+    assert f"cycle {out['id']} on {cfg.id}" in nc["description"] and "hold_time:" in nc["description"]
+    steps = plant.call("GET", f"/devices/{cell.codes[2]}/stages", "quality_engineer")
+    r = plant.client.post(f"/api/v1/stages/steps/{steps[0]['id']}/start", headers=plant.h("operator"))
+    assert r.status_code == 409 and "must be dispositioned first" in r.json()["detail"]
+
+
+def test_pressure_20_kpa_below_saturation_fails_on_steam_quality(cell, sterilizer):
+    cfg, recipe_id = sterilizer
+    cycle = SterilizerCycle(plateau_c=134.0, plateau_s=210.0)
+
+    def superheated(t: float) -> dict:
+        s = cycle.state(t)
+        if s["phase"] == "plateau":
+            s["chamber_pressure_kpa"] -= 20.0
+        return s
+
+    out = cell.run(cfg=cfg, recipe_id=recipe_id, devices=[cell.codes[3]], seconds=cycle.period_s, step_s=1.0,
+                   state=superheated)
+    failed = [c for c in out["criteria"] if not c["passed"]]
+    assert [c["name"] for c in failed] == ["steam_not_superheated"]
+    # 20 kPa plus the worst of 210 noisy samples (pressure 0.15 kPa, temperature 0.05 K ≈ 0.43 kPa, 1 sigma)
+    assert -22.0 < failed[0]["measured"] < -19.5 and failed[0]["limit"].startswith(">= -10 kPa")
+    assert "superheated steam or a temperature sensor reading high" in failed[0]["reason"]
+
+
+def test_f0_matches_the_hand_computed_value(cell, sterilizer):
+    """121.1 °C, 131.1 °C, 121.1 °C one minute apart: trapezoids (1+10)/2 + (10+1)/2 = 11.0 min exactly."""
+    cfg, _ = sterilizer
+    recipe = cell.recipe(f"F0-CHECK-{cfg.id}", {**STEAM_134, "sterilization_temp_c": 121.0, "min_hold_s": 60.0,
+                                                "min_f0_min": 11.0, "max_gap_s": 90.0})
+    temps = {0.0: 121.1, 60.0: 131.1, 120.0: 121.1}
+
+    def trace(t: float) -> dict:
+        return {"chamber_temp_c": temps[t], "chamber_pressure_kpa": saturation_pressure_kpa(temps[t])}
+
+    out = cell.run(cfg=cfg, recipe_id=recipe, devices=[cell.codes[4]], seconds=120.0, step_s=60.0, state=trace,
+                   noise=False)
+    f0 = _criteria(out)["f0"]
+    assert f0["measured"] == 11.0 and f0["passed"] is True
+    assert out["samples"] == 3
+
+
+def test_recipe_version_recorded_with_the_cycle_is_used_and_drafts_refused(cell, sterilizer, plant):
+    cfg, recipe_id = sterilizer
+    name = plant.call("GET", f"/cycles/recipes/{recipe_id}", "operator")["name"]
+    v2 = plant.call("POST", "/cycles/recipes", "quality_engineer", 201,
+                    json={"name": name, "parameters": {**STEAM_134, "min_hold_s": 240.0}})
+    assert v2["version"] == 2 and v2["state"] == "draft"
+    r = plant.client.post("/api/v1/cycles", headers=plant.h("operator"), json={
+        "machine_id": cfg.id, "recipe_id": v2["id"], "device_codes": [cell.codes[5]]})
+    assert r.status_code == 409 and r.json() == {
+        "code": "recipe_not_approved",
+        "detail": f"Recipe {name} v2 is draft; a cycle needs the approved version"}
+    r = plant.client.post("/api/v1/cycles/recipes", headers=plant.h("quality_engineer"), json={
+        "name": "BAD", "parameters": {"process": "steam", "sterilization_temp_c": 134.0}})
+    assert r.status_code == 409 and r.json()["code"] == "recipe_invalid"
+    assert r.json()["detail"].startswith("Recipe BAD: parameters.steam.min_hold_s: Field required")
+
+
+def test_ethylene_oxide_cycle_with_low_humidity_fails_on_humidity_only(cell):
+    mid = cell.register("eto")
+    cfg = MachineConfig.model_validate({**EO_MACHINE, "id": mid})
+    recipe = cell.recipe(f"EO-{mid}", {"process": "ethylene_oxide", "min_exposure_s": 3000.0,
+                                       "min_aeration_s": 7000.0, "max_gap_s": 30.0})
+
+    def eo(t: float) -> dict:
+        phase = "conditioning" if t < 600 else ("exposure" if t < 4200 else "aeration")
+        return {"phase": phase, "eo_concentration_mg_l": 600.0 if phase == "exposure" else 0.0,
+                "humidity_pct_rh": 30.0 if phase == "exposure" else 20.0,
+                "chamber_temp_c": 50.0 if phase == "exposure" else 45.0}
+
+    out = cell.run(cfg=cfg, recipe_id=recipe, devices=[cell.codes[0]], seconds=11400.0, step_s=10.0, state=eo,
+                   noise=False)
+    crit = _criteria(out)
+    assert [n for n, c in crit.items() if not c["passed"]] == ["relative_humidity"]
+    assert crit["relative_humidity"]["measured"] == 30.0 and crit["relative_humidity"]["limit"] == "40 to 80 % RH"
+    assert crit["exposure_time"]["measured"] == 3590.0 and crit["aeration_time"]["measured"] == 7200.0
+    assert crit["eo_concentration"]["passed"] and crit["exposure_temperature"]["passed"]
+
+
+def test_radiation_cycle_above_the_maximum_dose_fails_on_maximum_dose_only(cell):
+    mid = cell.register("gamma")
+    cfg = MachineConfig.model_validate({**RAD_MACHINE, "id": mid})
+    recipe = cell.recipe(f"GAMMA-{mid}", {"process": "radiation", "sterilization_dose_kgy": 25.0,
+                                          "max_acceptable_dose_kgy": 40.0})
+    doses = [26.4, 31.2, 41.3, 28.9]
+    out = cell.run(cfg=cfg, recipe_id=recipe, devices=[cell.codes[1]], seconds=30.0, step_s=10.0,
+                   state=lambda t: {"dose_kgy": doses[int(t // 10)]}, noise=False)
+    crit = _criteria(out)
+    assert crit["minimum_dose"]["passed"] and crit["minimum_dose"]["measured"] == 26.4
+    assert not crit["maximum_dose"]["passed"] and crit["maximum_dose"]["measured"] == 41.3
+    assert crit["maximum_dose"]["reason"] == ("highest dosimeter read 41.3 kGy against the maximum acceptable dose "
+                                              "40 kGy: the material may be degraded")
+
+
+def test_heat_treatment_with_a_15_k_per_min_ramp_fails_on_ramp_rate_only(cell):
+    mid = cell.register("furnace")
+    cfg = machine("furnace-01").model_copy(update={"id": mid})
+    recipe = cell.recipe(f"SR-800-{mid}", {
+        "process": "heat_treatment", "hold_temp_c": 800.0, "hold_band_k": 10.0, "min_hold_s": 6900.0,
+        "max_ramp_k_per_min": 12.0, "rate_window_s": 60.0, "atmosphere_max": 20.0, "max_cooling_k_per_min": 25.0,
+        "max_unload_temp_c": 100.0, "max_gap_s": 30.0})
+    furnace = FurnaceCycle(ramp_k_per_min=15.0)
+    out = cell.run(cfg=cfg, recipe_id=recipe, devices=[cell.codes[1]], seconds=furnace.period_s, step_s=10.0,
+                   state=furnace.state, noise=False)
+    crit = _criteria(out)
+    assert [n for n, c in crit.items() if not c["passed"]] == ["ramp_rate"], crit
+    assert crit["ramp_rate"]["measured"] == pytest.approx(15.0, abs=0.01)
+    assert crit["hold_time"]["measured"] >= 6900 and crit["atmosphere"]["measured"] == 2.0
+
+
+def test_cleaning_without_the_recorded_residue_result_fails_on_it(cell):
+    mid = cell.register("washer")
+    cfg = machine("washer-01").model_copy(update={"id": mid})
+    recipe = cell.recipe(f"WASH-{mid}", {
+        "process": "cleaning", "wash_temperature_c": [50.0, 60.0], "min_wash_s": 590.0,
+        "max_final_conductivity_us_cm": 5.0, "max_gap_s": 5.0,
+        "residue_limits": [{"test": "protein_ug_cm2", "max": 6.4, "unit": "µg/cm²"},
+                           {"test": "toc_ppm", "max": 10.0, "unit": "ppm"}]})
+    washer = WasherCycle()
+    out = cell.run(cfg=cfg, recipe_id=recipe, devices=[cell.codes[0]], seconds=washer.period_s - 1, step_s=2.0,
+                   state=washer.state, residues=[{"test": "protein_ug_cm2", "value": 1.2, "unit": "µg/cm²"}])
+    crit = _criteria(out)
+    assert [n for n, c in crit.items() if not c["passed"]] == ["residue:toc_ppm"]
+    assert crit["residue:toc_ppm"]["reason"] == "residue test toc_ppm not recorded"
+    assert crit["residue:protein_ug_cm2"]["measured"] == 1.2 and crit["wash_time"]["measured"] >= 590
