@@ -2,23 +2,65 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
 from server.audit.service import record, seal_is_intact
 from server.auth.service import is_authorised_on
-from server.designs.service import iteration_content, iteration_signatures
+from server.designs.service import iteration_content
 from server.errors import Forbidden
 from server.materials.service import lot_problems
-from server.models import (Case, Design, DesignIteration, GateDecision, Job, Machine, MaterialLot,
-                           QualificationScope, User, utcnow)
+from server.models import (Case, Design, DesignFile, DesignIteration, Device, GateDecision, Job, Machine,
+                           MaterialLot, QualificationScope, Signature, User, utcnow)
 from server.nonconformities.service import open_for_job
 from server.qualification import service as qualification
 from server.security import Principal, content_sha256
 from server.stages.service import case_deadline
+
+# Triggers whose own words already carry their date ("qualification expired on 25 Nov 2026"): adding
+# the day the trigger was noted would read "expired on 25 Nov 2026 on 26 Nov".
+_DATED_TRIGGERS = frozenset({"qualification_expired", "calibration_expired"})
+
+# Prepared statements: the gate runs on every build start and reads a few columns of a dozen rows, so
+# it selects columns on the session's connection instead of loading ORM entities (which cost most of
+# a decision). decide() flushes first, so pending changes of the caller are seen, as autoflush would.
+_MACHINE = select(Machine.id, Machine.software_revision, Machine.firmware_revision, Machine.build_prep_software,
+                  Machine.calibration_due, Machine.maintenance_due).where(Machine.id == bindparam("machine_id"))
+_JOB = (select(Job.id, Job.machine_id, Job.state, Job.process, Job.material, Job.product_family,
+               Job.material_lot_id, MaterialLot.lot_number, MaterialLot.status.label("lot_status"),
+               MaterialLot.reuse_count, MaterialLot.reuse_limit, MaterialLot.expires_on)
+        .join(MaterialLot, MaterialLot.id == Job.material_lot_id).where(Job.id == bindparam("job_id")))
+_DEVICES = (select(Device.kind, Device.case_id, Device.design_iteration_id)
+            .where(Device.job_id == bindparam("job_id")).order_by(Device.id))
+_ANY_QUALIFIED_SCOPE_EXPIRED = select(exists().where(
+    QualificationScope.machine_id == bindparam("machine_id"), QualificationScope.state == "qualified",
+    QualificationScope.valid_until < bindparam("today")))
+_SCOPE = select(QualificationScope.id, QualificationScope.state, QualificationScope.state_reason,
+                QualificationScope.valid_until, QualificationScope.qualified_at,
+                QualificationScope.qualified_software_revision).where(
+    QualificationScope.machine_id == bindparam("machine_id"), QualificationScope.process == bindparam("process"),
+    QualificationScope.material == bindparam("material"),
+    QualificationScope.product_family == bindparam("product_family"))
+_ITERATIONS = (select(DesignIteration.id, DesignIteration.design_id, DesignIteration.number,
+                      DesignIteration.software_name, DesignIteration.software_version,
+                      DesignIteration.content_sha256, DesignIteration.status, Design.case_id, Design.name)
+               .join(Design, Design.id == DesignIteration.design_id)
+               .where(DesignIteration.id.in_(bindparam("ids", expanding=True))))
+_FILES = (select(DesignFile.iteration_id, DesignFile.file_name, DesignFile.sha256, DesignFile.size_bytes)
+          .where(DesignFile.iteration_id.in_(bindparam("ids", expanding=True))).order_by(DesignFile.id))
+_SIGNATURES = (select(Signature.id, Signature.user_id, Signature.printed_name, Signature.signer_role,
+                      Signature.meaning, Signature.record_type, Signature.record_id, Signature.record_sha256,
+                      Signature.signed_at, Signature.seal)
+               .where(Signature.record_type == "design_iteration",
+                      Signature.record_id.in_(bindparam("ids", expanding=True))).order_by(Signature.id))
+_CASES = (select(Case.id, Case.patient_ref, Case.surgery_date)
+          .where(Case.id.in_(bindparam("ids", expanding=True))).order_by(Case.id))
+_OPERATOR = select(User.id, User.username, User.full_name, User.role, User.active).where(
+    User.id == bindparam("user_id"))
 
 
 def _day(d: date | datetime) -> str:
@@ -27,6 +69,11 @@ def _day(d: date | datetime) -> str:
 
 def _full(d: date | datetime) -> str:
     return f"{d.day} {d:%b %Y}"
+
+
+def _a(noun: str) -> str:
+    """The noun with its indefinite article: 'an admin', 'a clinician'."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 class Reasons:
@@ -38,6 +85,29 @@ class Reasons:
     def add(self, code: str, message: str) -> None:
         """Add one reason."""
         self.items.append({"code": code, "message": message})
+
+
+@dataclass
+class _Iteration:
+    """What the gate reads of a design iteration (the attributes iteration_content uses)."""
+
+    id: int
+    design_id: int
+    number: int
+    software_name: str
+    software_version: str
+    content_sha256: str
+    status: str
+    files: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class _Design:
+    """What the gate reads of a design."""
+
+    id: int
+    case_id: int
+    name: str
 
 
 def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, build_file_sha256: str,
@@ -55,8 +125,10 @@ def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, 
     reasons = Reasons()
     inputs: dict[str, Any] = {"at": now.isoformat(), "machine_id": machine_id, "job_id": job_id,
                               "build_file_sha256": sha, "operator_id": operator_id}
-    machine = session.get(Machine, machine_id)
-    job = session.get(Job, job_id)
+    session.flush()
+    conn = session.connection()
+    machine = conn.execute(_MACHINE, {"machine_id": machine_id}).first()
+    job = conn.execute(_JOB, {"job_id": job_id}).first()
     if machine is None:
         reasons.add("machine_unknown", f"Machine {machine_id} is not registered")
     if job is None:
@@ -68,10 +140,11 @@ def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, 
         elif job.state == "closed":
             reasons.add("job_closed", f"Job {job.id} is already closed")
         else:
+            devices = conn.execute(_DEVICES, {"job_id": job.id}).all()
             _check_machine(session, reasons, inputs, machine, job, today)
-            _check_designs(session, reasons, inputs, job, sha)
-            _check_material(session, reasons, inputs, job, today)
-            _check_cases(session, reasons, inputs, job, now)
+            _check_designs(session, reasons, inputs, job, devices, sha)
+            _check_material(reasons, inputs, job, today)
+            _check_cases(session, reasons, inputs, devices, now)
             for nc in open_for_job(session, job_id=job.id):
                 reasons.add("open_nonconformity", f"Open nonconformity {nc.id} ({nc.kind.replace('_', ' ')}) on "
                                                   f"this job must be dispositioned first: {nc.description}")
@@ -87,18 +160,26 @@ def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, 
                 "build_file_sha256": sha, "operator_id": operator_id,
                 "reasons": [r["code"] for r in reasons.items]})
     if allowed and job.state == "planned":
-        job.state = "released"
-        record(session, actor=actor, action="job_released", record_type="job", record_id=job.id,
-               old={"state": "planned"}, new={"state": "released"}, reason=f"gate decision {decision.id}")
+        # Conditional update: of two allowed decisions racing on PostgreSQL only one releases the job
+        # (and records it); the ORM copy of the job, if loaded, is updated too.
+        released = session.execute(update(Job).where(Job.id == job.id, Job.state == "planned")
+                                   .values(state="released")).rowcount
+        if released:
+            record(session, actor=actor, action="job_released", record_type="job", record_id=job.id,
+                   old={"state": "planned"}, new={"state": "released"}, reason=f"gate decision {decision.id}")
     return decision
 
 
-def _check_machine(session: Session, reasons: Reasons, inputs: dict, machine: Machine, job: Job,
-                   today: date) -> None:
-    qualification.apply_time_triggers(session, today=today, machine_id=machine.id)
-    scope = session.scalar(select(QualificationScope).where(
-        QualificationScope.machine_id == machine.id, QualificationScope.process == job.process,
-        QualificationScope.material == job.material, QualificationScope.product_family == job.product_family))
+def _check_machine(session: Session, reasons: Reasons, inputs: dict, machine: Any, job: Any, today: date) -> None:
+    conn = session.connection()
+    calibration_overdue = machine.calibration_due is not None and machine.calibration_due < today
+    if calibration_overdue or conn.execute(_ANY_QUALIFIED_SCOPE_EXPIRED,
+                                           {"machine_id": machine.id, "today": today}).scalar():
+        # Only when something has run out: the time triggers then record it and move the scopes.
+        qualification.apply_time_triggers(session, today=today, machine_id=machine.id)
+        session.flush()
+    scope = conn.execute(_SCOPE, {"machine_id": machine.id, "process": job.process, "material": job.material,
+                                  "product_family": job.product_family}).first()
     what = f"{job.process} / {job.material} / {job.product_family}"
     inputs["machine"] = {"software": machine.software_revision, "firmware": machine.firmware_revision,
                          "build_prep_software": machine.build_prep_software,
@@ -111,8 +192,8 @@ def _check_machine(session: Session, reasons: Reasons, inputs: dict, machine: Ma
                            "qualified_software": scope.qualified_software_revision}
         if scope.state in ("requalification_required", "requalifying"):
             triggers = qualification.open_triggers(session, scope=scope)
-            because = "; ".join(f"{t.detail} on {_day(t.occurred_at)}" for t in reversed(triggers)) or \
-                scope.state_reason or "requalification pending"
+            because = "; ".join(t.detail if t.kind in _DATED_TRIGGERS else f"{t.detail} on {_day(t.occurred_at)}"
+                                for t in reversed(triggers)) or scope.state_reason or "requalification pending"
             prefix = "requires requalification" if scope.state == "requalification_required" else \
                 "is being requalified"
             reasons.add("machine_not_qualified", f"Machine {prefix}: {because}")
@@ -122,7 +203,7 @@ def _check_machine(session: Session, reasons: Reasons, inputs: dict, machine: Ma
         if scope.valid_until is not None and scope.valid_until < today:
             reasons.add("qualification_expired", f"Qualification of machine {machine.id} for {what} expired on "
                                                  f"{_full(scope.valid_until)}")
-    if machine.calibration_due is None or machine.calibration_due < today:
+    if machine.calibration_due is None or calibration_overdue:
         due = _full(machine.calibration_due) if machine.calibration_due else "never recorded"
         reasons.add("calibration_overdue", f"Machine calibration is out of date (due {due})")
     if machine.maintenance_due is None or machine.maintenance_due < today:
@@ -130,14 +211,32 @@ def _check_machine(session: Session, reasons: Reasons, inputs: dict, machine: Ma
         reasons.add("maintenance_overdue", f"Preventive maintenance of the machine is overdue (due {due})")
 
 
-def _check_designs(session: Session, reasons: Reasons, inputs: dict, job: Job, sha: str) -> None:
+def _load_iterations(session: Session, ids: list[int]) -> dict[int, tuple[_Iteration, _Design, list[Any]]]:
+    """Iterations with their design, files and signatures: three queries for any number of iterations."""
+    if not ids:
+        return {}
+    conn = session.connection()
+    loaded: dict[int, tuple[_Iteration, _Design, list[Any]]] = {}
+    for r in conn.execute(_ITERATIONS, {"ids": ids}):
+        it = _Iteration(id=r.id, design_id=r.design_id, number=r.number, software_name=r.software_name,
+                        software_version=r.software_version, content_sha256=r.content_sha256, status=r.status)
+        loaded[r.id] = (it, _Design(id=r.design_id, case_id=r.case_id, name=r.name), [])
+    for f in conn.execute(_FILES, {"ids": ids}):
+        loaded[f.iteration_id][0].files.append(f)
+    for sig in conn.execute(_SIGNATURES, {"ids": [str(i) for i in ids]}):
+        loaded[int(sig.record_id)][2].append(sig)
+    return loaded
+
+
+def _check_designs(session: Session, reasons: Reasons, inputs: dict, job: Any, devices: list[Any],
+                   sha: str) -> None:
     approved_hashes: set[str] = set()
     snapshot = []
-    for it_id in sorted({d.design_iteration_id for d in job.devices if d.kind == "device"}):
-        it = session.get(DesignIteration, it_id)
-        design = session.get(Design, it.design_id)
+    ids = sorted({d.design_iteration_id for d in devices if d.kind == "device"})
+    loaded = _load_iterations(session, ids)
+    for it_id in ids:
+        it, design, sigs = loaded[it_id]
         name = f"Design '{design.name}' iteration {it.number}"
-        sigs = iteration_signatures(session, iteration_id=it.id)
         roles = {s.signer_role for s in sigs}
         snapshot.append({"iteration_id": it.id, "status": it.status, "content_sha256": it.content_sha256,
                          "signatures": [s.id for s in sigs], "files": [f.sha256 for f in it.files]})
@@ -153,8 +252,9 @@ def _check_designs(session: Session, reasons: Reasons, inputs: dict, job: Job, s
             reasons.add("design_not_approved", f"{name} is not approved: {' and '.join(missing)} "
                                                f"signature missing")
             continue
+        # Every decision recomputes the iteration's content hash from its current rows and checks each
+        # signature's seal (one HMAC each): nothing is taken from a cache.
         current = content_sha256(iteration_content(design, it))
-        # The content hash was recomputed just above; each seal check is one HMAC, no query.
         broken = [s for s in sigs if s.record_sha256 != current or not seal_is_intact(session, s)]
         if broken:
             reasons.add("design_changed_after_signing", f"{name} no longer matches what was signed; "
@@ -167,18 +267,32 @@ def _check_designs(session: Session, reasons: Reasons, inputs: dict, job: Job, s
                                                f"file of job {job.id}")
 
 
-def _check_material(session: Session, reasons: Reasons, inputs: dict, job: Job, today: date) -> None:
-    lot = session.get(MaterialLot, job.material_lot_id)
+@dataclass
+class _Lot:
+    """What lot_problems reads of a material lot."""
+
+    id: int
+    lot_number: str
+    status: str
+    reuse_count: int
+    reuse_limit: int
+    expires_on: date | None
+
+
+def _check_material(reasons: Reasons, inputs: dict, job: Any, today: date) -> None:
+    lot = _Lot(id=job.material_lot_id, lot_number=job.lot_number, status=job.lot_status,
+               reuse_count=job.reuse_count, reuse_limit=job.reuse_limit, expires_on=job.expires_on)
     inputs["material_lot"] = {"id": lot.id, "lot_number": lot.lot_number, "status": lot.status,
                               "reuse_count": lot.reuse_count, "reuse_limit": lot.reuse_limit}
     for problem in lot_problems(lot, today=today):
         reasons.add("material_lot_invalid", problem[0].upper() + problem[1:])
 
 
-def _check_cases(session: Session, reasons: Reasons, inputs: dict, job: Job, now: datetime) -> None:
+def _check_cases(session: Session, reasons: Reasons, inputs: dict, devices: list[Any], now: datetime) -> None:
     snapshot = []
-    for case_id in sorted({d.case_id for d in job.devices if d.case_id is not None}):
-        case = session.get(Case, case_id)
+    ids = sorted({d.case_id for d in devices if d.case_id is not None})
+    cases = session.connection().execute(_CASES, {"ids": ids}).all() if ids else []
+    for case in cases:
         deadline = case_deadline(session, case)
         snapshot.append({"case_id": case.id, "deadline": deadline.isoformat()})
         if now >= deadline:
@@ -187,17 +301,17 @@ def _check_cases(session: Session, reasons: Reasons, inputs: dict, job: Job, now
     inputs["cases"] = snapshot
 
 
-def _check_operator(session: Session, reasons: Reasons, inputs: dict, machine: Machine | None,
-                    operator_id: int | None, today: date) -> None:
+def _check_operator(session: Session, reasons: Reasons, inputs: dict, machine: Any, operator_id: int | None,
+                    today: date) -> None:
     if operator_id is None:
         reasons.add("operator_unknown", "No operator was named for this build")
         return
-    user = session.get(User, operator_id)
+    user = session.connection().execute(_OPERATOR, {"user_id": operator_id}).first()
     inputs["operator"] = None if user is None else {"id": user.id, "username": user.username, "role": user.role}
     if user is None or not user.active:
         reasons.add("operator_unknown", f"Operator {operator_id} is not an active user")
     elif user.role != "operator":
-        reasons.add("operator_not_authorised", f"{user.full_name} is a {user.role.replace('_', ' ')}, "
+        reasons.add("operator_not_authorised", f"{user.full_name} is {_a(user.role.replace('_', ' '))}, "
                                                f"not an operator")
     elif machine is not None and not is_authorised_on(session, user_id=user.id, machine_id=machine.id, on=today):
         reasons.add("operator_not_authorised", f"Operator {user.full_name} is not authorised on machine "
