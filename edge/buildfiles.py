@@ -12,6 +12,7 @@ import asyncio
 import fnmatch
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,24 +103,115 @@ class BuildFileGuard:
         self.agent = agent
         self.approvals = approvals
         self.poll_s = poll_s
-        self.machines = [m for m in agent.machines if m.build_files and m.build_files.folder]
+        self.machines = [m for m in agent.machines
+                         if (m.build_files and (m.build_files.folder or m.build_files.mqtt_topic))
+                         or any(s.role == "build_file_path" for s in m.signals)]
+        self._by_id = {m.id: m for m in self.machines}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._mqtt: list = []
         self._seen: dict[Path, tuple[int, int]] = {}  # path -> (size, mtime_ns) already checked
         self._pending: dict[Path, tuple[int, int]] = {}  # path -> last observed, waiting to be stable
         self.outcomes: list[CheckOutcome] = []
         self._last: dict[str, CheckOutcome] = {}  # machine -> latest check
 
     async def run(self) -> None:
-        """Watch until cancelled."""
-        for m in self.machines:
+        """Watch until cancelled: folders by polling, MQTT topics and machine variables by callback."""
+        self._loop = asyncio.get_running_loop()
+        self.agent.live.on_build_file_path = self.announce
+        folders = [m for m in self.machines if m.build_files and m.build_files.folder]
+        for m in folders:
             Path(m.build_files.folder).mkdir(parents=True, exist_ok=True)
             log.info("machine %s: watching %s for build files", m.id, m.build_files.folder)
-        while True:
-            for m in self.machines:
-                try:
-                    await self._scan(m)
-                except Exception:  # noqa: BLE001 - one bad scan must not stop the guard
-                    log.exception("machine %s: scanning build files failed", m.id)
-            await asyncio.sleep(self.poll_s)
+        for m in self.machines:
+            if m.build_files and m.build_files.mqtt_topic:
+                self._mqtt.append(self._subscribe(m))
+        try:
+            while True:
+                for m in folders:
+                    try:
+                        await self._scan(m)
+                    except Exception:  # noqa: BLE001 - one bad scan must not stop the guard
+                        log.exception("machine %s: scanning build files failed", m.id)
+                await asyncio.sleep(self.poll_s)
+        finally:
+            for client in self._mqtt:
+                client.loop_stop()
+                client.disconnect()
+
+    def announce(self, machine_id: str, path: str) -> None:
+        """A machine reported (or was sent) a build file at path: check it (callable from any thread)."""
+        machine = self._by_id.get(machine_id)
+        if machine is None or self._loop is None:
+            log.error("build file %s announced for machine %s, which has no build-file check configured", path, machine_id)
+            return
+        log.info("machine %s: build file announced: %s", machine_id, path)
+        asyncio.run_coroutine_threadsafe(self.check(machine, Path(path)), self._loop)
+
+    def _subscribe(self, machine: MachineConfig):
+        """A persistent MQTT session on the machine's broker for its build-file topic."""
+        import base64
+
+        import paho.mqtt.client as mqtt
+
+        conn = machine.connection
+        incoming = self.agent.state_dir / "build-files" / machine.id
+        incoming.mkdir(parents=True, exist_ok=True)
+        limit = machine.build_files.max_bytes
+
+        def on_message(client, userdata, msg):
+            # paho acknowledges when this returns: a carried file is on disk before the broker forgets it.
+            try:
+                if len(msg.payload) > limit * 4 // 3 + 1024:
+                    raise ValueError(f"message of {len(msg.payload)} bytes exceeds the build-file limit of {limit} bytes")
+                doc = json.loads(msg.payload)
+                if not isinstance(doc, dict):
+                    raise ValueError("expected a JSON object")
+                if "path" in doc and set(doc) <= {"path", "file_name"}:
+                    self.announce(machine.id, str(doc["path"]))
+                    return
+                if set(doc) != {"file_name", "content_base64"}:
+                    raise ValueError('expected {"path": ...} or {"file_name": ..., "content_base64": ...}, '
+                                     f"got keys {sorted(doc)}")
+                name = Path(str(doc["file_name"])).name  # never a path: no traversal out of the folder
+                if not name or name.startswith("."):
+                    raise ValueError(f"file_name {doc['file_name']!r} is not a plain file name")
+                content = base64.b64decode(doc["content_base64"], validate=True)
+                if len(content) > limit:
+                    raise ValueError(f"file of {len(content)} bytes exceeds the limit of {limit} bytes")
+                target = incoming / f"{time.time_ns()}-{name}"
+                with open(target, "wb") as f:
+                    f.write(content)
+                    f.flush()
+                    os.fsync(f.fileno())
+                self.announce(machine.id, str(target))
+            except (ValueError, UnicodeDecodeError) as e:
+                self.agent.sink.quarantine(source="buildfile", origin=msg.topic, raw=bytes(msg.payload[:65536]),
+                                           reason=f"build-file message refused: {e}", machine_id=machine.id)
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"amtrace-{self.agent.cfg.id}-{machine.id}-buildfiles",
+                             protocol=mqtt.MQTTv5 if conn.protocol == "5" else mqtt.MQTTv311,
+                             clean_session=None if conn.protocol == "5" else False)
+        if conn.username:
+            client.username_pw_set(conn.username, os.environ.get(conn.password_env or "", None))
+        if conn.tls is not None:
+            import ssl
+
+            client.tls_set(ca_certs=conn.tls.ca_file, certfile=conn.tls.cert_file, keyfile=conn.tls.key_file,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.on_message = on_message
+        client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(machine.build_files.mqtt_topic, qos=1)
+        if conn.protocol == "5":
+            from paho.mqtt.properties import Properties
+            from paho.mqtt.packettypes import PacketTypes
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = conn.session_expiry_s
+            client.connect_async(conn.host, conn.port, keepalive=conn.keepalive_s, clean_start=False, properties=props)
+        else:
+            client.connect_async(conn.host, conn.port, keepalive=conn.keepalive_s)
+        client.loop_start()
+        log.info("machine %s: build files announced on MQTT topic %s", machine.id, machine.build_files.mqtt_topic)
+        return client
 
     async def _scan(self, machine: MachineConfig) -> None:
         folder = Path(machine.build_files.folder)

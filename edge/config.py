@@ -99,9 +99,10 @@ class SignalConfig(BaseModel):
     unit: str = Field(description="Unit of the value (SI or customary), e.g. 'W', 'ppm', 'degC', 'kPa', '1'")
     type: ValueType = Field(default="float", description="Value type: float, int, bool or str")
     limits: Limits | None = Field(default=None, description="Live limits (numeric signals only)")
-    role: Literal["layer", "layers_total", "machine_state"] | None = Field(
+    role: Literal["layer", "layers_total", "machine_state", "build_file_path"] | None = Field(
         default=None,
-        description="What the live dashboard takes from this signal: current layer, total layers, machine state",
+        description="What the agent takes from this signal: current layer, total layers, machine state (live "
+                    "dashboard), or the path of the build file the machine loaded (checked like a dropped file)",
     )
 
     @model_validator(mode="after")
@@ -131,7 +132,12 @@ class BuildFileWatch(BaseModel):
 
     folder: str | None = Field(default=None, description="Folder the build-preparation software drops build files into")
     patterns: list[str] = Field(default_factory=lambda: ["*.stl", "*.3mf"], description="File name patterns to check")
-    mqtt_topic: str | None = Field(default=None, description="MQTT topic announcing or carrying a build file")
+    mqtt_topic: str | None = Field(
+        default=None,
+        description="MQTT topic (on the machine's broker) where a build file is announced as "
+                    '{"path": ...} or carried as {"file_name": ..., "content_base64": ...}',
+    )
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="Largest build file accepted")
 
 
 class MachineConfig(BaseModel):
@@ -174,6 +180,8 @@ class MachineConfig(BaseModel):
                     f"signals '{targets[key]}' and '{s.name}' both write {s.measurement}.{s.field}"
                 )
             targets[key] = s.name
+        if self.build_files and self.build_files.mqtt_topic and self.connection.type != "mqtt":
+            raise ValueError("build_files.mqtt_topic needs an MQTT connection (the topic is on the machine's broker)")
         return self
 
     def signal(self, name: str) -> SignalConfig | None:

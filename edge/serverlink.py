@@ -107,6 +107,8 @@ class LiveState:
     def __init__(self, machines):
         self.roles = {m.id: {s.name: s.role for s in m.signals if getattr(s, "role", None)} for m in machines}
         self.machines: dict[str, MachineLive] = {m.id: MachineLive() for m in machines}
+        self.build_file_paths: dict[str, str] = {}
+        self.on_build_file_path = None  # callback(machine_id, path) when a machine reports a new build file
 
     def observe(self, ingests: Sequence[Ingest]) -> None:
         """Keep the newest value of each role signal (cheap: a dict lookup per reading)."""
@@ -125,6 +127,12 @@ class LiveState:
                     live.layers_total = int(r.value)
                 elif role == "machine_state":
                     live.machine_state = str(r.value)
+                elif role == "build_file_path":
+                    path = str(r.value)
+                    if path and self.build_file_paths.get(ing.machine_id) != path:
+                        self.build_file_paths[ing.machine_id] = path
+                        if self.on_build_file_path is not None:
+                            self.on_build_file_path(ing.machine_id, path)
                 live.updated_ns = ing.received_ns
 
     def alert(self, event: Event) -> None:
@@ -196,6 +204,8 @@ class ServerLink:
             reasons.append("the server has no open job on this machine")
         elif ctx.get("job_state") != "released":
             reasons.append(f"job {ctx['job_id']} is not released by the release gate (state {ctx.get('job_state')})")
+        for nc in (ctx or {}).get("open_nonconformities", []):
+            reasons.append(f"open nonconformity {nc['id']} ({nc['kind'].replace('_', ' ')}) must be dispositioned first")
         return Clearance(not reasons, reasons)
 
     def on_event(self, event: Event) -> None:
@@ -347,8 +357,13 @@ class ServerLink:
         elif current is not None and current.source == "server":
             self.agent.assignments.release(machine_id)
             log.info("machine %s: job %s closed on the server", machine_id, current.job)
-        if before is None or (before.get("job_id"), before.get("job_state")) != (job, ctx.get("job_state")):
+        if before is None or self.clearance_key(before) != self.clearance_key(ctx):
             self._reconcile(machine_id)
+
+    @staticmethod
+    def clearance_key(ctx: dict) -> tuple:
+        """What in a context decides the clearance (a change re-applies the interlock)."""
+        return (ctx.get("job_id"), ctx.get("job_state"), tuple(n["id"] for n in ctx.get("open_nonconformities", [])))
 
     def _reconcile(self, machine_id: str) -> None:
         guard = getattr(self.agent, "build_file_guard", None)

@@ -374,6 +374,8 @@ class LpbfPrinterSimulator(SimulatedMachine):
         self._add("Job.JobState", S, "Idle")
         self._add("Job.CurrentLayer", U, 0)
         self._add("Job.NumberOfLayers", U, 0)
+        # Path of the build file the machine loaded (as its build-preparation software reports it).
+        self._add("Job.BuildFile", S, "", writable=True)
         self._add("Laser.PowerSetpoint", D, 0.0)
         self._add("Laser.PowerActual", D, 0.0)
         self._add("Chamber.OxygenConcentration", D, 800.0)

@@ -70,10 +70,14 @@ def identity(machine_id: str, body: IdentityIn, session: SessionDep, actor: Agen
 @router.get("/machines/{machine_id}/context", response_model=ContextOut)
 def context(machine_id: str, session: SessionDep, actor: AgentOnly) -> ContextOut:
     """Current job, device codes on the machine now, and approved build files (JobApprovals shape)."""
+    from server.nonconformities.service import open_for_job
+
     job, approvals = service.context(session, actor=actor, machine_id=machine_id)
+    ncs = open_for_job(session, job_id=job.id) if job else []
     return ContextOut(machine_id=machine_id, job_id=str(job.id) if job else None,
                       job_state=job.state if job else None,
-                      device_codes=[d.device_code for d in job.devices] if job else [], approvals=approvals)
+                      device_codes=[d.device_code for d in job.devices] if job else [], approvals=approvals,
+                      open_nonconformities=[{"id": n.id, "kind": n.kind, "description": n.description} for n in ncs])
 
 
 @router.post("/machines/{machine_id}/build-file-checks", response_model=BuildFileCheckOut, status_code=201)

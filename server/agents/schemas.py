@@ -95,6 +95,9 @@ class ContextOut(BaseModel):
     job_state: str | None
     device_codes: list[str]
     approvals: JobApprovals | None
+    open_nonconformities: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Open nonconformities on the job ({id, kind, description}): the edge keeps the start blocked")
 
 
 class BuildFileCheckIn(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -113,3 +114,60 @@ def test_watched_folder_clears_matching_files_and_blocks_tampered_ones(tmp_path,
     finally:
         agent.stop()
         listener.close()
+
+
+def test_build_files_carried_or_announced_on_mqtt_are_checked(tmp_path, mosquitto, influxdb):
+    import base64
+
+    influxdb.create_database("e2e_build_mqtt")
+    design = tmp_path / "guide-v1.stl"
+    mesh = trimesh.creation.box(extents=(30, 20, 8))
+    mesh.apply_translation([40, 40, 4])
+    mesh.export(design)
+    other = tmp_path / "guide-v1-edited.stl"
+    edited = mesh.copy()
+    edited.apply_scale(1.001)
+    edited.export(other)
+
+    machine = machine_yaml("printer-t2", mosquitto.port)
+    machine["kind"] = "sla_printer"
+    machine["connection"]["command_topic"] = "amtrace/test/printer-t2/command"
+    machine["build_files"] = {"mqtt_topic": "amtrace/test/printer-t2/buildfile"}
+    cfg = write_agent(tmp_path, machines=[machine], influx_url=influxdb.url, database="e2e_build_mqtt")
+    approvals = tmp_path / "approvals.json"
+    approvals.write_text(json.dumps([{
+        "machine_id": "printer-t2", "job_id": "JOB-8",
+        "files": [{"file_name": design.name, "sha256": sha256_file(design), "design_iteration": "CASE-3/it-1"}]}]))
+    data = yaml.safe_load(cfg.read_text())
+    data["approvals_file"] = str(approvals)
+    cfg.write_text(yaml.safe_dump(data))
+
+    agent = AgentProcess(cfg).start()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-build-prep")
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    try:
+        agent.api("PUT", "/machines/printer-t2/assignment", {"job": "JOB-8", "devices": ["DEV-8"]})
+        time.sleep(1.0)  # the guard's MQTT session subscribes
+
+        def send(doc) -> None:
+            pub.publish("amtrace/test/printer-t2/buildfile", json.dumps(doc) if isinstance(doc, dict) else doc,
+                        qos=1).wait_for_publish(10)
+
+        def checks(n):
+            return wait_until(lambda: (c := agent.status()["build_file_checks"]) and len(c) == n and c, 60, f"check {n}")
+
+        send({"file_name": "guide.stl", "content_base64": base64.b64encode(design.read_bytes()).decode()})
+        c = checks(1)[0]
+        assert (c["verdict"], c["allowed"], c["design_iteration"]) == ("identical", True, "CASE-3/it-1")
+        send({"path": str(other)})
+        c = checks(2)[1]
+        assert (c["verdict"], c["allowed"], c["file"]) == ("different", False, str(other))
+        send({"file_name": "../../etc/passwd", "content_base64": "!!"})
+        entries = wait_until(lambda: agent.api("GET", "/quarantine"), 30, "a quarantined build-file message")
+        assert entries[0]["source"] == "buildfile"
+        assert entries[0]["reason"].startswith("build-file message refused: ")
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        agent.stop()

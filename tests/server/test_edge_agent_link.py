@@ -31,6 +31,7 @@ from edge.connectors.opcua.addressing import resolve_node_id  # noqa: E402
 from edge.simulators.opcua import LpbfPrinterSimulator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "correct-horse-battery"
 TODAY = date.today()
 
 
@@ -157,8 +158,31 @@ def test_server_decides_edge_enforces(plant, server_url, printer, influxdb, tmp_
         ctx = {"machine": m, "job": job, "sha": it["files"][0]["sha256"]}
         assert plant.gate(ctx, who="operator")["allowed"] is True
         wait_until(lambda: _start_enabled(loop, sim) is True, 30, "StartEnabled true on the printer")
-        checks = plant.call("GET", "/nonconformities", "quality_engineer")
-        assert [n for n in checks if n.get("kind") == "build_file_mismatch"] == []
+        assert [n for n in plant.call("GET", "/nonconformities", "quality_engineer")
+                if n.get("kind") == "build_file_mismatch"] == []
+
+        # the printer reports that it loaded another file (OPC UA variable): it is checked and blocks
+        tampered = tmp_path / "cup-edited.stl"
+        edited = mesh.copy()
+        edited.apply_scale(1.001)
+        edited.export(tampered)
+        loop.run(sim.set("Job.BuildFile", str(tampered)))
+        wait_until(lambda: _start_enabled(loop, sim) is False, 30, "StartEnabled false for the edited file")
+        check = agent.status()["build_file_checks"][-1]
+        assert (check["file"], check["verdict"], check["start_enabled"]) == (str(tampered), "different", False)
+        nc = wait_until(lambda: [n for n in plant.call("GET", "/nonconformities", "quality_engineer")
+                                 if n.get("kind") == "build_file_mismatch"], 30, "the mismatch nonconformity")[0]
+        # the approved file again: the file check passes, but the open nonconformity keeps the start blocked
+        loop.run(sim.set("Job.BuildFile", str(drop / "cup.stl")))
+        check = wait_until(lambda: (c := agent.status()["build_file_checks"][-1])["verdict"] == "identical" and c,
+                           30, "the approved file checked again")
+        assert check["start_enabled"] is False
+        assert check["server_reasons"] == [f"open nonconformity {nc['id']} (build file mismatch) must be "
+                                           f"dispositioned first"]
+        plant.call("POST", f"/nonconformities/{nc['id']}/disposition", "quality_engineer", json={
+            "disposition": "use_as_is", "rationale": "edited file never built; approved file reloaded",
+            "password": PASSWORD})
+        wait_until(lambda: _start_enabled(loop, sim) is True, 30, "StartEnabled true once dispositioned")
 
         # the live state the dashboard shows comes with the agent's heartbeat
         loop.run(sim.start_job(str(job["id"]), 40))

@@ -16,6 +16,7 @@ LPBF_SIGNALS = {
     "job_state": "Job.JobState",
     "layer_number": "Job.CurrentLayer",
     "layers_total": "Job.NumberOfLayers",
+    "build_file": "Job.BuildFile",
     "laser_power_set": "Laser.PowerSetpoint",
     "laser_power_actual": "Laser.PowerActual",
     "chamber_o2": "Chamber.OxygenConcentration",
