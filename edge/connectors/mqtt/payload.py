@@ -23,6 +23,7 @@ _TOP_LEVEL = ("ts", "seq", "values")
 _TS_MIN_NS = 946_684_800 * 10**9  # 2000-01-01T00:00:00Z: earlier is no machine clock we trust
 _TS_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the end of RFC 3339
 _INT64 = 2**63
+_FLOAT_MAX_INT = 2**1023  # below float max: float() of an integer this size never overflows
 _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -85,6 +86,7 @@ class SignalMap:
         for filt, signals in by_filter.items():
             self._tree(signals, filt)  # refuse ambiguous maps at start, not at the first message
         self._cache: dict[str, dict] = {}
+        self._plans: dict[str, dict | None] = {}
 
     @property
     def subscriptions(self) -> list[str]:
@@ -113,6 +115,17 @@ class SignalMap:
             self._cache[topic] = tree
         return tree
 
+    def plan_for(self, topic: str) -> dict | None:
+        """The compiled parse plan of a topic for the fast path: path element -> (signal name, type)
+        or a nested plan; None when the fast path cannot vouch for this topic (a key with a colon)."""
+        if topic in self._plans:
+            return self._plans[topic]
+        plan = _compile(self.tree_for(topic))
+        if len(self._plans) >= _TOPIC_CACHE_LIMIT:
+            self._plans.clear()
+        self._plans[topic] = plan
+        return plan
+
     def _tree(self, signals: list[SignalConfig], topic: str) -> dict:
         tree: dict = {}
         for s in signals:
@@ -138,6 +151,22 @@ class SignalMap:
                         )
                     node = node.setdefault(part, {})
         return tree
+
+
+def _compile(tree: dict) -> dict | None:
+    # The fast path's duplicate-key check counts colons: a key holding one would upset the count.
+    plan: dict = {}
+    for key, node in tree.items():
+        if ":" in key:
+            return None
+        if isinstance(node, dict):
+            sub = _compile(node)
+            if sub is None:
+                return None
+            plan[key] = sub
+        else:
+            plan[key] = (node.name, node.type)
+    return plan
 
 
 def signal_map(machine: MachineConfig) -> SignalMap:
@@ -285,6 +314,147 @@ def parse_with_seq(
     raw: bytes, *, machine: MachineConfig, topic: str, received_ns: int
 ) -> tuple[Ingest, int | None]:
     """parse_payload() that also returns the message's seq (None when absent), for gap detection."""
+    parsed = parse_fast(raw, machine=machine, topic=topic, received_ns=received_ns)
+    if parsed is not None:
+        return parsed
+    return parse_general(raw, machine=machine, topic=topic, received_ns=received_ns)
+
+
+class _NotFast(Exception):
+    """The fast path cannot vouch for this message; the general path decides (and words the reason)."""
+
+
+# No parse_float and no object_pairs_hook: the C scanner builds floats and dicts itself. Non-finite
+# floats are caught by the leaf checks, duplicate keys by the colon count in parse_fast.
+_FAST_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def parse_fast(
+    raw: bytes, *, machine: MachineConfig, topic: str, received_ns: int
+) -> tuple[Ingest, int | None] | None:
+    """The common case in one pass over a compiled plan: the same result as parse_general, or None
+    when the message is not plainly good (the general path then accepts it or words the refusal)."""
+    conn = machine.connection
+    if not raw or len(raw) > conn.max_payload_bytes:
+        return None
+    try:
+        text = raw.decode("utf-8") if type(raw) is bytes else bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    # Without backslashes every string in the text is literal, which the colon count relies on
+    # (and no lone surrogate can appear).
+    if "\\" in text:
+        return None
+    try:
+        doc = _FAST_DECODER.decode(text)
+    except (ValueError, RecursionError):
+        return None
+    if type(doc) is not dict:
+        return None
+    plan = signal_map(machine).plan_for(topic)
+    if not plan:
+        return None
+    values = doc.get("values")
+    if type(values) is not dict:
+        return None
+    keys = len(doc)
+    colons_in_strings = 0
+    ts_ns = None
+    seq = None
+    for key, value in doc.items():
+        if key == "values":
+            continue
+        if key == "ts":
+            if type(value) is int:
+                if not 0 <= value <= _TS_MAX_MS:
+                    return None
+                ts_ns = value * 1_000_000
+                if ts_ns < _TS_MIN_NS or ts_ns - received_ns > conn.max_future_skew_s * 1e9:
+                    return None
+            elif type(value) is str:
+                try:
+                    ts_ns = _parse_ts(value, conn.max_future_skew_s, received_ns)
+                except MalformedPayload:
+                    return None
+                colons_in_strings += value.count(":")
+            else:
+                return None
+        elif key == "seq":
+            if type(value) is not int or not 0 <= value < _INT64:
+                return None
+            seq = value
+        else:
+            return None
+    readings: list[Reading] = []
+    try:
+        keys, colons_in_strings = _walk_fast(values, plan, ts_ns, readings, keys, colons_in_strings)
+    except _NotFast:
+        return None
+    # Each key in the text is followed by one colon; other colons sit inside strings. A key given
+    # twice leaves one fewer key (and maybe fewer string colons) in the parsed document than the
+    # text has colons, so equality proves no key was repeated.
+    if text.count(":") != keys + colons_in_strings:
+        return None
+    return Ingest(machine_id=machine.id, readings=tuple(readings), received_ns=received_ns, origin=topic), seq
+
+
+def _walk_fast(obj: dict, plan: dict, ts_ns: int | None, out: list[Reading], keys: int,
+               colons: int) -> tuple[int, int]:
+    keys += len(obj)
+    for key, value in obj.items():
+        node = plan.get(key)
+        if node is None:
+            raise _NotFast
+        if type(node) is dict:
+            if type(value) is not dict:
+                raise _NotFast
+            keys, colons = _walk_fast(value, node, ts_ns, out, keys, colons)
+            continue
+        name, kind = node
+        cls = type(value)
+        if kind == "float":
+            if cls is float:
+                if value - value != 0.0:  # inf (1e999) or nan: not finite
+                    raise _NotFast
+            elif cls is int:
+                if not -_FLOAT_MAX_INT <= value <= _FLOAT_MAX_INT:
+                    raise _NotFast
+                value = float(value)
+            elif value is None:
+                out.append(Reading(name, None, ts_ns, quality="bad", status="null in payload"))
+                continue
+            else:
+                raise _NotFast
+        elif kind == "int":
+            if cls is float and value.is_integer():
+                value = int(value)
+                cls = int
+            if cls is not int or not -_INT64 <= value < _INT64:
+                if value is None:
+                    out.append(Reading(name, None, ts_ns, quality="bad", status="null in payload"))
+                    continue
+                raise _NotFast
+        elif kind == "bool":
+            if cls is not bool:
+                if value is None:
+                    out.append(Reading(name, None, ts_ns, quality="bad", status="null in payload"))
+                    continue
+                raise _NotFast
+        else:
+            if cls is not str:
+                if value is None:
+                    out.append(Reading(name, None, ts_ns, quality="bad", status="null in payload"))
+                    continue
+                raise _NotFast
+            colons += value.count(":")
+        out.append(Reading(name, value, ts_ns))
+    return keys, colons
+
+
+def parse_general(
+    raw: bytes, *, machine: MachineConfig, topic: str, received_ns: int
+) -> tuple[Ingest, int | None]:
+    """The reference reading of a message: every check in document order, each refusal worded."""
     conn = machine.connection
     # Size first: an oversized message is refused before any work is spent on it.
     if len(raw) > conn.max_payload_bytes:
