@@ -30,7 +30,10 @@ __all__ = [
     "escape_tag",
     "escape_field_key",
     "render_field_value",
+    "render_fields",
+    "check_timestamp",
     "render_line",
+    "series_key",
 ]
 
 _INT64_MIN = -(2**63)
@@ -111,16 +114,8 @@ def render_field_value(value: Value) -> str:
     raise ValueError(f"field value of type {cls.__name__} is not supported (float, int, bool or str)")
 
 
-def render_line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, Value], ts_ns: int) -> str:
-    """Render one point as a line (tags sorted by key, empty tag values left out, ns timestamp)."""
-    if not fields:
-        raise ValueError(f"point of measurement {measurement!r} has no field; InfluxDB needs at least one")
-    if type(ts_ns) is not int:
-        if isinstance(ts_ns, bool) or not isinstance(ts_ns, numbers.Integral):
-            raise ValueError(f"timestamp must be integer nanoseconds, got {type(ts_ns).__name__}")
-        ts_ns = int(ts_ns)
-    if not _INT64_MIN < ts_ns < _INT64_MAX:
-        raise ValueError(f"timestamp {ts_ns} is outside InfluxDB's 64-bit nanosecond range")
+def series_key(measurement: str, tags: Mapping[str, str]) -> str:
+    """The escaped head of a line: measurement and tags sorted by key, empty tag values left out."""
     parts = [escape_measurement(measurement)]
     for key in sorted(tags):
         value = tags[key]
@@ -129,7 +124,37 @@ def render_line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, 
         if key == "time":
             raise ValueError("tag key 'time' is reserved by InfluxDB (the point would be dropped)")
         parts.append(f",{escape_tag(key)}={escape_tag(value)}")
-    parts.append(" ")
-    parts.append(",".join(f"{escape_field_key(k)}={render_field_value(v)}" for k, v in fields.items()))
-    parts.append(f" {ts_ns}")
     return "".join(parts)
+
+
+def render_fields(fields: Mapping[str, Value]) -> str:
+    """The field set of a line, in the mapping's order, as render_line writes it."""
+    if not fields:
+        raise ValueError("a point needs at least one field")
+    out = []
+    for k, v in fields.items():
+        # Hot path: a finite float (v - v is 0.0 only for finite values) is its repr.
+        if type(v) is float and v - v == 0.0:
+            out.append(f"{escape_field_key(k)}={v!r}")
+        else:
+            out.append(f"{escape_field_key(k)}={render_field_value(v)}")
+    return ",".join(out)
+
+
+def check_timestamp(ts_ns: int) -> int:
+    """The timestamp as a plain int, or ValueError when it is not integer ns within InfluxDB's range."""
+    if type(ts_ns) is not int:
+        if isinstance(ts_ns, bool) or not isinstance(ts_ns, numbers.Integral):
+            raise ValueError(f"timestamp must be integer nanoseconds, got {type(ts_ns).__name__}")
+        ts_ns = int(ts_ns)
+    if not _INT64_MIN < ts_ns < _INT64_MAX:
+        raise ValueError(f"timestamp {ts_ns} is outside InfluxDB's 64-bit nanosecond range")
+    return ts_ns
+
+
+def render_line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, Value], ts_ns: int) -> str:
+    """Render one point as a line (tags sorted by key, empty tag values left out, ns timestamp)."""
+    if not fields:
+        raise ValueError(f"point of measurement {measurement!r} has no field; InfluxDB needs at least one")
+    ts_ns = check_timestamp(ts_ns)
+    return f"{series_key(measurement, tags)} {render_fields(fields)} {ts_ns}"

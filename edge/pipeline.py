@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 from edge.assignments import AssignmentBook
 from edge.config import MachineConfig, SignalConfig
-from edge.lineprotocol import render_line
+from edge.lineprotocol import check_timestamp, render_fields, render_line, series_key
 from edge.outbox import Outbox
 from edge.readings import Event, Ingest, OutboxFull, Reading, Value
 
@@ -77,6 +77,15 @@ class Pipeline:
     def __init__(self, machines: Iterable[MachineConfig], outbox: Outbox, assignments: AssignmentBook):
         self.machines = {m.id: m for m in machines}
         self._signals = {m.id: {s.name: s for s in m.signals} for m in self.machines.values()}
+        # Signals whose good finite float values need no check beyond finiteness (float type, no
+        # limits): name -> (measurement, field). Everything else takes _add_fields.
+        self._plain_float = {
+            m.id: {s.name: (s.measurement, s.field) for s in m.signals if s.type == "float" and s.limits is None}
+            for m in self.machines.values()
+        }
+        # (measurement, machine, assignment) -> escaped line heads, one per device: the tag set of a
+        # machine changes only with its job, so the sorting and escaping is done once per job.
+        self._heads: dict[tuple, list[str]] = {}
         self.outbox = outbox
         self.assignments = assignments
         self.stats = PipelineStats()
@@ -159,33 +168,57 @@ class Pipeline:
         if machine is None:
             raise KeyError(f"machine {ing.machine_id!r} is not configured on this agent")
         signals = self._signals[machine.id]
+        plain = self._plain_float[machine.id]
+        received_ns = ing.received_ns
         # Group fields by (measurement, timestamp): one line carries one machine snapshot.
         groups: dict[tuple[str, int], dict[str, Value]] = {}
+        last_key: tuple[str, int] | None = None
+        fields: dict[str, Value] = {}
         for r in ing.readings:
+            ts = r.source_ts_ns if r.source_ts_ns is not None else received_ns
+            v = r.value
+            hot = plain.get(r.signal)
+            # Hot path: a good finite float (v - v is 0.0 only then) of a plain float signal.
+            if hot is not None and type(v) is float and r.quality == "good" and v - v == 0.0:
+                measurement, field_name = hot
+                if last_key is None or last_key[0] != measurement or last_key[1] != ts:
+                    last_key = (measurement, ts)
+                    fields = groups.setdefault(last_key, {})
+                fields[field_name] = v
+                continue
             sig = signals.get(r.signal)
             if sig is None:
                 self.stats.unknown_signal += 1
                 log.warning("machine %s: reading for unknown signal %r dropped from %s",
                             machine.id, r.signal, ing.origin)
                 continue
-            ts = r.source_ts_ns if r.source_ts_ns is not None else ing.received_ns
-            fields = groups.setdefault((sig.measurement, ts), {})
-            v = r.value
-            # Hot path: a good float for a float signal without limits needs no more than this.
-            if (r.quality == "good" and type(v) is float and sig.type == "float" and sig.limits is None
-                    and math.isfinite(v)):
-                fields[sig.field] = v
-                continue
+            last_key = (sig.measurement, ts)
+            fields = groups.setdefault(last_key, {})
             self._add_fields(machine, sig, r, ts, fields, excursions)
         lines: list[str] = []
         n_values = 0
         for (measurement, ts), fields in groups.items():
             if not fields:
                 continue
-            for tags in self._tag_sets(machine.id, ts):
-                lines.append(render_line(measurement, tags, fields, ts))
-                n_values += len(fields)
+            ts = check_timestamp(ts)
+            body = f" {render_fields(fields)} {ts}"
+            heads = self._line_heads(measurement, machine.id, ts)
+            for head in heads:
+                lines.append(head + body)
+            n_values += len(fields) * len(heads)
         return lines, n_values
+
+    def _line_heads(self, measurement: str, machine_id: str, ts: int) -> list[str]:
+        """Escaped measurement + tag set of each line a point at ts becomes (one per device)."""
+        a = self.assignments.active_at(machine_id, ts)
+        key = (measurement, machine_id, a)
+        heads = self._heads.get(key)
+        if heads is None:
+            heads = [series_key(measurement, tags) for tags in self._tag_sets(machine_id, ts)]
+            if len(self._heads) >= 4096:
+                self._heads.clear()  # ended jobs would otherwise stay here for the agent's lifetime
+            self._heads[key] = heads
+        return heads
 
     def _add_fields(self, machine: MachineConfig, sig: SignalConfig, r: Reading, ts: int,
                     fields: dict[str, Value], excursions: list[Event]) -> None:
