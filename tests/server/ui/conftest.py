@@ -30,9 +30,9 @@ BADGES = {"operator": ("40017", "2468"), "operator2": ("40018", "1357")}
 class UiServer:
     """The amtrace server running in its own process, as in production."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, env: dict[str, str] | None = None):
         self.db = f"sqlite:///{folder}/server.db"
-        self.env = {**os.environ, "AMTRACE_DATABASE_URL": self.db, "AMTRACE_ARGON2_TIME_COST": "1",
+        self.env = {**os.environ, **(env or {}), "AMTRACE_DATABASE_URL": self.db, "AMTRACE_ARGON2_TIME_COST": "1",
                     "AMTRACE_ARGON2_MEMORY_KIB": "8", "AMTRACE_ARGON2_PARALLELISM": "1",
                     "AMTRACE_FILE_STORE": str(folder / "files"), "PYTHONPATH": str(ROOT)}
         self.settings = Settings(database_url=self.db, argon2_time_cost=1, argon2_memory_kib=8,

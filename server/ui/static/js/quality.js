@@ -1,0 +1,109 @@
+// Quality engineer: build history search, the device history record with its plots, JSON and PDF downloads.
+"use strict";
+(() => {
+  const { $, el, api, blob, say, fmtTime, fmtDay } = amtrace;
+  const SVG = "http://www.w3.org/2000/svg";
+  let current = null;
+
+  async function search(form) {
+    const query = {};
+    for (const name of ["device_code", "machine_id", "material_lot", "status"]) {
+      const v = form.elements[name].value.trim();
+      if (v) query[name] = v;
+    }
+    if (form.elements.since.value) query.since = form.elements.since.value + "T00:00:00Z";
+    if (form.elements.until.value) query.until = form.elements.until.value + "T23:59:59Z";
+    let page;
+    try { page = await api("GET", "/history/builds", { query }); } catch (e) { say("#search-message", e.message); return; }
+    say("#search-message", `${page.total} build record${page.total === 1 ? "" : "s"} found.`, "info");
+    $("#results").replaceChildren(...page.items.map(r => el("tr", { "data-device": r.device_code },
+      el("td", { text: r.device_code }), el("td", { text: r.machine_id }), el("td", { text: `JOB-${r.job_id}` }),
+      el("td", { text: r.material_lot }),
+      el("td", { text: r.design_name ? `${r.design_name} it. ${r.design_iteration}` : "test coupon" }),
+      el("td", { text: fmtTime(r.build_started_at) }), el("td", { text: r.status.replace("_", " ") }),
+      el("td", {}, el("button", { type: "button", class: "button secondary", onclick: () => openDhr(r.device_code) },
+                      `Open DHR`)))));
+  }
+
+  function plot(series) {
+    const w = 640, h = 180, pad = 36;
+    const t = series.times_ns, v = series.values;
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", `${series.label} (${series.unit}) over the build`);
+    svg.setAttribute("class", "plot");
+    if (!t.length) return svg;
+    const lim = Object.values(series.limits);
+    const lo = Math.min(...v, ...lim), hi = Math.max(...v, ...lim), t0 = t[0], t1 = t[t.length - 1] || t0 + 1;
+    const x = tt => pad + (w - 2 * pad) * ((tt - t0) / Math.max(1, t1 - t0));
+    const y = vv => h - pad - (h - 2 * pad) * ((vv - lo) / Math.max(1e-9, hi - lo));
+    const line = document.createElementNS(SVG, "polyline");
+    line.setAttribute("points", t.map((tt, i) => `${x(tt).toFixed(1)},${y(v[i]).toFixed(1)}`).join(" "));
+    line.setAttribute("class", "plot-line");
+    svg.append(line);
+    for (const [name, value] of Object.entries(series.limits)) {
+      const l = document.createElementNS(SVG, "line");
+      l.setAttribute("x1", pad); l.setAttribute("x2", w - pad); l.setAttribute("y1", y(value)); l.setAttribute("y2", y(value));
+      l.setAttribute("class", name.startsWith("alarm") ? "plot-alarm" : "plot-warn");
+      svg.append(l);
+    }
+    for (const [text, yy] of [[`${hi.toFixed(1)}`, pad], [`${lo.toFixed(1)}`, h - pad]]) {
+      const label = document.createElementNS(SVG, "text");
+      label.setAttribute("x", 2); label.setAttribute("y", yy); label.textContent = text;
+      svg.append(label);
+    }
+    return svg;
+  }
+
+  function sig(s) { return s ? `${s.printed_name} (${s.role}), ${s.meaning}, ${fmtTime(s.signed_at)}` : "–"; }
+
+  async function openDhr(code) {
+    let d;
+    say("#dhr-message", "Loading the device history record…", "info");
+    $("#dhr").hidden = false;
+    try { d = await api("GET", `/history/devices/${encodeURIComponent(code)}/dhr`); }
+    catch (e) { say("#dhr-message", e.message); return; }
+    current = { code, data: d };
+    say("#dhr-message", "");
+    $("#dhr-title").textContent = `Device history record of ${code}`;
+    const pm = d.process_monitoring;
+    $("#dhr-body").replaceChildren(
+      el("dl", { class: "facts" },
+        el("dt", { text: "Device" }), el("dd", { text: `${d.device.device_code} · ${d.device.status}` +
+                                               (d.device.udi_hri ? ` · ${d.device.udi_hri}` : "") }),
+        d.case ? [el("dt", { text: "Case" }), el("dd", { text: `${d.case.patient_ref} (pseudonymous) · ${d.case.institution} · surgery ${fmtDay(d.case.surgery_date)}` })] : null,
+        d.design ? [el("dt", { text: "Design" }), el("dd", { text: `${d.design.name} iteration ${d.design.iteration} (${d.design.status}); approved by ${d.design.approvals.map(sig).join("; ") || "nobody"}` })] : null,
+        d.machine ? [el("dt", { text: "Machine" }), el("dd", { text: `${d.machine.machine_id} · ${d.machine.manufacturer} ${d.machine.model} · software ${d.machine.software_at_build || "–"}` })] : null),
+      el("h3", { text: "Stages" }),
+      el("table", {}, el("thead", {}, el("tr", {}, ["Stage", "State", "Result", "Performed", "Accepted"].map(t => el("th", { text: t })))),
+        el("tbody", {}, (d.stages || []).map(s => el("tr", {}, el("td", { text: s.stage.replace("_", "-") }),
+          el("td", { text: s.state.replace("_", " ") }), el("td", { text: s.result || "" }), el("td", { text: sig(s.performed) }),
+          el("td", { text: sig(s.accepted) }))))),
+      el("h3", { text: "Process monitoring" }),
+      pm ? el("table", { id: "signals" }, el("thead", {}, el("tr", {}, ["Signal", "Unit", "Samples", "Min", "Max", "Mean", "Outside alarm (s)"].map(t => el("th", { text: t })))),
+        el("tbody", {}, pm.signals.map(s => el("tr", { "data-signal": s.signal }, el("td", { text: s.signal }), el("td", { text: s.unit }),
+          el("td", { text: s.samples }), el("td", { text: s.min }), el("td", { text: s.max }),
+          el("td", { text: s.mean == null ? "–" : s.mean.toFixed(2) }), el("td", { text: s.seconds_outside_alarm }))))) :
+        el("p", { text: "No process data recorded." }),
+      pm ? el("div", { class: "plots" }, pm.plots.map(p => el("figure", {}, plot(p),
+        el("figcaption", { text: `${p.label} (${p.unit}); dashed lines: limits` })))) : null);
+  }
+
+  async function download(kind) {
+    if (!current) return;
+    const path = `/history/devices/${encodeURIComponent(current.code)}/dhr${kind === "pdf" ? ".pdf" : ""}`;
+    let r;
+    try { r = await blob(path); } catch (e) { say("#dhr-message", e.message); return; }
+    const url = URL.createObjectURL(await r.blob());
+    const a = el("a", { href: url, download: `DHR-${current.code}.${kind}` });
+    document.body.append(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    say("#dhr-message", `Downloaded DHR-${current.code}.${kind}.`, "ok");
+  }
+
+  $("#search-form").addEventListener("submit", ev => { ev.preventDefault(); search(ev.target); });
+  $("#dl-json").addEventListener("click", () => download("json"));
+  $("#dl-pdf").addEventListener("click", () => download("pdf"));
+  amtrace.start({});
+})();

@@ -1,0 +1,99 @@
+"""Quality engineer pages in Chromium against the real server and a real InfluxDB 1.x with simulated process
+data: search a device, open its device history record with plots, download the PDF; verify the audit chain."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+
+import httpx
+import pytest
+from conftest import UiServer, screenshot
+from playwright.sync_api import expect
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(scope="module")
+def influx_db(influxdb):
+    """A database of its own on the session's InfluxDB."""
+    name = f"amtrace_ui_{uuid.uuid4().hex[:8]}"
+    httpx.post(influxdb.url + "/query", params={"q": f'CREATE DATABASE "{name}"'}).raise_for_status()
+    return name
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory, influxdb, influx_db):
+    """The real server, reading process data from the real InfluxDB."""
+    server = UiServer(tmp_path_factory.mktemp("ui-quality"), env={
+        "AMTRACE_INFLUX_URL": influxdb.url, "AMTRACE_INFLUX_DATABASE": influx_db}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def built(plant, influxdb, influx_db):
+    """A device with 20 s of chamber-oxygen readings written as the edge writes them (tags machine, job, device)."""
+    ctx = plant.ready()
+    m, job = ctx["machine"]["id"], ctx["job"]["id"]
+    code = ctx["job"]["devices"][0]["device_code"]
+    plant.gate(ctx)  # released by the release gate, as the agent asks before the start
+    # The build window runs from the job's creation to now: spread the readings inside it.
+    start = int(datetime.fromisoformat(ctx["job"]["created_at"]).timestamp() * 1e9) + 1_000_000
+    step = (time.time_ns() - 1_000_000 - start) // 20
+    lines = [f"amtrace_signal_map,machine={m},measurement=lpbf,field=o2_ppm signal=\"chamber_o2\",unit=\"ppm\","
+             f"type=\"float\",warn_high=800,alarm_high=1000 {start - 10_000_000_000}"]
+    values = [400 + 10 * i for i in range(20)]
+    lines += [f"lpbf,machine={m},job={job},device={code} o2_ppm={v} {start + i * step}"
+              for i, v in enumerate(values)]
+    httpx.post(influxdb.url + "/write", params={"db": influx_db, "precision": "ns"},
+               content="\n".join(lines)).raise_for_status()
+    return {"ctx": ctx, "code": code, "values": values}
+
+
+def test_qe_searches_a_device_opens_its_dhr_and_downloads_the_pdf(page, ui_server, plant, built, tmp_path):
+    code = built["code"]
+    page.goto(ui_server.url + "/ui/quality")
+    page.fill("#username", "quality.engineer")
+    page.fill("#secret", PASSWORD)
+    page.press("#secret", "Enter")
+    expect(page.locator("#who")).to_have_text("Quentin Quality (quality engineer)")
+    page.fill("#f-device", code)
+    page.press("#f-device", "Enter")
+    expect(page.locator("#search-message")).to_have_text("1 build record found.")
+    row = page.locator(f"#results tr[data-device='{code}']")
+    expect(row.locator("td").nth(1)).to_have_text(built["ctx"]["machine"]["id"])
+    row.locator("button").click()
+    expect(page.locator("#dhr-title")).to_have_text(f"Device history record of {code}")
+    signal = page.locator("#signals tr[data-signal='chamber_o2'] td")
+    expect(signal).to_have_text(["chamber_o2", "ppm", "20", "400", "590", "495.00", "0"])
+    expect(page.locator(".plots svg polyline")).to_have_count(1)
+    screenshot(page, "quality-dhr")
+
+    with page.expect_download() as info:
+        page.click("#dl-pdf")
+    download = info.value
+    assert download.suggested_filename == f"DHR-{code}.pdf"
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+    assert path.read_bytes().startswith(b"%PDF-")
+    expect(page.locator("#dhr-message")).to_have_text(f"Downloaded DHR-{code}.pdf.")
+    reads = plant.call("GET", "/audit/entries", "quality_engineer",
+                       params={"record_type": "device", "record_id": code, "limit": 1000})
+    assert [e["action"] for e in reads if e["action"] == "dhr_read"] == ["dhr_read", "dhr_read"]  # view + PDF
+
+
+def test_audit_page_verifies_the_chain(page, ui_server, plant, built):
+    page.goto(ui_server.url + "/ui/audit")
+    page.fill("#username", "quality.engineer")
+    page.fill("#secret", PASSWORD)
+    page.press("#secret", "Enter")
+    expect(page.locator("#entries tr").first).to_be_visible()
+    page.click("#verify-form button[type=submit]")
+    report = plant.call("GET", "/audit/verify", "quality_engineer")
+    result = page.locator("#verify-result [data-verified]")
+    expect(result).to_have_attribute("data-verified", "intact")
+    assert result.inner_text().startswith("Intact: ") and " entries and " in result.inner_text()
+    assert report["ok"] is True
+    screenshot(page, "audit")
