@@ -277,6 +277,10 @@ class BuildFileGuard:
         if last is None:
             return
         current = self.agent.assignments.current(machine_id)
+        if current is not None and current.job != last.job and Path(last.file).exists():
+            # A new job on the machine: the file loaded on it is checked again, now against that job.
+            await self.check(self._by_id[machine_id], Path(last.file))
+            return
         if current is None or current.job != last.job:
             if last.start_enabled:
                 last.allowed, last.reasons = False, last.reasons + ["the job the file was checked for has ended"]
@@ -286,7 +290,7 @@ class BuildFileGuard:
         self._apply_clearance(last)
         if last.start_enabled == before:
             return
-        machine = next(m for m in self.machines if m.id == machine_id)
+        machine = self._by_id[machine_id]
         last.interlock = await self._interlock(machine, last)
         self._record(machine, last, kind="interlock")
 

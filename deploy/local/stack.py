@@ -162,7 +162,7 @@ def _up(args) -> int:
         job_arg = "DEMO-BUILD:2000" if m["kind"].endswith("printer") else "HT-DEMO-2"
         state["pids"][f"sim-{m['id']}"] = _spawn(
             f"sim-{m['id']}", [str(BIN / "amtrace-edge"), "simulate", "opcua", "--machine", m["id"],
-                               "--port", str(port), "--job", job_arg, "--speed", "5"])
+                               "--port", str(port), "--job", job_arg])
     state["pids"]["sim-mqtt"] = _spawn(
         "sim-mqtt", [str(BIN / "amtrace-edge"), "simulate", "mqtt", "--port", str(mosq.port),
                      "--machines-dir", str(machines_dir), "--rate", "2"])
