@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,34 +18,127 @@ from server.settings import Settings
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+# Busy timeout of SQLite and the longest a write transaction waits for its turn, in seconds.
+SQLITE_BUSY_SECONDS = 30
+# Request threads of one server process (AnyIO's default thread pool): a connection for each, so a
+# request never waits on the connection pool as well as on the database.
+THREADS_PER_PROCESS = 40
+
+
+class SQLiteWriteQueue(sqlite3.Connection):
+    """A sqlite3 connection whose transactions queue on one lock per database file in this process.
+
+    SQLite admits one writer; a second BEGIN IMMEDIATE waits in SQLite's busy handler, which sleeps
+    1, 2, 5, 10 … 100 ms between tries, so under load a waiter often sleeps long after the lock is
+    free. Threads of the same process queue on a Python lock instead and are woken when it is
+    released; other processes (a second worker, the CLI) still meet SQLite's own lock and busy timeout.
+    """
+
+    write_lock: threading.Lock
+    holds_lock = False
+
+    def begin_immediate(self) -> None:
+        """Wait for this process's turn (at most the busy timeout), then take SQLite's write lock."""
+        if not self.write_lock.acquire(timeout=SQLITE_BUSY_SECONDS):
+            raise sqlite3.OperationalError(
+                f"database is locked: no write turn within {SQLITE_BUSY_SECONDS} s (another transaction "
+                f"of this process held it)")
+        self.holds_lock = True
+        try:
+            self.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        if self.holds_lock:
+            self.holds_lock = False
+            self.write_lock.release()
+
+    def commit(self) -> None:
+        """Commit, then let the next transaction of this process begin."""
+        try:
+            super().commit()
+        finally:
+            self._release()
+
+    def rollback(self) -> None:
+        """Roll back, then let the next transaction of this process begin."""
+        try:
+            super().rollback()
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        """Close (SQLite rolls back an open transaction) and give up the turn."""
+        try:
+            super().close()
+        finally:
+            self._release()
+
+
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock_for(path: str) -> threading.Lock:
+    key = os.path.abspath(path) if path and path != ":memory:" else f"memory:{id(object())}"
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+
+
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys and one writer at a time (BEGIN IMMEDIATE)."""
+    """Create an engine; SQLite gets WAL, full fsync, foreign keys and one writer at a time (BEGIN IMMEDIATE)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=8, max_overflow=8)
+        write_lock = _write_lock_for(path)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS,
+                                                  "factory": SQLiteWriteQueue},
+                               pool_size=THREADS_PER_PROCESS, max_overflow=0, pool_timeout=SQLITE_BUSY_SECONDS)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):
+            dbapi_conn.write_lock = write_lock
             # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            # FULL: the WAL is fsynced at every commit, so a committed audit entry or gate decision
+            # survives a power cut (NORMAL could lose the last commits before a checkpoint).
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
             # The audit chain reads its head and appends in one transaction; IMMEDIATE takes
             # SQLite's write lock up front so two writers can never fork the chain.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.connection.dbapi_connection.begin_immediate()
 
         return engine
-    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    # Two server processes of 40 request threads each stay within PostgreSQL's default 100 connections.
+    return create_engine(url, pool_size=THREADS_PER_PROCESS, max_overflow=0, pool_timeout=SQLITE_BUSY_SECONDS,
+                         pool_pre_ping=True)
+
+
+def end_read_transaction(session: Session) -> None:
+    """End a transaction that only read (authentication), so no lock is held across FastAPI's thread hops."""
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("end_read_transaction called on a session with unsaved changes")
+    session.commit()
+
+
+def commit_in_this_thread(session: Session) -> None:
+    """Commit now, in the thread that did the work, rather than in the session dependency's exit.
+
+    The dependency's exit runs in another worker thread after the endpoint returns; on a hot write
+    path (the release gate) SQLite's write lock would otherwise be held across that hop. Nothing
+    else changes: a failed commit still fails the request, and the dependency's commit is a no-op.
+    """
+    session.commit()
 
 
 def make_sessionmaker(engine: Engine, settings: Settings) -> sessionmaker[Session]:

@@ -6,11 +6,11 @@ import hashlib
 import secrets
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record
-from server.errors import Conflict, Forbidden, NotFound
+from server.errors import Conflict, Forbidden, NotFound, Unauthorized
 from server.jobs import service as jobs
 from server.machines import service as machines
 from server.models import Agent, AgentMachine, BuildFileCheck, Job, Machine, Nonconformity, utcnow
@@ -23,6 +23,23 @@ def check_scope(actor: Principal, machine_id: str) -> None:
     """An agent acts only for its own machines."""
     if actor.kind != "agent" or machine_id not in actor.machine_ids:
         raise Forbidden(f"Agent {actor.name} is not scoped to machine {machine_id}", code="agent_scope")
+
+
+# One prepared statement: the agent with its machines, looked up by the SHA-256 of its token.
+_AGENT_BY_TOKEN = (select(Agent.id, Agent.name, Agent.revoked_at, AgentMachine.machine_id)
+                   .outerjoin(AgentMachine, AgentMachine.agent_id == Agent.id)
+                   .where(Agent.token_sha256 == bindparam("digest")))
+
+
+def principal_for_token(session: Session, *, token: str) -> Principal:
+    """The agent a bearer token belongs to; revoked or unknown tokens are refused (checked every request)."""
+    rows = session.connection().execute(
+        _AGENT_BY_TOKEN, {"digest": hashlib.sha256(token.encode()).hexdigest()}).all()
+    if not rows or rows[0].revoked_at is not None:
+        raise Unauthorized("Agent token is unknown or revoked", code="agent_token_invalid")
+    agent = rows[0]
+    return Principal(kind="agent", id=agent.id, name=agent.name, full_name=f"edge agent {agent.name}",
+                     machine_ids=frozenset(r.machine_id for r in rows if r.machine_id is not None))
 
 
 def issue(session: Session, *, actor: Principal, name: str, machine_ids: list[str]) -> tuple[Agent, str]:

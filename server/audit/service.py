@@ -47,15 +47,23 @@ def _entry_fields(e: AuditEntry) -> dict[str, Any]:
             "new_values": e.new_values, "reason": e.reason, "prev_hash": e.prev_hash}
 
 
+# Prepared once: the head of the chain (last entry by seq, the primary key: one index step, O(1)).
+_HEAD = select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq.desc()).limit(1)
+_CHAIN_LOCK_SQL = text("SELECT pg_advisory_xact_lock(:k)")
+_APPEND = AuditEntry.__table__.insert()
+
+
 def record(session: Session, *, actor: Principal, action: str, record_type: str, record_id: Any,
            old: dict[str, Any] | None = None, new: dict[str, Any] | None = None,
            reason: str | None = None) -> AuditEntry:
     """Append one entry to the audit trail, chained to the previous one."""
-    if session.get_bind().dialect.name == "postgresql":
+    # Pending changes of the caller go to the database first, so entries follow what they describe.
+    session.flush()
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
         # Serialise appenders across server instances until this transaction ends.
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
-    head = session.execute(
-        select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
+        conn.execute(_CHAIN_LOCK_SQL, {"k": _CHAIN_LOCK})
+    head = conn.execute(_HEAD).first()
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
     entry = AuditEntry(seq=seq, at=utcnow(), actor=actor.actor, user_id=actor.user_id, action=action,
                        record_type=record_type, record_id=str(record_id),
@@ -63,9 +71,13 @@ def record(session: Session, *, actor: Principal, action: str, record_type: str,
                        reason=reason, prev_hash=prev, entry_hash="")
     # Round to what every database keeps (microseconds) before hashing.
     entry.entry_hash = seal(settings_of(session).audit_key, _entry_fields(entry))
-    session.add(entry)
-    session.flush()
+    # A plain INSERT on the session's connection (same transaction): the entry is never changed
+    # afterwards, so the unit of work has nothing to track; the returned object is not in the session.
+    conn.execute(_APPEND, {c: getattr(entry, c) for c in _ENTRY_COLUMNS})
     return entry
+
+
+_ENTRY_COLUMNS = tuple(c.key for c in AuditEntry.__table__.columns)
 
 
 @dataclass

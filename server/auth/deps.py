@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
 
+from server.agents.service import principal_for_token as agent_principal
 from server.auth.service import principal_from_token
-from server.db import SessionDep
+from server.db import SessionDep, end_read_transaction
 from server.errors import Forbidden, Unauthorized
-from server.security import Principal
+from server.security import AGENT_TOKEN_PREFIX, Principal
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False,
                                      description="People: OAuth2 password flow, short-lived JWT")
@@ -25,12 +26,20 @@ def current_principal(session: SessionDep, user_token: Annotated[str | None, Dep
     token = user_token or (agent_cred.credentials if agent_cred else None)
     if not token:
         raise Unauthorized("Not authenticated: send Authorization: Bearer <token>", code="not_authenticated")
-    return principal_from_token(session, token=token)
+    if token.startswith(AGENT_TOKEN_PREFIX):
+        principal = agent_principal(session, token=token)
+    else:
+        principal = principal_from_token(session, token=token)
+    # The endpoint runs in another worker thread: end this read here so its lock (SQLite takes the
+    # write lock at BEGIN) is not held while the request waits for that thread.
+    end_read_transaction(session)
+    return principal
 
 
 def require(*roles: str, agents: bool = False):
     """Dependency admitting people with one of roles and, when agents=True, edge agents."""
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    # async: a pure check, run on the event loop instead of costing the request another thread hop.
+    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if principal.kind == "agent":
             if agents:
                 return principal

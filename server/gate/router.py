@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from server.auth.deps import require
-from server.db import SessionDep
+from server.db import SessionDep, commit_in_this_thread
 from server.errors import COMMON_ERRORS, NotFound
 from server.gate import service
 from server.gate.schemas import GateDecisionOut, GateDecisionRecord, GateRequest, Reason
@@ -23,6 +23,8 @@ Reviewer = Annotated[Principal, Depends(require("quality_engineer", "production_
 def decide(body: GateRequest, session: SessionDep, actor: Asker) -> GateDecisionOut:
     """Allowed, or refused with every reason; the decision is recorded with its inputs."""
     d = service.decide(session, actor=actor, **body.model_dump())
+    # The decision and its audit entry hold the audit chain's lock: commit before leaving this thread.
+    commit_in_this_thread(session)
     return GateDecisionOut(allowed=d.allowed, reasons=[Reason(**r) for r in d.reasons], decision_id=d.id)
 
 
