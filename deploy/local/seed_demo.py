@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+DEMO_BADGE, DEMO_PIN = "B-1001", "2468"  # demo only; printed at the end of `make demo`
 PEOPLE = {
     # username: (full name, role)
     "ada.admin": ("Ada Admin", "admin"),
@@ -56,6 +57,9 @@ def seed_people_and_machines(url: str, password: str, machines_dir: Path) -> dic
     for username in PEOPLE:
         if username != "ada.admin":
             api.login(username)
+    # The operator's kiosk badge (badge number + PIN), as the admin hands it out.
+    api.call("ada.admin", "PUT", f"/users/{_uid(api, 'otto.operator')}/badge",
+             json={"badge_number": DEMO_BADGE, "pin": DEMO_PIN})
     today = date.today()
     machine_ids = []
     for f in sorted(machines_dir.glob("*.yaml")):

@@ -235,9 +235,12 @@ def _print_where(state: dict) -> None:
     print(f"""
 amtrace demo is running (data and logs under {VAR}).
 
-  server              http://127.0.0.1:{p.get('server')}/docs   (API, OpenAPI)
-                      log in as ada.admin, otto.operator, paula.manager, quentin.quality,
-                      dana.designer or clara.clinician with the demo password {DEMO_PASSWORD}
+  kiosk (operator)    http://127.0.0.1:{p.get('server')}/ui/kiosk      badge B-1001, PIN 2468; scan {device}
+  dashboard           http://127.0.0.1:{p.get('server')}/ui/dashboard  paula.manager
+  quality pages       http://127.0.0.1:{p.get('server')}/ui/quality    quentin.quality
+  server API          http://127.0.0.1:{p.get('server')}/docs          (OpenAPI)
+                      people: ada.admin, otto.operator, paula.manager, quentin.quality,
+                      dana.designer, clara.clinician; demo password {DEMO_PASSWORD}
   devices             {', '.join(state.get('devices', []))}
 
   edge agent status   .venv/bin/amtrace-edge status -c {cfg}
