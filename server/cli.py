@@ -91,6 +91,60 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_dhr_verify(args: argparse.Namespace) -> int:
+    """Recompute a released device's seal; exit 1 naming every point changed, added or deleted since release."""
+    from server.db import make_engine, make_sessionmaker
+    from server.history.influx import InfluxQL, TimeSeriesUnavailable
+    from server.history.seal import verify_device
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    influx = InfluxQL.from_settings(settings)
+    try:
+        with make_sessionmaker(engine, settings)() as session:
+            check = verify_device(session, influx, device_code=args.device_code)
+    except TimeSeriesUnavailable as e:
+        print(f"amtrace-server: {e.detail}", file=sys.stderr)
+        return 2
+    finally:
+        influx.close()
+        engine.dispose()
+    if check.ok:
+        print(f"device {check.device_code}: sealed record intact ({check.points} points)")
+        return 0
+    print(f"device {check.device_code}: {'CHANGED SINCE RELEASE' if check.sealed else 'NOT SEALED'}")
+    for p in check.problems:
+        print(f"  {p}")
+    return 1
+
+
+def cmd_dhr_seal(args: argparse.Namespace) -> int:
+    """Seal a released device whose seal was deferred (InfluxDB was unavailable at release)."""
+    from server.db import make_engine, make_sessionmaker
+    from server.errors import DomainError
+    from server.history.seal import seal_device
+    from server.models import Device
+    from server.security import SYSTEM
+    from sqlalchemy import select
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine, settings)() as session, session.begin():
+            device = session.scalar(select(Device).where(Device.device_code == args.device_code))
+            if device is None:
+                print(f"amtrace-server: no device {args.device_code}", file=sys.stderr)
+                return 1
+            seal = seal_device(session, actor=SYSTEM, device=device)
+            print(f"device {args.device_code} sealed: {seal.point_count} points, series {seal.series_sha256}")
+    except DomainError as e:
+        print(f"amtrace-server: {e.detail}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _redact(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
@@ -130,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     v = asub.add_parser("verify", help="verify the hash chain and every signature; exit 1 when broken")
     v.add_argument("--expect-head", default=None, help="head hash recorded earlier, to detect deleted tail entries")
     v.set_defaults(func=cmd_audit_verify)
+
+    d = sub.add_parser("dhr", help="device history record tools")
+    dsub = d.add_subparsers(dest="dhr_command", required=True)
+    dv = dsub.add_parser("verify", help="recompute a released device's seal; exit 1 naming changed points")
+    dv.add_argument("device_code", help="the device code")
+    dv.set_defaults(func=cmd_dhr_verify)
+    ds = dsub.add_parser("seal", help="seal a released device whose seal was deferred")
+    ds.add_argument("device_code", help="the device code")
+    ds.set_defaults(func=cmd_dhr_seal)
     return p
 
 

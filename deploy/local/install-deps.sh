@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # chromium: the browser tests of the kiosk and dashboards (make test) drive it headless with Playwright.
-packages=(mosquitto influxdb victoria-metrics postgresql chromium)
+# poppler-utils: pdftotext/pdftoppm check the text and pages of the device history record PDF in tests.
+packages=(mosquitto influxdb victoria-metrics postgresql chromium poppler-utils)
 
 missing=()
 for p in "${packages[@]}"; do

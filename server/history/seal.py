@@ -86,7 +86,8 @@ def records_sections(session: Session, influx: InfluxQL, *, device: Device, as_o
     stages = data.pop("stages")
     cut = next((i for i, s in enumerate(stages) if s["stage"] == "release"), len(stages) - 1)
     data["stages"] = stages[:cut + 1]
-    data["nonconformities"] = [n for n in data["nonconformities"] if n["raised_at"] <= as_of.isoformat()]
+    data["nonconformities"] = [n for n in data["nonconformities"]
+                               if datetime.fromisoformat(n["raised_at"].replace("Z", "+00:00")) <= as_of]
     for c in data["cycles"]:
         c.pop("plot", None)
     return {k: content_sha256(v) for k, v in sorted(data.items())}
@@ -184,7 +185,7 @@ def verify_device(session: Session, influx: InfluxQL, *, device_code: str) -> Se
     check.points = now.points
     if now.sha256 != sealed["series_sha256"]:
         check.problems.extend(_name_changes(session, sealed, now))
-    sections = records_sections(session, influx, device=device, as_of=start.__class__.fromisoformat(sealed["range_end"]))
+    sections = records_sections(session, influx, device=device, as_of=end)
     for name, sha in sealed["sections"].items():
         if sections.get(name) != sha:
             check.problems.append(f"records section '{name}' changed since release")

@@ -185,6 +185,10 @@ def accept(session: Session, *, actor: Principal, step_id: int, judgement: str, 
            new={"stage": step.stage, "state": "accepted", "judgement": judgement, "signature_id": sig.id})
     if step.stage == "delivery":
         device.state = "delivered"
+    if step.stage == "release":
+        # Seal the record: digest of the device's time series and records into the audit chain (issue #6).
+        from server.history.seal import seal_on_release
+        seal_on_release(session, actor=actor, device=device)
     return step
 
 

@@ -12,8 +12,8 @@ PASSWORD = "correct-horse-battery"  # the seeded users' password, as in tests/se
 
 
 @pytest.fixture(scope="module")
-def influx_database(influxdb) -> str:
-    """A fresh InfluxDB database for the test module."""
+def influx_database(influxdb, database_url) -> str:
+    """A fresh InfluxDB database per test module and SQL database (device codes repeat across them)."""
     name = f"amt_{uuid.uuid4().hex[:10]}"
     influxdb.create_database(name)
     return name

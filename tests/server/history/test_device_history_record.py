@@ -1,0 +1,218 @@
+"""A device built end to end with simulated machines (SLA printer, washer, steam sterilizer; data written by the
+edge code into a real InfluxDB): build history, per-build summary, DHR JSON and PDF, the seal written at
+release, and `amtrace-server dhr verify` finding a point altered in InfluxDB afterwards."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+from urllib.parse import quote
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from edge.simulators.profiles import SlaPrint, SterilizerCycle, WasherCycle
+from edge_feed import NS, feed, machine
+from server.cli import main as server_cli
+
+from conftest import PASSWORD
+
+pytestmark = pytest.mark.timeout(300)
+
+PERFORM = {"build": "operator", "post_processing": "operator", "cleaning": "operator", "sterilization": "operator",
+           "inspection": "quality_engineer", "release": "quality_engineer"}
+ACCEPT = {"build": "production_manager", "post_processing": "production_manager", "cleaning": "quality_engineer",
+          "sterilization": "quality_engineer", "inspection": "quality_engineer2", "release": "quality_engineer2"}
+SLA = SlaPrint(layer_count=60)
+EXCURSION = (400.0, 420.0)  # seconds into the build with the resin at 35 °C: above warning 34, below alarm 36
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / NS, tz=timezone.utc).isoformat()
+
+
+def _stage(plant, code: str, stage: str) -> None:
+    step = {s["stage"]: s for s in plant.call("GET", f"/devices/{code}/stages", "operator")}[stage]
+    plant.call("POST", f"/stages/steps/{step['id']}/start", PERFORM[stage])
+    plant.call("POST", f"/stages/steps/{step['id']}/complete", PERFORM[stage],
+               json={"result": f"{stage.replace('_', ' ')} done", "password": PASSWORD})
+    plant.call("POST", f"/stages/steps/{step['id']}/accept", ACCEPT[stage],
+               json={"judgement": "complete and conforming", "password": PASSWORD})
+
+
+@pytest.fixture(scope="module")
+def made(plant, app, influxdb, influx_database):
+    """One surgical guide made end to end; returns its context."""
+    ctx = plant.ready(devices=1)
+    code = ctx["job"]["devices"][0]["device_code"]
+    mid = ctx["machine"]["id"]
+    t0 = (int(time.time()) - 3 * 3600) * NS
+    # The job was planned before the data was recorded; jobs are created "now" by the API, so move its
+    # creation back (a test set-up of the record's time, not of anything under test).
+    with app.state.sessionmaker() as s, s.begin():
+        s.execute(text("UPDATE jobs SET created_at = :at WHERE id = :id"),
+                  {"at": datetime.fromtimestamp(t0 / NS - 600, tz=timezone.utc).replace(tzinfo=None)
+                   if s.get_bind().dialect.name == "sqlite" else datetime.fromtimestamp(t0 / NS - 600, tz=timezone.utc),
+                   "id": ctx["job"]["id"]})
+    assert plant.gate(ctx)["allowed"] is True
+
+    def build(t: float) -> dict:
+        st = SLA.state(t)
+        if EXCURSION[0] <= t < EXCURSION[1]:
+            st["resin_temp_c"] = 35.0
+        return st
+
+    sla = machine("sla-01").model_copy(update={"id": mid})
+    feed(url=influxdb.url, database=influx_database, machine_cfg=sla, job=str(ctx["job"]["id"]), devices=[code],
+         start_ns=t0, seconds=SLA.period_s, step_s=1.0, state=build, noise=False)
+    _stage(plant, code, "build")
+    plant.call("POST", f"/devices/{code}/manual-steps", "operator", 201, json={
+        "kind": "support_removal", "description": "supports removed with flush cutters", "password": PASSWORD})
+    plant.call("POST", f"/devices/{code}/manual-steps", "operator", 201, json={
+        "kind": "inspection", "description": "drill sleeve bore", "password": PASSWORD,
+        "measurements": [{"name": "sleeve_bore_mm", "nominal": 4.0, "tol_minus": 0.05, "tol_plus": 0.05,
+                          "measured": 4.02, "unit": "mm"}]})
+    _stage(plant, code, "post_processing")
+
+    clock = t0 + int((SLA.period_s + 300) * NS)
+    for kind, cfg_name, profile, params in (
+            ("washer", "washer-01", WasherCycle(), {
+                "process": "cleaning", "wash_temperature_c": [50.0, 60.0], "min_wash_s": 590.0,
+                "max_final_conductivity_us_cm": 5.0,
+                "residue_limits": [{"test": "protein_ug_cm2", "max": 6.4, "unit": "ug/cm2"}]}),
+            ("sterilizer", "sterilizer-01", SterilizerCycle(), {
+                "process": "steam", "sterilization_temp_c": 134.0, "min_hold_s": 180.0,
+                "pressure_tolerance_kpa": 10.0, "min_f0_min": 40.0})):
+        cmid = f"{kind}-{ctx['job']['id']}"
+        plant.call("POST", "/machines", "production_manager", 201, json={
+            "id": cmid, "manufacturer": "Belimed", "model": "X", "serial_number": f"SN-{cmid}", "site": "Plant 1",
+            "room": "CR-B"})
+        r = plant.call("POST", "/cycles/recipes", "quality_engineer", 201,
+                       json={"name": f"{kind.upper()}-{cmid}", "parameters": params})
+        plant.call("POST", f"/cycles/recipes/{r['id']}/approve", "quality_engineer", json={"password": PASSWORD})
+        cfg = machine(cfg_name).model_copy(update={"id": cmid})
+        seconds = profile.period_s - 1
+        feed(url=influxdb.url, database=influx_database, machine_cfg=cfg, job=f"LOAD-{cmid}", devices=[code],
+             start_ns=clock, seconds=seconds, step_s=2.0, state=profile.state)
+        c = plant.call("POST", "/cycles", "operator", 201, json={
+            "machine_id": cmid, "recipe_id": r["id"], "device_codes": [code], "started_at": _utc(clock)})
+        out = plant.call("POST", f"/cycles/{c['id']}/complete", "operator", json={
+            "password": PASSWORD, "ended_at": _utc(clock + int(seconds * NS)),
+            "residue_results": [{"test": "protein_ug_cm2", "value": 0.8, "unit": "ug/cm2"}]})
+        assert out["verdict"] == "pass", out["criteria"]
+        clock += int((seconds + 300) * NS)
+        _stage(plant, code, "cleaning" if kind == "washer" else "sterilization")
+    _stage(plant, code, "inspection")
+    _stage(plant, code, "release")
+    return {"ctx": ctx, "code": code, "machine": mid}
+
+
+def test_build_history_queries(plant, made):
+    code, mid = made["code"], made["machine"]
+    page = plant.call("GET", f"/history/builds?machine_id={mid}", "quality_engineer")
+    assert page["total"] == 1 and page["items"][0]["device_code"] == code
+    assert page["items"][0]["status"] == "released" and page["items"][0]["nonconforming"] is False
+    lot = made["ctx"]["lot"]["lot_number"]
+    assert [r["device_code"] for r in plant.call("GET", f"/history/builds?material_lot={lot}",
+                                                  "quality_engineer")["items"]] == [code]
+    it = made["ctx"]["iteration"]["id"]
+    assert plant.call("GET", f"/history/builds?design_iteration_id={it}&status=released",
+                      "production_manager")["total"] == 1
+    assert plant.call("GET", f"/history/builds?device_code={code}&status=blocked", "quality_engineer")["total"] == 0
+    r = plant.client.get("/api/v1/history/builds?sort=colour", headers=plant.h("quality_engineer"))
+    assert r.status_code == 422
+    r = plant.client.get("/api/v1/history/builds", headers=plant.h("operator"))
+    assert r.status_code == 403
+
+
+def test_build_summary_has_each_signal_and_the_excursion(plant, made):
+    b = plant.call("GET", f"/history/devices/{made['code']}/build", "quality_engineer")
+    sig = {s["signal"]: s for s in b["signals"]}
+    resin = sig["resin_temp_c"]
+    assert resin["samples"] == int(SLA.period_s) + 1 and resin["max"] == 35.0
+    assert resin["samples_outside_warning"] == 20 and resin["seconds_outside_warning"] == 20.0
+    assert resin["samples_outside_alarm"] == 0 and resin["limits"] == {
+        "warn_low": 29.0, "warn_high": 34.0, "alarm_low": 27.0, "alarm_high": 36.0}
+    kinds = [(e["kind"], e["signal"]) for e in b["events"] if e["signal"] == "resin_temp_c"]
+    assert kinds == [("excursion", "resin_temp_c"), ("excursion_end", "resin_temp_c")]
+
+
+def test_device_code_cannot_inject_influxql(plant, made):
+    evil = made["code"] + "' OR \"device\" != 'x"
+    r = plant.client.get(f"/api/v1/history/devices/{quote(evil)}/build", headers=plant.h("quality_engineer"))
+    assert r.status_code == 404 and r.json()["code"] == "device_not_found"
+    from server.history.influx import InfluxQL, literal
+    client = InfluxQL.from_settings(plant.app.state.settings)
+    (series,) = client.query(f"SELECT count(resin_temp_c) FROM print_process WHERE device = {literal(evil)}")
+    client.close()
+    assert series == []
+
+
+def _points_in_influx(influxdb, db: str, code: str) -> int:
+    shown = influxdb.query(f"SHOW MEASUREMENTS WHERE device = '{code}'", db)["results"][0]["series"][0]["values"]
+    return sum(len(influxdb.query(f"SELECT * FROM \"{m}\" WHERE device = '{code}'", db)["results"][0]["series"][0]
+                   ["values"]) for (m,) in shown)
+
+
+def test_dhr_json_has_every_section_with_the_right_values(plant, made, influxdb, influx_database):
+    d = plant.call("GET", f"/history/devices/{made['code']}/dhr", "quality_engineer")
+    ctx = made["ctx"]
+    assert d["schema_version"] == "1.0" and d["device"]["device_code"] == made["code"]
+    assert d["device"]["status"] == "released"
+    assert d["case"]["patient_ref"] == ctx["case"]["patient_ref"]
+    assert d["design"]["content_sha256"] == ctx["iteration"]["content_sha256"]
+    assert d["design"]["files"][0]["sha256"] == ctx["sha"]
+    assert [a["printed_name"] for a in d["design"]["approvals"]] == ["Dana Designer", "Dr. Clara Clinician"]
+    assert d["material_lot"]["lot_number"] == ctx["lot"]["lot_number"]
+    assert d["machine"]["software_at_build"] == "4.2.1" and d["machine"]["qualification_at_build"]["state"] == \
+        "qualified"
+    assert [g["allowed"] for g in d["release_gate"]] == [True]
+    assert {s["signal"] for s in d["process_monitoring"]["signals"]} >= {"resin_temp_c", "peel_force_n"}
+    assert d["process_monitoring"]["plots"] and d["process_monitoring"]["plots"][0]["values"]
+    assert [(c["process"], c["verdict"]) for c in d["cycles"]] == [("cleaning", "pass"), ("steam", "pass")]
+    assert all(c["plot"] for c in d["cycles"])
+    assert [s["kind"] for s in d["manual_steps"]] == ["support_removal", "inspection"]
+    assert d["manual_steps"][1]["measurements"][0]["passed"] is True
+    assert [(s["stage"], s["state"]) for s in d["stages"]][:6] == [
+        (s, "accepted") for s in ("build", "post_processing", "cleaning", "sterilization", "inspection", "release")]
+    assert d["stages"][5]["accepted"]["printed_name"] == "Quinn Second"
+    assert d["nonconformities"] == [] and d["delivery"]["state"] == "pending"
+    assert d["seal"]["point_count"] == _points_in_influx(influxdb, influx_database, made["code"])
+
+
+def test_dhr_pdf_renders_with_the_values(plant, made, tmp_path):
+    r = plant.client.get(f"/api/v1/history/devices/{made['code']}/dhr.pdf", headers=plant.h("quality_engineer"))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    pdf = tmp_path / "dhr.pdf"
+    pdf.write_bytes(r.content)
+    txt = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    flat = " ".join(txt.split())
+    ctx = made["ctx"]
+    for expected in (f"Device history record {made['code']}", ctx["case"]["patient_ref"], ctx["lot"]["lot_number"],
+                     "resin_temp_c", "Verdict: PASS", "steam_not_superheated", "Quinn Second (quality_engineer), "
+                     "approved", "Dana Designer (design_engineer)", "Sealed record"):
+        assert expected in flat, expected
+    pages = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    assert int(next(l for l in pages.splitlines() if l.startswith("Pages:")).split()[1]) >= 3
+
+
+def test_dhr_verify_finds_a_point_altered_after_release(plant, made, influxdb, influx_database, monkeypatch, capsys):
+    s = plant.app.state.settings
+    for k, v in {"AMTRACE_DATABASE_URL": s.database_url, "AMTRACE_INFLUX_URL": s.influx_url,
+                 "AMTRACE_INFLUX_DATABASE": s.influx_database, "AMTRACE_FILE_STORE": s.file_store}.items():
+        monkeypatch.setenv(k, v)
+    assert server_cli(["dhr", "verify", made["code"]]) == 0
+    assert "sealed record intact" in capsys.readouterr().out
+    res = influxdb.query(f"SELECT resin_temp_c, job FROM print_process WHERE device = '{made['code']}' "
+                         f"LIMIT 1 OFFSET 100", influx_database)
+    t, job = res["results"][0]["series"][0]["values"][0][0], res["results"][0]["series"][0]["values"][0][2]
+    line = f"print_process,device={made['code']},job={job},machine={made['machine']} resin_temp_c=31.5 {t}"
+    urllib.request.urlopen(f"{influxdb.url}/write?db={influx_database}", data=line.encode()).read()  # noqa: S310
+    assert server_cli(["dhr", "verify", made["code"]]) == 1
+    out = capsys.readouterr().out
+    assert "CHANGED SINCE RELEASE" in out
+    assert "value changed: print_process field resin_temp_c in a point between" in out
+    bucket = t // (10 * NS) * 10 * NS
+    assert f"({bucket} ns)" in out
