@@ -352,7 +352,13 @@ class ServerLink:
         job, devices = ctx.get("job_id"), ctx.get("device_codes") or []
         if job and devices:
             if current is None or current.job != job or list(current.devices) != devices:
-                self.agent.assignments.assign(machine_id, AssignmentRequest(job=job, devices=devices, source="server"))
+                # From the job's own start when the server says it (a cycle that began before this poll),
+                # but never before the assignment in force: the timeline is append-only.
+                start = ctx.get("started_ns")
+                if start is not None and current is not None and start <= current.start_ns:
+                    start = current.start_ns + 1
+                self.agent.assignments.assign(machine_id, AssignmentRequest(job=job, devices=devices, source="server",
+                                                                            start_ns=start))
                 log.info("machine %s: job %s from the server with devices %s", machine_id, job, ", ".join(devices))
         elif current is not None and current.source == "server":
             self.agent.assignments.release(machine_id)

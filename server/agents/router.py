@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -70,9 +71,22 @@ def identity(machine_id: str, body: IdentityIn, session: SessionDep, actor: Agen
 @router.get("/machines/{machine_id}/context", response_model=ContextOut)
 def context(machine_id: str, session: SessionDep, actor: AgentOnly) -> ContextOut:
     """Current job, device codes on the machine now, and approved build files (JobApprovals shape)."""
+    from server.cycles.service import load_of
+    from server.models import ProcessCycle
     from server.nonconformities.service import open_for_job
 
     job, approvals = service.context(session, actor=actor, machine_id=machine_id)
+    if job is None:
+        # A furnace, washer or sterilizer: its running cycle is the "job", its load the devices,
+        # so the edge tags the cycle's time series with the load's device codes.
+        cycle = session.scalars(select(ProcessCycle).where(ProcessCycle.machine_id == machine_id,
+                                                           ProcessCycle.state == "running")
+                                .order_by(ProcessCycle.started_at.desc()).limit(1)).first()
+        if cycle is not None:
+            started = cycle.started_at.replace(tzinfo=cycle.started_at.tzinfo or timezone.utc)
+            return ContextOut(machine_id=machine_id, job_id=f"cycle-{cycle.id}", job_state="running",
+                              device_codes=load_of(session, cycle_id=cycle.id), approvals=None,
+                              started_ns=int(started.timestamp() * 1e9))
     ncs = open_for_job(session, job_id=job.id) if job else []
     return ContextOut(machine_id=machine_id, job_id=str(job.id) if job else None,
                       job_state=job.state if job else None,

@@ -95,6 +95,8 @@ class ContextOut(BaseModel):
     job_state: str | None
     device_codes: list[str]
     approvals: JobApprovals | None
+    started_ns: int | None = Field(
+        default=None, description="When the job or cycle started (Unix ns), so readings from then on carry its devices")
     open_nonconformities: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Open nonconformities on the job ({id, kind, description}): the edge keeps the start blocked")

@@ -211,3 +211,64 @@ def test_server_decides_edge_enforces(plant, server_url, printer, influxdb, tmp_
             assert sum(v for s in res for v in s["values"][0][1:] if isinstance(v, int)) > 0
     finally:
         agent.stop()
+
+
+def test_a_running_cycle_tags_the_sterilizer_data_with_its_load(plant, server_url, mosquitto, influxdb, tmp_path):
+    """Post-processing as for builds: the operator starts a sterilization cycle on a load; the agent takes
+    the cycle from the server's context and tags the sterilizer's time series with the load's device codes."""
+    import random
+
+    import paho.mqtt.client as mqtt
+
+    from edge.config import load_machine
+    from edge.simulators.mqtt import messages_for
+
+    influxdb.create_database("cycle_link")
+    ctx = plant.ready(devices=2)
+    load = [d["device_code"] for d in ctx["job"]["devices"]]
+    cfg_file = ROOT / "configs" / "machines" / "sterilizer-01.yaml"
+    machine = yaml.safe_load(cfg_file.read_text())
+    plant.call("POST", "/machines", "production_manager", 201, json={
+        "id": "sterilizer-01", "manufacturer": machine["manufacturer"], "model": machine["model"],
+        "serial_number": machine["serial"], "site": "Plant 1", "room": "CR-B"})
+    token = plant.call("POST", "/agents", "admin", 201,
+                       json={"name": "edge-cleanroom", "machine_ids": ["sterilizer-01"]})["token"]
+    recipe = plant.call("POST", "/cycles/recipes", "quality_engineer", 201, json={"name": "Steam 134 °C 3.5 min",
+                        "parameters": {"process": "steam", "sterilization_temp_c": 134.0, "band_minus_k": 0.0,
+                                       "band_plus_k": 3.0, "min_hold_s": 180.0, "pressure_tolerance_kpa": 10.0,
+                                       "min_f0_min": 40.0, "max_gap_s": 5.0}})
+    plant.call("POST", f"/cycles/recipes/{recipe['id']}/approve", "quality_engineer", json={"password": PASSWORD})
+    cycle = plant.call("POST", "/cycles", "operator", 201,
+                       json={"machine_id": "sterilizer-01", "recipe_id": recipe["id"], "device_codes": load})
+
+    machine["connection"]["port"] = mosquitto.port
+    (tmp_path / "machines").mkdir()
+    (tmp_path / "machines" / "sterilizer-01.yaml").write_text(yaml.safe_dump(machine))
+    cfg = {"id": "edge-cleanroom", "machines_dir": str(tmp_path / "machines"), "state_dir": str(tmp_path / "state"),
+           "influx": {"api": "v1", "url": influxdb.url, "database": "cycle_link", "max_backoff_s": 1.0},
+           "http": {"host": "127.0.0.1", "port": _free_port()},
+           "server": {"url": server_url, "token_env": "TEST_AGENT_TOKEN_2", "interval_s": 0.3}}
+    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(cfg))
+    os.environ["TEST_AGENT_TOKEN_2"] = token
+    agent = AgentProcess(tmp_path / "agent.yaml").start()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sterilizer")
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    try:
+        a = wait_until(lambda: agent.status()["assignments"]["sterilizer-01"], 30, "the cycle on the agent")
+        assert (a["job"], a["devices"], a["source"]) == (f"cycle-{cycle['id']}", sorted(load), "server")
+        m = load_machine(tmp_path / "machines" / "sterilizer-01.yaml")
+        rng = random.Random(7)
+        now_ms = time.time_ns() // 1_000_000
+        for i in range(5):
+            for topic, payload in messages_for(m, 600.0 + i, rng, ts_ms=now_ms + i * 1000, seq=i):
+                pub.publish(topic, payload, qos=1).wait_for_publish(10)
+        for code in load:
+            res = wait_until(lambda c=code: influxdb.query(
+                f"SELECT count(chamber_temp_c) FROM sterilization WHERE device='{c}' AND job='cycle-{cycle['id']}'",
+                db="cycle_link")["results"][0].get("series"), 30, f"sterilizer data under {code}")
+            assert res[0]["values"][0][1] == 5
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        agent.stop()
