@@ -10,13 +10,12 @@ from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
 from server.audit.service import record, seal_is_intact
-from server.auth.service import is_authorised_on
 from server.designs.service import iteration_content
 from server.errors import Forbidden
 from server.materials.service import lot_problems
 from server.models import (Case, Design, DesignFile, DesignIteration, Device, GateDecision, Job, Machine,
-                           MaterialLot, QualificationScope, Signature, User, utcnow)
-from server.nonconformities.service import open_for_job
+                           MachineAuthorisation, MaterialLot, Nonconformity, QualificationScope, Signature, User,
+                           utcnow)
 from server.qualification import service as qualification
 from server.security import Principal, content_sha256
 from server.stages.service import case_deadline
@@ -59,8 +58,18 @@ _SIGNATURES = (select(Signature.id, Signature.user_id, Signature.printed_name, S
                       Signature.record_id.in_(bindparam("ids", expanding=True))).order_by(Signature.id))
 _CASES = (select(Case.id, Case.patient_ref, Case.surgery_date)
           .where(Case.id.in_(bindparam("ids", expanding=True))).order_by(Case.id))
-_OPERATOR = select(User.id, User.username, User.full_name, User.role, User.active).where(
-    User.id == bindparam("user_id"))
+# The same rules as nonconformities.service.open_for_job and auth.service.is_authorised_on, in one
+# prepared statement each (tests/server/test_gate.py pins both: dispositioned, revoked, expired).
+_OPEN_NONCONFORMITIES = (select(Nonconformity.id, Nonconformity.kind, Nonconformity.description)
+                         .where(Nonconformity.state == "open", Nonconformity.job_id == bindparam("job_id"))
+                         .order_by(Nonconformity.id))
+_OPERATOR = select(User.id, User.username, User.full_name, User.role, User.active, exists().where(
+    MachineAuthorisation.user_id == User.id, MachineAuthorisation.machine_id == bindparam("machine_id"),
+    MachineAuthorisation.revoked_at.is_(None),
+    (MachineAuthorisation.valid_until.is_(None) | (MachineAuthorisation.valid_until >= bindparam("today")))
+).label("authorised")).where(User.id == bindparam("user_id"))
+_INSERT_DECISION = GateDecision.__table__.insert().returning(GateDecision.__table__.c.id)
+_DECISION_COLUMNS = tuple(c.key for c in GateDecision.__table__.columns if c.key != "id")
 
 
 def _day(d: date | datetime) -> str:
@@ -112,7 +121,10 @@ class _Design:
 
 def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, build_file_sha256: str,
            operator_id: int | None) -> GateDecision:
-    """Decide whether the build may start; refuse with every reason that applies and record the decision."""
+    """Decide whether the build may start; refuse with every reason that applies and record the decision.
+
+    Returns the stored decision (with its id) as an object outside the session: decisions are final.
+    """
     if actor.kind == "agent" and machine_id not in actor.machine_ids:
         raise Forbidden(f"Agent {actor.name} is not scoped to machine {machine_id}", code="agent_scope")
     if actor.kind == "user" and actor.role == "operator":
@@ -145,7 +157,7 @@ def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, 
             _check_designs(session, reasons, inputs, job, devices, sha)
             _check_material(reasons, inputs, job, today)
             _check_cases(session, reasons, inputs, devices, now)
-            for nc in open_for_job(session, job_id=job.id):
+            for nc in conn.execute(_OPEN_NONCONFORMITIES, {"job_id": job.id}):
                 reasons.add("open_nonconformity", f"Open nonconformity {nc.id} ({nc.kind.replace('_', ' ')}) on "
                                                   f"this job must be dispositioned first: {nc.description}")
         _check_operator(session, reasons, inputs, machine, operator_id, today)
@@ -153,8 +165,9 @@ def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, 
     decision = GateDecision(machine_id=machine_id, job_id=job_id, build_file_sha256=sha, operator_id=operator_id,
                             requested_by=actor.actor, allowed=allowed, reasons=reasons.items, inputs=inputs,
                             decided_at=now)
-    session.add(decision)
-    session.flush()
+    # Decisions are never changed after they are stored: a plain INSERT … RETURNING id, without the
+    # unit of work. The returned object carries the stored values and id; it is not in the session.
+    decision.id = conn.execute(_INSERT_DECISION, {c: getattr(decision, c) for c in _DECISION_COLUMNS}).scalar_one()
     record(session, actor=actor, action="gate_decision", record_type="job", record_id=job_id,
            new={"decision_id": decision.id, "allowed": allowed, "machine_id": machine_id,
                 "build_file_sha256": sha, "operator_id": operator_id,
@@ -306,13 +319,14 @@ def _check_operator(session: Session, reasons: Reasons, inputs: dict, machine: A
     if operator_id is None:
         reasons.add("operator_unknown", "No operator was named for this build")
         return
-    user = session.connection().execute(_OPERATOR, {"user_id": operator_id}).first()
+    user = session.connection().execute(_OPERATOR, {"user_id": operator_id, "today": today,
+                                                    "machine_id": machine.id if machine else None}).first()
     inputs["operator"] = None if user is None else {"id": user.id, "username": user.username, "role": user.role}
     if user is None or not user.active:
         reasons.add("operator_unknown", f"Operator {operator_id} is not an active user")
     elif user.role != "operator":
         reasons.add("operator_not_authorised", f"{user.full_name} is {_a(user.role.replace('_', ' '))}, "
                                                f"not an operator")
-    elif machine is not None and not is_authorised_on(session, user_id=user.id, machine_id=machine.id, on=today):
+    elif machine is not None and not user.authorised:
         reasons.add("operator_not_authorised", f"Operator {user.full_name} is not authorised on machine "
                                                f"{machine.id}")

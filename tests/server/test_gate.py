@@ -146,6 +146,22 @@ def test_refused_operator_authorisation_revoked(plant):
     assert codes(plant.gate(ctx)) == ["operator_not_authorised"]
 
 
+def test_operator_authorisation_valid_through_its_last_day(plant):
+    ctx = plant.ready()
+    grant = plant.call("POST", f"/users/{plant.uid('operator2')}/machine-authorisations", "production_manager", 201,
+                       json={"machine_id": ctx["machine"]["id"], "training_reference": "TR-EOS-002",
+                             "valid_until": str(YESTERDAY)})
+    assert plant.gate(ctx, operator="operator2")["reasons"] == [
+        {"code": "operator_not_authorised",
+         "message": f"Operator Olga Operator is not authorised on machine {ctx['machine']['id']}"}]
+    plant.call("POST", f"/machine-authorisations/{grant['id']}/revoke", "production_manager",
+               json={"reason": "renewed below"})
+    plant.call("POST", f"/users/{plant.uid('operator2')}/machine-authorisations", "production_manager", 201,
+               json={"machine_id": ctx["machine"]["id"], "training_reference": "TR-EOS-002b",
+                     "valid_until": str(TODAY)})
+    assert plant.gate(ctx, operator="operator2")["allowed"] is True
+
+
 def test_refused_material_lot_at_reuse_limit(plant):
     ctx = plant.ready()
     lot = plant.lot(reuse_count=5, reuse_limit=5)
