@@ -34,6 +34,10 @@ PAGES = {
                   "password"),
     "quality": ("quality.html", "Quality", ("quality_engineer",), "password"),
     "audit": ("audit.html", "Audit trail", ("quality_engineer", "admin"), "password"),
+    "approvals": ("approvals.html", "Design approval", ("design_engineer", "clinician", "quality_engineer"),
+                  "password"),
+    "qualification": ("qualification.html", "Qualification", ("quality_engineer",), "password"),
+    "recipes": ("recipes.html", "Recipe approval", ("quality_engineer",), "password"),
 }
 
 

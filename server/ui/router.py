@@ -12,13 +12,16 @@ from server.errors import COMMON_ERRORS, error_responses
 from server.nonconformities.service import KINDS
 from server.security import Principal
 from server.ui import service
-from server.ui.schemas import (CompleteWithPinIn, DashboardOverview, KioskView, NonconformityReported, StartOut,
-                               StepView)
+from server.ui.schemas import (ApprovalRow, CompleteWithPinIn, DashboardOverview, KioskView, NonconformityReported,
+                               RecipeRow, RequalificationView, ScopeRecords, StartOut, StepView)
 
 router = APIRouter(tags=["kiosk and dashboards"], responses=COMMON_ERRORS)
 KioskReader = Annotated[Principal, Depends(require("operator", "production_manager", "quality_engineer"))]
 Operator = Annotated[Principal, Depends(require("operator"))]
 Manager = Annotated[Principal, Depends(require("production_manager", "quality_engineer", "admin"))]
+DesignReviewer = Annotated[Principal, Depends(require("design_engineer", "clinician", "quality_engineer"))]
+Quality = Annotated[Principal, Depends(require("quality_engineer"))]
+QualificationReader = Annotated[Principal, Depends(require("quality_engineer", "production_manager"))]
 
 
 @router.get("/kiosk/lookup", response_model=KioskView, responses=error_responses(404, 409))
@@ -67,3 +70,31 @@ def dashboard(request: Request, session: SessionDep, actor: Manager,
               ) -> DashboardOverview:
     """Every machine (live and qualification state), open jobs, deadlines at risk and open nonconformities."""
     return service.overview(session, live=request.app.state.live.snapshot(), at_risk_hours=at_risk_hours)
+
+
+@router.get("/design-approvals", response_model=list[ApprovalRow])
+def design_approvals(session: SessionDep, actor: DesignReviewer,
+                     limit: Annotated[int, Query(ge=1, le=200, description="Rows per status")] = 50
+                     ) -> list[ApprovalRow]:
+    """Design iterations awaiting approval, then the newest approved, with files, hashes and signatures."""
+    return service.design_approvals(session, limit=limit)
+
+
+@router.get("/qualification-records/scopes", response_model=list[ScopeRecords])
+def qualification_scopes(session: SessionDep, actor: QualificationReader) -> list[ScopeRecords]:
+    """Every qualification scope with its (re)qualification records."""
+    return service.qualification_scopes(session)
+
+
+@router.get("/qualification-records/{requalification_id}", response_model=RequalificationView,
+            responses=error_responses(404))
+def requalification_view(requalification_id: int, session: SessionDep,
+                         actor: QualificationReader) -> RequalificationView:
+    """A (re)qualification record with scope, triggers, what blocks approval and the approval signature."""
+    return service.requalification_view(session, requalification_id=requalification_id)
+
+
+@router.get("/recipe-approvals", response_model=list[RecipeRow])
+def recipe_approvals(session: SessionDep, actor: Quality) -> list[RecipeRow]:
+    """Every version of the validated cycle recipes with its approval signature."""
+    return service.recipe_rows(session)

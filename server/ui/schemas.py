@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.live.schemas import LiveMachine
+from server.qualification.schemas import RequalificationOut
 
 
 class VerdictReason(BaseModel):
@@ -191,3 +192,101 @@ class DashboardOverview(BaseModel):
     at_risk: list[AtRiskRow]
     nonconformities: list[NonconformityRow]
     generated_at: datetime
+
+
+# --- quality engineering: design approval, (re)qualification records, recipe approval ----------------
+
+class FileRow(BaseModel):
+    """A file of a design iteration with the SHA-256 the server computed."""
+
+    file_name: str
+    sha256: str
+    size_bytes: int
+
+
+class SignatureView(BaseModel):
+    """A signature as people read it (P11 11.50): printed name, role, date/time, meaning, record hash."""
+
+    id: int
+    printed_name: str
+    signer_role: str
+    meaning: str
+    signed_at: datetime
+    record_sha256: str
+
+
+class ApprovalRow(BaseModel):
+    """A design iteration with its files, software and who signed what."""
+
+    iteration_id: int
+    number: int
+    design_id: int
+    design_name: str
+    case_id: int
+    product_family: str
+    regulatory_category: str
+    software: str = Field(description="Design software name and version")
+    change_note: str
+    content_sha256: str
+    status: Literal["draft", "approved"]
+    created_at: datetime
+    files: list[FileRow]
+    signatures: list[SignatureView]
+    awaiting: list[str] = Field(description="Roles whose signature is still missing")
+
+
+class RequalificationLink(BaseModel):
+    """A (re)qualification record of a scope, in short."""
+
+    id: int
+    kind: str
+    state: str
+    started_at: datetime
+
+
+class ScopeRecords(BaseModel):
+    """A qualification scope with its (re)qualification records, newest first."""
+
+    id: int
+    machine_id: str
+    label: str = Field(description="process / material / product family")
+    state: str
+    state_reason: str | None
+    valid_until: date | None
+    records: list[RequalificationLink]
+
+
+class TriggerView(BaseModel):
+    """A trigger attached to the record."""
+
+    id: int
+    kind: str
+    source: str
+    detail: str
+    occurred_at: datetime
+
+
+class RequalificationView(BaseModel):
+    """Everything the requalification page shows: the record, its scope, triggers, blockers, signature."""
+
+    record: RequalificationOut
+    scope: ScopeRecords
+    triggers: list[TriggerView]
+    started_by: str
+    criteria_locked_by: str | None
+    blockers: list[str] = Field(description="What still stops approval, in words (empty: it can be signed)")
+    approval: SignatureView | None
+
+
+class RecipeRow(BaseModel):
+    """A recipe version with its validated window and approval signature."""
+
+    id: int
+    name: str
+    version: int
+    process: str
+    parameters: dict
+    content_sha256: str
+    state: str
+    created_at: datetime
+    approval: SignatureView | None

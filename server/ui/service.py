@@ -16,14 +16,21 @@ from server.auth.badge import pin_matches
 from server.errors import Conflict, Forbidden, NotFound
 from server.gate import service as gate
 from server.live.schemas import LiveMachine
-from server.models import (BuildFileCheck, Device, Job, Machine, Nonconformity, QualificationScope, Signature,
-                           StageStep, User, utcnow)
+from server.cycles import service as cycles
+from server.designs import service as designs
+from server.models import (BuildFileCheck, Design, DesignIteration, Device, Job, Machine, Nonconformity,
+                           QualificationScope, Requalification, RequalificationTrigger, Signature, StageStep, User,
+                           utcnow)
 from server.nonconformities.service import blocking, raise_nonconformity
+from server.qualification import service as qualification
+from server.qualification.schemas import RequalificationOut
 from server.security import Principal, content_sha256, seal
 from server.stages import service as stages
-from server.ui.schemas import (AtRiskRow, BuildFileCheckView, DashboardOverview, DeviceView, JobRow, JobView,
-                               KioskView, MachineRow, MachineView, NonconformityReported, NonconformityRow,
-                               ScopeView, StartOut, StepView, Verdict, VerdictReason)
+from server.ui.schemas import (ApprovalRow, AtRiskRow, BuildFileCheckView, DashboardOverview, DeviceView, FileRow,
+                               JobRow, JobView, KioskView, MachineRow, MachineView, NonconformityReported,
+                               NonconformityRow, RecipeRow, RequalificationLink, RequalificationView,
+                               ScopeRecords, ScopeView, SignatureView, StartOut, StepView, TriggerView, Verdict,
+                               VerdictReason)
 
 JOB_CODE = re.compile(r"^(?:JOB-?)?(\d{1,9})$", re.IGNORECASE)
 PHOTO_TYPES = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
@@ -298,3 +305,92 @@ def overview(session: Session, *, live: dict[str, LiveMachine], at_risk_hours: i
                                           job_id=nc.job_id, device_code=codes.get(nc.device_id),
                                           raised_by=nc.raised_by, raised_at=nc.raised_at) for nc in open_ncs],
         generated_at=now)
+
+
+# --- quality engineering: design approval, (re)qualification records, recipe approval ----------------
+
+def _signature_view(sig: Signature) -> SignatureView:
+    return SignatureView(id=sig.id, printed_name=sig.printed_name, signer_role=sig.signer_role, meaning=sig.meaning,
+                         signed_at=sig.signed_at, record_sha256=sig.record_sha256)
+
+
+def _signatures(session: Session, record_type: str, record_ids: list) -> dict[str, list[Signature]]:
+    out: dict[str, list[Signature]] = {}
+    if not record_ids:
+        return out
+    for sig in session.scalars(select(Signature).where(Signature.record_type == record_type,
+                                                       Signature.record_id.in_([str(i) for i in record_ids]))
+                               .order_by(Signature.id)):
+        out.setdefault(sig.record_id, []).append(sig)
+    return out
+
+
+def design_approvals(session: Session, *, limit: int) -> list[ApprovalRow]:
+    """Iterations awaiting approval, then the newest approved ones; superseded iterations are left out."""
+    rows = []
+    for status in ("draft", "approved"):
+        q = (select(DesignIteration, Design).join(Design, Design.id == DesignIteration.design_id)
+             .where(DesignIteration.status == status).order_by(DesignIteration.id.desc()).limit(limit))
+        rows += list(session.execute(q))
+    sigs = _signatures(session, "design_iteration", [it.id for it, _ in rows])
+    out = []
+    for it, design in rows:
+        signed = sigs.get(str(it.id), [])
+        have = {s.signer_role for s in signed}
+        out.append(ApprovalRow(
+            iteration_id=it.id, number=it.number, design_id=design.id, design_name=design.name,
+            case_id=design.case_id, product_family=design.product_family,
+            regulatory_category=design.regulatory_category, software=f"{it.software_name} {it.software_version}",
+            change_note=it.change_note, content_sha256=it.content_sha256, status=it.status, created_at=it.created_at,
+            files=[FileRow(file_name=f.file_name, sha256=f.sha256, size_bytes=f.size_bytes) for f in it.files],
+            signatures=[_signature_view(s) for s in signed],
+            awaiting=[r for r in designs.APPROVER_ROLES if r not in have]))
+    return out
+
+
+def _scope_records(session: Session, scope: QualificationScope) -> ScopeRecords:
+    reqs = session.scalars(select(Requalification).where(Requalification.scope_id == scope.id)
+                           .order_by(Requalification.id.desc()))
+    return ScopeRecords(id=scope.id, machine_id=scope.machine_id,
+                        label=f"{scope.process} / {scope.material} / {scope.product_family}", state=scope.state,
+                        state_reason=scope.state_reason, valid_until=scope.valid_until,
+                        records=[RequalificationLink(id=r.id, kind=r.kind, state=r.state, started_at=r.started_at)
+                                 for r in reqs])
+
+
+def qualification_scopes(session: Session) -> list[ScopeRecords]:
+    """Every scope with its (re)qualification records, by machine."""
+    scopes = session.scalars(select(QualificationScope).order_by(QualificationScope.machine_id,
+                                                                 QualificationScope.id))
+    return [_scope_records(session, s) for s in scopes]
+
+
+def requalification_view(session: Session, *, requalification_id: int) -> RequalificationView:
+    """A (re)qualification record with its scope, triggers, what blocks approval, and the approval signature."""
+    req = qualification.get_requalification(session, requalification_id=requalification_id)
+    scope = qualification.get_scope(session, scope_id=req.scope_id)
+    triggers = session.scalars(select(RequalificationTrigger).where(
+        RequalificationTrigger.requalification_id == req.id).order_by(RequalificationTrigger.id))
+    names = {u.id: u.full_name for u in session.scalars(
+        select(User).where(User.id.in_([i for i in (req.started_by, req.criteria_locked_by) if i])))}
+    sig = session.get(Signature, req.approval_signature_id) if req.approval_signature_id else None
+    # The same list approve() refuses with, so the page says beforehand what the server would say.
+    blockers = [] if req.state in ("approved", "rejected") else qualification.approval_blockers(req)
+    return RequalificationView(
+        record=RequalificationOut.model_validate(req), scope=_scope_records(session, scope),
+        triggers=[TriggerView(id=t.id, kind=t.kind, source=t.source, detail=t.detail, occurred_at=t.occurred_at)
+                  for t in triggers],
+        started_by=names.get(req.started_by, f"user {req.started_by}"),
+        criteria_locked_by=names.get(req.criteria_locked_by) if req.criteria_locked_by else None,
+        blockers=blockers, approval=_signature_view(sig) if sig else None)
+
+
+def recipe_rows(session: Session) -> list[RecipeRow]:
+    """Every recipe version (newest first within each name) with its approval signature."""
+    recipes = cycles.list_recipes(session)
+    sigs = {s.id: s for s in session.scalars(select(Signature).where(
+        Signature.id.in_([r.approval_signature_id for r in recipes if r.approval_signature_id])))}
+    return [RecipeRow(id=r.id, name=r.name, version=r.version, process=r.process, parameters=r.parameters,
+                      content_sha256=r.content_sha256, state=r.state, created_at=r.created_at,
+                      approval=_signature_view(sigs[r.approval_signature_id]) if r.approval_signature_id else None)
+            for r in recipes]

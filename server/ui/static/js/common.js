@@ -142,7 +142,12 @@ const amtrace = (() => {
     $("#login-form").addEventListener("submit", login);
     $("#logout").addEventListener("click", () => logout("You are logged out."));
     for (const ev of ["keydown", "pointerdown", "input"]) document.addEventListener(ev, touch, true);
-    if (session() && session().me) show(); else logout();
+    const s = session();
+    // sessionStorage is shared by the pages of one tab: a session made on another page counts only for our roles.
+    if (s && s.me && roles.includes(s.me.role)) show();
+    else if (s && s.me) logout(`This page is for ${roles.map(r => r.replace("_", " ")).join(", ")}; ` +
+                               `you are logged in as ${s.me.role.replace("_", " ")}. Please log in.`);
+    else logout();
   }
 
   function fmtTime(iso) {
@@ -157,3 +162,15 @@ const amtrace = (() => {
 
   return { $, el, api, blob, say, start, logout, session, fmtTime, fmtDay, ApiError, page };
 })();
+
+// A signature as P11 §11.50 wants it on screen: printed name, date and time (UTC, to the second), meaning.
+amtrace.fmtUtc = iso => {
+  if (!iso) return "–";
+  return new Date(iso).toISOString().slice(0, 19).replace("T", " ") + " UTC";
+};
+amtrace.signatureLine = sig =>
+  `Signed by ${sig.printed_name} (${sig.signer_role.replaceAll("_", " ")}), meaning: ${sig.meaning}, ` +
+  `on ${amtrace.fmtUtc(sig.signed_at)}`;
+amtrace.signatureItem = sig => amtrace.el("li", { class: "signature", "data-signature": sig.id },
+  amtrace.el("span", { class: "sig-line", text: amtrace.signatureLine(sig) }),
+  amtrace.el("span", { class: "hint", text: ` · bound to SHA-256 ${sig.record_sha256}` }));

@@ -129,7 +129,7 @@
         risk_decision: f.risk.value, rationale: f.rationale.value.trim(), protocol: f.protocol.value.trim(),
         valid_until: f.valid_until.value } });
     } catch (e) { say("#requal-message", e.message); return; }
-    say("#requal-message", `Requalification ${r.id} started (${r.kind}); quality engineering continues it on the Quality page.`, "ok");
+    say("#requal-message", `Requalification ${r.id} started (${r.kind}); quality engineering continues it on the Qualification page.`, "ok");
     load();
   });
 
