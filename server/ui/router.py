@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 
 from server.auth.deps import require
 from server.db import SessionDep
@@ -98,3 +98,13 @@ def requalification_view(requalification_id: int, session: SessionDep,
 def recipe_approvals(session: SessionDep, actor: Quality) -> list[RecipeRow]:
     """Every version of the validated cycle recipes with its approval signature."""
     return service.recipe_rows(session)
+
+
+@router.get("/nonconformities/{nonconformity_id}/photo", response_class=Response, responses={
+    **error_responses(404, 409), 200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}},
+                                       "description": "The photo as it was recorded"}})
+def nonconformity_photo(nonconformity_id: int, session: SessionDep, actor: Manager) -> Response:
+    """A nonconformity's photo, only with a token (never a public static path), checked against its SHA-256."""
+    data, kind = service.nonconformity_photo(session, actor=actor, nonconformity_id=nonconformity_id)
+    return Response(content=data, media_type=kind, headers={"Cache-Control": "no-store",
+                                                            "X-Content-Type-Options": "nosniff"})

@@ -182,6 +182,8 @@ class NonconformityRow(BaseModel):
     device_code: str | None
     raised_by: str
     raised_at: datetime
+    photo_sha256: str | None = Field(default=None, description="SHA-256 of the photo, read through "
+                                                               "GET /nonconformities/{id}/photo")
 
 
 class DashboardOverview(BaseModel):

@@ -303,7 +303,8 @@ def overview(session: Session, *, live: dict[str, LiveMachine], at_risk_hours: i
         machines=machines, jobs=jobs, at_risk=at_risk,
         nonconformities=[NonconformityRow(id=nc.id, kind=nc.kind, description=nc.description, machine_id=nc.machine_id,
                                           job_id=nc.job_id, device_code=codes.get(nc.device_id),
-                                          raised_by=nc.raised_by, raised_at=nc.raised_at) for nc in open_ncs],
+                                          raised_by=nc.raised_by, raised_at=nc.raised_at,
+                                          photo_sha256=(nc.details or {}).get("photo_sha256")) for nc in open_ncs],
         generated_at=now)
 
 
@@ -394,3 +395,23 @@ def recipe_rows(session: Session) -> list[RecipeRow]:
                       content_sha256=r.content_sha256, state=r.state, created_at=r.created_at,
                       approval=_signature_view(sigs[r.approval_signature_id]) if r.approval_signature_id else None)
             for r in recipes]
+
+
+def nonconformity_photo(session: Session, *, actor: Principal, nonconformity_id: int) -> tuple[bytes, str]:
+    """A nonconformity's photo, checked against the SHA-256 recorded with it; every read is audited."""
+    nc = session.get(Nonconformity, nonconformity_id)
+    if nc is None:
+        raise NotFound(f"No nonconformity {nonconformity_id}", code="nonconformity_not_found")
+    sha, kind = (nc.details or {}).get("photo_sha256"), (nc.details or {}).get("photo_type")
+    if not sha or kind not in PHOTO_TYPES:
+        raise NotFound(f"Nonconformity {nc.id} has no photo", code="photo_not_found")
+    path = Path(settings_of(session).file_store) / "nonconformity-photos" / f"{sha}.{PHOTO_TYPES[kind]}"
+    if not path.is_file():
+        raise NotFound(f"The photo of nonconformity {nc.id} is missing from the file store", code="photo_missing")
+    data = path.read_bytes()
+    # Stored by hash: a file that no longer hashes to its name was changed after it was recorded.
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise Conflict(f"The photo of nonconformity {nc.id} changed after it was recorded", code="photo_changed")
+    record(session, actor=actor, action="nonconformity_photo_read", record_type="nonconformity", record_id=nc.id,
+           new={"photo_sha256": sha})
+    return data, kind

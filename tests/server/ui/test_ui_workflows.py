@@ -4,6 +4,8 @@ design approval signed by the design engineer and the clinician; recipe approval
 
 from __future__ import annotations
 
+import struct
+import zlib
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -74,6 +76,7 @@ def test_requalification_from_the_dashboard_to_the_signed_approval(page, ui_serv
     page.fill("#requal-protocol", "QP-LPBF-011 rev A")
     page.fill("#requal-valid", VALID_UNTIL)
     page.press("#requal-protocol", "Enter")
+    expect(page.locator("#requal-message")).to_contain_text(" started (requalification)")  # then ask the API
     records = next(s for s in plant.call("GET", "/qualification-records/scopes", "quality_engineer")
                    if s["id"] == scope["id"])["records"]
     first = records[0]["id"]
@@ -173,6 +176,7 @@ def test_requalification_from_the_dashboard_to_the_signed_approval(page, ui_serv
     expect(page.locator("#approve-message")).to_have_text("Signature refused: the password is not correct")
     page.fill("#approve-password", PASSWORD)
     page.press("#approve-password", "Enter")
+    expect(page.locator("#approval-line")).to_contain_text("Signed by Quentin Quality")  # then ask the API
     sig = plant.call("GET", "/audit/signatures", "quality_engineer",
                      params={"record_type": "requalification", "record_id": str(second)})
     assert len(sig) == 1 and sig[0]["meaning"] == "approved"
@@ -216,9 +220,9 @@ def test_design_iteration_approved_by_design_engineer_and_clinician(page, ui_ser
     expect(password).to_be_focused()
     password.fill(PASSWORD)
     password.press("Enter")
+    expect(card.locator(".approval-state")).to_have_text("Waiting for the signature of: clinician.")
     sigs = plant.call("GET", f"/designs/iterations/{it['id']}", "quality_engineer")["signatures"]
     expect(card.locator("[data-result]")).to_have_text(f"{sig_line(sigs[0])}.")
-    expect(card.locator(".approval-state")).to_have_text("Waiting for the signature of: clinician.")
     expect(card.locator(".signatures .sig-line")).to_have_text([sig_line(sigs[0])])
     expect(card.locator("form.sign")).to_have_count(0)
     screenshot(page, "design-approval")
@@ -272,3 +276,42 @@ def test_recipe_version_approved_by_the_quality_engineer(page, ui_server, plant)
     expect(page.locator("[data-recipe='STEAM-134-UI v1'] [data-state]")).to_have_text("superseded")
     expect(page.locator("#recipes-message")).to_have_text("2 recipe versions; 0 waiting for approval.")
     screenshot(page, "recipes")
+
+
+def png(width: int, height: int) -> bytes:
+    """A real PNG image (grey, 8-bit) of the given size, as a camera app would upload one."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + bytes([(x * 5) % 256 for x in range(width)]) for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_nonconformity_photo_shown_on_the_dashboard_only_with_a_token(page, ui_server, plant):
+    ctx = plant.ready()
+    code = ctx["job"]["devices"][0]["device_code"]
+    photo = png(40, 30)
+    nc = plant.call("POST", "/kiosk/nonconformities", "operator", 201,
+                    data={"code": code, "kind": "surface", "description": "Spatter on the cup rim"},
+                    files=[("photo", ("rim.png", photo, "image/png"))])
+    url = f"/api/v1/nonconformities/{nc['id']}/photo"
+    assert plant.client.get(url).status_code == 401
+    refused = plant.client.get(url, headers=plant.h("operator"))
+    assert refused.status_code == 403
+    served = plant.client.get(url, headers=plant.h("quality_engineer"))
+    assert served.content == photo and served.headers["content-type"] == "image/png"
+
+    login(page, ui_server.url, "/ui/dashboard", "production.manager")
+    button = page.locator(f"#ncs [data-photo='{nc['id']}']")
+    expect(button).to_have_text("Show photo")
+    button.press("Enter")
+    img = page.locator("#ncs img.photo")
+    expect(img).to_have_attribute("alt", f"Photo of nonconformity {nc['id']}: Spatter on the cup rim")
+    page.wait_for_function("() => document.querySelector('#ncs img.photo').naturalWidth > 0")
+    assert img.evaluate("i => [i.naturalWidth, i.naturalHeight, i.src.startsWith('blob:')]") == [40, 30, True]
+    expect(page.locator("#ncs .nc-photo .hint")).to_have_text(
+        f"SHA-256 {nc['photo_sha256']} (checked by the server)")
+    reads = plant.call("GET", "/audit/entries", "quality_engineer",
+                       params={"record_type": "nonconformity", "record_id": str(nc["id"])})
+    assert [e["actor"] for e in reads if e["action"] == "nonconformity_photo_read"] == [
+        "user:quality.engineer", "user:production.manager"]

@@ -33,6 +33,24 @@
     return card;
   }
 
+  // The photo is fetched with the bearer token and shown from a blob: URL; there is no public path to it.
+  function photoButton(n) {
+    const holder = el("div", { class: "nc-photo" });
+    const button = el("button", { type: "button", class: "button secondary", "data-photo": n.id,
+                                  text: "Show photo" });
+    button.addEventListener("click", async () => {
+      let r;
+      try { r = await amtrace.blob(`/nonconformities/${n.id}/photo`); }
+      catch (e) { holder.replaceChildren(el("p", { class: "message error", role: "alert", text: e.message })); return; }
+      const url = URL.createObjectURL(await r.blob());
+      const img = el("img", { src: url, alt: `Photo of nonconformity ${n.id}: ${n.description}`, class: "photo" });
+      img.addEventListener("load", () => URL.revokeObjectURL(url), { once: true });
+      holder.replaceChildren(img, el("p", { class: "hint", text: `SHA-256 ${n.photo_sha256} (checked by the server)` }));
+      button.hidden = true;
+    });
+    return el("div", {}, button, holder);
+  }
+
   function render() {
     $("#machines").replaceChildren(...overview.machines.map(machineCard));
     $("#at-risk").replaceChildren(...(overview.at_risk.length ? overview.at_risk.map(r => el("tr", {},
@@ -45,7 +63,8 @@
     $("#ncs").replaceChildren(...(overview.nonconformities.length ? overview.nonconformities.map(n => el("tr", {},
       el("td", { text: n.id }), el("td", { text: n.kind.replaceAll("_", " ") }),
       el("td", { text: [n.machine_id, n.job_id ? `JOB-${n.job_id}` : null, n.device_code].filter(Boolean).join(" · ") }),
-      el("td", { text: n.description }), el("td", { text: `${fmtTime(n.raised_at)} by ${n.raised_by}` }))) :
+      el("td", {}, n.description, n.photo_sha256 ? photoButton(n) : null),
+      el("td", { text: `${fmtTime(n.raised_at)} by ${n.raised_by}` }))) :
       [el("tr", {}, el("td", { colspan: 5, text: "No open nonconformities." }))]));
     const machineSel = $("#maint-machine"), scopeSel = $("#requal-scope");
     const keepM = machineSel.value, keepS = scopeSel.value;
