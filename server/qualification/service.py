@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record, register_record_hasher, sign
@@ -330,10 +330,23 @@ def add_artefact(session: Session, *, actor: Principal, requalification_id: int,
     return art
 
 
+def record_triggers(session: Session, req: Requalification) -> list[RequalificationTrigger]:
+    """The triggers a record answers: its own, and those carried forward from the scope's rejected records
+    since its last approved one (a rejected requalification does not settle the laser replacement that
+    caused it; the next record's approver signs for it). Stable once the record is closed."""
+    last_approved = session.scalar(select(func.max(Requalification.id)).where(
+        Requalification.scope_id == req.scope_id, Requalification.state == "approved", Requalification.id < req.id))
+    carried = select(Requalification.id).where(
+        Requalification.scope_id == req.scope_id, Requalification.state == "rejected",
+        Requalification.id < req.id, Requalification.id > (last_approved or 0))
+    return list(session.scalars(select(RequalificationTrigger).where(
+        (RequalificationTrigger.requalification_id == req.id)
+        | RequalificationTrigger.requalification_id.in_(carried)).order_by(RequalificationTrigger.id)))
+
+
 def requalification_content(session: Session, req: Requalification) -> dict[str, Any]:
     """The signable content of a requalification record (what the approver's signature binds to)."""
-    triggers = session.scalars(select(RequalificationTrigger).where(
-        RequalificationTrigger.requalification_id == req.id).order_by(RequalificationTrigger.id))
+    triggers = record_triggers(session, req)
     return {
         "id": req.id, "scope_id": req.scope_id, "kind": req.kind, "risk_decision": req.risk_decision,
         "rationale": req.rationale, "protocol": req.protocol, "acceptance_criteria": req.acceptance_criteria,

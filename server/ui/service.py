@@ -19,7 +19,7 @@ from server.live.schemas import LiveMachine
 from server.cycles import service as cycles
 from server.designs import service as designs
 from server.models import (BuildFileCheck, Design, DesignIteration, Device, Job, Machine, Nonconformity,
-                           QualificationScope, Requalification, RequalificationTrigger, Signature, StageStep, User,
+                           QualificationScope, Requalification, Signature, StageStep, User,
                            utcnow)
 from server.nonconformities.service import blocking, raise_nonconformity
 from server.qualification import service as qualification
@@ -370,8 +370,7 @@ def requalification_view(session: Session, *, requalification_id: int) -> Requal
     """A (re)qualification record with its scope, triggers, what blocks approval, and the approval signature."""
     req = qualification.get_requalification(session, requalification_id=requalification_id)
     scope = qualification.get_scope(session, scope_id=req.scope_id)
-    triggers = session.scalars(select(RequalificationTrigger).where(
-        RequalificationTrigger.requalification_id == req.id).order_by(RequalificationTrigger.id))
+    triggers = qualification.record_triggers(session, req)
     names = {u.id: u.full_name for u in session.scalars(
         select(User).where(User.id.in_([i for i in (req.started_by, req.criteria_locked_by) if i])))}
     sig = session.get(Signature, req.approval_signature_id) if req.approval_signature_id else None

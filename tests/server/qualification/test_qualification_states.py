@@ -63,6 +63,14 @@ def test_full_cycle_with_suspension_and_rejection(plant):
     assert scope_of(plant, s["id"])["state"] == "suspended"
     approved = plant.qualify(s["id"], kind_expected="requalification")
     assert approved["state"] == "approved" and scope_of(plant, s["id"])["state"] == "qualified"
+    # The optics replacement was not settled by the rejected record: the approver of the next one signed for it.
+    from server.models import Requalification
+    from server.qualification.service import requalification_content
+
+    with plant.app.state.sessionmaker() as session:
+        content = requalification_content(session, session.get(Requalification, approved["id"]))
+    assert [t["kind"] for t in content["triggers"]] == ["maintenance"]
+    assert plant.call("GET", "/audit/verify", "quality_engineer")["ok"] is True
 
 
 def test_criteria_locked_before_results_and_failed_artefact_blocks_approval(plant):
