@@ -168,8 +168,10 @@ def seal_is_intact(session: Session, sig: Signature) -> bool:
 
 
 def sign(session: Session, *, signer: Principal, password: str, meaning: str, record_type: str,
-         record_id: Any, record_sha256: str, allowed_roles: tuple[str, ...] | None = None) -> Signature:
-    """Apply an electronic signature after re-authentication with the signer's password."""
+         record_id: Any, record_sha256: str, allowed_roles: tuple[str, ...] | None = None,
+         credential: str = "password") -> Signature:
+    """Apply an electronic signature after re-authentication with the signer's password (or, at a kiosk
+    where the person logged in with their badge, their PIN: credential="pin"; P11 11.200(a)(1)(i))."""
     if signer.kind != "user":
         raise Forbidden("Only a person can sign electronically", code="signature_needs_person")
     if meaning not in MEANINGS:
@@ -179,9 +181,18 @@ def sign(session: Session, *, signer: Principal, password: str, meaning: str, re
                         f"allowed: {', '.join(allowed_roles)}", code="signature_role")
     user = session.get(User, signer.id)
     settings = settings_of(session)
-    if user is None or not user.active or not password_matches(settings, user.password_hash, password):
+    if credential == "pin":
+        from server.auth.badge import pin_matches  # the badge module builds on this one
+
+        matches = user is not None and pin_matches(session, user=user, pin=password)
+    else:
+        matches = user is not None and password_matches(settings, user.password_hash, password)
+    if user is None or not user.active or not matches:
         record(session, actor=signer, action="signature_refused", record_type=record_type, record_id=record_id,
-               new={"meaning": meaning, "why": "password did not match"})
+               new={"meaning": meaning, "why": f"{'PIN' if credential == 'pin' else 'password'} did not match"})
+        if credential == "pin":
+            raise Conflict("Not signed: the PIN is not correct. Enter your PIN again.", code="signature_pin",
+                           keep_audit=True)
         raise Conflict("Signature refused: the password is not correct", code="signature_password",
                        keep_audit=True)
     sig = Signature(user_id=user.id, printed_name=user.full_name, signer_role=user.role, meaning=meaning,
@@ -192,5 +203,5 @@ def sign(session: Session, *, signer: Principal, password: str, meaning: str, re
     session.flush()
     record(session, actor=signer, action="signed", record_type=record_type, record_id=record_id,
            new={"signature_id": sig.id, "meaning": meaning, "printed_name": sig.printed_name,
-                "record_sha256": record_sha256})
+                "record_sha256": record_sha256, **({"credential": "badge PIN"} if credential == "pin" else {})})
     return sig

@@ -138,8 +138,9 @@ def _rehash_acceptance(session: Session, record_id: str) -> str | None:
     return content_sha256(acceptance_content(step, session.get(Device, step.device_id), step.judgement))
 
 
-def complete(session: Session, *, actor: Principal, step_id: int, result: str, password: str) -> StageStep:
-    """Complete a step with the performer's signature (meaning performed)."""
+def complete(session: Session, *, actor: Principal, step_id: int, result: str, password: str,
+             credential: str = "password") -> StageStep:
+    """Complete a step with the performer's signature (meaning performed; password, or PIN at the kiosk)."""
     step = get_step(session, step_id=step_id)
     device = session.get(Device, step.device_id)
     if step.state != "in_progress":
@@ -149,7 +150,7 @@ def complete(session: Session, *, actor: Principal, step_id: int, result: str, p
     _check_device_free(session, step, device, "complete")
     sig = sign(session, signer=actor, password=password, meaning="performed", record_type="stage_completion",
                record_id=step.id, record_sha256=content_sha256(completion_content(step, device, result, actor.id)),
-               allowed_roles=PERFORMERS[step.stage])
+               allowed_roles=PERFORMERS[step.stage], credential=credential)
     step.state, step.completed_at, step.completed_by = "completed", utcnow(), actor.id
     step.result, step.completion_signature_id = result, sig.id
     record(session, actor=actor, action="stage_completed", record_type="device", record_id=device.device_code,

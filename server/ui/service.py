@@ -11,8 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.audit.service import _signature_fields, record, settings_of
-from server.auth.badge import pin_matches
+from server.audit.service import record, settings_of
 from server.errors import Conflict, Forbidden, NotFound
 from server.gate import service as gate
 from server.live.schemas import LiveMachine
@@ -24,7 +23,7 @@ from server.models import (BuildFileCheck, Design, DesignIteration, Device, Job,
 from server.nonconformities.service import blocking, raise_nonconformity
 from server.qualification import service as qualification
 from server.qualification.schemas import RequalificationOut
-from server.security import Principal, content_sha256, seal
+from server.security import Principal
 from server.stages import service as stages
 from server.ui.schemas import (ApprovalRow, AtRiskRow, BuildFileCheckView, DashboardOverview, DeviceView, FileRow,
                                JobRow, JobView, KioskView, MachineRow, MachineView, NonconformityReported,
@@ -181,50 +180,10 @@ def start_step(session: Session, *, actor: Principal, step_id: int) -> StepView:
 def complete_step_with_pin(session: Session, *, actor: Principal, step_id: int, result: str, pin: str) -> StepView:
     """Complete a step signed as performed, re-authenticated by the operator's PIN (P11 §11.200(a)(1)(i)).
 
-    The rules and the signed content are the stage gate's own (stages.completion_content, PERFORMERS); only the
-    credential differs from POST /stages/steps/{id}/complete, which re-authenticates with the password."""
-    step = stages.get_step(session, step_id=step_id)
-    device = session.get(Device, step.device_id)
-    where = f"{STAGE_LABELS[step.stage]} of device {device.device_code}"
-    if actor.kind != "user":
-        raise Forbidden("Only a person can sign electronically", code="signature_needs_person")
-    if actor.role not in stages.PERFORMERS[step.stage]:
-        raise Forbidden(f"A {actor.role} may not sign {where} as performed; allowed: "
-                        f"{', '.join(stages.PERFORMERS[step.stage])}", code="signature_role")
-    if step.state != "in_progress":
-        raise Conflict(f"Cannot sign {where}: it is {step.state.replace('_', ' ')}, not in progress",
-                       code="stage_refused")
-    if actor.id != step.started_by:
-        raise Conflict(f"Cannot sign {where}: only the person who started it can sign it as performed",
-                       code="stage_refused")
-    open_ncs = blocking(session, device=device)
-    if open_ncs:
-        raise Conflict(f"Cannot sign {where}: open nonconformity "
-                       + ", ".join(str(nc.id) for nc in open_ncs) + " must be dispositioned first",
-                       code="stage_refused")
-    user = session.get(User, actor.id)
-    if user is None or not user.active or not pin_matches(session, user=user, pin=pin):
-        record(session, actor=actor, action="signature_refused", record_type="stage_completion",
-               record_id=step.id, new={"meaning": "performed", "why": "PIN did not match"})
-        raise Conflict("Not signed: the PIN is not correct. Enter your PIN again.", code="signature_pin",
-                       keep_audit=True)
-    settings = settings_of(session)
-    sig = Signature(user_id=user.id, printed_name=user.full_name, signer_role=user.role, meaning="performed",
-                    record_type="stage_completion", record_id=str(step.id),
-                    record_sha256=content_sha256(stages.completion_content(step, device, result, actor.id)),
-                    signed_at=utcnow(), seal="")
-    sig.seal = seal(settings.audit_key, _signature_fields(sig))
-    session.add(sig)
-    session.flush()
-    record(session, actor=actor, action="signed", record_type="stage_completion", record_id=step.id,
-           new={"signature_id": sig.id, "meaning": "performed", "printed_name": sig.printed_name,
-                "record_sha256": sig.record_sha256, "credential": "badge PIN"})
-    step.state, step.completed_at, step.completed_by = "completed", utcnow(), actor.id
-    step.result, step.completion_signature_id = result, sig.id
-    record(session, actor=actor, action="stage_completed", record_type="device", record_id=device.device_code,
-           old={"stage": step.stage, "state": "in_progress"},
-           new={"stage": step.stage, "state": "completed", "result": result, "signature_id": sig.id})
-    return _step_view(step, stages.steps_of(session, device_id=device.id), actor, utcnow())
+    The stage gate's own rules and signing path; only the credential differs from
+    POST /stages/steps/{id}/complete, which re-authenticates with the password."""
+    step = stages.complete(session, actor=actor, step_id=step_id, result=result, password=pin, credential="pin")
+    return _step_view(step, stages.steps_of(session, device_id=step.device_id), actor, utcnow())
 
 
 def report_nonconformity(session: Session, *, actor: Principal, code: str, kind: str, description: str,
