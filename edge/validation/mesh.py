@@ -116,7 +116,6 @@ def integrity_checks(
     """Run every integrity check; each returns its measured value and a reason."""
     limits = limits or ValidationLimits()
     f = merged.faces
-    n = len(f)
     v = len(merged.vertices_um)
     checks: list[Check] = []
 

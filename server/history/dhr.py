@@ -12,7 +12,7 @@ from server.history.schemas import (DeviceHistoryRecord, DhrBuildFileCheck, DhrC
                                     DhrDesignFile, DhrDevice, DhrGateDecision, DhrMachine, DhrManualStep,
                                     DhrMaterialLot, DhrNonconformity, DhrProcessMonitoring, DhrSeal, DhrStage,
                                     SignatureManifest)
-from server.models import (BuildFileCheck, Case, CycleRecipe, Design, DesignIteration, Device, DeviceSeal,
+from server.models import (BuildFileCheck, Case, CycleRecipe, Design, DesignIteration, DeviceSeal,
                            GateDecision, Job, Machine, MaterialLot, Nonconformity, Signature, StageStep, utcnow)
 from server.nonconformities.service import blocking
 from server.security import Principal

@@ -24,7 +24,6 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("requalification_required", "requalifying"): "requalification started",
     ("suspended", "requalifying"): "requalification started",
     ("requalifying", "qualified"): "requalification approved",
-    ("requalifying", "suspended"): "requalification rejected",
     ("unqualified", "suspended"): "suspended",
     ("qualified", "suspended"): "suspended",
     ("requalification_required", "suspended"): "suspended",

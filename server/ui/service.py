@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record, settings_of
-from server.errors import Conflict, Forbidden, NotFound
+from server.errors import Conflict, NotFound
 from server.gate import service as gate
 from server.live.schemas import LiveMachine
 from server.cycles import service as cycles

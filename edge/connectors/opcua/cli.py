@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from asyncua import Client, ua
-from asyncua.crypto import cert_gen, uacrypto
+from asyncua.crypto import cert_gen
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
