@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import trimesh
-from conftest import write_ascii_stl, write_binary_stl, write_mesh_3mf
+from meshfiles import write_ascii_stl, write_binary_stl, write_mesh_3mf
 
 from edge.validation.fingerprint import canonical_triangles, fingerprint_canonical, geometry_fingerprint, quantise
 from edge.validation.stl import read_stl_bytes

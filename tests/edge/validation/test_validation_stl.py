@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import trimesh
-from conftest import write_ascii_stl, write_binary_stl
+from meshfiles import write_ascii_stl, write_binary_stl
 
 from edge.validation.errors import InvalidBuildFile
 from edge.validation.limits import ValidationLimits

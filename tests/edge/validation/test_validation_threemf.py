@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 import trimesh
-from conftest import CONTENT_TYPES, RELS, model_xml, write_3mf, write_mesh_3mf
+from meshfiles import CONTENT_TYPES, RELS, model_xml, write_3mf, write_mesh_3mf
 
 from edge.validation.errors import InvalidBuildFile
 from edge.validation.fingerprint import geometry_fingerprint

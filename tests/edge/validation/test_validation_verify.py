@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_ascii_stl, write_binary_stl, write_mesh_3mf
+from meshfiles import write_ascii_stl, write_binary_stl, write_mesh_3mf
 
 from edge.validation.approvals import ApprovedBuildFile
 from edge.validation.hashing import sha256_file

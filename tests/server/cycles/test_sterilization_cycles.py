@@ -15,7 +15,7 @@ from edge.config import MachineConfig
 from edge.simulators.profiles import FurnaceCycle, SterilizerCycle, WasherCycle, saturation_pressure_kpa
 from edge_feed import NS, feed, machine
 
-from conftest import PASSWORD
+PASSWORD = "correct-horse-battery"  # the seeded people's password (tests/server/conftest.py)
 
 pytestmark = pytest.mark.timeout(300)
 

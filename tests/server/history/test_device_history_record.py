@@ -17,7 +17,7 @@ from edge.simulators.profiles import SlaPrint, SterilizerCycle, WasherCycle
 from edge_feed import NS, feed, machine
 from server.cli import main as server_cli
 
-from conftest import PASSWORD
+PASSWORD = "correct-horse-battery"  # the seeded people's password (tests/server/conftest.py)
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import screenshot
+from uikit import screenshot
 from playwright.sync_api import expect
 
 PASSWORD = "correct-horse-battery"

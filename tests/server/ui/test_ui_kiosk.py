@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import screenshot, tab_to
+from uikit import screenshot, tab_to
 from playwright.sync_api import expect
 
 from server.security import content_sha256

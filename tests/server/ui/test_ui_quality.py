@@ -9,7 +9,7 @@ from datetime import datetime
 
 import httpx
 import pytest
-from conftest import UiServer, screenshot
+from uikit import UiServer, screenshot
 from playwright.sync_api import expect
 
 PASSWORD = "correct-horse-battery"

@@ -9,7 +9,7 @@ import zlib
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-from conftest import screenshot, tab_to
+from uikit import screenshot, tab_to
 from playwright.sync_api import expect
 
 PASSWORD = "correct-horse-battery"
