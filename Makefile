@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 deps:
-	deploy/local/install-deps.sh $(DEPS_FLAGS)
+	deploy/local/install-deps.sh
 
 ## make demo: the whole stack on this machine (broker, InfluxDB, simulated machines, agent, server)
 demo: deps venv
