@@ -41,37 +41,96 @@ class SeriesDigest:
     manifest: dict[str, Any]
 
 
-def _points(influx: InfluxQL, *, device_code: str, start: datetime, end: datetime) -> list[tuple[str, int, str]]:
+def _encoder():
+    """json.dumps for the values InfluxDB's JSON gives, with fast paths (same text: floats are their repr)."""
+    cache: dict[str, str] = {}
+    dumps = json.dumps
+
+    def enc(v: Any) -> str:
+        t = type(v)
+        if t is float:
+            return float.__repr__(v) if v - v == 0.0 else dumps(v)
+        if t is int:
+            return int.__repr__(v)
+        if t is str:
+            r = cache.get(v)
+            if r is None:
+                r = dumps(v)
+                if len(cache) < 10_000:
+                    cache[v] = r
+            return r
+        return dumps(v)
+
+    return enc
+
+
+def _points(influx: InfluxQL, *, device_code: str, start: datetime, end: datetime
+            ) -> list[tuple[str, int, str, list[tuple[str, str]]]]:
+    """Sorted (measurement, time, canonical key=value text, [(key, 'key=value'), ...]) of every point."""
     (shown,) = influx.query(f"SHOW MEASUREMENTS WHERE {ident('device')} = {literal(device_code)}")
     measurements = sorted(v[0] for s in shown for v in s.values)
     if not measurements:
         return []
     answers = influx.query(*[f"SELECT * FROM {ident(m)} WHERE {ident('device')} = {literal(device_code)} AND "
                              f"{time_range(start, end)}" for m in measurements])
+    enc = _encoder()
     out = []
     for m, series in zip(measurements, answers):
         for s in series:
             cols = s.columns
-            order = sorted(range(1, len(cols)), key=lambda i: cols[i])
+            names = [(i, cols[i].split("=", 1)[0], cols[i] + "=")
+                     for i in sorted(range(1, len(cols)), key=lambda i: cols[i])]
             for row in s.values:
-                kv = "\t".join(f"{cols[i]}={json.dumps(row[i])}" for i in order if row[i] is not None)
-                out.append((m, row[0], kv))
-    out.sort()
+                pairs = [(c, p + enc(row[i])) for i, c, p in names if row[i] is not None]
+                out.append((m, row[0], "\t".join([p for _, p in pairs]), pairs))
+    out.sort(key=lambda p: (p[0], p[1], p[2]))
     return out
 
 
 def series_digest(influx: InfluxQL, *, device_code: str, start: datetime, end: datetime) -> SeriesDigest:
-    """Canonical digest and manifest of every point under the device code in [start, end]."""
+    """Canonical digest and manifest of every point under the device code in [start, end].
+
+    Points are sorted by (measurement, time, text), so the points of one measurement × 10-second bucket are
+    consecutive: each bucket's per-field hash is taken over its joined lines at once (the same bytes, in the
+    same order, as hashing them one by one)."""
     h = hashlib.sha256()
     times: dict[str, list[int]] = {}
-    buckets: dict[str, Any] = {}
-    for i, (m, t, kv) in enumerate(_points(influx, device_code=device_code, start=start, end=end)):
-        h.update((("\n" if i else "") + f"{m}\t{t}\t{kv}").encode())
-        times.setdefault(m, []).append(t)
-        for pair in kv.split("\t"):
-            key = f"{m}|{pair.split('=', 1)[0]}|{t // BUCKET_NS}"
-            buckets.setdefault(key, hashlib.sha256()).update(f"{t}={pair}\n".encode())
-    manifest = {"times": times, "buckets": {k: v.hexdigest()[:16] for k, v in buckets.items()}}
+    buckets: dict[str, str] = {}
+    points = _points(influx, device_code=device_code, start=start, end=end)
+    group: dict[str, list[str]] = {}
+    gkey: tuple[str, int] | None = None
+
+    def close() -> None:
+        for col, parts in group.items():
+            buckets[f"{gkey[0]}|{col}|{gkey[1]}"] = hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
+
+    lines: list[str] = []
+    first = True
+    for m, t, kv, pairs in points:
+        lines.append(f"{m}\t{t}\t{kv}")
+        if len(lines) >= 20_000:
+            h.update((("" if first else "\n") + "\n".join(lines)).encode())
+            first, lines = False, []
+        tl = times.get(m)
+        if tl is None:
+            tl = times[m] = []
+        tl.append(t)
+        key = (m, t // BUCKET_NS)
+        if key != gkey:
+            if gkey is not None:
+                close()
+            gkey, group = key, {}
+        ts = f"{t}="
+        for col, pair in pairs:
+            g = group.get(col)
+            if g is None:
+                g = group[col] = []
+            g.append(f"{ts}{pair}\n")
+    if lines:
+        h.update((("" if first else "\n") + "\n".join(lines)).encode())
+    if gkey is not None:
+        close()
+    manifest = {"times": times, "buckets": buckets}
     return SeriesDigest(h.hexdigest(), sum(len(v) for v in times.values()), manifest)
 
 
@@ -112,7 +171,7 @@ def seal_device(session: Session, *, actor: Principal, device: Device, influx: I
     finally:
         if own:
             influx.close()
-    blob = gzip.compress(canonical_json(digest.manifest).encode(), mtime=0)
+    blob = gzip.compress(canonical_json(digest.manifest).encode(), compresslevel=6, mtime=0)
     manifest_sha = hashlib.sha256(blob).hexdigest()
     path = _manifest_path(session, manifest_sha)
     path.parent.mkdir(parents=True, exist_ok=True)
