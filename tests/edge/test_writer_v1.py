@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from writerkit import Events, as_blocks, wait_until
+
 from edge.config import InfluxConfig
 from edge.outbox import Outbox
-from edge.readings import Event
 from edge.writer import InfluxWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "local"))
@@ -33,47 +34,12 @@ def lines(measurement: str, start: int, n: int, machine: str = "m1") -> list[str
     return [f"{measurement},machine={machine},device=DC-{i % 7:03d} v={i}i {T0 + i}" for i in range(start, start + n)]
 
 
-def as_blocks(all_lines: list[str], per_block: int) -> list[tuple[str, int]]:
-    """Group lines into outbox blocks of per_block lines."""
-    return [("\n".join(all_lines[i:i + per_block]), len(all_lines[i:i + per_block]))
-            for i in range(0, len(all_lines), per_block)]
-
-
 def count(svc, db: str, measurement: str, field: str = "v") -> int:
     """SELECT count(field) in InfluxDB 1.x; 0 when the measurement does not exist."""
     res = svc.query(f'SELECT count("{field}") FROM "{measurement}"', db)["results"][0]
     if "series" not in res:
         return 0
     return res["series"][0]["values"][0][1]
-
-
-def wait_until(cond, timeout: float = 60.0, what: str = "condition") -> None:
-    """Poll cond until true; fail naming what did not happen."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-class Events:
-    """Collects the writer's events (thread-safe)."""
-
-    def __init__(self):
-        self.items: list[Event] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, ev: Event) -> None:
-        with self._lock:
-            self.items.append(ev)
-
-    def kinds(self) -> list[str]:
-        with self._lock:
-            return [e.kind for e in self.items]
-
-    def of(self, kind: str) -> list[Event]:
-        with self._lock:
-            return [e for e in self.items if e.kind == kind]
 
 
 @pytest.fixture

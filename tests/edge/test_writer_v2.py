@@ -9,56 +9,21 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-import time
 import uuid
 
 import httpx
 import pytest
 
+from writerkit import Events, as_blocks, wait_until
+
 from edge.config import InfluxConfig
 from edge.outbox import Outbox
-from edge.readings import Event
 from edge.writer import InfluxWriter, Retryable, TooLarge, WriteRejected
 from edge.writer.v2 import V2Transport
 
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
-
-
-def as_blocks(all_lines: list[str], per_block: int) -> list[tuple[str, int]]:
-    """Group lines into outbox blocks of per_block lines."""
-    return [("\n".join(all_lines[i:i + per_block]), len(all_lines[i:i + per_block]))
-            for i in range(0, len(all_lines), per_block)]
-
-
-def wait_until(cond, timeout: float = 60.0, what: str = "condition") -> None:
-    """Poll cond until true; fail naming what did not happen."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-class Events:
-    """Collects the writer's events (thread-safe)."""
-
-    def __init__(self):
-        self.items: list[Event] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, ev: Event) -> None:
-        with self._lock:
-            self.items.append(ev)
-
-    def kinds(self) -> list[str]:
-        with self._lock:
-            return [e.kind for e in self.items]
-
-    def of(self, kind: str) -> list[Event]:
-        with self._lock:
-            return [e for e in self.items if e.kind == kind]
 
 
 def vm_lines(measurement: str, start: int, n: int) -> list[str]:
