@@ -33,7 +33,6 @@ import platform
 import pstats
 import queue
 import random
-import re
 import shutil
 import statistics
 import subprocess
@@ -54,6 +53,7 @@ sys.path.insert(0, str(ROOT / "deploy" / "local"))
 sys.path.insert(0, str(ROOT / "tests" / "server" / "cycles"))  # edge_feed: cycle data through the edge pipeline
 
 import localstack  # noqa: E402
+from benchdoc import replace_section  # noqa: E402 - bench/ is this script's folder
 
 PASSWORD = "bench-password-123"
 NS = 1_000_000_000
@@ -962,11 +962,7 @@ Python and importing the server. The seal written at release does the same work 
 `series_digest` already has the faster encoding and per-bucket hashing committed with it (same digest and manifest,
 checked against the previous implementation); the manifest is now gzip level 6, not 9.
 """
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Device history records\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_section(section)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import localstack  # noqa: E402
 
 from edge.lineprotocol import render_line  # noqa: E402
+from benchdoc import replace_section  # noqa: E402 - bench/ is this script's folder
 
 T0_MS = 1_767_225_600_000
 
@@ -365,15 +366,7 @@ hand-overs between the threads. On two shared cores the publishers matter too: p
 ~2). With the lean publishers 1 and 2 processes give the same figure (77,444 and the median above):
 the agent, not the load generator, sets the pace.
 """
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEach section is written by its benchmark.\n"
-    start = text.find("## End-to-end ingest")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    replace_section(section)
 
 
 if __name__ == "__main__":

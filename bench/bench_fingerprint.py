@@ -22,6 +22,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from benchdoc import replace_section  # bench/ is this script's folder
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "fingerprint.json"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -141,20 +143,6 @@ def measure(mode: str, path: Path, repeat: int) -> dict:
     }
 
 
-def update_doc_section(doc: Path, heading: str, body: str) -> None:
-    """Replace this benchmark's own section of docs/benchmarks.md, leaving the others as they are."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
-    section = [heading, "", *body.strip().splitlines(), ""]
-    if start is None:
-        lines = lines + ([""] if lines and lines[-1].strip() else []) + section
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        lines = lines[:start] + section + lines[end:]
-    doc.write_text("\n".join(lines).rstrip() + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subdivisions", type=int, default=8, help="icosphere subdivisions: 8 gives 1,310,720 triangles")
@@ -232,7 +220,7 @@ numpy-stl reads the binary body as fast as `numpy.frombuffer` but re-opens the f
 it; the reader maps numpy-stl's own record dtype over the bytes it already hashed instead (zero
 copy, one read).
 """
-    update_doc_section(DOC, HEADING, body)
+    replace_section(f"{HEADING}\n\n{body.strip()}\n", DOC)
     print(json.dumps({k: summary[k] for k in ("meets_time_target", "meets_memory_target_above_baseline", "meets_memory_target_total", "same_fingerprint_in_all_containers")}))
 
 

@@ -38,6 +38,7 @@ from edge.config import MachineConfig  # noqa: E402
 from edge.connectors.opcua.connector import OpcUaConnector  # noqa: E402
 from edge.outbox import Outbox  # noqa: E402
 from edge.pipeline import Pipeline  # noqa: E402
+from benchdoc import replace_section  # noqa: E402 - bench/ is this script's folder
 
 SECTION = "## OPC UA ingest"
 
@@ -261,15 +262,7 @@ Target (≥ {target:,} value changes/s per agent process with the outbox on, lag
 The lag includes up to one publishing interval of server-side queueing, by design of OPC UA
 subscriptions. Both processes share the machine's 2 cores, so the servers' CPU is taken from the agent.
 """
-    path = ROOT / "docs" / "benchmarks.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in old:
-        start = old.index(SECTION)
-        nxt = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text.rstrip() + ("\n" + old[nxt:] if nxt != -1 else "\n")
-    else:
-        new = old.rstrip() + "\n\n" + text
-    path.write_text(new)
+    replace_section(text)
 
 
 async def main_async(args) -> dict:

@@ -23,13 +23,11 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -40,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "deploy" / "local"))
 
 import localstack  # noqa: E402
+from benchdoc import replace_section  # noqa: E402 - bench/ is this script's folder
 
 PASSWORD = "bench-password-123"
 TODAY = date.today()
@@ -338,8 +337,6 @@ def run_backend(name: str, url: str, work: Path, rate: float, seconds: float, wo
 
 def write_docs(result: dict) -> None:
     """Replace (or append) only the '## Release gate' section of docs/benchmarks.md."""
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
     runs = result["runs"]
     fixed_rows = "\n".join(
         f"| {r['backend']} | {f['achieved_rate']:g} | {f['p50_ms']} | {f['p90_ms']} | {f['p99_ms']} | {f['max_ms']} | "
@@ -413,9 +410,7 @@ process has a connection per request thread; `tests/server/test_gate_concurrency
 requests to a real uvicorn server on both databases and checks 60 answers, 60 stored decisions, 60 chained
 audit entries that verify and one job release.
 """
-    pattern = re.compile(r"^## Release gate\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_section(section)
 
 
 def main() -> int:

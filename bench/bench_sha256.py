@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchdoc import replace_section  # bench/ is this script's folder
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "sha256.json"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -104,20 +106,6 @@ def measure(path: Path, repeat: int) -> dict:
     }
 
 
-def update_doc_section(doc: Path, heading: str, body: str) -> None:
-    """Replace this benchmark's own section of docs/benchmarks.md, leaving the others as they are."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
-    section = [heading, "", *body.strip().splitlines(), ""]
-    if start is None:
-        lines = lines + ([""] if lines and lines[-1].strip() else []) + section
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        lines = lines[:start] + section + lines[end:]
-    doc.write_text("\n".join(lines).rstrip() + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1024, help="size of the large file (MiB)")
@@ -165,7 +153,7 @@ Speed relative to `sha256sum`: **{result_large['speed_ratio_vs_sha256sum']:.2f}x
 OpenSSL, which uses the CPU's SHA extensions where present; Debian's coreutils `sha256sum` is
 built without OpenSSL and uses its portable C code, hence the gap on this machine.
 """
-    update_doc_section(DOC, HEADING, body)
+    replace_section(f"{HEADING}\n\n{body.strip()}\n", DOC)
     print(json.dumps({k: result[k] for k in ("meets_speed_target", "memory_flat")} | {"ratio": result_large["speed_ratio_vs_sha256sum"]}))
 
 
