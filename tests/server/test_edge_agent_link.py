@@ -25,6 +25,7 @@ import yaml
 from asyncua import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "edge"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "ui"))
 from agentkit import AgentProcess, wait_until  # noqa: E402
 
 from edge.connectors.opcua.addressing import resolve_node_id  # noqa: E402
@@ -88,6 +89,31 @@ def printer():
     yield loop, sim
     loop.run(sim.close())
     loop.close()
+
+
+def _kiosk_shows_not_cleared(server_url: str, badge: str, pin: str, code: str, reason: str) -> None:
+    """Log in at the kiosk by badge and PIN, scan the device code, expect 'not cleared' with the reason."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from uikit import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.set_default_timeout(15_000)
+            page.goto(server_url + "/ui/kiosk")
+            page.keyboard.type(badge)
+            page.keyboard.press("Tab")
+            page.keyboard.type(pin)
+            page.keyboard.press("Enter")
+            expect(page.locator("#who")).to_have_text("Otto Operator (operator)")
+            page.keyboard.type(code)  # the scanner types into the focused code field and presses Enter
+            page.keyboard.press("Enter")
+            expect(page.locator("#verdict-title")).to_have_text("✖ Not cleared to build")
+            assert reason in page.locator("#verdict-reasons li").all_inner_texts()
+        finally:
+            browser.close()
 
 
 def _start_enabled(loop: LoopThread, sim) -> bool:
@@ -202,6 +228,11 @@ def test_server_decides_edge_enforces(plant, server_url, printer, influxdb, tmp_
         triggers = plant.call("GET", f"/qualification/scopes/{scope['id']}/triggers", "quality_engineer")
         assert [(t["kind"], t["source"], t["new_value"]) for t in triggers] == [
             ("software_changed", "agent:edge-cell-2", "4.3.0")]
+
+        # ... and the operator at the kiosk (real Chromium, keys only) sees it in plain words
+        plant.call("PUT", f"/users/{plant.uid('operator')}/badge", "admin",
+                   json={"badge_number": "40077", "pin": "8642"})
+        _kiosk_shows_not_cleared(server_url, "40077", "8642", codes[0], refused["reasons"][0]["message"])
 
         # 7. the process data of the build is in InfluxDB under each device code
         for code in codes:
