@@ -17,7 +17,7 @@ from edge.connectors.base import Connector
 from edge.connectors.registry import connector_class
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
-from edge.readings import Event, OutboxFull
+from edge.readings import OutboxFull
 from edge.serverlink import LiveState, ObservedSink, ServerLink
 from edge.writer import InfluxWriter
 
@@ -74,7 +74,6 @@ class EdgeAgent:
         self.api_token = ensure_api_token(cfg)
         self.http = None
         self._stop = asyncio.Event()
-        self._outbox_full = False
 
     def build_connector(self, machine: MachineConfig) -> Connector:
         """Instantiate the registered connector for a machine."""
@@ -96,7 +95,6 @@ class EdgeAgent:
             await conn.start()
         self.http = LocalApi(self, self.cfg.http.host, self.cfg.http.port)
         self.http.start()
-        self._watch_task = asyncio.create_task(self._watch_outbox())
         from edge.buildfiles import BuildFileGuard, LocalApprovals
 
         # With a server, it is the source of approvals; the local file is for running without one.
@@ -116,26 +114,9 @@ class EdgeAgent:
         except OutboxFull:
             log.error("outbox full at start: signal map not stored yet; it is written at the next start")
 
-    async def _watch_outbox(self) -> None:
-        """Raise (and clear) the disk-budget alarm as the outbox fills and drains."""
-        while True:
-            full = self.outbox.stats().full
-            if full != self._outbox_full:
-                self._outbox_full = full
-                for machine in self.machines:
-                    self.sink.event(Event(
-                        machine.id, "outbox_full" if full else "outbox_released",
-                        ("outbox reached its disk budget: upstream acknowledgements stopped, data held at the source"
-                         if full else "outbox below its disk budget again: acknowledging upstream"),
-                        time.time_ns(), "alarm" if full else "info",
-                        {"budget_bytes": self.cfg.outbox.budget_bytes},
-                    ))
-            await asyncio.sleep(0.5)
-
     async def stop(self, flush_timeout_s: float = 5.0) -> None:
         """Stop connectors first (nothing new comes in), then give the writer a moment to drain."""
-        for task in (getattr(self, "_watch_task", None), getattr(self, "_guard_task", None),
-                     getattr(self, "_link_task", None)):
+        for task in (getattr(self, "_guard_task", None), getattr(self, "_link_task", None)):
             if task:
                 task.cancel()
         for conn in self.connectors.values():

@@ -95,6 +95,7 @@ class Pipeline:
         self._state_updates: dict[tuple[str, str], str | None] = {}
         # Events that could not be stored while the outbox was full; stored with the next put.
         self._pending_events: deque[tuple[str, int]] = deque()
+        self._refusing = False  # between a refused put and the next accepted one (one alarm per episode)
 
     # -- ReadingSink -----------------------------------------------------------------------
     def submit(self, ingests: Sequence[Ingest]) -> None:
@@ -119,12 +120,15 @@ class Pipeline:
                 ev_lines = self._render_event(ev)
                 blocks.append(("\n".join(ev_lines), len(ev_lines)))
             pending = list(self._pending_events)
+            released = [self._outbox_alarm(full=False)] if self._refusing else []
             try:
-                self.outbox.put(pending + blocks)
+                self.outbox.put(pending + released + blocks)
             except OutboxFull:
                 self.stats.backpressure_refusals += 1
+                self._refused()
                 raise
             self._pending_events.clear()
+            self._refusing = False
             for key, severity in self._state_updates.items():
                 if severity is None:
                     self._excursion_state.pop(key, None)
@@ -161,6 +165,25 @@ class Pipeline:
             except OutboxFull:
                 # Events are few and small; they must not be lost while data is held back upstream.
                 self._pending_events.append(block)
+                self._refused()
+
+    def _refused(self) -> None:
+        """The outbox refused a put: raise the disk-budget alarm once per episode (caller holds the lock).
+
+        Raised here, where the refusal happens, rather than by polling the outbox: a full spell can be
+        shorter than any polling period and must still leave its alarm."""
+        if not self._refusing:
+            self._refusing = True
+            self._pending_events.append(self._outbox_alarm(full=True))
+            log.error("outbox reached its disk budget: upstream acknowledgements stop, data stays at the source")
+
+    def _outbox_alarm(self, *, full: bool) -> tuple[str, int]:
+        ev = Event("", "outbox_full" if full else "outbox_released",
+                   ("outbox reached its disk budget: upstream acknowledgements stopped, data held at the source"
+                    if full else "outbox below its disk budget again: acknowledging upstream"),
+                   time.time_ns(), "alarm" if full else "info", {"budget_bytes": self.outbox.stats().budget_bytes})
+        lines = self._render_event(ev)
+        return ("\n".join(lines), len(lines))
 
     # -- rendering ---------------------------------------------------------------------------
     def _render_ingest(self, ing: Ingest, excursions: list[Event]) -> tuple[list[str], int]:
