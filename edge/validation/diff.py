@@ -16,10 +16,15 @@ outside the approved one (material added), "inside" means material removed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .mesh import MergedMesh, MeshStats
+
+if TYPE_CHECKING:  # imported lazily where used: trimesh is slow to import and only the diff needs it
+    import trimesh
 
 
 class Deviation(BaseModel):

@@ -4,7 +4,6 @@ process (so it can be kill -9'd), an MQTT publisher and exact InfluxDB counts.""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

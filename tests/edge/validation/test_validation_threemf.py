@@ -83,7 +83,7 @@ def test_xml_entity_expansion_is_refused(tmp_path):
     bomb = (
         '<?xml version="1.0"?><!DOCTYPE model [<!ENTITY a "aaaaaaaaaa">'
         '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
-        f'<model unit="millimeter" xmlns="http://schemas.microsoft.com/3dmanufacturing/core/2015/02">&c;</model>'
+        '<model unit="millimeter" xmlns="http://schemas.microsoft.com/3dmanufacturing/core/2015/02">&c;</model>'
     )
     err = refuse(write_3mf(tmp_path / "p.3mf", bomb).read_bytes())
     assert err.kind == "xml_entities"

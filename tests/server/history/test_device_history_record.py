@@ -8,7 +8,7 @@ import subprocess
 import time
 import urllib.request
 from urllib.parse import quote
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import text

@@ -8,7 +8,6 @@ import struct
 import zlib
 from datetime import date, datetime, timedelta, timezone
 
-import pytest
 from uikit import screenshot, tab_to
 from playwright.sync_api import expect
 

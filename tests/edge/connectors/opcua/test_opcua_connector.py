@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 
 from edge.config import MachineConfig
 from edge.connectors.opcua.connector import OpcUaConnector

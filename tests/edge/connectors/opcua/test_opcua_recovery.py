@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from edge.connectors.opcua.connector import OpcUaConnector
 from edge.simulators.opcua import LpbfPrinterSimulator
