@@ -294,11 +294,16 @@ def test_a_running_cycle_tags_the_sterilizer_data_with_its_load(plant, server_ur
         for i in range(5):
             for topic, payload in messages_for(m, 600.0 + i, rng, ts_ms=now_ms + i * 1000, seq=i):
                 pub.publish(topic, payload, qos=1).wait_for_publish(10)
-        for code in load:
-            res = wait_until(lambda c=code: influxdb.query(
-                f"SELECT count(chamber_temp_c) FROM sterilization WHERE device='{c}' AND job='cycle-{cycle['id']}'",
-                db="cycle_link")["results"][0].get("series"), 30, f"sterilizer data under {code}")
-            assert res[0]["values"][0][1] == 5
+        def count(code: str) -> int:
+            series = influxdb.query(
+                f"SELECT count(chamber_temp_c) FROM sterilization WHERE device='{code}' AND job='cycle-{cycle['id']}'",
+                db="cycle_link")["results"][0].get("series")
+            return series[0]["values"][0][1] if series else 0
+
+        for code in load:  # all five snapshots under each device of the load (and no more, checked after)
+            wait_until(lambda c=code: count(c) == 5, 30, f"5 sterilizer snapshots under {code}")
+        time.sleep(0.5)
+        assert [count(code) for code in load] == [5, 5]
     finally:
         pub.loop_stop()
         pub.disconnect()
