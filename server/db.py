@@ -183,3 +183,13 @@ from fastapi import Depends  # noqa: E402
 # "function" scope: commit happens before the response leaves, so a client never sees a
 # success whose transaction then failed to commit.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_or_not_found(session: Session, model, key, message: str, *, code: str):
+    """The row of model with primary key key, or NotFound(message, code) — the one way services look rows up."""
+    from server.errors import NotFound
+
+    row = session.get(model, key)
+    if row is None:
+        raise NotFound(message, code=code)
+    return row

@@ -14,6 +14,7 @@ from server.audit.service import record, settings_of
 from server.errors import Conflict, NotFound, Unauthorized
 from server.models import Agent, Machine, MachineAuthorisation, User, utcnow
 from server.security import AGENT_TOKEN_PREFIX, ROLES, SYSTEM, Principal, hash_password, password_matches
+from server.db import get_or_not_found
 
 JWT_ALGORITHM = "HS256"
 
@@ -66,10 +67,7 @@ def update_user(session: Session, *, actor: Principal, user_id: int, active: boo
 
 def get_user(session: Session, *, user_id: int) -> User:
     """The user with this id, or NotFound."""
-    user = session.get(User, user_id)
-    if user is None:
-        raise NotFound(f"No user with id {user_id}", code="user_not_found")
-    return user
+    return get_or_not_found(session, User, user_id, f"No user with id {user_id}", code="user_not_found")
 
 
 def authenticate(session: Session, *, username: str, password: str) -> User:

@@ -27,6 +27,7 @@ from server.models import (CycleLoadItem, CycleRecipe, Device, Machine, ManualSt
                            utcnow)
 from server.nonconformities.service import raise_nonconformity
 from server.security import SYSTEM, Principal, content_sha256
+from server.db import get_or_not_found
 
 MANUAL_KINDS = ("support_removal", "surface_finishing", "inspection", "other")
 NC_KIND_OF_STEP = {"inspection": "dimensional", "surface_finishing": "surface", "support_removal": "surface",
@@ -68,10 +69,7 @@ def create_recipe(session: Session, *, actor: Principal, name: str, parameters: 
 
 def get_recipe(session: Session, *, recipe_id: int) -> CycleRecipe:
     """The recipe version with this id, or NotFound."""
-    r = session.get(CycleRecipe, recipe_id)
-    if r is None:
-        raise NotFound(f"No cycle recipe {recipe_id}", code="recipe_not_found")
-    return r
+    return get_or_not_found(session, CycleRecipe, recipe_id, f"No cycle recipe {recipe_id}", code="recipe_not_found")
 
 
 def list_recipes(session: Session, *, name: str | None = None) -> list[CycleRecipe]:
@@ -109,10 +107,7 @@ def parameters_of(r: CycleRecipe) -> RecipeParameters:
 
 def get_cycle(session: Session, *, cycle_id: int) -> ProcessCycle:
     """The cycle with this id, or NotFound."""
-    c = session.get(ProcessCycle, cycle_id)
-    if c is None:
-        raise NotFound(f"No process cycle {cycle_id}", code="cycle_not_found")
-    return c
+    return get_or_not_found(session, ProcessCycle, cycle_id, f"No process cycle {cycle_id}", code="cycle_not_found")
 
 
 def load_of(session: Session, *, cycle_id: int) -> list[str]:

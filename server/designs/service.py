@@ -17,6 +17,7 @@ from server.errors import Conflict, NotFound
 from server.jobs.udi import validate_gtin
 from server.models import Case, Design, DesignFile, DesignIteration, Signature
 from server.security import Principal, content_sha256
+from server.db import get_or_not_found
 
 CATEGORIES = ("custom_made", "patient_matched")
 APPROVER_ROLES = ("design_engineer", "clinician")
@@ -69,18 +70,12 @@ def create_design(session: Session, *, actor: Principal, case_id: int, name: str
 
 def get_design(session: Session, *, design_id: int) -> Design:
     """The design with this id, or NotFound."""
-    design = session.get(Design, design_id)
-    if design is None:
-        raise NotFound(f"No design {design_id}", code="design_not_found")
-    return design
+    return get_or_not_found(session, Design, design_id, f"No design {design_id}", code="design_not_found")
 
 
 def get_iteration(session: Session, *, iteration_id: int) -> DesignIteration:
     """The design iteration with this id, or NotFound."""
-    it = session.get(DesignIteration, iteration_id)
-    if it is None:
-        raise NotFound(f"No design iteration {iteration_id}", code="iteration_not_found")
-    return it
+    return get_or_not_found(session, DesignIteration, iteration_id, f"No design iteration {iteration_id}", code="iteration_not_found")
 
 
 def iteration_content(design: Design, it: DesignIteration) -> dict[str, Any]:

@@ -17,14 +17,12 @@ from server.models import Design, DesignIteration, Device, DeviceCodeCounter, Jo
 from server.qualification import service as qualification
 from server.security import Principal
 from server.stages import service as stages
+from server.db import get_or_not_found
 
 
 def get_job(session: Session, *, job_id: int) -> Job:
     """The job with this id, or NotFound."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"No job {job_id}", code="job_not_found")
-    return job
+    return get_or_not_found(session, Job, job_id, f"No job {job_id}", code="job_not_found")
 
 
 def get_device(session: Session, *, device_code: str) -> Device:

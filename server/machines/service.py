@@ -8,18 +8,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record, settings_of
-from server.errors import Conflict, NotFound
+from server.errors import Conflict
 from server.models import Machine, MaintenanceRecord, utcnow
 from server.qualification import service as qualification
 from server.security import Principal
+from server.db import get_or_not_found
 
 
 def get_machine(session: Session, *, machine_id: str) -> Machine:
     """The machine with this id, or NotFound."""
-    machine = session.get(Machine, machine_id)
-    if machine is None:
-        raise NotFound(f"No machine {machine_id}", code="machine_not_found")
-    return machine
+    return get_or_not_found(session, Machine, machine_id, f"No machine {machine_id}", code="machine_not_found")
 
 
 def register_machine(session: Session, *, actor: Principal, machine_id: str, manufacturer: str, model: str,

@@ -8,19 +8,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record
-from server.errors import Conflict, NotFound
+from server.errors import Conflict
 from server.models import MaterialLot
 from server.security import Principal
+from server.db import get_or_not_found
 
 LOT_TYPES = ("virgin", "used", "blend")
 
 
 def get_lot(session: Session, *, lot_id: int) -> MaterialLot:
     """The lot with this id, or NotFound."""
-    lot = session.get(MaterialLot, lot_id)
-    if lot is None:
-        raise NotFound(f"No material lot {lot_id}", code="lot_not_found")
-    return lot
+    return get_or_not_found(session, MaterialLot, lot_id, f"No material lot {lot_id}", code="lot_not_found")
 
 
 def register_lot(session: Session, *, actor: Principal, lot_number: str, material: str, supplier: str,

@@ -11,6 +11,7 @@ from server.audit.service import record, register_record_hasher, sign
 from server.errors import Conflict, NotFound
 from server.models import Device, Job, Machine, Nonconformity, utcnow
 from server.security import Principal, content_sha256
+from server.db import get_or_not_found
 
 KINDS = ("build_file_mismatch", "limit_excursion", "failed_cycle", "dimensional", "surface", "material", "other")
 DISPOSITIONS = ("use_as_is", "rework", "scrap", "return_to_supplier")
@@ -18,10 +19,7 @@ DISPOSITIONS = ("use_as_is", "rework", "scrap", "return_to_supplier")
 
 def get_nonconformity(session: Session, *, nc_id: int) -> Nonconformity:
     """The nonconformity with this id, or NotFound."""
-    nc = session.get(Nonconformity, nc_id)
-    if nc is None:
-        raise NotFound(f"No nonconformity {nc_id}", code="nonconformity_not_found")
-    return nc
+    return get_or_not_found(session, Nonconformity, nc_id, f"No nonconformity {nc_id}", code="nonconformity_not_found")
 
 
 def raise_nonconformity(session: Session, *, actor: Principal, kind: str, description: str,

@@ -13,6 +13,7 @@ from server.errors import Conflict, NotFound
 from server.models import (Machine, QualificationScope, Requalification, RequalificationTrigger, TestArtefact,
                            utcnow)
 from server.security import SYSTEM, Principal, content_sha256
+from server.db import get_or_not_found
 
 STATES = ("unqualified", "qualified", "requalification_required", "requalifying", "suspended")
 
@@ -39,18 +40,12 @@ RISK_DECISIONS = ("full", "partial", "none")
 
 def get_scope(session: Session, *, scope_id: int) -> QualificationScope:
     """The scope with this id, or NotFound."""
-    scope = session.get(QualificationScope, scope_id)
-    if scope is None:
-        raise NotFound(f"No qualification scope {scope_id}", code="scope_not_found")
-    return scope
+    return get_or_not_found(session, QualificationScope, scope_id, f"No qualification scope {scope_id}", code="scope_not_found")
 
 
 def get_requalification(session: Session, *, requalification_id: int) -> Requalification:
     """The (re)qualification record with this id, or NotFound."""
-    req = session.get(Requalification, requalification_id)
-    if req is None:
-        raise NotFound(f"No requalification {requalification_id}", code="requalification_not_found")
-    return req
+    return get_or_not_found(session, Requalification, requalification_id, f"No requalification {requalification_id}", code="requalification_not_found")
 
 
 def describe(scope: QualificationScope) -> str:

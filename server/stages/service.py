@@ -9,10 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record, register_record_hasher, settings_of, sign
-from server.errors import Conflict, Forbidden, NotFound
+from server.errors import Conflict, Forbidden
 from server.models import Case, Device, Job, StageStep, utcnow
 from server.nonconformities.service import blocking
 from server.security import Principal, content_sha256
+from server.db import get_or_not_found
 
 STAGES = ("build", "post_processing", "cleaning", "sterilization", "inspection", "release", "delivery")
 PERFORMERS = {"build": ("operator",), "post_processing": ("operator",), "cleaning": ("operator",),
@@ -55,10 +56,7 @@ def create_steps(session: Session, *, device: Device) -> list[StageStep]:
 
 def get_step(session: Session, *, step_id: int) -> StageStep:
     """The stage step with this id, or NotFound."""
-    step = session.get(StageStep, step_id)
-    if step is None:
-        raise NotFound(f"No stage step {step_id}", code="step_not_found")
-    return step
+    return get_or_not_found(session, StageStep, step_id, f"No stage step {step_id}", code="step_not_found")
 
 
 def steps_of(session: Session, *, device_id: int) -> list[StageStep]:
