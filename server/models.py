@@ -589,3 +589,22 @@ class DeviceSeal(Base):
     records_sha256: Mapped[str] = mapped_column(String(64))
     manifest_sha256: Mapped[str] = mapped_column(String(64))
     audit_seq: Mapped[int] = mapped_column(Integer)
+
+
+class BuildSummaryRecord(Base):
+    """A released device's process-monitoring summary (signals, events, plots), computed once from InfluxDB.
+
+    Append-only: written at release (or by `amtrace-server dhr seal|summarize`) and never updated; its SHA-256
+    is also in an HMAC-chained `build_summary_stored` audit entry, so a change in SQL is detectable."""
+
+    __tablename__ = "build_summaries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), unique=True)
+    computed_at: Mapped[datetime] = mapped_column()
+    range_start: Mapped[datetime] = mapped_column()
+    range_end: Mapped[datetime] = mapped_column()
+    # Canonical JSON text, not a JSON column: the hash is over exactly these bytes on every database.
+    summary: Mapped[str] = mapped_column(Text)
+    summary_sha256: Mapped[str] = mapped_column(String(64))
+    audit_seq: Mapped[int] = mapped_column(Integer)
