@@ -1,4 +1,4 @@
-"""amtrace-server: serve, migrate, create-user, audit verify."""
+"""amtrace-server: serve, migrate, create-user, audit verify, dhr verify|seal|summarize."""
 
 from __future__ import annotations
 
@@ -111,10 +111,14 @@ def cmd_dhr_verify(args: argparse.Namespace) -> int:
         engine.dispose()
     if check.ok:
         print(f"device {check.device_code}: sealed record intact ({check.points} points)")
+        for n in check.notes:
+            print(f"  {n}")
         return 0
     print(f"device {check.device_code}: {'CHANGED SINCE RELEASE' if check.sealed else 'NOT SEALED'}")
     for p in check.problems:
         print(f"  {p}")
+    for n in check.notes:
+        print(f"  {n}")
     return 1
 
 
@@ -136,13 +140,60 @@ def cmd_dhr_seal(args: argparse.Namespace) -> int:
                 print(f"amtrace-server: no device {args.device_code}", file=sys.stderr)
                 return 1
             seal = seal_device(session, actor=SYSTEM, device=device)
-            print(f"device {args.device_code} sealed: {seal.point_count} points, series {seal.series_sha256}")
+            print(f"device {args.device_code} sealed: {seal.point_count} points, series {seal.series_sha256}; "
+                  f"build summary stored")
     except DomainError as e:
         print(f"amtrace-server: {e.detail}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
     return 0
+
+
+def cmd_dhr_summarize(args: argparse.Namespace) -> int:
+    """Store the build summary of sealed devices that have none (released before summaries were stored)."""
+    from sqlalchemy import select
+
+    from server.db import make_engine, make_sessionmaker
+    from server.errors import DomainError
+    from server.history import summaries
+    from server.history.influx import InfluxQL
+    from server.models import BuildSummaryRecord, Device, DeviceSeal
+    from server.security import SYSTEM
+
+    if bool(args.device_code) == args.all:
+        print("amtrace-server: give one DEVICE_CODE or --all", file=sys.stderr)
+        return 2
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    influx = InfluxQL.from_settings(settings)
+    failed = done = 0
+    try:
+        factory = make_sessionmaker(engine, settings)
+        with factory() as session:
+            q = (select(Device.device_code).join(DeviceSeal, DeviceSeal.device_id == Device.id)
+                 .where(~select(BuildSummaryRecord.id).where(BuildSummaryRecord.device_id == Device.id).exists())
+                 .order_by(Device.id))
+            codes = list(session.scalars(q if args.all else q.where(Device.device_code == args.device_code)))
+        if not args.all and not codes:
+            print(f"amtrace-server: {args.device_code} is not a sealed device without a stored summary",
+                  file=sys.stderr)
+            return 1
+        for code in codes:  # one transaction per device: a failure leaves the others stored
+            try:
+                with factory() as session, session.begin():
+                    device = session.scalar(select(Device).where(Device.device_code == code))
+                    row = summaries.store(session, influx, actor=SYSTEM, device=device)
+                print(f"device {code}: summary stored, SHA-256 {row.summary_sha256}")
+                done += 1
+            except DomainError as e:
+                print(f"device {code}: {e.detail}", file=sys.stderr)
+                failed += 1
+    finally:
+        influx.close()
+        engine.dispose()
+    print(f"{done} summaries stored, {failed} failed")
+    return 1 if failed else 0
 
 
 def _redact(url: str) -> str:
@@ -193,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     ds = dsub.add_parser("seal", help="seal a released device whose seal was deferred")
     ds.add_argument("device_code", help="the device code")
     ds.set_defaults(func=cmd_dhr_seal)
+    dm = dsub.add_parser("summarize", help="store the build summary of sealed devices that have none "
+                                           "(released before summaries were stored)")
+    dm.add_argument("device_code", nargs="?", help="the device code")
+    dm.add_argument("--all", action="store_true", help="every sealed device without a stored summary")
+    dm.set_defaults(func=cmd_dhr_summarize)
     return p
 
 

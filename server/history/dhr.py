@@ -6,14 +6,15 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from server.cycles.service import cycles_of_device, load_of, parameters_of, steps_of_device
-from server.history import service
+from server.history import service, summaries
 from server.history.influx import InfluxQL
-from server.history.schemas import (DeviceHistoryRecord, DhrBuildFileCheck, DhrCase, DhrCycle, DhrDesign,
+from server.history.schemas import (BuildSummary, DeviceHistoryRecord, DhrBuildFileCheck, DhrCase, DhrCycle, DhrDesign,
                                     DhrDesignFile, DhrDevice, DhrGateDecision, DhrMachine, DhrManualStep,
                                     DhrMaterialLot, DhrNonconformity, DhrProcessMonitoring, DhrSeal, DhrStage,
-                                    SignatureManifest)
+                                    PlotSeries, SignatureManifest)
 from server.models import (BuildFileCheck, Case, CycleRecipe, Design, DesignIteration, DeviceSeal,
-                           GateDecision, Job, Machine, MaterialLot, Nonconformity, Signature, StageStep, utcnow)
+                           GateDecision, Job, Machine, MaterialLot, Nonconformity, ProcessCycle, Signature, StageStep,
+                           utcnow)
 from server.nonconformities.service import blocking
 from server.security import Principal
 
@@ -67,9 +68,18 @@ def _recipe_limits(params, field_attr: str) -> dict[str, float]:
     return {}
 
 
+def cycle_plot(session: Session, influx: InfluxQL, *, cycle: ProcessCycle, device_code: str) -> list[PlotSeries]:
+    """A completed cycle's plot (the signals its verdict is judged on, with the recipe's limits) from InfluxDB."""
+    params = parameters_of(session.get(CycleRecipe, cycle.recipe_id))
+    fields = [(params.measurement, getattr(params, a), getattr(params, a), "", _recipe_limits(params, a))
+              for a in CYCLE_PLOT_FIELDS[params.process]]
+    return service.plot_series(influx, machine_id=cycle.machine_id, device_code=device_code, start=cycle.started_at,
+                               end=cycle.ended_at, fields=fields)
+
+
 def device_history_record(session: Session, influx: InfluxQL, *, actor: Principal, device_code: str,
-                          plots: bool = True) -> DeviceHistoryRecord:
-    """The complete DHR of one device."""
+                          plots: bool = True, monitoring: bool = True) -> DeviceHistoryRecord:
+    """The complete DHR of one device (monitoring=False: process monitoring left empty, for the seal)."""
     device = service.device_by_code(session, device_code)
     job = session.get(Job, device.job_id)
     machine = session.get(Machine, job.machine_id)
@@ -103,17 +113,19 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
                              qualification_at_build=inputs.get("scope"))
     checks = session.scalars(select(BuildFileCheck).where(BuildFileCheck.job_id == job.id).order_by(BuildFileCheck.id))
     w = service.build_window(session, device=device)
-    summary = service.build_summary(session, influx, device_code=device_code, plots=plots)
+    if monitoring:
+        mon = summaries.summary_of(session, influx, device_code=device_code, plots=plots)
+    else:  # the sealed records sections exclude process monitoring: do not read it
+        mon = summaries.Monitoring(BuildSummary(device_code=device_code, machine_id=w.machine_id, job_id=w.job_id,
+                                                start=w.start, end=w.end, signals=[], events=[]))
+    summary = mon.build
     cycles = []
     for c in cycles_of_device(session, device_id=device.id):
         recipe = session.get(CycleRecipe, c.recipe_id)
-        params = parameters_of(recipe)
         plot = []
         if plots and c.ended_at:
-            fields = [(params.measurement, getattr(params, a), getattr(params, a), "", _recipe_limits(params, a))
-                      for a in CYCLE_PLOT_FIELDS[params.process]]
-            plot = service.plot_series(influx, machine_id=c.machine_id, device_code=device_code, start=c.started_at,
-                                       end=c.ended_at, fields=fields)
+            stored = mon.cycle_plots.get(c.id) if mon.cycle_plots is not None else None
+            plot = stored if stored is not None else cycle_plot(session, influx, cycle=c, device_code=device_code)
         cycles.append(DhrCycle(cycle_id=c.id, process=c.process, machine_id=c.machine_id, recipe=recipe.name,
                                recipe_version=recipe.version, cycle_ref=c.cycle_ref,
                                load=load_of(session, cycle_id=c.id), started_at=c.started_at, ended_at=c.ended_at,
@@ -148,7 +160,9 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
         release_gate=[DhrGateDecision(decision_id=g.id, allowed=g.allowed, reasons=g.reasons, decided_at=g.decided_at,
                                       requested_by=g.requested_by) for g in gates],
         process_monitoring=DhrProcessMonitoring(start=w.start, end=w.end, signals=summary.signals,
-                                                events=summary.events, plots=summary.plots),
+                                                events=summary.events, plots=summary.plots, source=summary.source,
+                                                computed_at=summary.computed_at,
+                                                summary_sha256=summary.summary_sha256, note=summary.note),
         cycles=cycles, manual_steps=steps, stages=stages,
         nonconformities=[DhrNonconformity(nonconformity_id=n.id, kind=n.kind, description=n.description,
                                           raised_by=n.raised_by, raised_at=n.raised_at, state=n.state,

@@ -123,7 +123,14 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
         [g.decision_id, "yes" if g.allowed else "no", "; ".join(r.get("message", "") for r in g.reasons) or "—",
          g.decided_at, g.requested_by] for g in d.release_gate] or [["none", "", "", "", ""]], [18, 15, 77, 35, 35])]
     pm = d.process_monitoring
-    story += [_p("Process monitoring", h2), _p(f"Build from {_t(pm.start)} to {_t(pm.end)}."),
+    if pm.source == "stored at release":
+        source = (f"Summary stored at release: computed from InfluxDB on {_t(pm.computed_at)}, SHA-256 "
+                  f"{pm.summary_sha256} (in the audit chain).")
+    else:
+        source = "Summary LIVE: computed from InfluxDB for this document; provisional until the device is released."
+        if pm.note:
+            source += f" {pm.note}."
+    story += [_p("Process monitoring", h2), _p(f"Build from {_t(pm.start)} to {_t(pm.end)}. {source}"),
               _table(["signal", "unit", "samples", "min", "max", "mean", "s outside warn", "s outside alarm"], [
                   [s.signal, s.unit, s.samples, s.min, s.max, s.mean, s.seconds_outside_warning,
                    s.seconds_outside_alarm] for s in pm.signals if s.samples], [38, 14, 18, 20, 20, 20, 25, 25])]

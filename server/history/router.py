@@ -13,7 +13,7 @@ from server.auth.deps import require
 from server.cycles.router import Influx
 from server.db import SessionDep
 from server.errors import COMMON_ERRORS, ErrorBody
-from server.history import dhr, seal, service
+from server.history import dhr, seal, service, summaries
 from server.history.schemas import BuildSummary, DeviceHistoryRecord, HistoryPage
 
 router = APIRouter(tags=["history"], responses={
@@ -30,6 +30,7 @@ class SealCheckOut(BaseModel):
     intact: bool
     points: int
     problems: list[str]
+    notes: list[str] = []
 
 
 @router.get("/history/builds", response_model=HistoryPage)
@@ -49,8 +50,9 @@ def builds(session: SessionDep, actor: HistoryReader, device_code: str | None = 
 @router.get("/history/devices/{device_code}/build", response_model=BuildSummary)
 def build_summary(device_code: str, session: SessionDep, actor: HistoryReader, influx: Influx,
                   plots: bool = False) -> BuildSummary:
-    """Each signal's min, max, mean and time outside limits, and every event, of the device's build."""
-    return service.build_summary(session, influx, device_code=device_code, plots=plots)
+    """Each signal's min, max, mean and time outside limits, and every event, of the device's build (stored at
+    release for a released device, else live: see `source`)."""
+    return summaries.summary_of(session, influx, device_code=device_code, plots=plots).build
 
 
 @router.get("/history/devices/{device_code}/dhr", response_model=DeviceHistoryRecord)
@@ -81,4 +83,5 @@ def device_history_record_pdf(device_code: str, session: SessionDep, actor: Hist
 def verify_seal(device_code: str, session: SessionDep, actor: Quality, influx: Influx) -> SealCheckOut:
     """Recompute the released device's digests; name every point changed, added or deleted since release."""
     c = seal.verify_device(session, influx, device_code=device_code)
-    return SealCheckOut(device_code=c.device_code, sealed=c.sealed, intact=c.ok, points=c.points, problems=c.problems)
+    return SealCheckOut(device_code=c.device_code, sealed=c.sealed, intact=c.ok, points=c.points, problems=c.problems,
+                        notes=c.notes)

@@ -5,11 +5,14 @@ DHR_SCHEMA_VERSION changes when a field is removed or changes meaning (additions
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-DHR_SCHEMA_VERSION = "1.0"
+DHR_SCHEMA_VERSION = "1.0"  # part of the sealed records sections: an addition must not change it
+SOURCE_STORED = "stored at release"
+SOURCE_LIVE = "live"
+SummarySource = Literal["stored at release", "live"]
 
 
 class BuildRow(BaseModel):
@@ -92,6 +95,19 @@ class BuildSummary(BaseModel):
     signals: list[SignalSummary]
     events: list[BuildEvent]
     plots: list[PlotSeries] = Field(default_factory=list)
+    source: SummarySource = Field(SOURCE_LIVE, description=(
+        "'stored at release': computed once from InfluxDB when the device was released and read from the "
+        "records; 'live': computed from InfluxDB for this request (provisional until release)"))
+    computed_at: datetime | None = Field(None, description="When the stored summary was computed (stored only)")
+    summary_sha256: str | None = Field(None, description="SHA-256 of the stored summary (stored only)")
+    note: str | None = Field(None, description="Why a released device's summary is live, when it is")
+
+
+class StoredSummary(BaseModel):
+    """What is stored once per released device: its build summary with plots, and each cycle's plot."""
+
+    build: BuildSummary
+    cycle_plots: dict[int, list[PlotSeries]] = Field(default_factory=dict, description="cycle id -> plot series")
 
 
 # --- device history record ---------------------------------------------------------------------
@@ -203,13 +219,20 @@ class DhrGateDecision(BaseModel):
 
 
 class DhrProcessMonitoring(BaseModel):
-    """The build's signals and events from InfluxDB."""
+    """The build's signals and events from InfluxDB: stored at release, or live before it."""
 
     start: datetime
     end: datetime
     signals: list[SignalSummary]
     events: list[BuildEvent]
     plots: list[PlotSeries]
+    source: SummarySource = Field(SOURCE_LIVE, description=(
+        "'stored at release': the summary computed from InfluxDB when the device was released, read from the "
+        "records (its SHA-256 is in the audit chain); 'live': computed from InfluxDB for this request, "
+        "provisional (device not released, seal deferred, or released before summaries were stored)"))
+    computed_at: datetime | None = Field(None, description="When the stored summary was computed")
+    summary_sha256: str | None = Field(None, description="SHA-256 of the stored summary (see dhr verify)")
+    note: str | None = Field(None, description="Why a released device's summary is live, when it is")
 
 
 class DhrCycle(BaseModel):

@@ -138,7 +138,8 @@ def records_sections(session: Session, influx: InfluxQL, *, device: Device, as_o
     """SHA-256 per DHR records section as of the seal time (later deliveries and complaints are not sealed)."""
     from server.history.dhr import device_history_record
 
-    dhr = device_history_record(session, influx, actor=SYSTEM, device_code=device.device_code, plots=False)
+    dhr = device_history_record(session, influx, actor=SYSTEM, device_code=device.device_code, plots=False,
+                                monitoring=False)
     data = dhr.model_dump(mode="json", exclude={"generated_at", "generated_by", "process_monitoring", "seal",
                                                   "delivery"})
     data["device"].pop("state"), data["device"].pop("status")
@@ -157,7 +158,10 @@ def _manifest_path(session: Session, sha: str) -> Path:
 
 
 def seal_device(session: Session, *, actor: Principal, device: Device, influx: InfluxQL | None = None) -> DeviceSeal:
-    """Compute and record the seal of a device being released (audit entry device_sealed)."""
+    """Compute and record the seal of a device being released (audit entry device_sealed), and store its build
+    summary (audit entry build_summary_stored) so its DHR reads no raw points from then on."""
+    from server.history import summaries
+
     if session.scalar(select(DeviceSeal).where(DeviceSeal.device_id == device.id)) is not None:
         raise Conflict(f"Device {device.device_code} is already sealed", code="device_sealed")
     own = influx is None
@@ -166,6 +170,10 @@ def seal_device(session: Session, *, actor: Principal, device: Device, influx: I
         from server.models import Job
         now = utcnow()
         start = session.get(Job, device.job_id).created_at - CLOCK_SKEW
+        # Every InfluxDB read first, so an unreachable InfluxDB defers the whole seal (nothing half-written).
+        summary = None
+        if summaries.stored_row(session, device=device) is None:
+            summary = summaries.compute(session, influx, device=device)
         digest = series_digest(influx, device_code=device.device_code, start=start, end=now)
         sections = records_sections(session, influx, device=device, as_of=now)
     finally:
@@ -186,6 +194,8 @@ def seal_device(session: Session, *, actor: Principal, device: Device, influx: I
                       manifest_sha256=manifest_sha, audit_seq=entry.seq)
     session.add(seal)
     session.flush()
+    if summary is not None:
+        summaries.save(session, actor=actor, device=device, summary=summary)
     return seal
 
 
@@ -208,6 +218,7 @@ class SealCheck:
     sealed: bool
     points: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -248,6 +259,17 @@ def verify_device(session: Session, influx: InfluxQL, *, device_code: str) -> Se
     for name, sha in sealed["sections"].items():
         if sections.get(name) != sha:
             check.problems.append(f"records section '{name}' changed since release")
+    from server.history import summaries
+    row = summaries.stored_row(session, device=device)
+    if row is None:
+        check.notes.append("no stored build summary (sealed before summaries were stored: amtrace-server dhr "
+                           "summarize stores one); its DHR computes the summary live")
+    else:
+        found = summaries.check(session, device=device, row=row)
+        check.problems.extend(found)
+        if not found:
+            check.notes.append(f"stored build summary intact (SHA-256 {row.summary_sha256}, audit entry "
+                               f"{row.audit_seq})")
     return check
 
 
