@@ -778,7 +778,8 @@ def main() -> int:
         dhr_json = r.json()
         # The measured DHRs must be the released path: the summary stored at release, no raw points read.
         assert dhr_json["process_monitoring"]["source"] == "stored at release", dhr_json["process_monitoring"]["note"]
-        meas["dhr_example"] = {"source": dhr_json["process_monitoring"]["source"],"device": dut_codes[0], "json_bytes": len(r.content),
+        meas["dhr_example"] = {"source": dhr_json["process_monitoring"]["source"],
+                               "device": dut_codes[0], "json_bytes": len(r.content),
                                "signals": len(dhr_json["process_monitoring"]["signals"]),
                                "samples_per_signal": max(s["samples"] for s in dhr_json["process_monitoring"]["signals"]),
                                "events": len(dhr_json["process_monitoring"]["events"]),

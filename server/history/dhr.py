@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 from server.cycles.service import cycles_of_device, load_of, parameters_of, steps_of_device
 from server.history import service, summaries
 from server.history.influx import InfluxQL
-from server.history.schemas import (BuildSummary, DeviceHistoryRecord, DhrBuildFileCheck, DhrCase, DhrCycle, DhrDesign,
-                                    DhrDesignFile, DhrDevice, DhrGateDecision, DhrMachine, DhrManualStep,
+from server.history.schemas import (BuildSummary, DeviceHistoryRecord, DhrBuildFileCheck, DhrCase, DhrCycle,
+                                    DhrDesign, DhrDesignFile, DhrDevice, DhrGateDecision, DhrMachine, DhrManualStep,
                                     DhrMaterialLot, DhrNonconformity, DhrProcessMonitoring, DhrSeal, DhrStage,
                                     PlotSeries, SignatureManifest)
 from server.models import (BuildFileCheck, Case, CycleRecipe, Design, DesignIteration, DeviceSeal,
