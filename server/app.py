@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -38,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine, settings)
+    gate_threads = settings.gate_threads or (1 if engine.dialect.name == "sqlite" else 4)
+    app.state.gate_executor = ThreadPoolExecutor(max_workers=gate_threads, thread_name_prefix="gate")
 
     @app.exception_handler(DomainError)
     async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:

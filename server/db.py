@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fastapi import Request
@@ -26,25 +28,31 @@ THREADS_PER_PROCESS = 40
 
 
 class SQLiteWriteQueue(sqlite3.Connection):
-    """A sqlite3 connection whose transactions queue on one lock per database file in this process.
+    """A sqlite3 connection whose write transactions queue for their turn instead of polling for it.
 
     SQLite admits one writer; a second BEGIN IMMEDIATE waits in SQLite's busy handler, which sleeps
     1, 2, 5, 10 … 100 ms between tries, so under load a waiter often sleeps long after the lock is
-    free. Threads of the same process queue on a Python lock instead and are woken when it is
-    released; other processes (a second worker, the CLI) still meet SQLite's own lock and busy timeout.
+    free. Threads of one process queue on a Python lock, and server processes on an flock() of a
+    file beside the database; both wake the next waiter the moment the holder lets go. Programs that
+    do not take the flock (the sqlite3 shell, an old CLI) still meet SQLite's own lock and busy timeout.
     """
 
     write_lock: threading.Lock
+    turn_file: int | None = None
     holds_lock = False
 
     def begin_immediate(self) -> None:
-        """Wait for this process's turn (at most the busy timeout), then take SQLite's write lock."""
+        """Wait for this process's turn (at most the busy timeout), then the other processes', then BEGIN."""
         if not self.write_lock.acquire(timeout=SQLITE_BUSY_SECONDS):
             raise sqlite3.OperationalError(
                 f"database is locked: no write turn within {SQLITE_BUSY_SECONDS} s (another transaction "
                 f"of this process held it)")
         self.holds_lock = True
         try:
+            if self.turn_file is not None:
+                # Blocking flock releases the GIL and is woken by the kernel at the holder's unlock
+                # (or its exit: a crashed process cannot keep the turn).
+                fcntl.flock(self.turn_file, fcntl.LOCK_EX)
             self.execute("BEGIN IMMEDIATE")
         except BaseException:
             self._release()
@@ -53,6 +61,8 @@ class SQLiteWriteQueue(sqlite3.Connection):
     def _release(self) -> None:
         if self.holds_lock:
             self.holds_lock = False
+            if self.turn_file is not None:
+                fcntl.flock(self.turn_file, fcntl.LOCK_UN)
             self.write_lock.release()
 
     def commit(self) -> None:
@@ -75,6 +85,9 @@ class SQLiteWriteQueue(sqlite3.Connection):
             super().close()
         finally:
             self._release()
+            if self.turn_file is not None:
+                os.close(self.turn_file)
+                self.turn_file = None
 
 
 _WRITE_LOCKS: dict[str, threading.Lock] = {}
@@ -101,6 +114,9 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):
             dbapi_conn.write_lock = write_lock
+            if path and path != ":memory:":
+                # One descriptor per connection: flock() locks belong to an open file description.
+                dbapi_conn.turn_file = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
             # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
@@ -114,14 +130,33 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
+            dbapi_conn = conn.connection.dbapi_connection
+            if conn.get_execution_options().get(READ_ONLY_OPTION):
+                # A reader: a WAL snapshot, no lock; writers go on meanwhile.
+                dbapi_conn.execute("BEGIN")
+                return
             # The audit chain reads its head and appends in one transaction; IMMEDIATE takes
             # SQLite's write lock up front so two writers can never fork the chain.
-            conn.connection.dbapi_connection.begin_immediate()
+            dbapi_conn.begin_immediate()
 
         return engine
     # Two server processes of 40 request threads each stay within PostgreSQL's default 100 connections.
     return create_engine(url, pool_size=THREADS_PER_PROCESS, max_overflow=0, pool_timeout=SQLITE_BUSY_SECONDS,
                          pool_pre_ping=True)
+
+
+READ_ONLY_OPTION = "amtrace_read_only"
+
+
+def begin_read(session: Session) -> None:
+    """Begin the session's transaction as a reader: on SQLite a snapshot that takes no write lock.
+
+    Only for work that writes nothing (authentication, the release gate's checks); a write in it
+    fails on SQLite (the snapshot cannot become a writer once another connection has committed).
+    """
+    if session.in_transaction():
+        raise RuntimeError("begin_read needs a session without an open transaction")
+    session.connection(execution_options={READ_ONLY_OPTION: True})
 
 
 def end_read_transaction(session: Session) -> None:
@@ -131,24 +166,15 @@ def end_read_transaction(session: Session) -> None:
     session.commit()
 
 
-def commit_in_this_thread(session: Session) -> None:
-    """Commit now, in the thread that did the work, rather than in the session dependency's exit.
-
-    The dependency's exit runs in another worker thread after the endpoint returns; on a hot write
-    path (the release gate) SQLite's write lock would otherwise be held across that hop. Nothing
-    else changes: a failed commit still fails the request, and the dependency's commit is a no-op.
-    """
-    session.commit()
-
-
 def make_sessionmaker(engine: Engine, settings: Settings) -> sessionmaker[Session]:
     """Sessions carry the settings in session.info so services need no globals."""
     return sessionmaker(engine, expire_on_commit=False, info={"settings": settings})
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """The one way to get a session: commit when the request succeeded, roll back otherwise."""
-    session: Session = request.app.state.sessionmaker()
+@contextmanager
+def session_scope(maker: sessionmaker[Session]) -> Iterator[Session]:
+    """A session that commits when the block succeeds and rolls back otherwise (keeping refused-signature audit)."""
+    session: Session = maker()
     try:
         yield session
         session.commit()
@@ -163,6 +189,12 @@ def get_session(request: Request) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """The one way to get a session in an endpoint: commit when the request succeeded, roll back otherwise."""
+    with session_scope(request.app.state.sessionmaker) as session:
+        yield session
 
 
 def migrate(url: str, revision: str = "head") -> None:

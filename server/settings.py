@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     delivery_margin_days: int = Field(
         default=2, ge=0, description="The case deadline is this many days before the surgery date")
     timezone: str = Field(default="UTC", description="Time zone used in messages shown to people")
+    gate_threads: int | None = Field(default=None, ge=1, le=64, description=(
+        "Threads per server process that run release-gate decisions (default: 1 on SQLite, whose writes are "
+        "one at a time anyway, 4 on PostgreSQL)"))
     influx_url: str = Field(default="http://127.0.0.1:8086", description=(
         "Base URL of the InfluxDB 1.x-compatible HTTP API (/query, InfluxQL): InfluxDB 1.x, 2.x compat, 3.x"))
     influx_database: str = Field(default="amtrace", description="InfluxDB database (2.x/3.x: the mapped bucket)")

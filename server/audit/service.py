@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from server.errors import Conflict, Forbidden
@@ -53,16 +53,43 @@ _CHAIN_LOCK_SQL = text("SELECT pg_advisory_xact_lock(:k)")
 _APPEND = AuditEntry.__table__.insert()
 
 
+def lock_chain(session: Session) -> None:
+    """Become the only appender to the chain until this transaction ends (what record() does first)."""
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        # Serialise appenders across server instances until this transaction ends. SQLite needs
+        # nothing: server.db begins every write transaction IMMEDIATE, so writers are already one at a time.
+        conn.execute(_CHAIN_LOCK_SQL, {"k": _CHAIN_LOCK})
+
+
+def chain_head_seq(session: Session) -> int:
+    """The sequence number of the last entry this transaction sees (0 for an empty chain)."""
+    head = session.connection().execute(_HEAD).first()
+    return head[0] if head else 0
+
+
+_CHANGED_SINCE = select(AuditEntry.seq).where(
+    AuditEntry.seq > bindparam("seq"), AuditEntry.action.not_in(bindparam("ignore", expanding=True))).limit(1)
+
+
+def changed_since(session: Session, seq: int, *, ignore: tuple[str, ...] = ()) -> bool:
+    """True when an entry after seq, other than the actions in ignore, is in the chain (call under lock_chain).
+
+    Every change to a record is appended to the chain in the transaction that makes it, so this tells
+    a reader whether what it read at seq is still current.
+    """
+    return session.connection().execute(_CHANGED_SINCE, {"seq": seq, "ignore": list(ignore) or [""]}).first() \
+        is not None
+
+
 def record(session: Session, *, actor: Principal, action: str, record_type: str, record_id: Any,
            old: dict[str, Any] | None = None, new: dict[str, Any] | None = None,
            reason: str | None = None) -> AuditEntry:
     """Append one entry to the audit trail, chained to the previous one."""
     # Pending changes of the caller go to the database first, so entries follow what they describe.
     session.flush()
+    lock_chain(session)
     conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        # Serialise appenders across server instances until this transaction ends.
-        conn.execute(_CHAIN_LOCK_SQL, {"k": _CHAIN_LOCK})
     head = conn.execute(_HEAD).first()
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
     entry = AuditEntry(seq=seq, at=utcnow(), actor=actor.actor, user_id=actor.user_id, action=action,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
+from sqlalchemy.orm import Session
 
 from server.agents.service import principal_for_token as agent_principal
-from server.auth.service import principal_from_token
-from server.db import SessionDep, end_read_transaction
+from server.auth.service import principal_from_token, token_claims
+from server.db import SessionDep, begin_read, end_read_transaction
 from server.errors import Forbidden, Unauthorized
 from server.security import AGENT_TOKEN_PREFIX, Principal
 
@@ -19,38 +20,91 @@ agent_scheme = HTTPBearer(auto_error=False, scheme_name="AgentToken",
                           description="Edge agents: `Authorization: Bearer amtagent_…` issued by an admin")
 
 
-def current_principal(session: SessionDep, user_token: Annotated[str | None, Depends(oauth2_scheme)],
-                      agent_cred: Annotated[HTTPAuthorizationCredentials | None, Depends(agent_scheme)]
-                      ) -> Principal:
-    """The authenticated caller, person or agent."""
-    token = user_token or (agent_cred.credentials if agent_cred else None)
+def authenticate(session: Session, token: str | None) -> Principal:
+    """The caller a bearer token stands for (person or agent), read in a transaction of its own."""
     if not token:
         raise Unauthorized("Not authenticated: send Authorization: Bearer <token>", code="not_authenticated")
+    if not session.in_transaction():
+        # Reading who is asking takes no write lock (SQLite), so it never waits behind a writer.
+        begin_read(session)
     if token.startswith(AGENT_TOKEN_PREFIX):
         principal = agent_principal(session, token=token)
     else:
         principal = principal_from_token(session, token=token)
-    # The endpoint runs in another worker thread: end this read here so its lock (SQLite takes the
-    # write lock at BEGIN) is not held while the request waits for that thread.
+    # The endpoint may run in another worker thread: end this read here so nothing is held meanwhile.
     end_read_transaction(session)
     return principal
+
+
+def current_principal(session: SessionDep, user_token: Annotated[str | None, Depends(oauth2_scheme)],
+                      agent_cred: Annotated[HTTPAuthorizationCredentials | None, Depends(agent_scheme)]
+                      ) -> Principal:
+    """The authenticated caller, person or agent."""
+    return authenticate(session, user_token or (agent_cred.credentials if agent_cred else None))
+
+
+def admit(principal: Principal, roles: tuple[str, ...], agents: bool) -> Principal:
+    """The principal, if its role (people) or kind (agents) may use an endpoint guarded by roles/agents."""
+    if principal.kind == "agent":
+        if agents:
+            return principal
+        raise Forbidden("Edge agents may not use this endpoint", code="agent_not_allowed")
+    if principal.role in roles:
+        return principal
+    raise _role_refused(principal.role, roles)
+
+
+def _role_refused(role: str | None, roles: tuple[str, ...]) -> Forbidden:
+    allowed = ", ".join(roles) if roles else "edge agents only"
+    return Forbidden(f"Role {role} may not do this; allowed: {allowed}", code="role_not_allowed")
 
 
 def require(*roles: str, agents: bool = False):
     """Dependency admitting people with one of roles and, when agents=True, edge agents."""
     # async: a pure check, run on the event loop instead of costing the request another thread hop.
     async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if principal.kind == "agent":
-            if agents:
-                return principal
-            raise Forbidden("Edge agents may not use this endpoint", code="agent_not_allowed")
-        if principal.role in roles:
-            return principal
-        allowed = ", ".join(roles) if roles else "edge agents only"
-        raise Forbidden(f"Role {principal.role} may not do this; allowed: {allowed}", code="role_not_allowed")
+        return admit(principal, roles, agents)
     check.allowed_roles = roles  # read by the role × endpoint matrix test
     check.allows_agents = agents
     return check
+
+
+class Credentials:
+    """A request's bearer token and the roles its endpoint admits, checked later with check()."""
+
+    def __init__(self, token: str | None, roles: tuple[str, ...], agents: bool) -> None:
+        self.token, self.roles, self.agents = token, roles, agents
+
+    def check(self, session: Session) -> Principal:
+        """Authenticate and admit, in the caller's thread and session."""
+        return admit(authenticate(session, self.token), self.roles, self.agents)
+
+
+def require_later(*roles: str, agents: bool = False):
+    """Like require(), but only reads the token: the endpoint calls .check(session) in its own thread.
+
+    For the hot path (the release gate): authentication and the work then run in one worker thread,
+    instead of a thread hop each for the session, the authentication and the endpoint.
+    """
+    async def credentials(request: Request, user_token: Annotated[str | None, Depends(oauth2_scheme)],
+                          agent_cred: Annotated[HTTPAuthorizationCredentials | None, Depends(agent_scheme)]
+                          ) -> Credentials:
+        token = user_token or (agent_cred.credentials if agent_cred else None)
+        # What needs no database is refused here, before the body is read (401/403 before 422, as with
+        # require()): no token, a bad or expired access token, a role not admitted, an agent where none is.
+        if not token:
+            raise Unauthorized("Not authenticated: send Authorization: Bearer <token>", code="not_authenticated")
+        if token.startswith(AGENT_TOKEN_PREFIX):
+            if not agents:
+                raise Forbidden("Edge agents may not use this endpoint", code="agent_not_allowed")
+        else:
+            role = token_claims(request.app.state.settings, token).get("role")
+            if role not in roles:
+                raise _role_refused(role, roles)
+        return Credentials(token, roles, agents)
+    credentials.allowed_roles = roles  # read by the role × endpoint matrix test
+    credentials.allows_agents = agents
+    return credentials
 
 
 def require_machine_scope(principal: Principal, machine_id: str) -> None:

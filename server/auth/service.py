@@ -14,6 +14,7 @@ from server.audit.service import record, settings_of
 from server.errors import Conflict, NotFound, Unauthorized
 from server.models import Agent, Machine, MachineAuthorisation, User, utcnow
 from server.security import AGENT_TOKEN_PREFIX, ROLES, SYSTEM, Principal, hash_password, password_matches
+from server.settings import Settings
 from server.db import get_or_not_found
 
 JWT_ALGORITHM = "HS256"
@@ -109,6 +110,16 @@ def issue_access_token(session: Session, *, user: User, minutes: int | None = No
     return token, int(lifetime.total_seconds())
 
 
+def token_claims(settings: Settings, token: str) -> dict:
+    """The claims of a person's access token whose signature and expiry are valid (no database read)."""
+    try:
+        return jwt.decode(token, settings.secret_key, algorithms=[JWT_ALGORITHM], options={"require": ["exp", "sub"]})
+    except jwt.ExpiredSignatureError as e:
+        raise Unauthorized("Access token expired; log in again", code="token_expired") from e
+    except jwt.PyJWTError as e:
+        raise Unauthorized("Access token is not valid", code="token_invalid") from e
+
+
 def principal_from_token(session: Session, *, token: str) -> Principal:
     """Resolve a bearer token (user JWT or agent token) to the principal it stands for."""
     if token.startswith(AGENT_TOKEN_PREFIX):
@@ -118,13 +129,7 @@ def principal_from_token(session: Session, *, token: str) -> Principal:
             raise Unauthorized("Agent token is unknown or revoked", code="agent_token_invalid")
         return Principal(kind="agent", id=agent.id, name=agent.name, full_name=f"edge agent {agent.name}",
                          machine_ids=frozenset(m.machine_id for m in agent.machines))
-    try:
-        claims = jwt.decode(token, settings_of(session).secret_key, algorithms=[JWT_ALGORITHM],
-                            options={"require": ["exp", "sub"]})
-    except jwt.ExpiredSignatureError as e:
-        raise Unauthorized("Access token expired; log in again", code="token_expired") from e
-    except jwt.PyJWTError as e:
-        raise Unauthorized("Access token is not valid", code="token_invalid") from e
+    claims = token_claims(settings_of(session), token)
     user = session.get(User, int(claims["sub"]))
     # Checked on every request so a deactivation or role change takes effect at once.
     if user is None or not user.active or user.role != claims.get("role"):

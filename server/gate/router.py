@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
-from server.auth.deps import require
-from server.db import SessionDep, commit_in_this_thread
+from server.auth.deps import Credentials, require, require_later
+from server.db import SessionDep, session_scope
 from server.errors import COMMON_ERRORS, NotFound
 from server.gate import service
 from server.gate.schemas import GateDecisionOut, GateDecisionRecord, GateRequest, Reason
@@ -15,16 +16,24 @@ from server.models import GateDecision
 from server.security import Principal
 
 router = APIRouter(prefix="/gate", tags=["release gate"], responses=COMMON_ERRORS)
-Asker = Annotated[Principal, Depends(require("operator", agents=True))]
+Asker = Annotated[Credentials, Depends(require_later("operator", agents=True))]
 Reviewer = Annotated[Principal, Depends(require("quality_engineer", "production_manager"))]
 
 
 @router.post("/decisions", response_model=GateDecisionOut)
-def decide(body: GateRequest, session: SessionDep, actor: Asker) -> GateDecisionOut:
+async def decide(body: GateRequest, request: Request, asker: Asker) -> GateDecisionOut:
     """Allowed, or refused with every reason; the decision is recorded with its inputs."""
-    d = service.decide(session, actor=actor, **body.model_dump())
-    # The decision and its audit entry hold the audit chain's lock: commit before leaving this thread.
-    commit_in_this_thread(session)
+    # Asked before every build: authentication, the decision and its commit run in one hop to the
+    # gate's own threads (server.app: gate_threads), not in a thread per dependency.
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(request.app.state.gate_executor, _decide, request.app.state.sessionmaker,
+                                      asker, body)
+
+
+def _decide(maker, asker: Credentials, body: GateRequest) -> GateDecisionOut:
+    with session_scope(maker) as session:
+        actor = asker.check(session)
+        d = service.decide(session, actor=actor, **body.model_dump())
     return GateDecisionOut(allowed=d.allowed, reasons=[Reason(**r) for r in d.reasons], decision_id=d.id)
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
-from server.audit.service import record, seal_is_intact
+from server.audit.service import chain_head_seq, changed_since, lock_chain, record, seal_is_intact
+from server.db import begin_read
 from server.designs.service import iteration_content
 from server.errors import Forbidden
 from server.materials.service import lot_problems
@@ -132,19 +133,73 @@ def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, 
             raise Forbidden("An operator can ask the release gate only for themself", code="operator_mismatch")
         operator_id = actor.id
     now = utcnow()
-    today = now.date()
-    sha = build_file_sha256.lower()
+    ask = _Ask(machine_id=machine_id, job_id=job_id, sha=build_file_sha256.lower(), operator_id=operator_id, now=now)
+    if session.in_transaction():
+        # Inside the caller's unit of work (a kiosk step): decide and record in its transaction.
+        return _store(session, actor, ask, _evaluate(session, ask, may_write=True))
+    # The hot path (the edge asks before every build): evaluate on a read snapshot without the write
+    # lock, then append under it. SQLite has one writer and PostgreSQL one audit-chain appender at a
+    # time, so only the append is serialised, not the dozen reads. Every change the gate depends on
+    # is audited; if anything other than a gate decision was recorded after the snapshot, the
+    # decision is re-evaluated under the lock, so no decision is ever based on superseded state.
+    evaluation: _Evaluation | None
+    try:
+        begin_read(session)
+        seen = chain_head_seq(session)
+        evaluation = _evaluate(session, ask, may_write=False)
+    except _NeedsWrite:
+        evaluation = None
+    finally:
+        session.commit()
+    lock_chain(session)
+    if evaluation is None or changed_since(session, seen, ignore=_GATE_ACTIONS):
+        evaluation = _evaluate(session, ask, may_write=True)
+    return _store(session, actor, ask, evaluation)
+
+
+# Audit actions that the gate itself appends: they do not change what a decision depends on (a job
+# released by a concurrent decision is only released once, by the conditional update in _store).
+_GATE_ACTIONS = ("gate_decision", "job_released")
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One question to the gate."""
+
+    machine_id: str
+    job_id: int
+    sha: str
+    operator_id: int | None
+    now: datetime
+
+
+@dataclass
+class _Evaluation:
+    """Every reason found, the inputs looked at, and the job's state when it was read."""
+
+    reasons: list[dict[str, str]]
+    inputs: dict[str, Any]
+    job_state: str | None
+
+
+class _NeedsWrite(Exception):
+    """A read-only evaluation met an expiry that must first be recorded as a requalification trigger."""
+
+
+def _evaluate(session: Session, ask: _Ask, *, may_write: bool) -> _Evaluation:
+    """Run every check against the database as the session's transaction sees it."""
+    today = ask.now.date()
     reasons = Reasons()
-    inputs: dict[str, Any] = {"at": now.isoformat(), "machine_id": machine_id, "job_id": job_id,
-                              "build_file_sha256": sha, "operator_id": operator_id}
+    inputs: dict[str, Any] = {"at": ask.now.isoformat(), "machine_id": ask.machine_id, "job_id": ask.job_id,
+                              "build_file_sha256": ask.sha, "operator_id": ask.operator_id}
     session.flush()
     conn = session.connection()
-    machine = conn.execute(_MACHINE, {"machine_id": machine_id}).first()
-    job = conn.execute(_JOB, {"job_id": job_id}).first()
+    machine = conn.execute(_MACHINE, {"machine_id": ask.machine_id}).first()
+    job = conn.execute(_JOB, {"job_id": ask.job_id}).first()
     if machine is None:
-        reasons.add("machine_unknown", f"Machine {machine_id} is not registered")
+        reasons.add("machine_unknown", f"Machine {ask.machine_id} is not registered")
     if job is None:
-        reasons.add("job_unknown", f"Job {job_id} does not exist")
+        reasons.add("job_unknown", f"Job {ask.job_id} does not exist")
     if machine is not None and job is not None:
         if job.machine_id != machine.id:
             reasons.add("job_not_for_machine", f"Job {job.id} is planned for machine {job.machine_id}, "
@@ -153,42 +208,51 @@ def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, 
             reasons.add("job_closed", f"Job {job.id} is already closed")
         else:
             devices = conn.execute(_DEVICES, {"job_id": job.id}).all()
-            _check_machine(session, reasons, inputs, machine, job, today)
-            _check_designs(session, reasons, inputs, job, devices, sha)
+            _check_machine(session, reasons, inputs, machine, job, today, may_write=may_write)
+            _check_designs(session, reasons, inputs, job, devices, ask.sha)
             _check_material(reasons, inputs, job, today)
-            _check_cases(session, reasons, inputs, devices, now)
+            _check_cases(session, reasons, inputs, devices, ask.now)
             for nc in conn.execute(_OPEN_NONCONFORMITIES, {"job_id": job.id}):
                 reasons.add("open_nonconformity", f"Open nonconformity {nc.id} ({nc.kind.replace('_', ' ')}) on "
                                                   f"this job must be dispositioned first: {nc.description}")
-        _check_operator(session, reasons, inputs, machine, operator_id, today)
-    allowed = not reasons.items
-    decision = GateDecision(machine_id=machine_id, job_id=job_id, build_file_sha256=sha, operator_id=operator_id,
-                            requested_by=actor.actor, allowed=allowed, reasons=reasons.items, inputs=inputs,
-                            decided_at=now)
+        _check_operator(session, reasons, inputs, machine, ask.operator_id, today)
+    return _Evaluation(reasons=reasons.items, inputs=inputs, job_state=None if job is None else job.state)
+
+
+def _store(session: Session, actor: Principal, ask: _Ask, ev: _Evaluation) -> GateDecision:
+    """Store the decision, append its audit entry and release a planned job on its first allowed decision."""
+    allowed = not ev.reasons
+    decision = GateDecision(machine_id=ask.machine_id, job_id=ask.job_id, build_file_sha256=ask.sha,
+                            operator_id=ask.operator_id, requested_by=actor.actor, allowed=allowed,
+                            reasons=ev.reasons, inputs=ev.inputs, decided_at=ask.now)
     # Decisions are never changed after they are stored: a plain INSERT … RETURNING id, without the
     # unit of work. The returned object carries the stored values and id; it is not in the session.
+    conn = session.connection()
     decision.id = conn.execute(_INSERT_DECISION, {c: getattr(decision, c) for c in _DECISION_COLUMNS}).scalar_one()
-    record(session, actor=actor, action="gate_decision", record_type="job", record_id=job_id,
-           new={"decision_id": decision.id, "allowed": allowed, "machine_id": machine_id,
-                "build_file_sha256": sha, "operator_id": operator_id,
-                "reasons": [r["code"] for r in reasons.items]})
-    if allowed and job.state == "planned":
+    record(session, actor=actor, action="gate_decision", record_type="job", record_id=ask.job_id,
+           new={"decision_id": decision.id, "allowed": allowed, "machine_id": ask.machine_id,
+                "build_file_sha256": ask.sha, "operator_id": ask.operator_id,
+                "reasons": [r["code"] for r in ev.reasons]})
+    if allowed and ev.job_state == "planned":
         # Conditional update: of two allowed decisions racing on PostgreSQL only one releases the job
         # (and records it); the ORM copy of the job, if loaded, is updated too.
-        released = session.execute(update(Job).where(Job.id == job.id, Job.state == "planned")
+        released = session.execute(update(Job).where(Job.id == ask.job_id, Job.state == "planned")
                                    .values(state="released")).rowcount
         if released:
-            record(session, actor=actor, action="job_released", record_type="job", record_id=job.id,
+            record(session, actor=actor, action="job_released", record_type="job", record_id=ask.job_id,
                    old={"state": "planned"}, new={"state": "released"}, reason=f"gate decision {decision.id}")
     return decision
 
 
-def _check_machine(session: Session, reasons: Reasons, inputs: dict, machine: Any, job: Any, today: date) -> None:
+def _check_machine(session: Session, reasons: Reasons, inputs: dict, machine: Any, job: Any, today: date, *,
+                   may_write: bool) -> None:
     conn = session.connection()
     calibration_overdue = machine.calibration_due is not None and machine.calibration_due < today
     if calibration_overdue or conn.execute(_ANY_QUALIFIED_SCOPE_EXPIRED,
                                            {"machine_id": machine.id, "today": today}).scalar():
         # Only when something has run out: the time triggers then record it and move the scopes.
+        if not may_write:
+            raise _NeedsWrite
         qualification.apply_time_triggers(session, today=today, machine_id=machine.id)
         session.flush()
     scope = conn.execute(_SCOPE, {"machine_id": machine.id, "process": job.process, "material": job.material,
