@@ -146,10 +146,12 @@ wrk.headers["Authorization"] = "Bearer " .. os.getenv("GATE_TOKEN")
 wrk.body = os.getenv("GATE_BODY")
 
 local threads = {}
-local index = 0
+local next_index = 0
 function setup(thread)
-  thread:set("index", index)
-  index = index + 1
+  -- thread:set writes a global of the thread's Lua state; a chunk-level `local` of the same name would
+  -- shadow it in init() (every thread then had index 0 and all 16 sent at the same instant).
+  thread:set("thread_index", next_index)
+  next_index = next_index + 1
   table.insert(threads, thread)
 end
 
@@ -162,7 +164,7 @@ function init(args)
   if rate > 0 then
     interval = nthreads * 1000000 / rate
     -- threads start staggered within one interval so the offered load is even
-    start = now_us() + 200000 + index * interval / nthreads
+    start = now_us() + 200000 + thread_index * interval / nthreads
     k = 0
   end
 end
