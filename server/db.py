@@ -159,6 +159,11 @@ def begin_read(session: Session) -> None:
     session.connection(execution_options={READ_ONLY_OPTION: True})
 
 
+def is_reading(session: Session) -> bool:
+    """True when the session's open transaction was begun with begin_read."""
+    return session.in_transaction() and bool(session.connection().get_execution_options().get(READ_ONLY_OPTION))
+
+
 def end_read_transaction(session: Session) -> None:
     """End a transaction that only read (authentication), so no lock is held across FastAPI's thread hops."""
     if session.new or session.dirty or session.deleted:

@@ -20,8 +20,11 @@ agent_scheme = HTTPBearer(auto_error=False, scheme_name="AgentToken",
                           description="Edge agents: `Authorization: Bearer amtagent_…` issued by an admin")
 
 
-def authenticate(session: Session, token: str | None) -> Principal:
-    """The caller a bearer token stands for (person or agent), read in a transaction of its own."""
+def authenticate(session: Session, token: str | None, *, keep_reading: bool = False) -> Principal:
+    """The caller a bearer token stands for (person or agent), read in a transaction of its own.
+
+    keep_reading: leave that read transaction open for the caller's own reads (the release gate).
+    """
     if not token:
         raise Unauthorized("Not authenticated: send Authorization: Bearer <token>", code="not_authenticated")
     if not session.in_transaction():
@@ -31,8 +34,9 @@ def authenticate(session: Session, token: str | None) -> Principal:
         principal = agent_principal(session, token=token)
     else:
         principal = principal_from_token(session, token=token)
-    # The endpoint may run in another worker thread: end this read here so nothing is held meanwhile.
-    end_read_transaction(session)
+    if not keep_reading:
+        # The endpoint may run in another worker thread: end this read here so nothing is held meanwhile.
+        end_read_transaction(session)
     return principal
 
 
@@ -75,9 +79,9 @@ class Credentials:
     def __init__(self, token: str | None, roles: tuple[str, ...], agents: bool) -> None:
         self.token, self.roles, self.agents = token, roles, agents
 
-    def check(self, session: Session) -> Principal:
-        """Authenticate and admit, in the caller's thread and session."""
-        return admit(authenticate(session, self.token), self.roles, self.agents)
+    def check(self, session: Session, *, keep_reading: bool = False) -> Principal:
+        """Authenticate and admit, in the caller's thread and session (see authenticate for keep_reading)."""
+        return admit(authenticate(session, self.token, keep_reading=keep_reading), self.roles, self.agents)
 
 
 def require_later(*roles: str, agents: bool = False):

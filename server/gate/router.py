@@ -32,7 +32,8 @@ async def decide(body: GateRequest, request: Request, asker: Asker) -> GateDecis
 
 def _decide(maker, asker: Credentials, body: GateRequest) -> GateDecisionOut:
     with session_scope(maker) as session:
-        actor = asker.check(session)
+        # The gate's checks read on in the same snapshot as the authentication (one transaction).
+        actor = asker.check(session, keep_reading=True)
         d = service.decide(session, actor=actor, **body.model_dump())
     return GateDecisionOut(allowed=d.allowed, reasons=[Reason(**r) for r in d.reasons], decision_id=d.id)
 

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
 from server.audit.service import chain_head_seq, changed_since, lock_chain, record, seal_is_intact
-from server.db import begin_read
+from server.db import begin_read, is_reading
 from server.designs.service import iteration_content
 from server.errors import Forbidden
 from server.materials.service import lot_problems
@@ -134,7 +134,7 @@ def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, 
         operator_id = actor.id
     now = utcnow()
     ask = _Ask(machine_id=machine_id, job_id=job_id, sha=build_file_sha256.lower(), operator_id=operator_id, now=now)
-    if session.in_transaction():
+    if session.in_transaction() and not is_reading(session):
         # Inside the caller's unit of work (a kiosk step): decide and record in its transaction.
         return _store(session, actor, ask, _evaluate(session, ask, may_write=True))
     # The hot path (the edge asks before every build): evaluate on a read snapshot without the write
@@ -144,7 +144,8 @@ def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, 
     # decision is re-evaluated under the lock, so no decision is ever based on superseded state.
     evaluation: _Evaluation | None
     try:
-        begin_read(session)
+        if not session.in_transaction():
+            begin_read(session)
         seen = chain_head_seq(session)
         evaluation = _evaluate(session, ask, may_write=False)
     except _NeedsWrite:
