@@ -311,7 +311,7 @@ class DurablePostgres(localstack.Postgres):
 
 
 def run_backend(name: str, url: str, work: Path, rate: float, seconds: float, workers: int,
-                connections: int, wrk: str, db_pid: int | None = None) -> dict:
+                connections: int, wrk: str, db_pid: int | None = None, sweep: tuple[float, ...] = ()) -> dict:
     """Migrate, start, seed, load one backend."""
     env = {**os.environ, "AMTRACE_DATABASE_URL": url, "AMTRACE_FILE_STORE": str(work / "files"),
            "AMTRACE_ARGON2_TIME_COST": "1", "AMTRACE_ARGON2_MEMORY_KIB": "1024", "AMTRACE_ARGON2_PARALLELISM": "1"}
@@ -327,6 +327,12 @@ def run_backend(name: str, url: str, work: Path, rate: float, seconds: float, wo
         fixed = run_wrk(wrk, work, base, req, rate=rate, seconds=seconds, connections=connections,
                         server_pid=proc.pid, db_pid=db_pid)
         print(f"[{name}] {fixed}", flush=True)
+        curve = []
+        for other_rate in sweep:
+            print(f"[{name}] fixed rate {other_rate:g} req/s for 15 s …", flush=True)
+            curve.append(run_wrk(wrk, work, base, req, rate=other_rate, seconds=15, connections=connections,
+                                 server_pid=proc.pid, db_pid=db_pid))
+            print(f"[{name}] {curve[-1]}", flush=True)
         print(f"[{name}] saturation, {connections} closed-loop connections for 10 s …", flush=True)
         sat = run_wrk(wrk, work, base, req, rate=0, seconds=10, connections=connections, server_pid=proc.pid,
                       db_pid=db_pid)
@@ -334,7 +340,7 @@ def run_backend(name: str, url: str, work: Path, rate: float, seconds: float, wo
     finally:
         proc.terminate()
         proc.wait(timeout=15)
-    return {"backend": name, "workers": workers, "fixed_rate": fixed, "saturation": sat}
+    return {"backend": name, "workers": workers, "fixed_rate": fixed, "sweep": curve, "saturation": sat}
 
 
 def write_docs(result: dict) -> None:
@@ -346,6 +352,10 @@ def write_docs(result: dict) -> None:
         f"{f['server_cpu_ms_per_request'] + f['db_server_cpu_ms_per_request']:.2f} | {f['wrk_cpu_pct']} | "
         f"{f['other_cpu_pct']} | {f['load_average_before']} |"
         for r in runs for f in [r["fixed_rate"]])
+    curve_rows = "\n".join(
+        f"| {r['backend']} | {f['target_rate']:g} | {f['achieved_rate']:g} | {f['p50_ms']} | {f['p90_ms']} | "
+        f"{f['p99_ms']} | {f['max_ms']} | {f['server_cpu_pct']} | {f['db_server_cpu_pct']} | {f['other_cpu_pct']} |"
+        for r in runs for f in sorted(r.get("sweep", []) + [r["fixed_rate"]], key=lambda f: f["target_rate"]))
     sat_rows = "\n".join(
         f"| {r['backend']} | {s['decisions_per_s']:g} | {s['p50_ms']} | {s['p99_ms']} | "
         f"{s['http_errors'] + s['socket_errors'] + s['timeouts']} | {s['server_cpu_pct']} | {s['db_server_cpu_pct']} | "
@@ -388,6 +398,12 @@ Fixed rate, {result['rate']:g} req/s offered:
 |---|---|---|---|---|---|---|---|---|---|---|
 {fixed_rows}
 
+Latency against offered load (the row at {result['rate']:g} req/s is the run above; the others 15 s each):
+
+| backend | offered req/s | achieved | p50 ms | p90 ms | p99 ms | max ms | server CPU % | database CPU % | other CPU % |
+|---|---|---|---|---|---|---|---|---|---|
+{curve_rows}
+
 Saturation (closed loop):
 
 | backend | max decisions/s | p50 ms | p99 ms | errors | server CPU % | database CPU % | other CPU % |
@@ -395,22 +411,36 @@ Saturation (closed loop):
 {sat_rows}
 
 Target p99 ≤ 20 ms at {result['rate']:g} req/s: {verdict}.
-What limits it: CPU. {capacity}; p99 ≤ 20 ms needs the CPUs well below full, i.e. roughly half of that
-rate, and on this run other work took the share shown in "other CPU %". Per decision the server process
-spends ~1.3 ms in the gate itself (16 prepared statements, HMAC seal checks, content hash, one audit append:
-measured in-process on SQLite, was ~5 ms with ~20 ORM entity loads) and the rest in HTTP parsing,
-FastAPI dependency resolution, pydantic, JSON and moving each request between the event loop and worker
-threads (4 hops), all under one GIL per worker process.
+CPU per decision: {capacity}. Latency grows when the CPUs are shared: compare "other CPU %" (other
+engineers' work on the same 2 CPUs) between rows before reading a difference as the server's.
 
-Errors under load (the 42-55 failed requests of the earlier run) had one cause on both databases:
-connection-pool exhaustion. A request took its connection (and on SQLite the write lock, BEGIN IMMEDIATE)
-at authentication and held both while FastAPI moved it between threads; with more requests in flight than
-connections (16 on SQLite, 40 on PostgreSQL) waiters gave up after 30 s with `QueuePool limit … reached`
-(HTTP 500). Fixed: authentication ends its read transaction at once, the gate commits in the thread that
-decided, SQLite writers of one process queue on a lock instead of SQLite's sleeping busy handler, and each
-process has a connection per request thread; `tests/server/test_gate_concurrency.py` sends 60 concurrent
-requests to a real uvicorn server on both databases and checks 60 answers, 60 stored decisions, 60 chained
-audit entries that verify and one job release.
+**How a decision runs** (since 2026-11-26 11:00; `server/gate/`, `server/db.py`, docs/decisions.md):
+1. The endpoint is `async`; pydantic parses the body on the event loop, and the bearer token is pre-checked
+   there without the database (a missing or bad token, a role not admitted: 401/403 before any 422).
+2. One hop to the gate's own thread(s) (`AMTRACE_GATE_THREADS`: 1 per process on SQLite, 4 on PostgreSQL)
+   runs authentication, every check and the commit: before, FastAPI moved each request through four
+   thread hops (session, authentication, endpoint, session exit) among 40 threads fighting for one GIL.
+3. Authentication and the checks read one snapshot (SQLite: a deferred WAL transaction, no write lock).
+4. Only the append is serialised: the decision row, its audit entry and the job's release, under SQLite's
+   write lock (PostgreSQL: the audit chain's advisory lock). If anything other than a gate decision was
+   audited after the snapshot, the decision is re-evaluated under the lock, so no decision rests on
+   superseded state (`tests/server/test_gate.py::test_change_between_snapshot_and_append_is_seen`).
+5. Server processes queue for SQLite's write turn on an `flock` beside the database, woken at release;
+   before, the second worker polled in SQLite's busy handler (sleeps of 1, 2, 5 … 100 ms).
+6. uvloop and httptools instead of asyncio's loop and h11.
+
+Before these changes (same bench, 2026-11-26 09:43, quiet machine): SQLite p99 178 ms at 198 req/s,
+saturation 257/s at ~100 % of 200 % CPU (decisions serialised for their whole length); PostgreSQL p99
+2.4 s at 188 req/s, saturation 137/s. Those figures were also inflated by a bug in this bench's Lua
+script, fixed with these changes: every wrk thread started its schedule at the same instant (a chunk-level
+`local` shadowed the thread index), so the "fixed rate" arrived as bursts of 16 requests every 80 ms,
+adding ~40 ms at any rate.
+
+Errors under load (the 42-55 failed requests of an earlier run) had one cause on both databases:
+connection-pool exhaustion while FastAPI moved a request between threads holding its connection.
+`tests/server/test_gate_concurrency.py` sends 60 concurrent requests to a real uvicorn server on both
+databases and checks 60 answers, 60 stored decisions, 60 chained audit entries that verify and one job
+release.
 """
     replace_section(section)
 
@@ -424,7 +454,10 @@ def main() -> int:
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--workers", type=int, default=2, help="server worker processes (default 2 = CPUs here)")
     ap.add_argument("--no-docs", action="store_true", help="write only the JSON (for trying settings)")
+    ap.add_argument("--sweep", default="50,100,300",
+                    help="other offered rates, 15 s each, for the latency-versus-load table ('' for none)")
     args = ap.parse_args()
+    sweep = tuple(float(x) for x in args.sweep.split(",") if x.strip())
     wrk = ensure_wrk()
     runs = []
     with tempfile.TemporaryDirectory(prefix="amtrace-bench-") as tmp:
@@ -432,13 +465,13 @@ def main() -> int:
         for name in args.backends.split(","):
             if name == "sqlite":
                 runs.append(run_backend(name, f"sqlite:///{work}/gate.db", work, args.rate, args.seconds,
-                                        args.workers, args.connections, wrk))
+                                        args.workers, args.connections, wrk, sweep=sweep))
             else:
                 pg = DurablePostgres(work / "pg").start()
                 try:
                     pg.create_database("amtrace_bench")
                     runs.append(run_backend(name, pg.dsn("amtrace_bench"), work, args.rate, args.seconds,
-                                            args.workers, args.connections, wrk, db_pid=pg.proc.pid))
+                                            args.workers, args.connections, wrk, db_pid=pg.proc.pid, sweep=sweep))
                 finally:
                     pg.stop()
     wrk_version = subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
