@@ -156,7 +156,12 @@ def begin_read(session: Session) -> None:
     """
     if session.in_transaction():
         raise RuntimeError("begin_read needs a session without an open transaction")
-    session.connection(execution_options={READ_ONLY_OPTION: True})
+    options: dict = {READ_ONLY_OPTION: True}
+    if session.get_bind().dialect.name == "postgresql":
+        # READ COMMITTED gives each statement its own snapshot in or out of a transaction, so a reader
+        # gains nothing from BEGIN/COMMIT but two round trips.
+        options["isolation_level"] = "AUTOCOMMIT"
+    session.connection(execution_options=options)
 
 
 def is_reading(session: Session) -> bool:

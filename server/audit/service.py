@@ -59,7 +59,10 @@ def lock_chain(session: Session) -> None:
     if conn.dialect.name == "postgresql":
         # Serialise appenders across server instances until this transaction ends. SQLite needs
         # nothing: server.db begins every write transaction IMMEDIATE, so writers are already one at a time.
-        conn.execute(_CHAIN_LOCK_SQL, {"k": _CHAIN_LOCK})
+        transaction = session.get_transaction()
+        if session.info.get("chain_locked_by") is not transaction:  # once per transaction: a round trip each
+            conn.execute(_CHAIN_LOCK_SQL, {"k": _CHAIN_LOCK})
+            session.info["chain_locked_by"] = transaction
 
 
 def chain_head_seq(session: Session) -> int:
