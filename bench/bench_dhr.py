@@ -720,6 +720,9 @@ def main() -> int:
                       "devices": s.scalar(select(func.count()).select_from(Device)),
                       "released_and_sealed": s.scalar(select(func.count()).select_from(DeviceSeal)),
                       "summaries_stored": s.scalar(select(func.count()).select_from(BuildSummaryRecord)),
+                      "summary_bytes_mean": round(s.scalar(select(func.avg(func.length(BuildSummaryRecord.summary))))
+                                                  or 0),
+                      "summary_bytes_max": s.scalar(select(func.max(func.length(BuildSummaryRecord.summary)))),
                       "stage_steps_accepted": s.scalar(select(func.count()).select_from(StageStep)
                                                        .where(StageStep.state == "accepted")),
                       "cycles": s.scalar(select(func.count()).select_from(ProcessCycle)),
@@ -899,6 +902,16 @@ def main() -> int:
     return 0
 
 
+def storage(rec: dict) -> str:
+    """What the stored summaries cost in the database."""
+    if not rec.get("summary_bytes_mean"):
+        return "The stored summaries' size was not measured in this run."
+    return (f"The stored summaries take {rec['summary_bytes_mean']:,} bytes each on average (max "
+            f"{rec['summary_bytes_max']:,}), mostly plot series (up to 400 points per plotted signal, and the cycles' "
+            f"plots): {rec['summary_bytes_mean'] * rec['summaries_stored'] / 2**20:,.0f} MiB for "
+            f"{rec['summaries_stored']} devices.")
+
+
 def rs(st: dict | None) -> str:
     """'median X s (p95 Y s, n N)' of a stats dict, or 'not measured'."""
     return "not measured" if not st else f"median {st['median_s']} s (p95 {st['p95_s']} s, n {st['n']})"
@@ -990,7 +1003,7 @@ every numeric signal plus first/last, one `count()` with a field condition per s
 scanning the whole build) and each cycle's plot, stores it in `build_summaries` ({rec['summaries_stored']} stored)
 with its SHA-256 in a `build_summary_stored` audit entry, and the DHR reads that row and checks its hash and the
 audit entry's HMAC (milliseconds). What remains of a DHR is the SQL records and encoding ~{m['dhr_example']['json_bytes'] // 1024} KiB of JSON;
-the PDF adds matplotlib and reportlab. **The release pays instead, once per device**: the release step (start,
+the PDF adds matplotlib and reportlab. {storage(rec)} **The release pays instead, once per device**: the release step (start,
 complete, accept with seal and summary; in-process while seeding) took {rs(g['release_step_dut'])} for a full-rate
 device and {rs(g['release_step_other'])} for a 0.1 Hz one; of that, the summary is the {ipd['release_summary_compute_s']} s above and the
 seal's digest of every point most of the rest (`verify_device` does the same digest). Net of what release did before
