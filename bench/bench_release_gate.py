@@ -417,7 +417,7 @@ engineers' work on the same 2 CPUs) between rows before reading a difference as 
 **How a decision runs** (since 2026-11-26 11:00; `server/gate/`, `server/db.py`, docs/decisions.md):
 1. The endpoint is `async`; pydantic parses the body on the event loop, and the bearer token is pre-checked
    there without the database (a missing or bad token, a role not admitted: 401/403 before any 422).
-2. One hop to the gate's own thread(s) (`AMTRACE_GATE_THREADS`: 1 per process on SQLite, 4 on PostgreSQL)
+2. One hop to the gate's own thread (`AMTRACE_GATE_THREADS`, default 1 per process)
    runs authentication, every check and the commit: before, FastAPI moved each request through four
    thread hops (session, authentication, endpoint, session exit) among 40 threads fighting for one GIL.
 3. Authentication and the checks read one snapshot (SQLite: a deferred WAL transaction, no write lock).

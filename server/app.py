@@ -40,8 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine, settings)
-    gate_threads = settings.gate_threads or (1 if engine.dialect.name == "sqlite" else 4)
-    app.state.gate_executor = ThreadPoolExecutor(max_workers=gate_threads, thread_name_prefix="gate")
+    app.state.gate_executor = ThreadPoolExecutor(max_workers=settings.gate_threads, thread_name_prefix="gate")
 
     @app.exception_handler(DomainError)
     async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
