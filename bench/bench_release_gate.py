@@ -1,6 +1,7 @@
 """Release-gate decisions per second and latency percentiles on loopback, on SQLite and PostgreSQL.
 
-    .venv/bin/python bench/bench_release_gate.py [--rate 200] [--seconds 30] [--backends sqlite,postgresql]
+    .venv/bin/python bench/bench_release_gate.py [--rate 200] [--seconds 30] [--repeat 3] [--sweep 50,100,300]
+                                                 [--backends sqlite,postgresql]
 
 Starts `amtrace-server serve` on a free 127.0.0.1 port per backend, seeds a qualified machine, an approved
 design and a job with 3 devices through the API, then drives POST /api/v1/gate/decisions as the edge agent
@@ -311,7 +312,8 @@ class DurablePostgres(localstack.Postgres):
 
 
 def run_backend(name: str, url: str, work: Path, rate: float, seconds: float, workers: int,
-                connections: int, wrk: str, db_pid: int | None = None, sweep: tuple[float, ...] = ()) -> dict:
+                connections: int, wrk: str, db_pid: int | None = None, sweep: tuple[float, ...] = (),
+                repeat: int = 1) -> dict:
     """Migrate, start, seed, load one backend."""
     env = {**os.environ, "AMTRACE_DATABASE_URL": url, "AMTRACE_FILE_STORE": str(work / "files"),
            "AMTRACE_ARGON2_TIME_COST": "1", "AMTRACE_ARGON2_MEMORY_KIB": "1024", "AMTRACE_ARGON2_PARALLELISM": "1"}
@@ -323,10 +325,16 @@ def run_backend(name: str, url: str, work: Path, rate: float, seconds: float, wo
         req = seed(base, env)
         # warm-up: connections, statement caches, SQLite pages
         run_wrk(wrk, work, base, req, rate=0, seconds=3, connections=connections, server_pid=proc.pid, db_pid=db_pid)
-        print(f"[{name}] fixed rate {rate:g} req/s for {seconds:g} s, {connections} connections …", flush=True)
-        fixed = run_wrk(wrk, work, base, req, rate=rate, seconds=seconds, connections=connections,
-                        server_pid=proc.pid, db_pid=db_pid)
-        print(f"[{name}] {fixed}", flush=True)
+        repeats = []
+        for n in range(repeat):
+            print(f"[{name}] fixed rate {rate:g} req/s for {seconds:g} s, {connections} connections "
+                  f"(run {n + 1} of {repeat}) …", flush=True)
+            repeats.append(run_wrk(wrk, work, base, req, rate=rate, seconds=seconds, connections=connections,
+                                   server_pid=proc.pid, db_pid=db_pid))
+            print(f"[{name}] {repeats[-1]}", flush=True)
+        # The run with the median p99 stands for the backend: one run on a shared 2-CPU machine can be
+        # spoilt by someone else's burst (see "other CPU %"), and so can the best one be flattered.
+        fixed = sorted(repeats, key=lambda f: f["p99_ms"])[len(repeats) // 2]
         curve = []
         for other_rate in sweep:
             print(f"[{name}] fixed rate {other_rate:g} req/s for 15 s …", flush=True)
@@ -340,7 +348,8 @@ def run_backend(name: str, url: str, work: Path, rate: float, seconds: float, wo
     finally:
         proc.terminate()
         proc.wait(timeout=15)
-    return {"backend": name, "workers": workers, "fixed_rate": fixed, "sweep": curve, "saturation": sat}
+    return {"backend": name, "workers": workers, "fixed_rate": fixed, "fixed_rate_runs": repeats, "sweep": curve,
+            "saturation": sat}
 
 
 def write_docs(result: dict) -> None:
@@ -351,7 +360,7 @@ def write_docs(result: dict) -> None:
         f"{f['http_errors'] + f['socket_errors'] + f['timeouts']} | "
         f"{f['server_cpu_ms_per_request'] + f['db_server_cpu_ms_per_request']:.2f} | {f['wrk_cpu_pct']} | "
         f"{f['other_cpu_pct']} | {f['load_average_before']} |"
-        for r in runs for f in [r["fixed_rate"]])
+        for r in runs for f in r.get("fixed_rate_runs", [r["fixed_rate"]]))
     curve_rows = "\n".join(
         f"| {r['backend']} | {f['target_rate']:g} | {f['achieved_rate']:g} | {f['p50_ms']} | {f['p90_ms']} | "
         f"{f['p99_ms']} | {f['max_ms']} | {f['server_cpu_pct']} | {f['db_server_cpu_pct']} | {f['other_cpu_pct']} |"
@@ -392,13 +401,13 @@ requests (it "achieved" 21 req/s against a server that could do 82/s); wrk uses 
 CPU columns: per cent of one CPU; "other" is everything on the machine except server, database and wrk
 (other engineers' test runs share these 2 CPUs), with the 1-minute load average before the run.
 
-Fixed rate, {result['rate']:g} req/s offered:
+Fixed rate, {result['rate']:g} req/s offered, {result.get('repeat', 1)} runs of {result['seconds']:g} s per backend (one after the other, same server):
 
 | backend | achieved req/s | p50 ms | p90 ms | p99 ms | max ms | errors | CPU ms/decision (server + database) | wrk CPU % | other CPU % | load avg |
 |---|---|---|---|---|---|---|---|---|---|---|
 {fixed_rows}
 
-Latency against offered load (the row at {result['rate']:g} req/s is the run above; the others 15 s each):
+Latency against offered load (the row at {result['rate']:g} req/s is the median-p99 run above; the others 15 s each):
 
 | backend | offered req/s | achieved | p50 ms | p90 ms | p99 ms | max ms | server CPU % | database CPU % | other CPU % |
 |---|---|---|---|---|---|---|---|---|---|
@@ -410,7 +419,7 @@ Saturation (closed loop):
 |---|---|---|---|---|---|---|---|
 {sat_rows}
 
-Target p99 ≤ 20 ms at {result['rate']:g} req/s: {verdict}.
+Target p99 ≤ 20 ms at {result['rate']:g} req/s (median p99 of the runs): {verdict}.
 CPU per decision: {capacity}. Latency grows when the CPUs are shared: compare "other CPU %" (other
 engineers' work on the same 2 CPUs) between rows before reading a difference as the server's.
 
@@ -454,6 +463,7 @@ def main() -> int:
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--workers", type=int, default=2, help="server worker processes (default 2 = CPUs here)")
     ap.add_argument("--no-docs", action="store_true", help="write only the JSON (for trying settings)")
+    ap.add_argument("--repeat", type=int, default=3, help="fixed-rate runs at --rate; the median p99 is reported")
     ap.add_argument("--sweep", default="50,100,300",
                     help="other offered rates, 15 s each, for the latency-versus-load table ('' for none)")
     args = ap.parse_args()
@@ -465,17 +475,20 @@ def main() -> int:
         for name in args.backends.split(","):
             if name == "sqlite":
                 runs.append(run_backend(name, f"sqlite:///{work}/gate.db", work, args.rate, args.seconds,
-                                        args.workers, args.connections, wrk, sweep=sweep))
+                                        args.workers, args.connections, wrk, sweep=sweep,
+                                        repeat=args.repeat))
             else:
                 pg = DurablePostgres(work / "pg").start()
                 try:
                     pg.create_database("amtrace_bench")
                     runs.append(run_backend(name, pg.dsn("amtrace_bench"), work, args.rate, args.seconds,
-                                            args.workers, args.connections, wrk, db_pid=pg.proc.pid, sweep=sweep))
+                                            args.workers, args.connections, wrk, db_pid=pg.proc.pid, sweep=sweep,
+                                            repeat=args.repeat))
                 finally:
                     pg.stop()
     wrk_version = subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     result = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S%z"), "rate": args.rate,
+              "repeat": args.repeat,
               "seconds": args.seconds, "connections": args.connections,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_tool": wrk_version},
               "runs": runs}
