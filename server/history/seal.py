@@ -157,9 +157,48 @@ def _manifest_path(session: Session, sha: str) -> Path:
     return Path(settings_of(session).file_store) / "seals" / f"{sha}.json.gz"
 
 
-def seal_device(session: Session, *, actor: Principal, device: Device, influx: InfluxQL | None = None) -> DeviceSeal:
+@dataclass
+class SeriesRead:
+    """The InfluxDB half of a seal (digest of every point, build summary), read before the write transaction."""
+
+    device_id: int
+    start: datetime
+    end: datetime
+    digest: SeriesDigest
+    summary: Any | None  # None when the device already has a stored summary
+
+
+def read_series(session: Session, *, device: Device, influx: InfluxQL | None = None) -> SeriesRead:
+    """Read what a seal needs from InfluxDB up to now (tens of seconds for a long 10 Hz build).
+
+    Call it before the transaction that stores the seal (stages.service.read_release_series): on SQLite
+    a write transaction holds the database's one write lock, and gate decisions must not wait for this.
+    """
+    from server.history import summaries
+    from server.models import Job
+
+    own = influx is None
+    influx = influx or InfluxQL.from_settings(settings_of(session))
+    try:
+        now = utcnow()
+        start = session.get(Job, device.job_id).created_at - CLOCK_SKEW
+        summary = None
+        if summaries.stored_row(session, device=device) is None:
+            summary = summaries.compute(session, influx, device=device)
+        digest = series_digest(influx, device_code=device.device_code, start=start, end=now)
+    finally:
+        if own:
+            influx.close()
+    return SeriesRead(device_id=device.id, start=start, end=now, digest=digest, summary=summary)
+
+
+def seal_device(session: Session, *, actor: Principal, device: Device, influx: InfluxQL | None = None,
+                series: SeriesRead | None = None) -> DeviceSeal:
     """Compute and record the seal of a device being released (audit entry device_sealed), and store its build
-    summary (audit entry build_summary_stored) so its DHR reads no raw points from then on."""
+    summary (audit entry build_summary_stored) so its DHR reads no raw points from then on.
+
+    series: the device's time series as read_series read them just before; read here when not given.
+    """
     from server.history import summaries
 
     if session.scalar(select(DeviceSeal).where(DeviceSeal.device_id == device.id)) is not None:
@@ -167,18 +206,14 @@ def seal_device(session: Session, *, actor: Principal, device: Device, influx: I
     own = influx is None
     influx = influx or InfluxQL.from_settings(settings_of(session))
     try:
-        from server.models import Job
-        now = utcnow()
-        start = session.get(Job, device.job_id).created_at - CLOCK_SKEW
         # Every InfluxDB read first, so an unreachable InfluxDB defers the whole seal (nothing half-written).
-        summary = None
-        if summaries.stored_row(session, device=device) is None:
-            summary = summaries.compute(session, influx, device=device)
-        digest = series_digest(influx, device_code=device.device_code, start=start, end=now)
-        sections = records_sections(session, influx, device=device, as_of=now)
+        if series is None or series.device_id != device.id:
+            series = read_series(session, device=device, influx=influx)
+        sections = records_sections(session, influx, device=device, as_of=series.end)
     finally:
         if own:
             influx.close()
+    start, now, digest = series.start, series.end, series.digest
     blob = gzip.compress(canonical_json(digest.manifest).encode(), compresslevel=6, mtime=0)
     manifest_sha = hashlib.sha256(blob).hexdigest()
     path = _manifest_path(session, manifest_sha)
@@ -194,15 +229,21 @@ def seal_device(session: Session, *, actor: Principal, device: Device, influx: I
                       manifest_sha256=manifest_sha, audit_seq=entry.seq)
     session.add(seal)
     session.flush()
-    if summary is not None:
-        summaries.save(session, actor=actor, device=device, summary=summary)
+    if series.summary is not None and summaries.stored_row(session, device=device) is None:
+        summaries.save(session, actor=actor, device=device, summary=series.summary)
     return seal
 
 
-def seal_on_release(session: Session, *, actor: Principal, device: Device) -> DeviceSeal | None:
-    """Release hook: seal the device; when InfluxDB is unreachable, record that the seal is deferred."""
+def seal_on_release(session: Session, *, actor: Principal, device: Device,
+                    series: SeriesRead | TimeSeriesUnavailable | None = None) -> DeviceSeal | None:
+    """Release hook: seal the device; when InfluxDB is unreachable, record that the seal is deferred.
+
+    series: what stages.service.read_release_series read before the transaction (or found unreachable).
+    """
     try:
-        return seal_device(session, actor=actor, device=device)
+        if isinstance(series, TimeSeriesUnavailable):
+            raise series
+        return seal_device(session, actor=actor, device=device, series=series)
     except TimeSeriesUnavailable as e:
         record(session, actor=actor, action="device_seal_deferred", record_type="device",
                record_id=device.device_code, new={"why": e.detail},

@@ -55,8 +55,9 @@ def complete(step_id: int, body: CompleteIn, session: SessionDep, actor: Perform
 
 @router.post("/stages/steps/{step_id}/accept", response_model=StepOut)
 def accept(step_id: int, body: AcceptIn, session: SessionDep, actor: Acceptor) -> StepOut:
-    """Accept a completed step with a second person's signature."""
-    return _out(service.accept(session, actor=actor, step_id=step_id, **body.model_dump()))
+    """Accept a completed step with a second person's signature (a release also seals the device record)."""
+    series = service.read_release_series(session, actor=actor, step_id=step_id, password=body.password)
+    return _out(service.accept(session, actor=actor, step_id=step_id, series=series, **body.model_dump()))
 
 
 @router.post("/stages/steps/{step_id}/impact-assessment", response_model=StepOut)

@@ -157,8 +157,46 @@ def complete(session: Session, *, actor: Principal, step_id: int, result: str, p
     return step
 
 
-def accept(session: Session, *, actor: Principal, step_id: int, judgement: str, password: str) -> StageStep:
-    """Accept a completed step: a named second person signs the judgement; an overdue step needs an impact assessment."""
+def read_release_series(session: Session, *, actor: Principal, step_id: int, password: str) -> Any:
+    """Before accepting a release: read the device's time series for its seal, in a read transaction.
+
+    A full-rate build takes tens of seconds to read from InfluxDB; in accept()'s write transaction that
+    would hold SQLite's one write lock (and every gate decision) for as long. Returns what
+    history.seal.read_series read, the TimeSeriesUnavailable met, or None when accept() will refuse
+    anyway (not a completed release step, already sealed, wrong password: no point reading).
+    """
+    from server.db import begin_read, end_read_transaction
+    from server.history import seal
+    from server.history.influx import TimeSeriesUnavailable
+    from server.models import DeviceSeal, User
+    from server.security import password_matches
+
+    begin_read(session)
+    try:
+        step = session.get(StageStep, step_id)
+        if step is None or step.stage != "release" or step.state != "completed":
+            return None
+        device = session.get(Device, step.device_id)
+        user = session.get(User, actor.id) if actor.kind == "user" else None
+        if (user is None or session.scalar(select(DeviceSeal.id).where(DeviceSeal.device_id == device.id))
+                or not password_matches(settings_of(session), user.password_hash, password)):
+            return None  # accept() refuses, and records a refused signature, without the wait
+        try:
+            return seal.read_series(session, device=device)
+        except TimeSeriesUnavailable as e:
+            return e
+    finally:
+        end_read_transaction(session)
+        # accept() must see the rows as they are in its own transaction, not as read here.
+        session.expire_all()
+
+
+def accept(session: Session, *, actor: Principal, step_id: int, judgement: str, password: str,
+           series: Any = None) -> StageStep:
+    """Accept a completed step: a named second person signs the judgement; an overdue step needs an impact assessment.
+
+    series: for a release, what read_release_series read before this transaction (read here otherwise).
+    """
     step = get_step(session, step_id=step_id)
     device = session.get(Device, step.device_id)
     if actor.role not in ACCEPTORS[step.stage]:
@@ -187,7 +225,7 @@ def accept(session: Session, *, actor: Principal, step_id: int, judgement: str, 
     if step.stage == "release":
         # Seal the record: digest of the device's time series and records into the audit chain (issue #6).
         from server.history.seal import seal_on_release
-        seal_on_release(session, actor=actor, device=device)
+        seal_on_release(session, actor=actor, device=device, series=series)
     return step
 
 

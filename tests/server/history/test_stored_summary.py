@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -264,6 +265,37 @@ def test_released_dhr_keeps_the_release_time_summary_after_points_are_deleted(
     rc, out = _verify(plant, monkeypatch, capsys, code)
     assert rc == 1 and "CHANGED SINCE RELEASE" in out and "point deleted: print_process at" in out
     assert "stored build summary intact" in out  # the summary itself was not changed: the time series were
+
+
+def test_release_reads_influxdb_without_holding_up_writers(plant, app, monkeypatch):
+    """Sealing reads every point of the build (tens of seconds at 10 Hz); meanwhile other writers, such as
+    agents' heartbeats and gate decisions, must not wait: the read happens before the write transaction."""
+    from server.history import seal
+
+    ctx = plant.ready()
+    code = ctx["job"]["devices"][0]["device_code"]
+    assert plant.gate(ctx)["allowed"] is True
+    for stage in STAGES[:-1]:
+        _stage(plant, code, stage)
+    real, wrote, done_while_reading = seal.series_digest, [], []
+
+    def digest_while_an_agent_writes(*args, **kwargs):
+        def heartbeat():
+            with app.state.sessionmaker() as s, s.begin():
+                s.execute(text("UPDATE machines SET last_heartbeat_at = :at WHERE id = :id"),
+                          {"at": datetime.now(timezone.utc), "id": ctx["machine"]["id"]})
+            wrote.append(True)
+
+        writer = threading.Thread(target=heartbeat, daemon=True)
+        writer.start()
+        writer.join(timeout=10)  # a write lock held by the release would keep it waiting 30 s
+        done_while_reading.append(bool(wrote))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(seal, "series_digest", digest_while_an_agent_writes)
+    _stage(plant, code, "release")
+    assert done_while_reading == [True]
+    assert _row(app, code) is not None and _dhr(plant, code)["seal"]["point_count"] == 0  # no data was fed
 
 
 def test_migration_0005_applies_and_reverts(database_url, tmp_path, request):
