@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel
 from server.audit.service import record
 from server.auth.deps import require
 from server.cycles.router import Influx
-from server.db import SessionDep
+from server.db import SessionDep, begin_read, end_read_transaction
 from server.errors import COMMON_ERRORS, ErrorBody
 from server.history import dhr, seal, service, summaries
 from server.history.schemas import BuildSummary, DeviceHistoryRecord, HistoryPage
@@ -42,6 +42,7 @@ def builds(session: SessionDep, actor: HistoryReader, device_code: str | None = 
            page: Annotated[int, Query(ge=1)] = 1,
            page_size: Annotated[int, Query(ge=1, le=500)] = 50) -> HistoryPage:
     """Build history by device code, machine, material lot, design iteration, time range and status."""
+    begin_read(session)
     return service.build_history(session, device_code=device_code, machine_id=machine_id, material_lot=material_lot,
                                  design_iteration_id=design_iteration_id, since=since, until=until, status=status,
                                  sort=sort, page=page, page_size=page_size)
@@ -52,6 +53,7 @@ def build_summary(device_code: str, session: SessionDep, actor: HistoryReader, i
                   plots: bool = False) -> BuildSummary:
     """Each signal's min, max, mean and time outside limits, and every event, of the device's build (stored at
     release for a released device, else live: see `source`)."""
+    begin_read(session)
     return summaries.summary_of(session, influx, device_code=device_code, plots=plots).build
 
 
@@ -59,7 +61,9 @@ def build_summary(device_code: str, session: SessionDep, actor: HistoryReader, i
 def device_history_record(device_code: str, session: SessionDep, actor: HistoryReader, influx: Influx,
                           plots: bool = True) -> DeviceHistoryRecord:
     """The device history record as JSON (schema version in schema_version); the read is audited."""
+    begin_read(session)
     out = dhr.device_history_record(session, influx, actor=actor, device_code=device_code, plots=plots)
+    end_read_transaction(session)
     record(session, actor=actor, action="dhr_read", record_type="device", record_id=device_code,
            new={"format": "json"})
     return out
@@ -71,7 +75,9 @@ def device_history_record_pdf(device_code: str, session: SessionDep, actor: Hist
     """The device history record as PDF for people (tables, plots with limits, signature manifestations)."""
     from server.history.pdf import render_dhr_pdf
 
+    begin_read(session)
     data = dhr.device_history_record(session, influx, actor=actor, device_code=device_code, plots=True)
+    end_read_transaction(session)
     pdf = render_dhr_pdf(data)
     record(session, actor=actor, action="dhr_read", record_type="device", record_id=device_code,
            new={"format": "pdf"})
@@ -82,6 +88,7 @@ def device_history_record_pdf(device_code: str, session: SessionDep, actor: Hist
 @router.get("/history/devices/{device_code}/seal", response_model=SealCheckOut)
 def verify_seal(device_code: str, session: SessionDep, actor: Quality, influx: Influx) -> SealCheckOut:
     """Recompute the released device's digests; name every point changed, added or deleted since release."""
+    begin_read(session)
     c = seal.verify_device(session, influx, device_code=device_code)
     return SealCheckOut(device_code=c.device_code, sealed=c.sealed, intact=c.ok, points=c.points, problems=c.problems,
                         notes=c.notes)
