@@ -11,35 +11,21 @@ from urllib.parse import quote
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import text
 
 from edge.simulators.profiles import SlaPrint, SterilizerCycle, WasherCycle
 from edge_feed import NS, feed, machine
+from stagekit import PASSWORD, backdate_job, run_stage, sla_with_resin_excursion
 from server.cli import main as server_cli
 
-PASSWORD = "correct-horse-battery"  # the seeded people's password (tests/server/conftest.py)
 
 pytestmark = pytest.mark.timeout(300)
 
-PERFORM = {"build": "operator", "post_processing": "operator", "cleaning": "operator", "sterilization": "operator",
-           "inspection": "quality_engineer", "release": "quality_engineer"}
-ACCEPT = {"build": "production_manager", "post_processing": "production_manager", "cleaning": "quality_engineer",
-          "sterilization": "quality_engineer", "inspection": "quality_engineer2", "release": "quality_engineer2"}
 SLA = SlaPrint(layer_count=60)
 EXCURSION = (400.0, 420.0)  # seconds into the build with the resin at 35 °C: above warning 34, below alarm 36
 
 
 def _utc(ns: int) -> str:
     return datetime.fromtimestamp(ns / NS, tz=timezone.utc).isoformat()
-
-
-def _stage(plant, code: str, stage: str) -> None:
-    step = {s["stage"]: s for s in plant.call("GET", f"/devices/{code}/stages", "operator")}[stage]
-    plant.call("POST", f"/stages/steps/{step['id']}/start", PERFORM[stage])
-    plant.call("POST", f"/stages/steps/{step['id']}/complete", PERFORM[stage],
-               json={"result": f"{stage.replace('_', ' ')} done", "password": PASSWORD})
-    plant.call("POST", f"/stages/steps/{step['id']}/accept", ACCEPT[stage],
-               json={"judgement": "complete and conforming", "password": PASSWORD})
 
 
 @pytest.fixture(scope="module")
@@ -51,30 +37,21 @@ def made(plant, app, influxdb, influx_database):
     t0 = (int(time.time()) - 3 * 3600) * NS
     # The job was planned before the data was recorded; jobs are created "now" by the API, so move its
     # creation back (a test set-up of the record's time, not of anything under test).
-    with app.state.sessionmaker() as s, s.begin():
-        s.execute(text("UPDATE jobs SET created_at = :at WHERE id = :id"),
-                  {"at": datetime.fromtimestamp(t0 / NS - 600, tz=timezone.utc).replace(tzinfo=None)
-                   if s.get_bind().dialect.name == "sqlite" else datetime.fromtimestamp(t0 / NS - 600, tz=timezone.utc),
-                   "id": ctx["job"]["id"]})
+    backdate_job(app, ctx["job"]["id"], datetime.fromtimestamp(t0 / NS - 600, tz=timezone.utc))
     assert plant.gate(ctx)["allowed"] is True
-
-    def build(t: float) -> dict:
-        st = SLA.state(t)
-        if EXCURSION[0] <= t < EXCURSION[1]:
-            st["resin_temp_c"] = 35.0
-        return st
+    build = sla_with_resin_excursion(SLA, EXCURSION)
 
     sla = machine("sla-01").model_copy(update={"id": mid})
     feed(url=influxdb.url, database=influx_database, machine_cfg=sla, job=str(ctx["job"]["id"]), devices=[code],
          start_ns=t0, seconds=SLA.period_s, step_s=1.0, state=build, noise=False)
-    _stage(plant, code, "build")
+    run_stage(plant, code, "build")
     plant.call("POST", f"/devices/{code}/manual-steps", "operator", 201, json={
         "kind": "support_removal", "description": "supports removed with flush cutters", "password": PASSWORD})
     plant.call("POST", f"/devices/{code}/manual-steps", "operator", 201, json={
         "kind": "inspection", "description": "drill sleeve bore", "password": PASSWORD,
         "measurements": [{"name": "sleeve_bore_mm", "nominal": 4.0, "tol_minus": 0.05, "tol_plus": 0.05,
                           "measured": 4.02, "unit": "mm"}]})
-    _stage(plant, code, "post_processing")
+    run_stage(plant, code, "post_processing")
 
     clock = t0 + int((SLA.period_s + 300) * NS)
     for kind, cfg_name, profile, params in (
@@ -103,9 +80,9 @@ def made(plant, app, influxdb, influx_database):
             "residue_results": [{"test": "protein_ug_cm2", "value": 0.8, "unit": "ug/cm2"}]})
         assert out["verdict"] == "pass", out["criteria"]
         clock += int((seconds + 300) * NS)
-        _stage(plant, code, "cleaning" if kind == "washer" else "sterilization")
-    _stage(plant, code, "inspection")
-    _stage(plant, code, "release")
+        run_stage(plant, code, "cleaning" if kind == "washer" else "sterilization")
+    run_stage(plant, code, "inspection")
+    run_stage(plant, code, "release")
     return {"ctx": ctx, "code": code, "machine": mid}
 
 

@@ -18,32 +18,18 @@ from sqlalchemy import create_engine, inspect, select, text
 
 from edge.simulators.profiles import SlaPrint
 from edge_feed import NS, feed, machine
+from stagekit import STAGES, backdate_job, run_stage, sla_with_resin_excursion
 from server.cli import main as server_cli
 from server.history import service
 from server.history.influx import InfluxQL
 from server.models import AuditEntry, BuildSummaryRecord, Device
 
-PASSWORD = "correct-horse-battery"  # the seeded people's password (tests/server/conftest.py)
 
 pytestmark = pytest.mark.timeout(300)
 
-PERFORM = {"build": "operator", "post_processing": "operator", "cleaning": "operator", "sterilization": "operator",
-           "inspection": "quality_engineer", "release": "quality_engineer"}
-ACCEPT = {"build": "production_manager", "post_processing": "production_manager", "cleaning": "quality_engineer",
-          "sterilization": "quality_engineer", "inspection": "quality_engineer2", "release": "quality_engineer2"}
-STAGES = ("build", "post_processing", "cleaning", "sterilization", "inspection", "release")
 SLA = SlaPrint(layer_count=40)
 EXCURSION = (300.0, 320.0)  # resin at 35 °C: above warning 34, below alarm 36
 DEAD_INFLUX = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused
-
-
-def _stage(plant, code: str, stage: str) -> None:
-    step = {s["stage"]: s for s in plant.call("GET", f"/devices/{code}/stages", "operator")}[stage]
-    plant.call("POST", f"/stages/steps/{step['id']}/start", PERFORM[stage])
-    plant.call("POST", f"/stages/steps/{step['id']}/complete", PERFORM[stage],
-               json={"result": f"{stage.replace('_', ' ')} done", "password": PASSWORD})
-    plant.call("POST", f"/stages/steps/{step['id']}/accept", ACCEPT[stage],
-               json={"judgement": "complete and conforming", "password": PASSWORD})
 
 
 @pytest.fixture(scope="module")
@@ -54,34 +40,25 @@ def built(plant, app, influxdb, influx_database):
     released, open_, deferred = (d["device_code"] for d in ctx["job"]["devices"])
     t0 = (int(time.time()) - 2 * 3600) * NS
     # The job was planned before the data was recorded: move its creation back (record set-up, not under test).
-    at = datetime.fromtimestamp(t0 / NS - 600, tz=timezone.utc)
-    with app.state.sessionmaker() as s, s.begin():
-        s.execute(text("UPDATE jobs SET created_at = :at WHERE id = :id"),
-                  {"at": at.replace(tzinfo=None) if s.get_bind().dialect.name == "sqlite" else at,
-                   "id": ctx["job"]["id"]})
+    backdate_job(app, ctx["job"]["id"], datetime.fromtimestamp(t0 / NS - 600, tz=timezone.utc))
     assert plant.gate(ctx)["allowed"] is True
-
-    def build(t: float) -> dict:
-        st = SLA.state(t)
-        if EXCURSION[0] <= t < EXCURSION[1]:
-            st["resin_temp_c"] = 35.0
-        return st
+    build = sla_with_resin_excursion(SLA, EXCURSION)
 
     sla = machine("sla-01").model_copy(update={"id": ctx["machine"]["id"]})
     feed(url=influxdb.url, database=influx_database, machine_cfg=sla, job=str(ctx["job"]["id"]),
          devices=[released, open_, deferred], start_ns=t0, seconds=SLA.period_s, step_s=1.0, state=build,
          noise=False)
     for code in (released, open_, deferred):
-        _stage(plant, code, "build")
+        run_stage(plant, code, "build")
     for stage in STAGES[1:]:
-        _stage(plant, released, stage)
+        run_stage(plant, released, stage)
     for stage in STAGES[1:-1]:
-        _stage(plant, deferred, stage)
+        run_stage(plant, deferred, stage)
     settings = app.state.settings
     good = settings.influx_url
     settings.influx_url = DEAD_INFLUX  # the release hook makes its client from the settings
     try:
-        _stage(plant, deferred, "release")
+        run_stage(plant, deferred, "release")
     finally:
         settings.influx_url = good
     return {"ctx": ctx, "released": released, "open": open_, "deferred": deferred}
@@ -276,7 +253,7 @@ def test_release_reads_influxdb_without_holding_up_writers(plant, app, monkeypat
     code = ctx["job"]["devices"][0]["device_code"]
     assert plant.gate(ctx)["allowed"] is True
     for stage in STAGES[:-1]:
-        _stage(plant, code, stage)
+        run_stage(plant, code, stage)
     real, wrote, done_while_reading = seal.series_digest, [], []
 
     def digest_while_an_agent_writes(*args, **kwargs):
@@ -293,7 +270,7 @@ def test_release_reads_influxdb_without_holding_up_writers(plant, app, monkeypat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(seal, "series_digest", digest_while_an_agent_writes)
-    _stage(plant, code, "release")
+    run_stage(plant, code, "release")
     assert done_while_reading == [True]
     assert _row(app, code) is not None and _dhr(plant, code)["seal"]["point_count"] == 0  # no data was fed
 
