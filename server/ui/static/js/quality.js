@@ -81,6 +81,9 @@
           el("td", { text: s.state.replace("_", " ") }), el("td", { text: s.result || "" }), el("td", { text: sig(s.performed) }),
           el("td", { text: sig(s.accepted) }))))),
       el("h3", { text: "Process monitoring" }),
+      pm ? el("p", { id: "pm-source", class: "hint", text: pm.source === "live"
+        ? `Computed live from InfluxDB for this view: provisional until the device is released and sealed.${pm.note ? " " + pm.note : ""}`
+        : `Stored at release (computed ${fmtDay(pm.computed_at)}, SHA-256 ${(pm.summary_sha256 || "").slice(0, 12)}…, checked against the audit trail).` }) : null,
       pm ? el("table", { id: "signals" }, el("thead", {}, el("tr", {}, ["Signal", "Unit", "Samples", "Min", "Max", "Mean", "Outside alarm (s)"].map(t => el("th", { text: t })))),
         el("tbody", {}, pm.signals.map(s => el("tr", { "data-signal": s.signal }, el("td", { text: s.signal }), el("td", { text: s.unit }),
           el("td", { text: s.samples }), el("td", { text: s.min }), el("td", { text: s.max }),
