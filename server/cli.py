@@ -6,6 +6,9 @@ import argparse
 import getpass
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from server.settings import Settings
 
@@ -15,6 +18,28 @@ def _settings() -> Settings:
         return Settings()
     except ValueError as e:  # pydantic's error already names the variable
         sys.exit(f"amtrace-server: settings refused: {e}")
+
+
+@contextmanager
+def _database() -> Iterator[tuple[Settings, Any]]:
+    """The settings and a sessionmaker on an engine of their database, disposed of at the end."""
+    from server.db import make_engine, make_sessionmaker
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        yield settings, make_sessionmaker(engine, settings)
+    finally:
+        engine.dispose()
+
+
+def _device(session, device_code: str):
+    """The device with this code, or None."""
+    from sqlalchemy import select
+
+    from server.models import Device
+
+    return session.scalar(select(Device).where(Device.device_code == device_code))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -46,39 +71,30 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_create_user(args: argparse.Namespace) -> int:
     """Create a person (used to create the first admin)."""
-    from server.db import make_engine, make_sessionmaker
     from server.auth.service import create_user
     from server.errors import DomainError
     from server.security import SYSTEM
 
-    settings = _settings()
     password = os.environ.get("AMTRACE_NEW_USER_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
-    engine = make_engine(settings.database_url)
     try:
-        with make_sessionmaker(engine, settings)() as session, session.begin():
+        with _database() as (_, sessions), sessions() as session, session.begin():
             user = create_user(session, actor=SYSTEM, username=args.username, full_name=args.full_name,
                                role=args.role, password=password)
             print(f"created user {user.username} (id {user.id}, role {user.role})")
     except DomainError as e:
         print(f"amtrace-server: {e.detail}", file=sys.stderr)
         return 1
-    finally:
-        engine.dispose()
     return 0
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Verify the audit chain and signatures; exit 1 and say where it breaks."""
     from server.audit.service import verify
-    from server.db import make_engine, make_sessionmaker
+    from server.db import begin_read
 
-    settings = _settings()
-    engine = make_engine(settings.database_url)
-    try:
-        with make_sessionmaker(engine, settings)() as session:
-            report = verify(session, expect_head=args.expect_head)
-    finally:
-        engine.dispose()
+    with _database() as (_, sessions), sessions() as session:
+        begin_read(session)  # walks the whole chain: a reader holds up no writer of a running server
+        report = verify(session, expect_head=args.expect_head)
     print(f"checked {report.entries_checked} audit entries and {report.signatures_checked} signatures")
     print(f"head: entry {report.head_seq} hash {report.head_hash}")
     if report.ok:
@@ -93,22 +109,17 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_dhr_verify(args: argparse.Namespace) -> int:
     """Recompute a released device's seal; exit 1 naming every point changed, added or deleted since release."""
-    from server.db import make_engine, make_sessionmaker
+    from server.db import begin_read
     from server.history.influx import InfluxQL, TimeSeriesUnavailable
     from server.history.seal import verify_device
 
-    settings = _settings()
-    engine = make_engine(settings.database_url)
-    influx = InfluxQL.from_settings(settings)
     try:
-        with make_sessionmaker(engine, settings)() as session:
+        with _database() as (settings, sessions), InfluxQL.from_settings(settings) as influx, sessions() as session:
+            begin_read(session)  # reads every point of the device: no write lock meanwhile
             check = verify_device(session, influx, device_code=args.device_code)
     except TimeSeriesUnavailable as e:
         print(f"amtrace-server: {e.detail}", file=sys.stderr)
         return 2
-    finally:
-        influx.close()
-        engine.dispose()
     if check.ok:
         print(f"device {check.device_code}: sealed record intact ({check.points} points)")
         for n in check.notes:
@@ -124,29 +135,29 @@ def cmd_dhr_verify(args: argparse.Namespace) -> int:
 
 def cmd_dhr_seal(args: argparse.Namespace) -> int:
     """Seal a released device whose seal was deferred (InfluxDB was unavailable at release)."""
-    from server.db import make_engine, make_sessionmaker
+    from server.db import begin_read
     from server.errors import DomainError
-    from server.history.seal import seal_device
-    from server.models import Device
+    from server.history.seal import read_series, seal_device
     from server.security import SYSTEM
-    from sqlalchemy import select
 
-    settings = _settings()
-    engine = make_engine(settings.database_url)
     try:
-        with make_sessionmaker(engine, settings)() as session, session.begin():
-            device = session.scalar(select(Device).where(Device.device_code == args.device_code))
-            if device is None:
-                print(f"amtrace-server: no device {args.device_code}", file=sys.stderr)
-                return 1
-            seal = seal_device(session, actor=SYSTEM, device=device)
+        with _database() as (_, sessions):
+            # The time series first, in a read transaction: tens of seconds at 10 Hz that must not hold
+            # the write lock of a running server (as stages.service.read_release_series at release).
+            with sessions() as session:
+                begin_read(session)
+                device = _device(session, args.device_code)
+                if device is None:
+                    print(f"amtrace-server: no device {args.device_code}", file=sys.stderr)
+                    return 1
+                series = read_series(session, device=device)
+            with sessions() as session, session.begin():
+                seal = seal_device(session, actor=SYSTEM, device=_device(session, args.device_code), series=series)
             print(f"device {args.device_code} sealed: {seal.point_count} points, series {seal.series_sha256}; "
                   f"build summary stored")
     except DomainError as e:
         print(f"amtrace-server: {e.detail}", file=sys.stderr)
         return 1
-    finally:
-        engine.dispose()
     return 0
 
 
@@ -154,7 +165,7 @@ def cmd_dhr_summarize(args: argparse.Namespace) -> int:
     """Store the build summary of sealed devices that have none (released before summaries were stored)."""
     from sqlalchemy import select
 
-    from server.db import make_engine, make_sessionmaker
+    from server.db import begin_read
     from server.errors import DomainError
     from server.history import summaries
     from server.history.influx import InfluxQL
@@ -164,13 +175,9 @@ def cmd_dhr_summarize(args: argparse.Namespace) -> int:
     if bool(args.device_code) == args.all:
         print("amtrace-server: give one DEVICE_CODE or --all", file=sys.stderr)
         return 2
-    settings = _settings()
-    engine = make_engine(settings.database_url)
-    influx = InfluxQL.from_settings(settings)
     failed = done = 0
-    try:
-        factory = make_sessionmaker(engine, settings)
-        with factory() as session:
+    with _database() as (settings, sessions), InfluxQL.from_settings(settings) as influx:
+        with sessions() as session:
             q = (select(Device.device_code).join(DeviceSeal, DeviceSeal.device_id == Device.id)
                  .where(~select(BuildSummaryRecord.id).where(BuildSummaryRecord.device_id == Device.id).exists())
                  .order_by(Device.id))
@@ -181,17 +188,16 @@ def cmd_dhr_summarize(args: argparse.Namespace) -> int:
             return 1
         for code in codes:  # one transaction per device: a failure leaves the others stored
             try:
-                with factory() as session, session.begin():
-                    device = session.scalar(select(Device).where(Device.device_code == code))
-                    row = summaries.store(session, influx, actor=SYSTEM, device=device)
+                with sessions() as session:  # InfluxDB read outside the write lock, as at release
+                    begin_read(session)
+                    summary = summaries.compute(session, influx, device=_device(session, code))
+                with sessions() as session, session.begin():
+                    row = summaries.save(session, actor=SYSTEM, device=_device(session, code), summary=summary)
                 print(f"device {code}: summary stored, SHA-256 {row.summary_sha256}")
                 done += 1
             except DomainError as e:
                 print(f"device {code}: {e.detail}", file=sys.stderr)
                 failed += 1
-    finally:
-        influx.close()
-        engine.dispose()
     print(f"{done} summaries stored, {failed} failed")
     return 1 if failed else 0
 

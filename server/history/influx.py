@@ -78,6 +78,12 @@ class InfluxQL:
         """Close the HTTP connection pool."""
         self._client.close()
 
+    def __enter__(self) -> "InfluxQL":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def query(self, *statements: str) -> list[list[Series]]:
         """Run statements in one request (chunked, so large answers stream); one list of series per statement."""
         if not statements:

@@ -64,11 +64,6 @@ def save(session: Session, *, actor: Principal, device: Device, summary: StoredS
     return row
 
 
-def store(session: Session, influx: InfluxQL, *, actor: Principal, device: Device) -> BuildSummaryRecord:
-    """Compute and store a device's summary (release hook, `dhr seal`, `dhr summarize`)."""
-    return save(session, actor=actor, device=device, summary=compute(session, influx, device=device))
-
-
 def stored_row(session: Session, *, device: Device) -> BuildSummaryRecord | None:
     """The device's stored summary row, if any."""
     return session.scalar(select(BuildSummaryRecord).where(BuildSummaryRecord.device_id == device.id))
