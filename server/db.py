@@ -148,27 +148,52 @@ def make_engine(url: str) -> Engine:
 READ_ONLY_OPTION = "amtrace_read_only"
 
 
-def begin_read(session: Session) -> None:
+def begin_read(session: Session, *, then_write: bool = False) -> None:
     """Begin the session's transaction as a reader: on SQLite a snapshot that takes no write lock.
 
     Only for work that writes nothing (authentication, the release gate's checks, long reads). Nothing
     enforces it: a write in it would bypass the write queue, and SQLite refuses it with "database is
     locked" once another connection has committed. PRAGMA query_only would enforce it, but switching
     it per transaction cost ~0.4 ms of CPU per gate decision (measured), a tenth of the whole decision.
+
+    then_write: the reads are followed by writes of the same request (the release gate), after
+    start_writing(). On PostgreSQL the reads then run in an ordinary transaction that goes on to
+    write on the same connection (one pool checkout and its liveness ping instead of two).
     """
     if session.in_transaction():
         raise RuntimeError("begin_read needs a session without an open transaction")
-    options: dict = {READ_ONLY_OPTION: True}
-    if session.get_bind().dialect.name == "postgresql":
+    options: dict = {}
+    if session.get_bind().dialect.name == "sqlite":
+        options[READ_ONLY_OPTION] = True
+    elif not then_write:
         # READ COMMITTED gives each statement its own snapshot in or out of a transaction, so a reader
         # gains nothing from BEGIN/COMMIT but two round trips.
         options["isolation_level"] = "AUTOCOMMIT"
     session.connection(execution_options=options)
+    session.info[_READING] = session.get_transaction()
+
+
+_READING = "amtrace_reading_in"
 
 
 def is_reading(session: Session) -> bool:
-    """True when the session's open transaction was begun with begin_read."""
-    return session.in_transaction() and bool(session.connection().get_execution_options().get(READ_ONLY_OPTION))
+    """True while the session's open transaction is the read phase begun with begin_read."""
+    return session.in_transaction() and session.info.get(_READING) is session.get_transaction()
+
+
+def start_writing(session: Session) -> None:
+    """End the read phase of begin_read so that the session may write.
+
+    SQLite commits the snapshot, so the next statement begins a write transaction (queued for the
+    write lock); PostgreSQL after begin_read(then_write=True) carries on in the same transaction,
+    whose later statements each see every commit made meanwhile (READ COMMITTED).
+    """
+    if not is_reading(session):
+        raise RuntimeError("start_writing needs a session in the read phase of begin_read")
+    session.info.pop(_READING)
+    options = session.connection().get_execution_options()
+    if options.get(READ_ONLY_OPTION) or options.get("isolation_level") == "AUTOCOMMIT":
+        session.commit()
 
 
 def end_read_transaction(session: Session) -> None:

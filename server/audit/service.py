@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, exists, select, text
 from sqlalchemy.orm import Session
 
 from server.errors import Conflict, Forbidden
@@ -53,14 +53,21 @@ _CHAIN_LOCK_SQL = text("SELECT pg_advisory_xact_lock(:k)")
 _APPEND = AuditEntry.__table__.insert()
 
 
+def _innermost(session: Session):
+    """The transaction a rollback would end first: the innermost savepoint, else the transaction."""
+    return session.get_nested_transaction() or session.get_transaction()
+
+
 def lock_chain(session: Session) -> None:
     """Become the only appender to the chain until this transaction ends (what record() does first)."""
     conn = session.connection()
     if conn.dialect.name == "postgresql":
         # Serialise appenders across server instances until this transaction ends. SQLite needs
         # nothing: server.db begins every write transaction IMMEDIATE, so writers are already one at a time.
-        transaction = session.get_transaction()
-        if session.info.get("chain_locked_by") is not transaction:  # once per transaction: a round trip each
+        # Once per savepoint or transaction (a round trip each): rolling back to a savepoint releases
+        # a lock taken inside it (the kiosk's gate preview does), so the outer transaction locks again.
+        transaction = _innermost(session)
+        if session.info.get("chain_locked_by") is not transaction:
             conn.execute(_CHAIN_LOCK_SQL, {"k": _CHAIN_LOCK})
             session.info["chain_locked_by"] = transaction
 
@@ -71,18 +78,57 @@ def chain_head_seq(session: Session) -> int:
     return head[0] if head else 0
 
 
-_CHANGED_SINCE = select(AuditEntry.seq).where(
-    AuditEntry.seq > bindparam("seq"), AuditEntry.action.not_in(bindparam("ignore", expanding=True))).limit(1)
+_LATER = AuditEntry.__table__.alias("later")
+_HEAD_AND_CHANGE = (select(AuditEntry.seq, AuditEntry.entry_hash, exists().where(
+    _LATER.c.seq > bindparam("seq"), _LATER.c.action.not_in(bindparam("ignore", expanding=True))).label("changed"))
+    .order_by(AuditEntry.seq.desc()).limit(1))
+
+
+# The same question for PostgreSQL, sent in one pipeline with the lock (see changed_since).
+_PG_HEAD_AND_CHANGE = ("SELECT seq, entry_hash, EXISTS (SELECT 1 FROM audit_entries AS later WHERE later.seq > %(seq)s "
+                       "AND later.action <> ALL(%(ignore)s)) AS changed FROM audit_entries ORDER BY seq DESC LIMIT 1")
 
 
 def changed_since(session: Session, seq: int, *, ignore: tuple[str, ...] = ()) -> bool:
-    """True when an entry after seq, other than the actions in ignore, is in the chain (call under lock_chain).
+    """True when an entry after seq, other than the actions in ignore, is in the chain; takes the chain lock.
 
     Every change to a record is appended to the chain in the transaction that makes it, so this tells
-    a reader whether what it read at seq is still current.
+    a reader whether what it read at seq is still current. The head it reads on the way saves record()
+    a read of its own.
     """
-    return session.connection().execute(_CHANGED_SINCE, {"seq": seq, "ignore": list(ignore) or [""]}).first() \
-        is not None
+    conn = session.connection()
+    if conn.dialect.name == "postgresql" and session.info.get("chain_locked_by") is not _innermost(session):
+        # The lock and the read in one round trip (psycopg's pipeline mode): whoever waits for the
+        # lock holds up every other appender for each round trip it makes once it has the lock. The
+        # read runs after the lock is granted, so in READ COMMITTED it sees every earlier appender's commit.
+        driver = conn.connection.driver_connection
+        with driver.pipeline():
+            driver.execute(_CHAIN_LOCK_SQL.text.replace(":k", "%(k)s"), {"k": _CHAIN_LOCK})
+            cursor = driver.execute(_PG_HEAD_AND_CHANGE, {"seq": seq, "ignore": list(ignore)})
+        session.info["chain_locked_by"] = _innermost(session)
+        row = cursor.fetchone()
+        head, changed = ((row[0], row[1]), row[2]) if row else ((0, GENESIS), False)
+    else:
+        lock_chain(session)
+        row = conn.execute(_HEAD_AND_CHANGE, {"seq": seq, "ignore": list(ignore) or [""]}).first()
+        head, changed = ((row.seq, row.entry_hash), row.changed) if row else ((0, GENESIS), False)
+    _remember_head(session, head)
+    return bool(changed)
+
+
+def _remember_head(session: Session, head: tuple[int, str]) -> None:
+    # Valid while the chain lock is held and until this transaction or savepoint ends: nobody else
+    # can append meanwhile, and every append of this session goes through record().
+    session.info["chain_head"] = (_innermost(session), head)
+
+
+def _head(session: Session) -> tuple[int, str]:
+    """(seq, entry_hash) of the last entry (0, GENESIS for an empty chain); call under lock_chain."""
+    known = session.info.get("chain_head")
+    if known is not None and known[0] is _innermost(session):
+        return known[1]
+    row = session.connection().execute(_HEAD).first()
+    return (row[0], row[1]) if row else (0, GENESIS)
 
 
 def record(session: Session, *, actor: Principal, action: str, record_type: str, record_id: Any,
@@ -93,9 +139,8 @@ def record(session: Session, *, actor: Principal, action: str, record_type: str,
     session.flush()
     lock_chain(session)
     conn = session.connection()
-    head = conn.execute(_HEAD).first()
-    seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
-    entry = AuditEntry(seq=seq, at=utcnow(), actor=actor.actor, user_id=actor.user_id, action=action,
+    head_seq, prev = _head(session)
+    entry = AuditEntry(seq=head_seq + 1, at=utcnow(), actor=actor.actor, user_id=actor.user_id, action=action,
                        record_type=record_type, record_id=str(record_id),
                        old_values=canonical_json(old or {}), new_values=canonical_json(new or {}),
                        reason=reason, prev_hash=prev, entry_hash="")
@@ -104,6 +149,7 @@ def record(session: Session, *, actor: Principal, action: str, record_type: str,
     # A plain INSERT on the session's connection (same transaction): the entry is never changed
     # afterwards, so the unit of work has nothing to track; the returned object is not in the session.
     conn.execute(_APPEND, {c: getattr(entry, c) for c in _ENTRY_COLUMNS})
+    _remember_head(session, (entry.seq, entry.entry_hash))
     return entry
 
 

@@ -20,21 +20,22 @@ agent_scheme = HTTPBearer(auto_error=False, scheme_name="AgentToken",
                           description="Edge agents: `Authorization: Bearer amtagent_…` issued by an admin")
 
 
-def authenticate(session: Session, token: str | None, *, keep_reading: bool = False) -> Principal:
+def authenticate(session: Session, token: str | None, *, then_write: bool = False) -> Principal:
     """The caller a bearer token stands for (person or agent), read in a transaction of its own.
 
-    keep_reading: leave that read transaction open for the caller's own reads (the release gate).
+    then_write: leave that read transaction open for the caller's own reads, which it ends with
+    server.db.start_writing before it writes (the release gate; see begin_read).
     """
     if not token:
         raise Unauthorized("Not authenticated: send Authorization: Bearer <token>", code="not_authenticated")
     if not session.in_transaction():
         # Reading who is asking takes no write lock (SQLite), so it never waits behind a writer.
-        begin_read(session)
+        begin_read(session, then_write=then_write)
     if token.startswith(AGENT_TOKEN_PREFIX):
         principal = agent_principal(session, token=token)
     else:
         principal = principal_from_token(session, token=token)
-    if not keep_reading:
+    if not then_write:
         # The endpoint may run in another worker thread: end this read here so nothing is held meanwhile.
         end_read_transaction(session)
     return principal
@@ -79,9 +80,9 @@ class Credentials:
     def __init__(self, token: str | None, roles: tuple[str, ...], agents: bool) -> None:
         self.token, self.roles, self.agents = token, roles, agents
 
-    def check(self, session: Session, *, keep_reading: bool = False) -> Principal:
-        """Authenticate and admit, in the caller's thread and session (see authenticate for keep_reading)."""
-        return admit(authenticate(session, self.token, keep_reading=keep_reading), self.roles, self.agents)
+    def check(self, session: Session, *, then_write: bool = False) -> Principal:
+        """Authenticate and admit, in the caller's thread and session (see authenticate for then_write)."""
+        return admit(authenticate(session, self.token, then_write=then_write), self.roles, self.agents)
 
 
 def require_later(*roles: str, agents: bool = False):

@@ -32,8 +32,8 @@ async def decide(body: GateRequest, request: Request, asker: Asker) -> GateDecis
 
 def _decide(maker, asker: Credentials, body: GateRequest) -> GateDecisionOut:
     with session_scope(maker) as session:
-        # The gate's checks read on in the same snapshot as the authentication (one transaction).
-        actor = asker.check(session, keep_reading=True)
+        # The gate's checks read on in the transaction of the authentication, then append its decision.
+        actor = asker.check(session, then_write=True)
         d = service.decide(session, actor=actor, **body.model_dump())
     return GateDecisionOut(allowed=d.allowed, reasons=[Reason(**r) for r in d.reasons], decision_id=d.id)
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, exists, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, exists, func, literal, select, update
+from sqlalchemy.orm import Session, aliased
 
-from server.audit.service import chain_head_seq, changed_since, lock_chain, record, seal_is_intact
-from server.db import begin_read, is_reading
+from server.audit.service import changed_since, lock_chain, record, seal_is_intact
+from server.db import begin_read, is_reading, start_writing
 from server.designs.service import iteration_content
 from server.errors import Forbidden
 from server.materials.service import lot_problems
-from server.models import (Case, Design, DesignFile, DesignIteration, Device, GateDecision, Job, Machine,
+from server.models import (AuditEntry, Case, Design, DesignFile, DesignIteration, Device, GateDecision, Job, Machine,
                            MachineAuthorisation, MaterialLot, Nonconformity, QualificationScope, Signature, User,
                            utcnow)
 from server.qualification import service as qualification
@@ -27,29 +28,57 @@ _DATED_TRIGGERS = frozenset({"qualification_expired", "calibration_expired"})
 
 # Prepared statements: the gate runs on every build start and reads a few columns of a dozen rows, so
 # it selects columns on the session's connection instead of loading ORM entities (which cost most of
-# a decision). decide() flushes first, so pending changes of the caller are seen, as autoflush would.
-_MACHINE = select(Machine.id, Machine.software_revision, Machine.firmware_revision, Machine.build_prep_software,
-                  Machine.calibration_due, Machine.maintenance_due).where(Machine.id == bindparam("machine_id"))
-_JOB = (select(Job.id, Job.machine_id, Job.state, Job.process, Job.material, Job.product_family,
-               Job.material_lot_id, MaterialLot.lot_number, MaterialLot.status.label("lot_status"),
-               MaterialLot.reuse_count, MaterialLot.reuse_limit, MaterialLot.expires_on)
-        .join(MaterialLot, MaterialLot.id == Job.material_lot_id).where(Job.id == bindparam("job_id")))
-_DEVICES = (select(Device.kind, Device.case_id, Device.design_iteration_id)
+# a decision), in as few statements as the rows allow: every statement is a round trip to PostgreSQL
+# and a few hundred microseconds of driver and SQLAlchemy work on either database. decide() flushes
+# first, so pending changes of the caller are seen, as autoflush would.
+#
+# _ASK: one row for everything that is at most one row per question (the audit chain's head, machine,
+# job and its lot, the job's qualification scope on this machine, the operator), joined onto a
+# one-row select, so a missing machine, job or operator leaves its columns NULL instead of losing the row.
+_ONE = select(literal(1).label("one")).subquery("ask")
+_EXPIRED_SCOPE = aliased(QualificationScope)
+_ASK = (select(
+    select(func.coalesce(func.max(AuditEntry.seq), 0)).scalar_subquery().label("head_seq"),
+    Machine.id.label("m_id"), Machine.software_revision.label("m_software_revision"),
+    Machine.firmware_revision.label("m_firmware_revision"), Machine.build_prep_software.label("m_build_prep_software"),
+    Machine.calibration_due.label("m_calibration_due"), Machine.maintenance_due.label("m_maintenance_due"),
+    exists().where(_EXPIRED_SCOPE.machine_id == bindparam("machine_id"), _EXPIRED_SCOPE.state == "qualified",
+                   _EXPIRED_SCOPE.valid_until < bindparam("today")).label("m_scope_expired"),
+    Job.id.label("j_id"), Job.machine_id.label("j_machine_id"), Job.state.label("j_state"),
+    Job.process.label("j_process"), Job.material.label("j_material"), Job.product_family.label("j_product_family"),
+    Job.material_lot_id.label("j_material_lot_id"), MaterialLot.lot_number.label("j_lot_number"),
+    MaterialLot.status.label("j_lot_status"), MaterialLot.reuse_count.label("j_reuse_count"),
+    MaterialLot.reuse_limit.label("j_reuse_limit"), MaterialLot.expires_on.label("j_expires_on"),
+    # The same rule as nonconformities.service.open_for_job; the rows are read only when there are any.
+    exists().where(Nonconformity.state == "open", Nonconformity.job_id == bindparam("job_id"))
+    .label("j_open_nonconformity"),
+    QualificationScope.id.label("s_id"), QualificationScope.state.label("s_state"),
+    QualificationScope.state_reason.label("s_state_reason"), QualificationScope.valid_until.label("s_valid_until"),
+    QualificationScope.qualified_at.label("s_qualified_at"),
+    QualificationScope.qualified_software_revision.label("s_qualified_software_revision"),
+    User.id.label("u_id"), User.username.label("u_username"), User.full_name.label("u_full_name"),
+    User.role.label("u_role"), User.active.label("u_active"),
+    # The same rule as auth.service.is_authorised_on (tests/server/test_gate.py pins revoked and expired).
+    exists().where(MachineAuthorisation.user_id == User.id, MachineAuthorisation.machine_id == bindparam("machine_id"),
+                   MachineAuthorisation.revoked_at.is_(None),
+                   (MachineAuthorisation.valid_until.is_(None)
+                    | (MachineAuthorisation.valid_until >= bindparam("today")))).label("u_authorised"))
+    .select_from(_ONE)
+    .outerjoin(Machine, Machine.id == bindparam("machine_id"))
+    .outerjoin(Job, Job.id == bindparam("job_id"))
+    .outerjoin(MaterialLot, MaterialLot.id == Job.material_lot_id)
+    .outerjoin(QualificationScope, (QualificationScope.machine_id == Machine.id)
+               & (QualificationScope.process == Job.process) & (QualificationScope.material == Job.material)
+               & (QualificationScope.product_family == Job.product_family))
+    .outerjoin(User, User.id == bindparam("user_id")))
+_DEVICES = (select(Device.kind, Device.case_id, Device.design_iteration_id, DesignIteration.design_id,
+                   DesignIteration.number, DesignIteration.software_name, DesignIteration.software_version,
+                   DesignIteration.content_sha256, DesignIteration.status, Design.case_id.label("design_case_id"),
+                   Design.name.label("design_name"), Case.patient_ref, Case.surgery_date)
+            .outerjoin(DesignIteration, DesignIteration.id == Device.design_iteration_id)
+            .outerjoin(Design, Design.id == DesignIteration.design_id)
+            .outerjoin(Case, Case.id == Device.case_id)
             .where(Device.job_id == bindparam("job_id")).order_by(Device.id))
-_ANY_QUALIFIED_SCOPE_EXPIRED = select(exists().where(
-    QualificationScope.machine_id == bindparam("machine_id"), QualificationScope.state == "qualified",
-    QualificationScope.valid_until < bindparam("today")))
-_SCOPE = select(QualificationScope.id, QualificationScope.state, QualificationScope.state_reason,
-                QualificationScope.valid_until, QualificationScope.qualified_at,
-                QualificationScope.qualified_software_revision).where(
-    QualificationScope.machine_id == bindparam("machine_id"), QualificationScope.process == bindparam("process"),
-    QualificationScope.material == bindparam("material"),
-    QualificationScope.product_family == bindparam("product_family"))
-_ITERATIONS = (select(DesignIteration.id, DesignIteration.design_id, DesignIteration.number,
-                      DesignIteration.software_name, DesignIteration.software_version,
-                      DesignIteration.content_sha256, DesignIteration.status, Design.case_id, Design.name)
-               .join(Design, Design.id == DesignIteration.design_id)
-               .where(DesignIteration.id.in_(bindparam("ids", expanding=True))))
 _FILES = (select(DesignFile.iteration_id, DesignFile.file_name, DesignFile.sha256, DesignFile.size_bytes)
           .where(DesignFile.iteration_id.in_(bindparam("ids", expanding=True))).order_by(DesignFile.id))
 _SIGNATURES = (select(Signature.id, Signature.user_id, Signature.printed_name, Signature.signer_role,
@@ -57,18 +86,9 @@ _SIGNATURES = (select(Signature.id, Signature.user_id, Signature.printed_name, S
                       Signature.signed_at, Signature.seal)
                .where(Signature.record_type == "design_iteration",
                       Signature.record_id.in_(bindparam("ids", expanding=True))).order_by(Signature.id))
-_CASES = (select(Case.id, Case.patient_ref, Case.surgery_date)
-          .where(Case.id.in_(bindparam("ids", expanding=True))).order_by(Case.id))
-# The same rules as nonconformities.service.open_for_job and auth.service.is_authorised_on, in one
-# prepared statement each (tests/server/test_gate.py pins both: dispositioned, revoked, expired).
 _OPEN_NONCONFORMITIES = (select(Nonconformity.id, Nonconformity.kind, Nonconformity.description)
                          .where(Nonconformity.state == "open", Nonconformity.job_id == bindparam("job_id"))
                          .order_by(Nonconformity.id))
-_OPERATOR = select(User.id, User.username, User.full_name, User.role, User.active, exists().where(
-    MachineAuthorisation.user_id == User.id, MachineAuthorisation.machine_id == bindparam("machine_id"),
-    MachineAuthorisation.revoked_at.is_(None),
-    (MachineAuthorisation.valid_until.is_(None) | (MachineAuthorisation.valid_until >= bindparam("today")))
-).label("authorised")).where(User.id == bindparam("user_id"))
 _INSERT_DECISION = GateDecision.__table__.insert().returning(GateDecision.__table__.c.id)
 _DECISION_COLUMNS = tuple(c.key for c in GateDecision.__table__.columns if c.key != "id")
 
@@ -135,27 +155,33 @@ def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, 
     now = utcnow()
     ask = _Ask(machine_id=machine_id, job_id=job_id, sha=build_file_sha256.lower(), operator_id=operator_id, now=now)
     if session.in_transaction() and not is_reading(session):
-        # Inside the caller's unit of work (a kiosk step): decide and record in its transaction.
+        # Inside the caller's unit of work (a kiosk step): decide and record in its transaction, under
+        # the chain lock from the first read on (on SQLite the write transaction already is that lock).
+        lock_chain(session)
         return _store(session, actor, ask, _evaluate(session, ask, may_write=True))
-    # The hot path (the edge asks before every build): evaluate on a read snapshot without the write
-    # lock, then append under it. SQLite has one writer and PostgreSQL one audit-chain appender at a
-    # time, so only the append is serialised, not the dozen reads. Every change the gate depends on
-    # is audited; if anything other than a gate decision was recorded after the snapshot, the
-    # decision is re-evaluated under the lock, so no decision is ever based on superseded state.
+    # The hot path (the edge asks before every build): evaluate without the write lock, then append
+    # under it. SQLite has one writer and PostgreSQL one audit-chain appender at a time, so only the
+    # append is serialised, not the reads. Every change the gate depends on is audited; if anything
+    # other than a gate decision was recorded after the chain head the evaluation read, the decision
+    # is re-evaluated under the lock, so no decision is ever based on superseded state.
+    if not session.in_transaction():
+        begin_read(session, then_write=True)
     evaluation: _Evaluation | None
     try:
-        if not session.in_transaction():
-            begin_read(session)
-        seen = chain_head_seq(session)
         evaluation = _evaluate(session, ask, may_write=False)
     except _NeedsWrite:
         evaluation = None
-    finally:
-        session.commit()
+    start_writing(session)
+    if evaluation is not None:
+        # The decision row needs no chain lock (its id comes from the table's own sequence), so it is
+        # written before the lock is taken: the lock is then held for the audit entry and the commit only.
+        decision = _insert_decision(session, actor, ask, evaluation)
+        if not changed_since(session, evaluation.head_seq, ignore=_GATE_ACTIONS):
+            return _record_decision(session, actor, ask, evaluation, decision)
+        # Superseded while it was read: nothing of this transaction stands; decide again under the lock.
+        session.rollback()
     lock_chain(session)
-    if evaluation is None or changed_since(session, seen, ignore=_GATE_ACTIONS):
-        evaluation = _evaluate(session, ask, may_write=True)
-    return _store(session, actor, ask, evaluation)
+    return _store(session, actor, ask, _evaluate(session, ask, may_write=True))
 
 
 # Audit actions that the gate itself appends: they do not change what a decision depends on (a job
@@ -176,15 +202,24 @@ class _Ask:
 
 @dataclass
 class _Evaluation:
-    """Every reason found, the inputs looked at, and the job's state when it was read."""
+    """Every reason found, the inputs looked at, the job's state and the chain head when they were read."""
 
     reasons: list[dict[str, str]]
     inputs: dict[str, Any]
     job_state: str | None
+    head_seq: int
 
 
 class _NeedsWrite(Exception):
     """A read-only evaluation met an expiry that must first be recorded as a requalification trigger."""
+
+
+def _part(row: Any, prefix: str) -> SimpleNamespace | None:
+    """The columns of row named prefix_…, without the prefix; None when the joined row was missing."""
+    if row._mapping[f"{prefix}_id"] is None:
+        return None
+    n = len(prefix) + 1
+    return SimpleNamespace(**{k[n:]: v for k, v in row._mapping.items() if k.startswith(prefix + "_")})
 
 
 def _evaluate(session: Session, ask: _Ask, *, may_write: bool) -> _Evaluation:
@@ -195,8 +230,18 @@ def _evaluate(session: Session, ask: _Ask, *, may_write: bool) -> _Evaluation:
                               "build_file_sha256": ask.sha, "operator_id": ask.operator_id}
     session.flush()
     conn = session.connection()
-    machine = conn.execute(_MACHINE, {"machine_id": ask.machine_id}).first()
-    job = conn.execute(_JOB, {"job_id": ask.job_id}).first()
+    params = {"machine_id": ask.machine_id, "job_id": ask.job_id, "user_id": ask.operator_id, "today": today}
+    row = conn.execute(_ASK, params).one()
+    machine, job = _part(row, "m"), _part(row, "j")
+    if machine is not None and job is not None and job.machine_id == machine.id and job.state != "closed" and \
+            ((machine.calibration_due is not None and machine.calibration_due < today) or machine.scope_expired):
+        # Only when something has run out: the time triggers then record it and move the scopes.
+        if not may_write:
+            raise _NeedsWrite
+        qualification.apply_time_triggers(session, today=today, machine_id=machine.id)
+        session.flush()
+        row = conn.execute(_ASK, params).one()
+        machine, job = _part(row, "m"), _part(row, "j")
     if machine is None:
         reasons.add("machine_unknown", f"Machine {ask.machine_id} is not registered")
     if job is None:
@@ -209,32 +254,44 @@ def _evaluate(session: Session, ask: _Ask, *, may_write: bool) -> _Evaluation:
             reasons.add("job_closed", f"Job {job.id} is already closed")
         else:
             devices = conn.execute(_DEVICES, {"job_id": job.id}).all()
-            _check_machine(session, reasons, inputs, machine, job, today, may_write=may_write)
+            _check_machine(session, reasons, inputs, machine, job, _part(row, "s"), today)
             _check_designs(session, reasons, inputs, job, devices, ask.sha)
             _check_material(reasons, inputs, job, today)
             _check_cases(session, reasons, inputs, devices, ask.now)
-            for nc in conn.execute(_OPEN_NONCONFORMITIES, {"job_id": job.id}):
-                reasons.add("open_nonconformity", f"Open nonconformity {nc.id} ({nc.kind.replace('_', ' ')}) on "
-                                                  f"this job must be dispositioned first: {nc.description}")
-        _check_operator(session, reasons, inputs, machine, ask.operator_id, today)
-    return _Evaluation(reasons=reasons.items, inputs=inputs, job_state=None if job is None else job.state)
+            if job.open_nonconformity:
+                for nc in conn.execute(_OPEN_NONCONFORMITIES, {"job_id": job.id}):
+                    reasons.add("open_nonconformity", f"Open nonconformity {nc.id} ({nc.kind.replace('_', ' ')}) "
+                                                      f"on this job must be dispositioned first: {nc.description}")
+        _check_operator(reasons, inputs, machine, ask.operator_id, _part(row, "u"))
+    return _Evaluation(reasons=reasons.items, inputs=inputs, job_state=None if job is None else job.state,
+                       head_seq=row.head_seq)
 
 
 def _store(session: Session, actor: Principal, ask: _Ask, ev: _Evaluation) -> GateDecision:
     """Store the decision, append its audit entry and release a planned job on its first allowed decision."""
-    allowed = not ev.reasons
+    return _record_decision(session, actor, ask, ev, _insert_decision(session, actor, ask, ev))
+
+
+def _insert_decision(session: Session, actor: Principal, ask: _Ask, ev: _Evaluation) -> GateDecision:
+    """Insert the decision row; the returned object carries the stored values and id, outside the session."""
     decision = GateDecision(machine_id=ask.machine_id, job_id=ask.job_id, build_file_sha256=ask.sha,
-                            operator_id=ask.operator_id, requested_by=actor.actor, allowed=allowed,
+                            operator_id=ask.operator_id, requested_by=actor.actor, allowed=not ev.reasons,
                             reasons=ev.reasons, inputs=ev.inputs, decided_at=ask.now)
     # Decisions are never changed after they are stored: a plain INSERT … RETURNING id, without the
-    # unit of work. The returned object carries the stored values and id; it is not in the session.
-    conn = session.connection()
-    decision.id = conn.execute(_INSERT_DECISION, {c: getattr(decision, c) for c in _DECISION_COLUMNS}).scalar_one()
+    # unit of work.
+    values = {c: getattr(decision, c) for c in _DECISION_COLUMNS}
+    decision.id = session.connection().execute(_INSERT_DECISION, values).scalar_one()
+    return decision
+
+
+def _record_decision(session: Session, actor: Principal, ask: _Ask, ev: _Evaluation,
+                     decision: GateDecision) -> GateDecision:
+    """Append the decision's audit entry and release a planned job on its first allowed decision."""
     record(session, actor=actor, action="gate_decision", record_type="job", record_id=ask.job_id,
-           new={"decision_id": decision.id, "allowed": allowed, "machine_id": ask.machine_id,
+           new={"decision_id": decision.id, "allowed": decision.allowed, "machine_id": ask.machine_id,
                 "build_file_sha256": ask.sha, "operator_id": ask.operator_id,
                 "reasons": [r["code"] for r in ev.reasons]})
-    if allowed and ev.job_state == "planned":
+    if decision.allowed and ev.job_state == "planned":
         # Conditional update: of two allowed decisions racing on PostgreSQL only one releases the job
         # (and records it); the ORM copy of the job, if loaded, is updated too.
         released = session.execute(update(Job).where(Job.id == ask.job_id, Job.state == "planned")
@@ -245,19 +302,9 @@ def _store(session: Session, actor: Principal, ask: _Ask, ev: _Evaluation) -> Ga
     return decision
 
 
-def _check_machine(session: Session, reasons: Reasons, inputs: dict, machine: Any, job: Any, today: date, *,
-                   may_write: bool) -> None:
-    conn = session.connection()
+def _check_machine(session: Session, reasons: Reasons, inputs: dict, machine: Any, job: Any, scope: Any,
+                   today: date) -> None:
     calibration_overdue = machine.calibration_due is not None and machine.calibration_due < today
-    if calibration_overdue or conn.execute(_ANY_QUALIFIED_SCOPE_EXPIRED,
-                                           {"machine_id": machine.id, "today": today}).scalar():
-        # Only when something has run out: the time triggers then record it and move the scopes.
-        if not may_write:
-            raise _NeedsWrite
-        qualification.apply_time_triggers(session, today=today, machine_id=machine.id)
-        session.flush()
-    scope = conn.execute(_SCOPE, {"machine_id": machine.id, "process": job.process, "material": job.material,
-                                  "product_family": job.product_family}).first()
     what = f"{job.process} / {job.material} / {job.product_family}"
     inputs["machine"] = {"software": machine.software_revision, "firmware": machine.firmware_revision,
                          "build_prep_software": machine.build_prep_software,
@@ -289,16 +336,19 @@ def _check_machine(session: Session, reasons: Reasons, inputs: dict, machine: An
         reasons.add("maintenance_overdue", f"Preventive maintenance of the machine is overdue (due {due})")
 
 
-def _load_iterations(session: Session, ids: list[int]) -> dict[int, tuple[_Iteration, _Design, list[Any]]]:
-    """Iterations with their design, files and signatures: three queries for any number of iterations."""
-    if not ids:
-        return {}
-    conn = session.connection()
+def _load_iterations(session: Session, devices: list[Any]) -> dict[int, tuple[_Iteration, _Design, list[Any]]]:
+    """The job's iterations (read with its devices) with their files and signatures: two more queries."""
     loaded: dict[int, tuple[_Iteration, _Design, list[Any]]] = {}
-    for r in conn.execute(_ITERATIONS, {"ids": ids}):
-        it = _Iteration(id=r.id, design_id=r.design_id, number=r.number, software_name=r.software_name,
-                        software_version=r.software_version, content_sha256=r.content_sha256, status=r.status)
-        loaded[r.id] = (it, _Design(id=r.design_id, case_id=r.case_id, name=r.name), [])
+    for d in devices:
+        if d.kind == "device" and d.design_iteration_id not in loaded:
+            it = _Iteration(id=d.design_iteration_id, design_id=d.design_id, number=d.number,
+                            software_name=d.software_name, software_version=d.software_version,
+                            content_sha256=d.content_sha256, status=d.status)
+            loaded[it.id] = (it, _Design(id=d.design_id, case_id=d.design_case_id, name=d.design_name), [])
+    if not loaded:
+        return loaded
+    conn = session.connection()
+    ids = sorted(loaded)
     for f in conn.execute(_FILES, {"ids": ids}):
         loaded[f.iteration_id][0].files.append(f)
     for sig in conn.execute(_SIGNATURES, {"ids": [str(i) for i in ids]}):
@@ -310,9 +360,8 @@ def _check_designs(session: Session, reasons: Reasons, inputs: dict, job: Any, d
                    sha: str) -> None:
     approved_hashes: set[str] = set()
     snapshot = []
-    ids = sorted({d.design_iteration_id for d in devices if d.kind == "device"})
-    loaded = _load_iterations(session, ids)
-    for it_id in ids:
+    loaded = _load_iterations(session, devices)
+    for it_id in sorted(loaded):
         it, design, sigs = loaded[it_id]
         name = f"Design '{design.name}' iteration {it.number}"
         roles = {s.signer_role for s in sigs}
@@ -368,9 +417,10 @@ def _check_material(reasons: Reasons, inputs: dict, job: Any, today: date) -> No
 
 def _check_cases(session: Session, reasons: Reasons, inputs: dict, devices: list[Any], now: datetime) -> None:
     snapshot = []
-    ids = sorted({d.case_id for d in devices if d.case_id is not None})
-    cases = session.connection().execute(_CASES, {"ids": ids}).all() if ids else []
-    for case in cases:
+    cases = {d.case_id: d for d in devices if d.case_id is not None}
+    for case_id in sorted(cases):
+        case = SimpleNamespace(id=case_id, patient_ref=cases[case_id].patient_ref,
+                               surgery_date=cases[case_id].surgery_date)
         deadline = case_deadline(session, case)
         snapshot.append({"case_id": case.id, "deadline": deadline.isoformat()})
         if now >= deadline:
@@ -379,13 +429,10 @@ def _check_cases(session: Session, reasons: Reasons, inputs: dict, devices: list
     inputs["cases"] = snapshot
 
 
-def _check_operator(session: Session, reasons: Reasons, inputs: dict, machine: Any, operator_id: int | None,
-                    today: date) -> None:
+def _check_operator(reasons: Reasons, inputs: dict, machine: Any, operator_id: int | None, user: Any) -> None:
     if operator_id is None:
         reasons.add("operator_unknown", "No operator was named for this build")
         return
-    user = session.connection().execute(_OPERATOR, {"user_id": operator_id, "today": today,
-                                                    "machine_id": machine.id if machine else None}).first()
     inputs["operator"] = None if user is None else {"id": user.id, "username": user.username, "role": user.role}
     if user is None or not user.active:
         reasons.add("operator_unknown", f"Operator {operator_id} is not an active user")

@@ -216,25 +216,25 @@ def test_change_between_snapshot_and_append_is_seen(plant, monkeypatch):
     from server.security import SYSTEM
 
     ctx = plant.ready()
-    real_lock_chain = gate.lock_chain
+    real_start_writing = gate.start_writing
     raised = []
 
     def nonconformity_lands_first(session):
+        real_start_writing(session)
         if not raised:
             with plant.app.state.sessionmaker() as other, other.begin():
                 raised.append(raise_nonconformity(other, actor=SYSTEM, kind="build_file_mismatch",
                                                   description="raised while the gate was reading",
                                                   job_id=ctx["job"]["id"]).id)
-        real_lock_chain(session)
 
-    monkeypatch.setattr(gate, "lock_chain", nonconformity_lands_first)
+    monkeypatch.setattr(gate, "start_writing", nonconformity_lands_first)
     d = plant.gate(ctx)
     assert raised and d["allowed"] is False
     assert d["reasons"] == [{"code": "open_nonconformity", "message":
                              f"Open nonconformity {raised[0]} (build file mismatch) on this job must be "
                              f"dispositioned first: raised while the gate was reading"}]
     # Only the gate's own entries came after the nonconformity's: no re-evaluation without need.
-    monkeypatch.setattr(gate, "lock_chain", real_lock_chain)
+    monkeypatch.setattr(gate, "start_writing", real_start_writing)
     plant.call("POST", f"/nonconformities/{raised[0]}/disposition", "quality_engineer", json={
         "disposition": "use_as_is", "rationale": "test", "password": PASSWORD})
     assert plant.gate(ctx)["allowed"] is True

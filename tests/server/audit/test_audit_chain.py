@@ -60,6 +60,26 @@ def test_intact_chain_verifies(plant, story, monkeypatch, capsys):
     assert code == 0 and out.endswith("audit trail intact\n")
 
 
+def test_entry_after_a_rolled_back_savepoint_chains_on_the_last_kept_entry(plant, story):
+    """record() remembers the head within a transaction; a savepoint rolled back (the kiosk's gate preview)
+    takes its entry with it, so the next entry must chain on the one before, still under the chain lock."""
+    from server.audit.service import record
+    from server.security import SYSTEM
+
+    with plant.app.state.sessionmaker() as session, session.begin():
+        savepoint = session.begin_nested()
+        dropped = record(session, actor=SYSTEM, action="test_rolled_back", record_type="test", record_id=1)
+        savepoint.rollback()
+        after = record(session, actor=SYSTEM, action="test_after_savepoint", record_type="test", record_id=2)
+        assert (after.seq, after.prev_hash) == (dropped.seq, dropped.prev_hash)
+        if session.get_bind().dialect.name == "postgresql":
+            # Rolling back to the savepoint released the lock taken inside it; record() took it again.
+            assert session.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                                        "AND pid = pg_backend_pid()")).scalar() == 1
+    report = verify(plant)
+    assert report["ok"] is True and report["head_seq"] == after.seq
+
+
 def test_database_refuses_update_and_delete_of_history(plant, story):
     for statement in ("UPDATE audit_entries SET reason = 'x' WHERE seq = 1", "DELETE FROM audit_entries WHERE seq = 1"):
         with pytest.raises(DBAPIError) as e:
