@@ -46,15 +46,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API with uvicorn."""
     import uvicorn
 
-    from server.app import create_app
+    from server.app import create_served_app
 
-    settings = _settings()
+    _settings()  # refuse bad settings here, before uvicorn starts
     if args.workers > 1:
         # Each worker process builds its own app from the same AMTRACE_* environment.
-        uvicorn.run("server.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                    log_level=args.log_level, access_log=not args.no_access_log)
+        uvicorn.run("server.app:create_served_app", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level, access_log=not args.no_access_log)
     else:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+        uvicorn.run(create_served_app(), host=args.host, port=args.port, log_level=args.log_level,
                     access_log=not args.no_access_log)
     return 0
 

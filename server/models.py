@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, Date, DateTime, Float, ForeignKey, Integer, MetaData, String, Text,
+from sqlalchemy import (JSON, Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text,
                         TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -311,6 +311,9 @@ class Signature(Base):
     """An electronic signature: who, when, meaning, and the hash of the exact record signed."""
 
     __tablename__ = "signatures"
+    # Signatures of a record are looked up by it on every release-gate decision (the design iteration's
+    # approvals) and every stage view; a plant signs several records per device, so never a full scan.
+    __table_args__ = (Index("ix_signatures_record", "record_type", "record_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))

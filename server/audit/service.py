@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from server.errors import Conflict, Forbidden
@@ -78,15 +78,20 @@ def chain_head_seq(session: Session) -> int:
     return head[0] if head else 0
 
 
+# changed: the first entry after seq that is not one of the ignored actions, or NULL. A scalar subquery
+# in seq order, not EXISTS: PostgreSQL strips ORDER BY/LIMIT from an EXISTS, and then, without fresh
+# statistics on a growing table, its planner took a sequential scan for "seq > …" (a third of the rows,
+# it assumes), which read the whole chain on every gate decision. In seq order the primary-key index
+# is the only cheap way to the first row.
 _LATER = AuditEntry.__table__.alias("later")
-_HEAD_AND_CHANGE = (select(AuditEntry.seq, AuditEntry.entry_hash, exists().where(
-    _LATER.c.seq > bindparam("seq"), _LATER.c.action.not_in(bindparam("ignore", expanding=True))).label("changed"))
+_HEAD_AND_CHANGE = (select(AuditEntry.seq, AuditEntry.entry_hash, select(_LATER.c.seq).where(
+    _LATER.c.seq > bindparam("seq"), _LATER.c.action.not_in(bindparam("ignore", expanding=True)))
+    .order_by(_LATER.c.seq).limit(1).scalar_subquery().label("changed"))
     .order_by(AuditEntry.seq.desc()).limit(1))
-
-
 # The same question for PostgreSQL, sent in one pipeline with the lock (see changed_since).
-_PG_HEAD_AND_CHANGE = ("SELECT seq, entry_hash, EXISTS (SELECT 1 FROM audit_entries AS later WHERE later.seq > %(seq)s "
-                       "AND later.action <> ALL(%(ignore)s)) AS changed FROM audit_entries ORDER BY seq DESC LIMIT 1")
+_PG_HEAD_AND_CHANGE = ("SELECT seq, entry_hash, (SELECT later.seq FROM audit_entries AS later WHERE later.seq > %(seq)s "
+                       "AND later.action <> ALL(%(ignore)s) ORDER BY later.seq LIMIT 1) AS changed "
+                       "FROM audit_entries ORDER BY seq DESC LIMIT 1")
 
 
 def changed_since(session: Session, seq: int, *, ignore: tuple[str, ...] = ()) -> bool:
@@ -97,23 +102,23 @@ def changed_since(session: Session, seq: int, *, ignore: tuple[str, ...] = ()) -
     a read of its own.
     """
     conn = session.connection()
-    if conn.dialect.name == "postgresql" and session.info.get("chain_locked_by") is not _innermost(session):
+    if conn.dialect.name == "postgresql":
         # The lock and the read in one round trip (psycopg's pipeline mode): whoever waits for the
         # lock holds up every other appender for each round trip it makes once it has the lock. The
         # read runs after the lock is granted, so in READ COMMITTED it sees every earlier appender's commit.
         driver = conn.connection.driver_connection
         with driver.pipeline():
-            driver.execute(_CHAIN_LOCK_SQL.text.replace(":k", "%(k)s"), {"k": _CHAIN_LOCK})
+            if session.info.get("chain_locked_by") is not _innermost(session):
+                driver.execute(_CHAIN_LOCK_SQL.text.replace(":k", "%(k)s"), {"k": _CHAIN_LOCK})
             cursor = driver.execute(_PG_HEAD_AND_CHANGE, {"seq": seq, "ignore": list(ignore)})
         session.info["chain_locked_by"] = _innermost(session)
         row = cursor.fetchone()
-        head, changed = ((row[0], row[1]), row[2]) if row else ((0, GENESIS), False)
+        head, changed = ((row[0], row[1]), row[2] is not None) if row else ((0, GENESIS), False)
     else:
-        lock_chain(session)
         row = conn.execute(_HEAD_AND_CHANGE, {"seq": seq, "ignore": list(ignore) or [""]}).first()
-        head, changed = ((row.seq, row.entry_hash), row.changed) if row else ((0, GENESIS), False)
+        head, changed = ((row.seq, row.entry_hash), row.changed is not None) if row else ((0, GENESIS), False)
     _remember_head(session, head)
-    return bool(changed)
+    return changed
 
 
 def _remember_head(session: Session, head: tuple[int, str]) -> None:
