@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from server.auth.deps import Credentials, require, require_later
 from server.db import SessionDep, session_scope
@@ -20,14 +20,29 @@ Asker = Annotated[Credentials, Depends(require_later("operator", agents=True))]
 Reviewer = Annotated[Principal, Depends(require("quality_engineer", "production_manager"))]
 
 
+# A worker process with more decisions than this waiting or running sheds connections (see decide).
+SHED_CONNECTIONS_ABOVE = 4
+
+
 @router.post("/decisions", response_model=GateDecisionOut)
-async def decide(body: GateRequest, request: Request, asker: Asker) -> GateDecisionOut:
+async def decide(body: GateRequest, request: Request, response: Response, asker: Asker) -> GateDecisionOut:
     """Allowed, or refused with every reason; the decision is recorded with its inputs."""
     # Asked before every build: authentication, the decision and its commit run in one hop to the
     # gate's own threads (server.app: gate_threads), not in a thread per dependency.
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(request.app.state.gate_executor, _decide, request.app.state.sessionmaker,
-                                      asker, body)
+    state = request.app.state
+    state.gate_in_flight += 1  # only touched on the event loop: no lock
+    try:
+        decision = await asyncio.get_running_loop().run_in_executor(state.gate_executor, _decide,
+                                                                    state.sessionmaker, asker, body)
+    finally:
+        state.gate_in_flight -= 1
+    if state.gate_in_flight >= SHED_CONNECTIONS_ABOVE:
+        # Worker processes share the listening socket and each keeps the keep-alive connections it
+        # accepted, so one process can be handed most of the agents while another idles (measured: 16
+        # connections split 16/0 in one run of three). A process with a queue asks this client to
+        # reconnect; the new connection is most likely accepted by a process that is waiting, not busy.
+        response.headers["Connection"] = "close"
+    return decision
 
 
 def _decide(maker, asker: Credentials, body: GateRequest) -> GateDecisionOut:

@@ -93,3 +93,30 @@ def test_concurrent_refusals_each_give_every_reason(plant, served):
                                                        f"{ctx['machine']['id']}"}]
     assert all(r.json()["allowed"] is False and r.json()["reasons"] == expected for r in responses)
     assert plant.call("GET", f"/jobs/{ctx['job']['id']}", "operator")["state"] == "planned"
+
+
+def test_a_worker_with_a_queue_asks_clients_to_reconnect_and_an_idle_one_keeps_them(plant, app, served):
+    """Keep-alive connections stay with the worker process that accepted them; under a queue the gate answers
+    with Connection: close so that agents reconnect (to a less busy worker), and never when it is idle."""
+    from server.gate.router import SHED_CONNECTIONS_ABOVE
+
+    ctx = plant.ready()
+    body = {"machine_id": ctx["machine"]["id"], "job_id": ctx["job"]["id"], "build_file_sha256": ctx["sha"],
+            "operator_id": plant.uid("operator")}
+
+    alone = [httpx.post(f"{served}/api/v1/gate/decisions", headers=ctx["machine"]["agent"], json=body, timeout=30)
+             for _ in range(3)]
+    assert [r.status_code for r in alone] == [200] * 3
+    assert all(r.headers.get("connection", "keep-alive").lower() != "close" for r in alone)
+
+    crowd = asyncio.run(_ask_at_once(served, ctx["machine"]["agent"], body, 4 * SHED_CONNECTIONS_ABOVE))
+    assert [r.status_code for r in crowd] == [200] * len(crowd)
+    shed = [r for r in crowd if r.headers.get("connection", "").lower() == "close"]
+    # One gate thread, all asked at once: most wait behind others, and those are told to reconnect.
+    assert len(crowd) // 2 <= len(shed) < len(crowd)
+    assert all(r.json()["allowed"] is True for r in shed)  # the answer itself is given in full
+    assert app.state.gate_in_flight == 0
+
+    refused = httpx.post(f"{served}/api/v1/gate/decisions", headers=ctx["machine"]["agent"],
+                         json={**body, "machine_id": "another-machine"}, timeout=30)
+    assert refused.status_code == 403 and app.state.gate_in_flight == 0  # an error leaves no count behind
