@@ -98,7 +98,7 @@ def test_concurrent_refusals_each_give_every_reason(plant, served):
 def test_a_worker_with_a_queue_asks_clients_to_reconnect_and_an_idle_one_keeps_them(plant, app, served):
     """Keep-alive connections stay with the worker process that accepted them; under a queue the gate answers
     with Connection: close so that agents reconnect (to a less busy worker), and never when it is idle."""
-    from server.gate.router import SHED_CONNECTIONS_ABOVE
+    from server.gate.router import SHED_CONNECTIONS_AT
 
     ctx = plant.ready()
     body = {"machine_id": ctx["machine"]["id"], "job_id": ctx["job"]["id"], "build_file_sha256": ctx["sha"],
@@ -109,7 +109,7 @@ def test_a_worker_with_a_queue_asks_clients_to_reconnect_and_an_idle_one_keeps_t
     assert [r.status_code for r in alone] == [200] * 3
     assert all(r.headers.get("connection", "keep-alive").lower() != "close" for r in alone)
 
-    crowd = asyncio.run(_ask_at_once(served, ctx["machine"]["agent"], body, 4 * SHED_CONNECTIONS_ABOVE))
+    crowd = asyncio.run(_ask_at_once(served, ctx["machine"]["agent"], body, 4 * SHED_CONNECTIONS_AT))
     assert [r.status_code for r in crowd] == [200] * len(crowd)
     shed = [r for r in crowd if r.headers.get("connection", "").lower() == "close"]
     # One gate thread, all asked at once: most wait behind others, and those are told to reconnect.
