@@ -437,6 +437,22 @@ engineers' work on the same 2 CPUs) between rows before reading a difference as 
 5. Server processes queue for SQLite's write turn on an `flock` beside the database, woken at release;
    before, the second worker polled in SQLite's busy handler (sleeps of 1, 2, 5 … 100 ms).
 6. uvloop and httptools instead of asyncio's loop and h11.
+7. (since 2026-11-26 14:00) PostgreSQL: 12 round trips per decision instead of 22 (one statement for the
+   one-row reads, devices joined with their iteration and case, reads and append in one transaction on one
+   connection), the decision row inserted before the chain lock, and the lock with the head/staleness read
+   in one psycopg pipeline: under the lock only that round trip, the audit INSERT and COMMIT.
+8. No sequential scans as the chain grows: the staleness check is a scalar subquery in `seq` order (an
+   `EXISTS` was planned as a scan of the whole chain per decision), and signatures are indexed by record.
+9. Served processes freeze their start-up objects for the GC (full collections stalled a worker 76-117 ms)
+   and switch the GIL every 1 ms instead of 5 ms.
+10. A worker with 3 or more decisions in flight answers `Connection: close`, so keep-alive connections move
+    off a busy worker: uvicorn's workers keep the connections they accept, and 16 connections were split
+    16/0 or 12/4 in about a third of the runs before.
+
+Run to run (PostgreSQL, 200 req/s, 30 s each): the three runs above and three more right after them
+(`--backends postgresql --sweep ""`: 15.73, 26.10, 11.57 ms, median 15.73) give p99 from 11.6 to 26.1 ms;
+4 of 6 runs within 20 ms, both medians within it. With item 10 at 4 in flight instead of 3 (same day,
+14:16): 20.1, 25.0, 25.3 ms (median 25.0, not met); without item 10, seconds in about a third of the runs.
 
 Before these changes (same bench, 2026-11-26 09:43, quiet machine): SQLite p99 178 ms at 198 req/s,
 saturation 257/s at ~100 % of 200 % CPU (decisions serialised for their whole length); PostgreSQL p99
