@@ -72,12 +72,6 @@ def lock_chain(session: Session) -> None:
             session.info["chain_locked_by"] = transaction
 
 
-def chain_head_seq(session: Session) -> int:
-    """The sequence number of the last entry this transaction sees (0 for an empty chain)."""
-    head = session.connection().execute(_HEAD).first()
-    return head[0] if head else 0
-
-
 # changed: the first entry after seq that is not one of the ignored actions, or NULL. A scalar subquery
 # in seq order, not EXISTS: PostgreSQL strips ORDER BY/LIMIT from an EXISTS, and then, without fresh
 # statistics on a growing table, its planner took a sequential scan for "seq > …" (a third of the rows,
@@ -88,10 +82,11 @@ _HEAD_AND_CHANGE = (select(AuditEntry.seq, AuditEntry.entry_hash, select(_LATER.
     _LATER.c.seq > bindparam("seq"), _LATER.c.action.not_in(bindparam("ignore", expanding=True)))
     .order_by(_LATER.c.seq).limit(1).scalar_subquery().label("changed"))
     .order_by(AuditEntry.seq.desc()).limit(1))
-# The same question for PostgreSQL, sent in one pipeline with the lock (see changed_since).
-_PG_HEAD_AND_CHANGE = ("SELECT seq, entry_hash, (SELECT later.seq FROM audit_entries AS later WHERE later.seq > %(seq)s "
-                       "AND later.action <> ALL(%(ignore)s) ORDER BY later.seq LIMIT 1) AS changed "
-                       "FROM audit_entries ORDER BY seq DESC LIMIT 1")
+# The lock and the same question for PostgreSQL in psycopg's parameter style, sent in one pipeline.
+_PG_CHAIN_LOCK = "SELECT pg_advisory_xact_lock(%(k)s)"
+_PG_HEAD_AND_CHANGE = ("SELECT seq, entry_hash, (SELECT later.seq FROM audit_entries AS later "
+                       "WHERE later.seq > %(seq)s AND later.action <> ALL(%(ignore)s) ORDER BY later.seq LIMIT 1) "
+                       "AS changed FROM audit_entries ORDER BY seq DESC LIMIT 1")
 
 
 def changed_since(session: Session, seq: int, *, ignore: tuple[str, ...] = ()) -> bool:
@@ -109,7 +104,7 @@ def changed_since(session: Session, seq: int, *, ignore: tuple[str, ...] = ()) -
         driver = conn.connection.driver_connection
         with driver.pipeline():
             if session.info.get("chain_locked_by") is not _innermost(session):
-                driver.execute(_CHAIN_LOCK_SQL.text.replace(":k", "%(k)s"), {"k": _CHAIN_LOCK})
+                driver.execute(_PG_CHAIN_LOCK, {"k": _CHAIN_LOCK})
             cursor = driver.execute(_PG_HEAD_AND_CHANGE, {"seq": seq, "ignore": list(ignore)})
         session.info["chain_locked_by"] = _innermost(session)
         row = cursor.fetchone()
