@@ -146,6 +146,8 @@ def make_engine(url: str) -> Engine:
 
 
 READ_ONLY_OPTION = "amtrace_read_only"
+# session.info key: the transaction begun by begin_read, until start_writing ends its read phase.
+_READING = "amtrace_reading_in"
 
 
 def begin_read(session: Session, *, then_write: bool = False) -> None:
@@ -171,9 +173,6 @@ def begin_read(session: Session, *, then_write: bool = False) -> None:
         options["isolation_level"] = "AUTOCOMMIT"
     session.connection(execution_options=options)
     session.info[_READING] = session.get_transaction()
-
-
-_READING = "amtrace_reading_in"
 
 
 def is_reading(session: Session) -> bool:
