@@ -7,11 +7,19 @@ Pure functions (no database, no InfluxDB) so each rule is unit-testable. Convent
 - F0 = ∫ 10^((T − 121.1 °C) / 10 K) dt in minutes, trapezoid rule on the samples' own timestamps; an
   interval longer than max_gap_s earns no lethality.
 - Steam quality compares the measured pressure with the saturated-steam pressure at the measured
-  temperature (IAPWS-IF97, edge.simulators.profiles.saturation_pressure_kpa) on every plateau sample.
+  temperature (IAPWS-IF97 region 4 from the `iapws` package, not from our simulator, so the verdict and the
+  simulated machines do not share an oracle) on every plateau sample.
   Pressure BELOW saturation means the vapour is hotter than steam at that pressure can be, i.e.
   superheated steam (dry, poor heat transfer) or a temperature sensor reading high. Pressure ABOVE
   saturation means another gas carries the difference (Dalton): air or non-condensable gas, which
   shields surfaces from condensing steam.
+- Coverage: the window is judged from the cycle's recorded start to its end. Every signal the process is
+  judged on must have readings across the whole window: a stretch longer than max_gap_s without a reading
+  (at the start, inside, or at the end) fails `data_coverage` ("incomplete data: N s of the cycle without
+  readings"), because what the machine did then is unknown and may be the excursion that matters.
+- Sensor faults: a reading outside what the process can physically produce (PLAUSIBLE, far wider than any
+  acceptance limit) is a sensor fault. It fails `sensor_plausible` and is left out of the other criteria,
+  which are judged on the remaining readings; it never crashes the evaluation.
 """
 
 from __future__ import annotations
@@ -23,13 +31,18 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from edge.simulators.profiles import saturation_pressure_kpa
+from iapws.iapws97 import _PSat_T
 from server.cycles.recipes import (CleaningParameters, EthyleneOxideParameters, HeatTreatmentParameters,
                                    RadiationParameters, RecipeParameters, SteamParameters)
 
 NS = 1_000_000_000
 F0_REFERENCE_C = 121.1
 F0_Z_K = 10.0
+
+
+def saturation_pressure_kpa(temp_c: float) -> float:
+    """Saturated-steam pressure (kPa) at temp_c, IAPWS-IF97 region 4 (valid 0.01 °C to 373.946 °C)."""
+    return _PSat_T(temp_c + 273.15) * 1000.0
 
 
 class Criterion(BaseModel):
@@ -372,8 +385,96 @@ def evaluate_cleaning(p: CleaningParameters, trace: Trace, residues: list[Residu
                    criteria=criteria)
 
 
-def evaluate(*, parameters: RecipeParameters, trace: Trace, residues: list[ResidueResult] | None = None) -> Verdict:
-    """Evaluate a cycle's trace against the recipe version's parameters."""
+# --- what every process shares: sensor plausibility and coverage of the window -----------------
+
+def plausible_ranges(p: RecipeParameters) -> dict[str, tuple[float, float, str]]:
+    """Per judged field, the readings the process can physically produce; outside them a sensor is at fault."""
+    if isinstance(p, SteamParameters):
+        return {p.temperature_field: (-20.0, 200.0, "°C"), p.pressure_field: (0.0, 1000.0, "kPa")}
+    if isinstance(p, EthyleneOxideParameters):
+        return {p.temperature_field: (-20.0, 120.0, "°C"), p.humidity_field: (0.0, 100.0, "% RH"),
+                p.concentration_field: (0.0, 5000.0, "mg/L")}
+    if isinstance(p, RadiationParameters):
+        return {p.dose_field: (0.0, 1000.0, "kGy")}
+    if isinstance(p, HeatTreatmentParameters):
+        return {p.temperature_field: (-50.0, 2000.0, "°C"), p.atmosphere_field: (0.0, 1_000_000.0,
+                                                                                  p.atmosphere_unit)}
+    return {p.temperature_field: (-20.0, 150.0, "°C"), p.conductivity_field: (0.0, 1_000_000.0, "µS/cm")}
+
+
+def coverage_fields(p: RecipeParameters) -> list[str]:
+    """The signals that must be read across the whole window (dosimeters are read once, not streamed)."""
+    if isinstance(p, SteamParameters):
+        return [p.temperature_field, p.pressure_field]
+    if isinstance(p, EthyleneOxideParameters):
+        return [p.temperature_field, p.humidity_field, p.concentration_field]
+    if isinstance(p, RadiationParameters):
+        return []
+    return [p.temperature_field]
+
+
+def sensor_check(p: RecipeParameters, trace: Trace) -> tuple[Criterion, Trace]:
+    """The sensor_plausible criterion, and the trace without the implausible readings."""
+    ranges = plausible_ranges(p)
+    faults: list[tuple[int, str, float, float, float, str]] = []
+    columns = dict(trace.columns)
+    for name, (lo, hi, unit) in ranges.items():
+        col = trace.columns.get(name)
+        if not col:
+            continue
+        kept = list(col)
+        for i, v in enumerate(col):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and (
+                    not math.isfinite(v) or not lo <= v <= hi):
+                faults.append((trace.times[i], name, v, lo, hi, unit))
+                kept[i] = None
+        columns[name] = kept
+    limit = "; ".join(f"{n} {_fmt(lo)} to {_fmt(hi)} {u}" for n, (lo, hi, u) in ranges.items())
+    if not faults:
+        return Criterion(name="sensor_plausible", measured=0, limit=limit, unit="readings", passed=True,
+                         reason="every reading within what the process can physically produce"), trace
+    t, name, v, lo, hi, unit = min(faults)
+    more = (f" ({len(faults)} implausible readings in all, " if len(faults) > 1 else " (") + \
+        "left out of the other criteria)"
+    return Criterion(name="sensor_plausible", measured=len(faults), limit=limit, unit="readings", passed=False,
+                     reason=f"sensor fault at t={_at(t)}: {name} read {_fmt(v)} {unit}, outside the physically possible "
+                            f"{_fmt(lo)} to {_fmt(hi)} {unit}" + more), Trace(times=trace.times, columns=columns)
+
+
+def coverage(p: RecipeParameters, trace: Trace, start_ns: int, end_ns: int) -> Criterion | None:
+    """data_coverage: no stretch longer than max_gap_s of the window [start, end] without a reading of a signal."""
+    fields = coverage_fields(p)
+    if not fields:
+        return None
+    gaps: list[tuple[int, int, str]] = []
+    for name in fields:
+        ts = [t for t in trace.numeric(name)[0] if start_ns <= t <= end_ns]
+        points = [start_ns, *ts, end_ns]
+        gaps += [(a, b, name) for a, b in zip(points, points[1:]) if b - a > p.max_gap_s * NS]
+    limit = f"no gap over {_fmt(p.max_gap_s)} s between {_at(start_ns)} and {_at(end_ns)}"
+    if not gaps:
+        return Criterion(name="data_coverage", measured=0, limit=limit, unit="s", passed=True,
+                         reason=f"{', '.join(fields)} read throughout the cycle")
+    missing = _union_seconds([(a, b) for a, b, _ in gaps])
+    named = "; ".join(f"{name} {_at(a)}–{_at(b)} ({_fmt((b - a) / NS)} s)" for a, b, name in sorted(gaps)[:10])
+    return Criterion(name="data_coverage", measured=round(missing, 1), limit=limit, unit="s", passed=False,
+                     reason=f"incomplete data: {_fmt(missing)} s of the cycle without readings: {named}"
+                            + (f"; and {len(gaps) - 10} more gaps" if len(gaps) > 10 else ""))
+
+
+def _union_seconds(spans: list[tuple[int, int]]) -> float:
+    total, end = 0, None
+    for a, b in sorted(spans):
+        if end is None or a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total / NS
+
+
+def _evaluate_process(parameters: RecipeParameters, trace: Trace, residues: list[ResidueResult]) -> Verdict:
     if isinstance(parameters, SteamParameters):
         return evaluate_steam(parameters, trace)
     if isinstance(parameters, EthyleneOxideParameters):
@@ -382,4 +483,27 @@ def evaluate(*, parameters: RecipeParameters, trace: Trace, residues: list[Resid
         return evaluate_radiation(parameters, trace)
     if isinstance(parameters, HeatTreatmentParameters):
         return evaluate_heat_treatment(parameters, trace)
-    return evaluate_cleaning(parameters, trace, residues or [])
+    return evaluate_cleaning(parameters, trace, residues)
+
+
+def evaluate(*, parameters: RecipeParameters, trace: Trace, residues: list[ResidueResult] | None = None,
+             window: tuple[int, int] | None = None) -> Verdict:
+    """Evaluate a cycle's trace against the recipe version's parameters (and its window's coverage, if given).
+
+    Never raises on data: an implausible reading fails sensor_plausible, and anything the process rules
+    cannot judge fails evaluation_error, so a cycle always ends with a recorded verdict."""
+    sensors, clean = sensor_check(parameters, trace)
+    try:
+        verdict = _evaluate_process(parameters, clean, residues or [])
+    except Exception as e:  # noqa: BLE001 - a verdict that says "not judged" beats a cycle stuck as running
+        verdict = Verdict(passed=False, process=parameters.process, samples=len(trace.times), criteria=[Criterion(
+            name="evaluation_error", measured=None, limit="the data can be judged", unit="", passed=False,
+            reason=f"the cycle could not be judged: {type(e).__name__}: {e}")])
+    extra = [sensors]
+    if window is not None:
+        covered = coverage(parameters, clean, *window)
+        if covered is not None:
+            extra.append(covered)
+    criteria = extra + verdict.criteria
+    return Verdict(passed=all(c.passed for c in criteria), process=verdict.process, samples=verdict.samples,
+                   criteria=criteria)

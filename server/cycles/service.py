@@ -1,15 +1,15 @@
 """Validated cycle recipes, process cycles on loads of devices, and manual post-processing steps.
 
 A recipe is versioned and approved by a quality engineer's signature; a cycle records the recipe version
-it ran with and is evaluated, when it completes, from the machine's time series under the load's device
-codes in InfluxDB; a failed cycle raises a nonconformity on every device of the load."""
+it ran with and is evaluated, when it completes, from the machine's time series in InfluxDB between its
+recorded start and end; a failed cycle raises a nonconformity on every device of the load."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,7 @@ def start_cycle(session: Session, *, actor: Principal, machine_id: str, recipe_i
     started_at = started_at or now
     if started_at > now + timedelta(minutes=5):
         raise Conflict(f"The cycle start {started_at.isoformat()} is in the future", code="cycle_time")
+    _check_overlap(session, machine_id, started_at)
     c = ProcessCycle(machine_id=machine_id, recipe_id=recipe.id, process=recipe.process, cycle_ref=cycle_ref,
                      state="running", started_at=started_at, operator_id=actor.id, evaluation={})
     session.add(c)
@@ -184,17 +185,39 @@ def _rehash_cycle(session: Session, record_id: str) -> str | None:
     return None if c is None else content_sha256(cycle_content(session, c))
 
 
-def read_trace(influx: InfluxQL, *, measurement: str, machine_id: str, device_code: str, start: datetime,
-               end: datetime) -> Trace:
-    """The machine's samples of one measurement under one device code in [start, end]."""
+def read_trace(influx: InfluxQL, *, measurement: str, machine_id: str, start: datetime, end: datetime) -> Trace:
+    """The machine's samples of one measurement in [start, end], whatever device tags they carry.
+
+    By machine and time, not by device code: readings the agent wrote before it learned of a cycle recorded
+    late carry no device tag (or an earlier job's), and they are still what the machine did in the window.
+    The agent writes one point per device of the load, so rows at one time are merged into one sample."""
     q = (f"SELECT * FROM {ident(measurement)} WHERE {ident('machine')} = {literal(machine_id)} AND "
-         f"{ident('device')} = {literal(device_code)} AND {time_range(start, end)}")
+         f"{time_range(start, end)}")
     (series,) = influx.query(q)
     if not series:
         return Trace(times=[])
     s = series[0]
-    cols = {name: [row[i] for row in s.values] for i, name in enumerate(s.columns) if name != "time"}
-    return Trace(times=[row[0] for row in s.values], columns=cols)
+    names = [n for n in s.columns if n != "time"]
+    merged: dict[int, dict[str, Any]] = {}
+    for row in s.values:
+        sample = merged.setdefault(row[0], {})
+        for name, value in zip(s.columns[1:], row[1:]):
+            if value is not None and sample.get(name) is None:
+                sample[name] = value
+    times = sorted(merged)
+    return Trace(times=times, columns={n: [merged[t].get(n) for t in times] for n in names})
+
+
+def _check_overlap(session: Session, machine_id: str, started_at: datetime) -> None:
+    """One machine runs one cycle at a time: refuse a start inside or before another cycle on the machine."""
+    other = session.scalar(select(ProcessCycle).where(
+        ProcessCycle.machine_id == machine_id,
+        (ProcessCycle.ended_at.is_(None)) | (ProcessCycle.ended_at > started_at)).order_by(ProcessCycle.id))
+    if other is not None:
+        span = (f"running since {other.started_at.isoformat()}" if other.ended_at is None else
+                f"{other.started_at.isoformat()} to {other.ended_at.isoformat()}")
+        raise Conflict(f"Cycle start {started_at.isoformat()} on {machine_id} overlaps cycle {other.id} ({span}); "
+                       f"one machine runs one cycle at a time", code="cycle_overlap")
 
 
 def complete_cycle(session: Session, *, actor: Principal, influx: InfluxQL, cycle_id: int, password: str,
@@ -217,14 +240,14 @@ def complete_cycle(session: Session, *, actor: Principal, influx: InfluxQL, cycl
     recipe = session.get(CycleRecipe, c.recipe_id)
     params = parameters_of(recipe)
     codes = load_of(session, cycle_id=c.id)
-    # Every device of the load carries the same samples (one point per device code); read the first.
-    trace = read_trace(influx, measurement=params.measurement, machine_id=c.machine_id, device_code=codes[0],
-                       start=c.started_at, end=ended_at)
-    verdict: Verdict = evaluate(parameters=params, trace=trace, residues=residue_results)
+    trace = read_trace(influx, measurement=params.measurement, machine_id=c.machine_id, start=c.started_at,
+                       end=ended_at)
+    verdict: Verdict = evaluate(parameters=params, trace=trace, residues=residue_results,
+                                window=(_ns(c.started_at), _ns(ended_at)))
     c.ended_at, c.state, c.evaluated_at = ended_at, "evaluated", utcnow()
     c.verdict = "pass" if verdict.passed else "fail"
     c.evaluation = {"recipe": {"id": recipe.id, "name": recipe.name, "version": recipe.version},
-                    "series": {"measurement": params.measurement, "machine": c.machine_id, "device": codes[0]},
+                    "series": {"measurement": params.measurement, "machine": c.machine_id, "read_by": "machine and time"},
                     "residue_results": [r.model_dump() for r in residue_results or []],
                     **verdict.model_dump(mode="json")}
     sig = sign(session, signer=actor, password=password, meaning="performed", record_type="process_cycle",
@@ -241,6 +264,11 @@ def complete_cycle(session: Session, *, actor: Principal, influx: InfluxQL, cycl
                                             f"({recipe.name} v{recipe.version}) failed: {why}",
                                 details={"cycle_id": c.id, "failed": [f.name for f in verdict.failed]})
     return c
+
+
+def _ns(at: datetime) -> int:
+    at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)  # SQLite hands back naive UTC
+    return int(at.timestamp() * 1_000_000) * 1000
 
 
 # --- manual steps ------------------------------------------------------------------------------

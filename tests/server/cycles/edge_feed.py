@@ -31,7 +31,8 @@ def feed(*, url: str, database: str, machine_cfg: MachineConfig, job: str, devic
     with tempfile.TemporaryDirectory() as tmp:
         outbox = Outbox(Path(tmp) / "outbox.sqlite", budget_bytes=512 * 1024 * 1024, fsync=False)
         book = AssignmentBook(Path(tmp) / "assign.sqlite")
-        book.assign(machine_cfg.id, AssignmentRequest(job=job, devices=devices, start_ns=start_ns - NS))
+        if devices:  # no devices: written as before the agent knew of any job or cycle (no device tag)
+            book.assign(machine_cfg.id, AssignmentRequest(job=job, devices=devices, start_ns=start_ns - NS))
         pipe = Pipeline([machine_cfg], outbox, book)
         outbox.put([("\n".join(pipe.signal_map_lines(start_ns - 2 * NS)), len(machine_cfg.signals))])
         from edge.writer import InfluxWriter

@@ -71,12 +71,20 @@ class Cell:
         return r["id"]
 
     def run(self, *, cfg: MachineConfig, recipe_id: int, devices: list[str], seconds: float, step_s: float,
-            state, noise: bool = True, residues: list | None = None) -> dict:
-        """Write the cycle's data as the edge would, then start and complete it through the API."""
+            state, noise: bool = True, residues: list | None = None, untagged_s: float = 0.0) -> dict:
+        """Write the cycle's data as the edge would, then start and complete it through the API.
+
+        untagged_s: the cycle is recorded late; its first untagged_s seconds were written before the agent
+        knew of it, so they carry no device tag."""
         start = self.clock
         self.clock += int((seconds + 600) * NS)
-        feed(url=self.influxdb.url, database=self.db, machine_cfg=cfg, job=f"LOAD-{uuid.uuid4().hex[:6]}",
-             devices=devices, start_ns=start, seconds=seconds, step_s=step_s, state=state, noise=noise)
+        job = f"LOAD-{uuid.uuid4().hex[:6]}"
+        if untagged_s:
+            feed(url=self.influxdb.url, database=self.db, machine_cfg=cfg, job=job, devices=[], start_ns=start,
+                 seconds=untagged_s - step_s, step_s=step_s, state=state, noise=noise)
+        feed(url=self.influxdb.url, database=self.db, machine_cfg=cfg, job=job, devices=devices,
+             start_ns=start + int(untagged_s * NS), seconds=seconds - untagged_s, step_s=step_s,
+             state=lambda t: state(t + untagged_s), noise=noise)
         c = self.plant.call("POST", "/cycles", "operator", 201, json={
             "machine_id": cfg.id, "recipe_id": recipe_id, "device_codes": devices, "started_at": _utc(start)})
         assert c["state"] == "running" and c["device_codes"] == sorted(devices)
@@ -108,7 +116,8 @@ def test_good_134_cycle_passes_with_every_criterion(cell, sterilizer):
                    state=cycle.state)
     crit = _criteria(out)
     assert out["verdict"] == "pass", out["criteria"]
-    assert list(crit) == ["plateau_band", "hold_time", "steam_not_superheated", "no_non_condensable_gas", "f0"]
+    assert list(crit) == ["sensor_plausible", "data_coverage", "plateau_band", "hold_time", "steam_not_superheated",
+                         "no_non_condensable_gas", "f0"]
     assert all(c["passed"] for c in crit.values())
     assert 210 <= crit["hold_time"]["measured"] <= 260 and crit["hold_time"]["limit"] == ">= 180 s"
     assert 134.0 <= crit["plateau_band"]["measured"] <= 137.0
@@ -259,3 +268,103 @@ def test_cleaning_without_the_recorded_residue_result_fails_on_it(cell):
     assert [n for n, c in crit.items() if not c["passed"]] == ["residue:toc_ppm"]
     assert crit["residue:toc_ppm"]["reason"] == "residue test toc_ppm not recorded"
     assert crit["residue:protein_ug_cm2"]["measured"] == 1.2 and crit["wash_time"]["measured"] >= 590
+
+
+# --- the evidence must cover the cycle (issue 12: late records, dropouts, sensor faults) --------------
+
+def _phase_start(cycle: SterilizerCycle, name: str) -> float:
+    phases = cycle.phases()
+    return sum(d for _, d in phases[:[n for n, _ in phases].index(name)])
+
+
+def test_a_cycle_recorded_late_is_judged_on_the_readings_written_before_the_agent_knew_of_it(cell, sterilizer):
+    """The first 30 s of the plateau at 137.6 °C (band 134–137) were written untagged, before the cycle was
+    recorded; judged by device tag only, the rest passed. Judged by machine and time, the excursion is seen."""
+    cfg, recipe_id = sterilizer
+    cycle = SterilizerCycle(plateau_c=134.0, plateau_s=240.0)
+    plateau = _phase_start(cycle, "plateau")
+
+    def hot_start(t: float) -> dict:
+        s = cycle.state(t)
+        if plateau <= t < plateau + 30:
+            s["chamber_temp_c"] = 137.6
+            s["chamber_pressure_kpa"] = saturation_pressure_kpa(137.6)
+        return s
+
+    out = cell.run(cfg=cfg, recipe_id=recipe_id, devices=[cell.codes[5]], seconds=cycle.period_s, step_s=1.0,
+                   state=hot_start, untagged_s=plateau + 30)
+    crit = _criteria(out)
+    assert out["verdict"] == "fail"
+    assert [n for n, c in crit.items() if not c["passed"]] == ["plateau_band"]
+    assert crit["plateau_band"]["measured"] > 137.5 and "above 137 °C" in crit["plateau_band"]["reason"]
+    assert crit["data_coverage"]["passed"] is True  # every second of the window was read, tagged or not
+    assert out["samples"] > cycle.period_s - 2 > cycle.period_s - plateau  # the untagged ones were judged too
+
+
+@pytest.mark.parametrize("signal,seconds", [("chamber_temp_c", 30.0), ("chamber_pressure_kpa", 60.0)])
+def test_a_dropout_inside_the_hold_fails_the_cycle_and_names_the_gap(cell, sterilizer, signal, seconds):
+    """A 600 s plateau with a dropout in the middle: one continuous stretch still meets the 180 s hold, which
+    used to pass; what the chamber did in the gap is unknown, so the cycle fails on coverage, naming the gap."""
+    cfg, recipe_id = sterilizer
+    cycle = SterilizerCycle(plateau_c=134.0, plateau_s=600.0)
+    gap_from = _phase_start(cycle, "plateau") + 300
+
+    def dropout(t: float) -> dict:
+        s = cycle.state(t)
+        if gap_from <= t < gap_from + seconds:
+            del s[signal]
+        return s
+
+    out = cell.run(cfg=cfg, recipe_id=recipe_id, devices=[cell.codes[0]], seconds=cycle.period_s, step_s=1.0,
+                   state=dropout)
+    crit = _criteria(out)
+    assert out["verdict"] == "fail"
+    assert [n for n, c in crit.items() if not c["passed"]] == ["data_coverage"]
+    cov = crit["data_coverage"]
+    assert cov["measured"] == seconds + 1  # from the last reading before the gap to the first after it
+    assert cov["reason"].startswith(f"incomplete data: {seconds + 1:g} s of the cycle without readings: {signal} ")
+    assert len(out["nonconformity_ids"]) == 1
+
+
+def test_a_physically_impossible_reading_is_a_sensor_fault_not_a_crash(cell, sterilizer, plant):
+    """One −200 °C sample on the plateau used to raise in the steam tables: HTTP 500, the cycle stuck running."""
+    cfg, recipe_id = sterilizer
+    cycle = SterilizerCycle(plateau_c=134.0, plateau_s=210.0)
+    at = _phase_start(cycle, "plateau") + 100
+
+    def glitch(t: float) -> dict:
+        s = cycle.state(t)
+        if t == at:
+            s["chamber_temp_c"] = -200.0
+        return s
+
+    out = cell.run(cfg=cfg, recipe_id=recipe_id, devices=[cell.codes[1]], seconds=cycle.period_s, step_s=1.0,
+                   state=glitch, noise=False)
+    crit = _criteria(out)
+    assert out["state"] == "evaluated" and out["verdict"] == "fail"
+    assert [n for n, c in crit.items() if not c["passed"]] == ["sensor_plausible"]
+    assert crit["sensor_plausible"]["reason"].startswith("sensor fault at t=")
+    assert "chamber_temp_c read -200 °C" in crit["sensor_plausible"]["reason"]
+    nc = plant.call("GET", f"/nonconformities/{out['nonconformity_ids'][0]}", "quality_engineer")
+    assert nc["kind"] == "failed_cycle" and "sensor_plausible" in nc["description"]
+
+
+def test_a_cycle_overlapping_another_on_the_same_machine_is_refused(cell, plant):
+    cfg = machine("sterilizer-01").model_copy(update={"id": cell.register("sterilizer")})
+    recipe_id = cell.recipe(f"STEAM-134-{cfg.id}", STEAM_134)
+    start = cell.clock
+    cell.clock += 7200 * NS
+    first = plant.call("POST", "/cycles", "operator", 201, json={
+        "machine_id": cfg.id, "recipe_id": recipe_id, "device_codes": cell.codes[:1], "started_at": _utc(start)})
+    for at in (start - 600 * NS, start + 600 * NS):  # before it, and while it runs
+        r = plant.client.post("/api/v1/cycles", headers=plant.h("operator"), json={
+            "machine_id": cfg.id, "recipe_id": recipe_id, "device_codes": cell.codes[:1], "started_at": _utc(at)})
+        assert r.status_code == 409 and r.json()["code"] == "cycle_overlap", r.text
+        assert f"overlaps cycle {first['id']}" in r.json()["detail"]
+    done = plant.call("POST", f"/cycles/{first['id']}/complete", "operator", json={
+        "password": PASSWORD, "ended_at": _utc(start + 300 * NS)})
+    assert done["state"] == "evaluated"
+    later = plant.call("POST", "/cycles", "operator", 201, json={
+        "machine_id": cfg.id, "recipe_id": recipe_id, "device_codes": cell.codes[:1],
+        "started_at": _utc(start + 301 * NS)})
+    assert later["state"] == "running"
