@@ -1,5 +1,10 @@
-"""Imports every domain service so each registers how to rehash its signable records."""
+"""Imports every domain service so each registers how to rehash its signable records.
 
+The one list of signed record types, used by the API (app start-up) and by `amtrace-server audit verify`
+(a fresh process that imports nothing else): a service missing here makes every signature of its records
+"on an unknown record type" for the CLI. tests/server/audit/test_audit_cli.py checks it in a fresh process."""
+
+from server.cycles import service as _cycles  # noqa: F401 - cycle_recipe, process_cycle, manual_step
 from server.designs import service as _designs  # noqa: F401
 from server.nonconformities import service as _nonconformities  # noqa: F401
 from server.qualification import service as _qualification  # noqa: F401
