@@ -17,6 +17,12 @@ DEFAULT_REQUALIFYING_MAINTENANCE = [
     "laser_replaced", "optics_replaced", "scanner_replaced", "recoater_replaced", "major_repair",
 ]
 
+# The cycles a device needs before release, per stage: which processes may serve it. Safe by default: a
+# product family without its own route must be cleaned and sterilized by a validated, recorded cycle.
+CYCLE_STAGES = ("post_processing", "cleaning", "sterilization")
+CYCLE_PROCESSES = ("steam", "ethylene_oxide", "radiation", "heat_treatment", "cleaning")
+DEFAULT_ROUTE: dict[str, list[str]] = {"cleaning": ["cleaning"], "sterilization": ["steam", "ethylene_oxide", "radiation"]}
+
 # Typical lead time of each stage in hours (unconfirmed: plant-specific, hence configurable).
 DEFAULT_STAGE_HOURS = {
     "build": 48, "post_processing": 48, "cleaning": 24, "sterilization": 24,
@@ -55,6 +61,11 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_STAGE_HOURS), description="Default deadline of each stage, in hours")
     delivery_margin_days: int = Field(
         default=2, ge=0, description="The case deadline is this many days before the surgery date")
+    routes: dict[str, dict[str, list[str]]] = Field(default_factory=dict, description=(
+        "Per product family, the cycle steps a device needs before release: {family: {stage: [process, ...]}} "
+        "with stage in post_processing | cleaning | sterilization and process in steam | ethylene_oxide | "
+        "radiation | heat_treatment | cleaning; a family not listed follows DEFAULT_ROUTE (cleaning, then "
+        "steam, ethylene oxide or radiation sterilization). As JSON in AMTRACE_ROUTES"))
     timezone: str = Field(default="UTC", description="Time zone used in messages shown to people")
     gate_threads: int = Field(default=1, ge=1, le=64, description=(
         "Threads per server process that run release-gate decisions. 1 is fastest with the database on the "
@@ -67,6 +78,23 @@ class Settings(BaseSettings):
     influx_password: str | None = Field(default=None, description=(
         "InfluxDB password or API token; set AMTRACE_INFLUX_PASSWORD in the environment, never in a file"))
     influx_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one InfluxQL request")
+
+    @model_validator(mode="after")
+    def _check_routes(self) -> "Settings":
+        for family, route in self.routes.items():
+            for stage, processes in route.items():
+                if stage not in CYCLE_STAGES:
+                    raise ValueError(f"routes[{family!r}]: stage {stage!r} is not a cycle stage "
+                                     f"({', '.join(CYCLE_STAGES)})")
+                unknown = [p for p in processes if p not in CYCLE_PROCESSES]
+                if unknown or not processes:
+                    raise ValueError(f"routes[{family!r}][{stage!r}]: {', '.join(map(repr, unknown)) or 'no process'}"
+                                     f" — each stage lists one or more of {', '.join(CYCLE_PROCESSES)}")
+        return self
+
+    def route_for(self, family: str) -> dict[str, list[str]]:
+        """The cycle steps a device of this product family needs before release, stage → allowed processes."""
+        return self.routes.get(family, DEFAULT_ROUTE)
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> "Settings":

@@ -12,6 +12,7 @@ from server.audit.service import record, register_record_hasher, settings_of, si
 from server.errors import Conflict, Forbidden
 from server.models import Case, Device, Job, StageStep, utcnow
 from server.nonconformities.service import blocking
+from server.stages import evidence
 from server.security import Principal, content_sha256
 from server.db import get_or_not_found
 
@@ -79,6 +80,18 @@ def _check_device_free(session: Session, step: StageStep, device: Device, verb: 
             f"{nc.id} ({nc.kind.replace('_', ' ')})" for nc in open_ncs) + " must be dispositioned first")
 
 
+def _check_evidence(session: Session, step: StageStep, device: Device, verb: str) -> None:
+    """Refuse a cycle stage's completion/acceptance, or any release step, without the route's cycle verdicts."""
+    stages = None if step.stage == "release" else [step.stage]
+    if step.stage != "release" and step.stage not in settings_of(session).route_for(
+            session.get(Job, device.job_id).product_family):
+        return
+    reasons = evidence.missing(session, device=device, stages=stages)
+    if reasons:
+        raise Conflict(f"Cannot {verb} {words(step.stage)} of device {device.device_code}: "
+                       + "; ".join(reasons), code="cycle_evidence_missing")
+
+
 def start(session: Session, *, actor: Principal, step_id: int) -> StageStep:
     """Start a step; only after the previous step was accepted, never out of order."""
     step = get_step(session, step_id=step_id)
@@ -100,6 +113,8 @@ def start(session: Session, *, actor: Principal, step_id: int) -> StageStep:
             raise Conflict(f"Cannot start build of device {device.device_code}: the release gate has not "
                            f"allowed job {job.id}", code="stage_out_of_order")
     _check_device_free(session, step, device, "start")
+    if step.stage == "release":
+        _check_evidence(session, step, device, "start")
     step.state, step.started_at, step.started_by = "in_progress", utcnow(), actor.id
     record(session, actor=actor, action="stage_started", record_type="device", record_id=device.device_code,
            old={"stage": step.stage, "state": "pending"}, new={"stage": step.stage, "state": "in_progress"})
@@ -146,6 +161,7 @@ def complete(session: Session, *, actor: Principal, step_id: int, result: str, p
     if actor.id != step.started_by:
         raise _refuse(step, device, "complete", "only the person who started it can sign it as performed")
     _check_device_free(session, step, device, "complete")
+    _check_evidence(session, step, device, "complete")
     sig = sign(session, signer=actor, password=password, meaning="performed", record_type="stage_completion",
                record_id=step.id, record_sha256=content_sha256(completion_content(step, device, result, actor.id)),
                allowed_roles=PERFORMERS[step.stage], credential=credential)
@@ -177,6 +193,8 @@ def read_release_series(session: Session, *, actor: Principal, step_id: int, pas
         if step is None or step.stage != "release" or step.state != "completed":
             return None
         device = session.get(Device, step.device_id)
+        if evidence.missing(session, device=device):
+            return None  # accept() refuses for want of cycle evidence
         user = session.get(User, actor.id) if actor.kind == "user" else None
         if (user is None or session.scalar(select(DeviceSeal.id).where(DeviceSeal.device_id == device.id))
                 or not password_matches(settings_of(session), user.password_hash, password)):
@@ -211,6 +229,7 @@ def accept(session: Session, *, actor: Principal, step_id: int, judgement: str, 
         raise _refuse(step, device, "accept", f"it is overdue since {step.deadline:%d %b %Y %H:%M} UTC; "
                                               f"record an impact assessment first")
     _check_device_free(session, step, device, "accept")
+    _check_evidence(session, step, device, "accept")
     sig = sign(session, signer=actor, password=password,
                meaning="approved" if step.stage == "release" else "reviewed", record_type="stage_acceptance",
                record_id=step.id, record_sha256=content_sha256(acceptance_content(step, device, judgement)),

@@ -16,6 +16,7 @@ from server.auth.service import create_user
 from server.db import migrate
 from server.security import SYSTEM
 from server.settings import Settings
+from routekit import ROUTES_WITHOUT_CYCLES
 
 PASSWORD = "correct-horse-battery"
 ROLES = ("admin", "operator", "production_manager", "quality_engineer", "design_engineer", "clinician")
@@ -40,7 +41,7 @@ def database_url(request, tmp_path_factory) -> str:
 def settings(database_url, tmp_path_factory) -> Settings:
     """Settings for tests: light Argon2 parameters (set via settings, not stubbed)."""
     return Settings(database_url=database_url, argon2_time_cost=1, argon2_memory_kib=8, argon2_parallelism=1,
-                    file_store=str(tmp_path_factory.mktemp("files")))
+                    file_store=str(tmp_path_factory.mktemp("files")), routes=ROUTES_WITHOUT_CYCLES)
 
 
 @pytest.fixture(scope="module")
@@ -200,13 +201,13 @@ class Plant:
             "coupons": [{"label": f"TB-{n}"} for n in range(coupons)],
             "build_parameters": {"layer_thickness_um": 30, "scan_strategy": "SS-12"}})
 
-    def ready(self, *, devices: int = 1, **machine_kw) -> dict:
+    def ready(self, *, devices: int = 1, family: str = "acetabular cup", **machine_kw) -> dict:
         """Everything for an allowed gate decision: qualified machine, lot, approved design, job."""
         m = self.machine(**machine_kw)
-        scope = self.scope(m["id"])
+        scope = self.scope(m["id"], family=family)
         lot = self.lot()
         case = self.case()
-        design = self.design(case["id"])
+        design = self.design(case["id"], family=family)
         it = self.iteration(design["id"])
         job = self.job(m["id"], lot["id"], [it["id"]] * devices)
         return {"machine": m, "scope": scope, "lot": lot, "case": case, "design": design, "iteration": it,

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from routekit import ROUTES_WITHOUT_CYCLES
 from server.settings import Settings
 
 
@@ -23,4 +24,4 @@ def settings(database_url, tmp_path_factory, influxdb, influx_database) -> Setti
     """Server settings for tests (light Argon2) reading the module's InfluxDB database."""
     return Settings(database_url=database_url, argon2_time_cost=1, argon2_memory_kib=8, argon2_parallelism=1,
                     file_store=str(tmp_path_factory.mktemp("files")), influx_url=influxdb.url,
-                    influx_database=influx_database)
+                    influx_database=influx_database, routes=ROUTES_WITHOUT_CYCLES)

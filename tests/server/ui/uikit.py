@@ -11,6 +11,7 @@ from pathlib import Path
 
 from server.db import migrate
 from server.settings import Settings
+from routekit import ROUTES_ENV, ROUTES_WITHOUT_CYCLES  # noqa: E402 - tests/server is on the path (conftest)
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "deploy" / "local"))
@@ -29,11 +30,12 @@ class UiServer:
 
     def __init__(self, folder: Path, env: dict[str, str] | None = None):
         self.db = f"sqlite:///{folder}/server.db"
-        self.env = {**os.environ, **(env or {}), "AMTRACE_DATABASE_URL": self.db, "AMTRACE_ARGON2_TIME_COST": "1",
+        self.env = {**os.environ, **ROUTES_ENV, **(env or {}), "AMTRACE_DATABASE_URL": self.db, "AMTRACE_ARGON2_TIME_COST": "1",
                     "AMTRACE_ARGON2_MEMORY_KIB": "8", "AMTRACE_ARGON2_PARALLELISM": "1",
                     "AMTRACE_FILE_STORE": str(folder / "files"), "PYTHONPATH": str(ROOT)}
         self.settings = Settings(database_url=self.db, argon2_time_cost=1, argon2_memory_kib=8,
-                                 argon2_parallelism=1, file_store=str(folder / "files"))
+                                 argon2_parallelism=1, file_store=str(folder / "files"),
+                                 routes=ROUTES_WITHOUT_CYCLES)
         self.log = folder / "server.log"
         self.port = localstack.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
