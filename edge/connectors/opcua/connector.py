@@ -125,6 +125,9 @@ class OpcUaConnector(Connector):
         self._namespaces: list[str] = []
         self._interlock_node: ua.NodeId | None = None
         self._interlock_method: tuple[ua.NodeId, ua.NodeId] | None = None
+        # What the agent last decided about the start (blocked until a build file is checked and cleared);
+        # written again on every (re)connection, because a machine restarts with its own default.
+        self.desired_start_enabled = False
         self._identity_nodes: dict[str, ua.NodeId] = {}
         self._supervisor: asyncio.Task | None = None
         self._delivery: asyncio.Task | None = None
@@ -266,6 +269,7 @@ class OpcUaConnector(Connector):
         self._namespaces = await client.get_namespace_array()
         monitored = await self._resolve_signals(client)
         await self._resolve_interlock(client)
+        await self._assert_interlock(client)
         await self._read_identity(client)
         await self._subscribe(client, monitored)
         # Submit identity after the subscription is live so its event does not delay the first data.
@@ -678,43 +682,80 @@ class OpcUaConnector(Connector):
         mid = self.machine.id
         if cfg.interlock is None:
             raise ConnectorError(f"machine {mid} has no interlock configured (connection.interlock)")
+        self.desired_start_enabled = bool(enabled)  # kept even if this write fails: re-asserted on reconnection
         client = self._client
         if client is None or not self.state.connected:
             raise ConnectorError(f"machine {mid}: cannot set start enabled={enabled}: not connected to {cfg.endpoint}")
-        wanted = "true" if enabled else "false"
         try:
-            if self._interlock_node is not None:
-                node = client.get_node(self._interlock_node)
-                await node.write_value(ua.DataValue(ua.Variant(bool(enabled), ua.VariantType.Boolean)))
-                back = await node.read_value()
-                if bool(back) != bool(enabled):
-                    raise ConnectorError(f"machine {mid}: wrote start enabled={wanted} but read back {back!r}")
-                done = f"machine {mid}: start enabled set to {wanted} ({cfg.interlock.node}, read back {str(back).lower()})"
-            elif self._interlock_method is not None:
-                obj, method = self._interlock_method
-                await client.get_node(obj).call_method(method, ua.Variant(bool(enabled), ua.VariantType.Boolean))
-                done = f"machine {mid}: start enabled set to {wanted} (method {cfg.interlock.method} accepted)"
-            else:
-                raise ConnectorError(f"machine {mid}: interlock not found on the server "
-                                     f"({self.state.detail.get('interlock_error', 'not resolved')})")
+            done = await self._write_interlock(client, bool(enabled))
         except ConnectorError as e:
             log.error("%s; reason: %s", e, reason)
             await self._event(Event(mid, "interlock", f"{e}; reason: {reason}", time.time_ns(), "alarm",
                                     {"enabled": bool(enabled), "ok": False, "reason": reason}))
             raise
-        except Exception as e:
-            why = (f"{cfg.endpoint}: the server answered {type(e).__name__}" if isinstance(e, ua.UaStatusCodeError)
-                   else describe_error(e, cfg))
-            msg = f"machine {mid}: setting start enabled={wanted} was refused: {why}"
-            log.error("%s; reason: %s", msg, reason)
-            await self._event(Event(mid, "interlock", f"{msg}; reason: {reason}", time.time_ns(), "alarm",
-                                    {"enabled": bool(enabled), "ok": False, "reason": reason}))
-            raise ConnectorError(msg) from None
         done = f"{done}; reason: {reason}"
         log.warning("%s", done)
         await self._event(Event(mid, "interlock", done, time.time_ns(), "warning" if not enabled else "info",
                                 {"enabled": bool(enabled), "ok": True, "reason": reason}))
         return done
+
+    async def _write_interlock(self, client: Client, enabled: bool) -> str:
+        """Write the interlock and read it back (node) or call the method; ConnectorError saying why if not."""
+        cfg, mid = self.config, self.machine.id
+        wanted = "true" if enabled else "false"
+        try:
+            if self._interlock_node is not None:
+                node = client.get_node(self._interlock_node)
+                await node.write_value(ua.DataValue(ua.Variant(enabled, ua.VariantType.Boolean)))
+                back = await node.read_value()
+                if bool(back) != enabled:
+                    raise ConnectorError(f"machine {mid}: wrote start enabled={wanted} but read back {back!r}")
+                return f"machine {mid}: start enabled set to {wanted} ({cfg.interlock.node}, read back {str(back).lower()})"
+            if self._interlock_method is not None:
+                obj, method = self._interlock_method
+                await client.get_node(obj).call_method(method, ua.Variant(enabled, ua.VariantType.Boolean))
+                return f"machine {mid}: start enabled set to {wanted} (method {cfg.interlock.method} accepted)"
+            raise ConnectorError(f"machine {mid}: interlock not found on the server "
+                                 f"({self.state.detail.get('interlock_error', 'not resolved')})")
+        except ConnectorError:
+            raise
+        except Exception as e:
+            why = (f"{cfg.endpoint}: the server answered {type(e).__name__}" if isinstance(e, ua.UaStatusCodeError)
+                   else describe_error(e, cfg))
+            raise ConnectorError(f"machine {mid}: setting start enabled={wanted} was refused: {why}") from None
+
+    async def _assert_interlock(self, client: Client) -> None:
+        """On every (re)connection: the machine gets the agent's current decision, whatever it restarted with.
+
+        A machine that restarted comes back with its default (often StartEnabled = true) while the release
+        gate may refuse; the agent only wrote on changes, so the start stayed enabled. A machine found in
+        another state than the agent's decision is an alarm; so is a write that fails or does not read back."""
+        if self.config.interlock is None:
+            return
+        mid, wanted = self.machine.id, self.desired_start_enabled
+        found = None
+        if self._interlock_node is not None:
+            try:
+                found = bool(await client.get_node(self._interlock_node).read_value())
+            except Exception as e:  # noqa: BLE001 - the write below says what is wrong
+                log.debug("%s: interlock read failed: %s", mid, e)
+        try:
+            done = await self._write_interlock(client, wanted)
+        except ConnectorError as e:
+            log.error("%s; on connection", e)
+            await self._event(Event(mid, "interlock", f"{e}; on (re)connection the agent could not set its decision",
+                                    time.time_ns(), "alarm", {"enabled": wanted, "ok": False,
+                                                              "reason": "reconnection"}))
+            return
+        if found is not None and found != wanted:
+            msg = (f"machine {mid} came back with start enabled={str(found).lower()} while the agent's decision "
+                   f"is {str(wanted).lower()}: {done} on (re)connection")
+            log.error("%s", msg)
+            await self._event(Event(mid, "interlock", msg, time.time_ns(), "alarm",
+                                    {"enabled": wanted, "found": found, "ok": True, "reason": "reconnection"}))
+        else:
+            await self._event(Event(mid, "interlock", f"{done} on (re)connection", time.time_ns(), "info",
+                                    {"enabled": wanted, "ok": True, "reason": "reconnection"}))
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -26,6 +26,9 @@ LPBF_SIGNALS = {
     "recoater_state": "Recoater.State",
     "start_enabled": "Interlock.StartEnabled",
 }
+# The signals the machine itself changes: the interlock is written by the agent (at every connection, too),
+# so the simulator's own history of it is not what a subscriber sees.
+PROCESS_SIGNALS = {k: v for k, v in LPBF_SIGNALS.items() if k != "start_enabled"}
 
 
 def machine(name: str, endpoint: str, **connection) -> MachineConfig:

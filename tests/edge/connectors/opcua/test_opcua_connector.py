@@ -8,7 +8,7 @@ import asyncio
 from edge.config import MachineConfig
 from edge.connectors.opcua.connector import OpcUaConnector
 from edge.simulators.opcua import BenchSimulator, FurnaceProgram, FurnaceSimulator, LpbfPrinterSimulator
-from opcua_helpers import LPBF_SIGNALS, machine, until
+from opcua_helpers import PROCESS_SIGNALS, machine, until
 
 
 def expected_since_subscribe(sim, key: str, first_ts: int):
@@ -23,30 +23,32 @@ async def test_short_build_every_value_change_arrives_once_with_source_timestamp
         await conn.start()
         try:
             await conn.wait_subscribed(15)
-            await until(lambda: all(sink.readings(s) for s in LPBF_SIGNALS), 10, "initial values of all signals")
+            await until(lambda: all(sink.readings(s) for s in PROCESS_SIGNALS), 10, "initial values of all signals")
             # The first reading of each signal is the value current at subscription, with its source time.
-            for name, key in LPBF_SIGNALS.items():
+            for name, key in PROCESS_SIGNALS.items():
                 first = sink.readings(name)[0]
                 assert (first.value, first.source_ts_ns) == (sim.history[key][-1].value, sim.history[key][-1].source_ts_ns)
-            first_ts = {name: sink.readings(name)[0].source_ts_ns for name in LPBF_SIGNALS}
+            first_ts = {name: sink.readings(name)[0].source_ts_ns for name in PROCESS_SIGNALS}
+            await conn.set_start_enabled(True, reason='test: the build is cleared')
             assert await sim.start_job("BUILD-0001", 12) == (True, "")
             await sim.wait_job_done(30)
-            want = {n: expected_since_subscribe(sim, k, first_ts[n]) for n, k in LPBF_SIGNALS.items()}
+            want = {n: expected_since_subscribe(sim, k, first_ts[n]) for n, k in PROCESS_SIGNALS.items()}
             total = sum(len(v) for v in want.values())
             await until(lambda: len(sink.readings()) >= total, 10, f"{total} readings")
             await conn.wait_delivered(5)
         finally:
             await conn.stop()
-    got = {n: [(r.value, r.source_ts_ns) for r in sink.readings(n)] for n in LPBF_SIGNALS}
+    got = {n: [(r.value, r.source_ts_ns) for r in sink.readings(n)] for n in PROCESS_SIGNALS}
     assert got == want
     assert [r.value for r in sink.readings("layer_number")] == list(range(0, 13))
-    assert len(sink.readings()) == total
-    assert conn.stats.value_changes == total
+    interlock = len(sink.readings("start_enabled"))  # the agent's own writes: at connection, then "cleared"
+    assert interlock == 2 and len(sink.readings()) == total + interlock
+    assert conn.stats.value_changes == total + interlock
     assert all(r.quality == "good" and r.status is None for r in sink.readings())
     assert sink.readings("job_state")[-1].value == "Completed"
     # Persisted in the durable sink too, exactly once each.
     rows = sink.db.execute("select count(*), count(distinct signal || ':' || source_ts_ns) from readings").fetchone()
-    assert rows == (total, total)
+    assert rows == (total + interlock, total + interlock)
     # Job/layer data arrive as ordinary signals: one ingest per publish response, never one per value.
     assert sink.submits < total
 

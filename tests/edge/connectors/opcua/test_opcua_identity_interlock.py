@@ -72,13 +72,41 @@ async def test_interlock_blocks_the_start_and_is_logged(port, sink, caplog):
             assert done in caplog.text
             assert await sim.start_job("BUILD-9", 3) == (False, "start of job BUILD-9 refused: StartEnabled is false")
             assert sim.refusals == ["start of job BUILD-9 refused: StartEnabled is false"]
-            await until(lambda: [r.value for r in sink.readings("start_enabled")] == [True, False], 10, "start_enabled false")
+            await until(lambda: sink.readings("start_enabled")[-1].value is False, 10, "start_enabled false")
             await conn.set_start_enabled(True, reason="release gate passed for job BUILD-9")
             assert await sim.start_job("BUILD-9", 3) == (True, "")
         finally:
             await conn.stop()
     events = sink.kinds("interlock")
-    assert [(e.fields["enabled"], e.fields["ok"], e.severity) for e in events] == [(False, True, "warning"), (True, True, "info")]
+    # First the agent's decision at connection (blocked; the simulator starts enabled: an alarm), then the two writes.
+    assert [(e.fields["enabled"], e.fields["ok"], e.severity) for e in events] == [
+        (False, True, "alarm"), (False, True, "warning"), (True, True, "info")]
+
+
+async def test_a_machine_that_restarts_start_enabled_is_blocked_again_on_reconnection(port, sink):
+    """The printer power-cycles and comes back with its default StartEnabled = true while the agent's decision
+    is "blocked" (e.g. requalification required): the agent writes its decision again on reconnection, reads
+    it back, and records an alarm that the machine came back enabled. Before, it stayed enabled."""
+    async with LpbfPrinterSimulator(port=port) as sim:
+        conn = OpcUaConnector(machine("lpbf-01", sim.endpoint, publishing_interval_ms=100), sink)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            await conn.set_start_enabled(True, reason="release gate passed for job BUILD-7")
+            await conn.set_start_enabled(False, reason="requalification required: software changed")
+            assert (await sim.start_job("BUILD-7", 3))[0] is False
+            await sim.stop()
+            await sim.set("Interlock.StartEnabled", True)  # the machine's power-on default
+            await sim.start()
+            await until(lambda: conn.stats.reconnects == 1, 20, "the reconnection")
+            assert await sim.start_job("BUILD-7", 3) == (False, "start of job BUILD-7 refused: StartEnabled is false")
+        finally:
+            await conn.stop()
+    came_back = [e for e in sink.kinds("interlock") if e.fields.get("found") is True]
+    assert len(came_back) == 2  # at the first connection (the simulator starts enabled) and after the restart
+    assert came_back[-1].severity == "alarm" and came_back[-1].ts_ns > came_back[0].ts_ns
+    assert came_back[-1].message.startswith("machine lpbf-01 came back with start enabled=true while the agent's "
+                                           "decision is false: machine lpbf-01: start enabled set to false")
 
 
 async def test_interlock_by_method(port, sink):
@@ -113,7 +141,9 @@ async def test_interlock_refused_by_the_server_raises_a_clear_error(port, sink):
             await conn.stop()
     assert str(err.value) == (f"machine lpbf-01: setting start enabled=false was refused: "
                               f"{sim.endpoint}: the server answered BadUserAccessDenied")
-    [ev] = sink.kinds("interlock")
+    at_connection, ev = sink.kinds("interlock")  # the failed write at connection is an alarm too
+    assert (at_connection.severity, at_connection.fields["ok"], at_connection.fields["reason"]) == (
+        "alarm", False, "reconnection")
     assert (ev.severity, ev.fields["ok"]) == ("alarm", False)
 
 

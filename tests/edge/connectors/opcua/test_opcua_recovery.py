@@ -12,7 +12,7 @@ import time
 
 from edge.connectors.opcua.connector import OpcUaConnector
 from edge.simulators.opcua import LpbfPrinterSimulator
-from opcua_helpers import LPBF_SIGNALS, ROOT, machine, until
+from opcua_helpers import PROCESS_SIGNALS, ROOT, machine, until
 
 
 def no_duplicates(sink) -> None:
@@ -29,11 +29,12 @@ async def test_server_restart_mid_build_recreates_subscription_records_gap_no_du
         await conn.start()
         try:
             await conn.wait_subscribed(15)
-            await until(lambda: all(sink.readings(s) for s in LPBF_SIGNALS), 10, "initial values")
+            await until(lambda: all(sink.readings(s) for s in PROCESS_SIGNALS), 10, "initial values")
+            await conn.set_start_enabled(True, reason='test: the build is cleared')
             await sim.start_job("BUILD-0002", 60)
             await until(lambda: sim.value("Job.CurrentLayer") >= 5, 20, "layer 5")
-            before = {k: list(sim.history[k]) for k in LPBF_SIGNALS.values()}
-            first = {k: sink.readings(n)[0].source_ts_ns for n, k in LPBF_SIGNALS.items()}
+            before = {k: list(sim.history[k]) for k in PROCESS_SIGNALS.values()}
+            first = {k: sink.readings(n)[0].source_ts_ns for n, k in PROCESS_SIGNALS.items()}
             n_before = sum(1 for k, v in before.items() for p in v if p.source_ts_ns >= first[k])
             await until(lambda: len(sink.readings()) >= n_before, 10, "the values so far")
             down_at = time.time_ns()
@@ -63,7 +64,7 @@ async def test_server_restart_mid_build_recreates_subscription_records_gap_no_du
     assert conn.stats.gaps == 1
     no_duplicates(sink)
     # Everything published before the outage arrived; after the return, everything from the first new value on.
-    for name, key in LPBF_SIGNALS.items():
+    for name, key in PROCESS_SIGNALS.items():
         got = [(r.value, r.source_ts_ns) for r in sink.readings(name)]
         first_ts = sink.readings(name)[0].source_ts_ns
         old = [(p.value, p.source_ts_ns) for p in before[key] if p.source_ts_ns >= first_ts]
