@@ -105,6 +105,10 @@ class MqttConnector(Connector):
         self._outage_since_ns: int | None = None
         self._ever_connected = False
         self._last_seq: dict[str, int] = {}
+        # The agent's start decision (blocked until a build file is checked and cleared): re-published
+        # retained on every connection, because the broker or the machine may have restarted meanwhile.
+        self.desired_start_enabled = False
+        self._desired_reason = "no clearance yet (agent started)"
         self._client: mqtt.Client | None = None
         self._threads: list[threading.Thread] = []
         self.state.detail = {"broker": self.broker, "client_id": self.client_id, "protocol": self.config.protocol,
@@ -139,19 +143,23 @@ class MqttConnector(Connector):
         await asyncio.to_thread(self._join)
 
     async def set_start_enabled(self, enabled: bool, *, reason: str) -> str:
-        """Publish a start_enabled command (QoS 1) on the command topic and wait for the broker's PUBACK."""
+        """Publish a retained start_enabled command (QoS 1) on the command topic and wait for the broker's PUBACK.
+
+        Retained, so a machine that restarts and subscribes again gets the agent's current decision from the
+        broker; re-published on every reconnection of the agent; and the agent's Last Will (set at connect)
+        publishes start_enabled=false retained if the agent vanishes, so nobody enables a start unwatched."""
         topic = self.config.command_topic
         if not topic:
             raise ConnectorError(f"machine {self.machine.id} has no MQTT command_topic: it offers no start interlock")
+        self.desired_start_enabled = bool(enabled)  # re-published on reconnection even if this send fails
+        self._desired_reason = reason
         client = self._client
         if client is None or not self.state.connected:
             # Refuse rather than queue: a command sent much later could enable a start nobody wants now.
             raise ConnectorError(
                 f"start_enabled={str(enabled).lower()} not sent to {self.machine.id}: broker {self.broker} "
                 f"is not connected ({self.state.last_error or 'connecting'})")
-        body = json.dumps({"command": "start_enabled", "value": bool(enabled), "reason": reason,
-                           "ts": _iso(_now_ns()), "machine_id": self.machine.id}).encode()
-        info = client.publish(topic, body, qos=1)
+        info = client.publish(topic, self._command(bool(enabled), reason), qos=1, retain=True)
         try:
             await asyncio.to_thread(info.wait_for_publish, COMMAND_TIMEOUT_S)
         except (RuntimeError, ValueError) as e:
@@ -161,7 +169,11 @@ class MqttConnector(Connector):
                 f"start_enabled={str(enabled).lower()} on {topic}: broker {self.broker} did not confirm "
                 f"within {COMMAND_TIMEOUT_S:g} s")
         return (f"published start_enabled={str(enabled).lower()} to {topic} on {self.broker} "
-                f"(QoS 1, broker confirmed)")
+                f"(QoS 1, retained, broker confirmed)")
+
+    def _command(self, enabled: bool, reason: str) -> bytes:
+        return json.dumps({"command": "start_enabled", "value": enabled, "reason": reason,
+                           "ts": _iso(_now_ns()), "machine_id": self.machine.id}).encode()
 
     # ------------------------------------------------------------------ connection
     def _make_client(self) -> mqtt.Client:
@@ -193,6 +205,10 @@ class MqttConnector(Connector):
                         f"machine {self.machine.id}: environment variable {self.config.password_env} "
                         f"(password of MQTT user {self.config.username}) is not set")
             client.username_pw_set(self.config.username, password)
+        if self.config.command_topic:
+            # If the agent vanishes (crash, network), the broker tells the machine: no start unwatched.
+            client.will_set(self.config.command_topic, self._command(False, f"agent connection to {self.broker} lost"),
+                            qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -267,6 +283,12 @@ class MqttConnector(Connector):
         options = SubscribeOptions(qos=1) if self.config.protocol == "5" else 1
         # Subscribe on every connect: a broker that lost the session has lost the subscriptions too.
         result, _ = client.subscribe([(topic, options) for topic in self.subscriptions])
+        if self.config.command_topic:
+            # The current decision again, retained: the broker may have restarted without it, or the Last
+            # Will may have replaced it while we were away.
+            client.publish(self.config.command_topic, self._command(self.desired_start_enabled,
+                                                                    f"(re)connection: {self._desired_reason}"),
+                           qos=1, retain=True)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.warning("%s: subscribe not sent: %s", self.machine.id, mqtt.error_string(result))
         with self._lock:

@@ -374,12 +374,13 @@ async def test_start_enabled_command_is_published_and_confirmed(mosquitto, tmp_p
     connector = await started(machine(t, mosquitto.port, command_topic=command_topic), sink)
     done = await connector.set_start_enabled(False, reason="release gate: design not approved")
     assert done == f"published start_enabled=false to {command_topic} on 127.0.0.1:{mosquitto.port} " \
-                   "(QoS 1, broker confirmed)"
-    wait_until(lambda: len(got) == 1, what="the command at the machine")
-    assert {k: got[0][k] for k in ("command", "value", "reason", "machine_id")} == {
+                   "(QoS 1, retained, broker confirmed)"
+    wait_until(lambda: len(got) == 2, what="the command at the machine")
+    assert got[0]["reason"] == "(re)connection: no clearance yet (agent started)"  # the decision at connection
+    assert {k: got[1][k] for k in ("command", "value", "reason", "machine_id")} == {
         "command": "start_enabled", "value": False, "reason": "release gate: design not approved",
         "machine_id": "sterilizer-01"}
-    assert got[0]["ts"].endswith("Z")
+    assert got[1]["ts"].endswith("Z")
     await connector.stop()
     listener.disconnect()
     listener.loop_stop()
@@ -388,6 +389,63 @@ async def test_start_enabled_command_is_published_and_confirmed(mosquitto, tmp_p
     with pytest.raises(ConnectorError) as caught:
         await no_topic.set_start_enabled(True, reason="x")
     assert str(caught.value) == "machine sterilizer-01 has no MQTT command_topic: it offers no start interlock"
+
+
+def _retained(port: int, command_topic: str) -> dict:
+    """What a machine that (re)starts and subscribes gets from the broker on its command topic."""
+    got = []
+    machine_client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                 client_id=f"m-{uuid.uuid4().hex[:8]}")
+    machine_client.on_message = lambda c, u, msg: got.append((msg.retain, json.loads(msg.payload)))
+    machine_client.connect("127.0.0.1", port)
+    machine_client.subscribe(command_topic, qos=1)
+    machine_client.loop_start()
+    try:
+        wait_until(lambda: got, what="the retained command")
+    finally:
+        machine_client.disconnect()
+        machine_client.loop_stop()
+    assert got[0][0] is True, "delivered as the retained message"
+    return got[0][1]
+
+
+async def test_a_restarting_machine_gets_the_current_decision_and_a_vanished_agent_blocks_the_start(
+        mosquitto, tmp_path):
+    """Commands are retained, so a machine that restarts learns the agent's current decision; the agent's Last
+    Will sets start_enabled=false if the agent vanishes; on reconnection the agent publishes its decision again.
+    Before, a command went out once, unretained: a machine restarting later never heard it."""
+    t = topic()
+    command_topic = t.replace("telemetry", "command")
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    connector = await started(machine(t, mosquitto.port, command_topic=command_topic), sink)
+    try:
+        await connector.set_start_enabled(True, reason="release gate passed")
+        await connector.set_start_enabled(False, reason="requalification required")
+        assert {k: v for k, v in _retained(mosquitto.port, command_topic).items() if k in ("value", "reason")} == {
+            "value": False, "reason": "requalification required"}
+        await connector.set_start_enabled(True, reason="requalified")
+        assert _retained(mosquitto.port, command_topic)["value"] is True
+        reconnects = connector.state.reconnects
+        connector._client.socket().close()  # the agent's connection dies without a DISCONNECT (crash, cable)
+        wait_until(lambda: connector.state.reconnects > reconnects, what="the agent's reconnection")
+        wait_until(lambda: _retained(mosquitto.port, command_topic)["reason"] == "(re)connection: requalified",
+                   what="the decision published again after reconnecting")
+    finally:
+        await connector.stop()
+
+
+async def test_the_last_will_blocks_the_start_when_the_agent_vanishes(mosquitto, tmp_path):
+    t = topic()
+    command_topic = t.replace("telemetry", "command")
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    connector = await started(machine(t, mosquitto.port, command_topic=command_topic), sink)
+    await connector.set_start_enabled(True, reason="release gate passed")
+    connector._stopping.set()  # no reconnection: the agent is gone
+    connector._client.socket().close()
+    wait_until(lambda: _retained(mosquitto.port, command_topic)["value"] is False, what="the Last Will")
+    will = _retained(mosquitto.port, command_topic)
+    assert will["reason"] == f"agent connection to 127.0.0.1:{mosquitto.port} lost"
+    await connector.stop()
 
 
 async def test_seq_jump_is_recorded_as_a_gap_event(mosquitto, tmp_path):
