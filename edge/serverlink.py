@@ -35,6 +35,7 @@ API = "/api/v1"
 # Machine states (as machines name them, lower-cased) that mean "not working on a job right now".
 IDLE_STATES = {"idle", "ready", "standby", "end", "completed", "complete", "done", "aborted", "stopped", "off", ""}
 IDENTITY_FIELDS = ("manufacturer", "model", "serial_number", "software_revision", "hardware_revision")
+REQUIRED_IDENTITY = ("manufacturer", "serial_number")
 
 
 class ReportQueue:
@@ -213,8 +214,10 @@ class ServerLink:
         if event.kind in ("identity", "identity_changed"):
             conn = self.agent.connectors.get(event.machine_id)
             ident = dict(getattr(conn, "identity", {}) or {})
-            if all(ident.get(f) for f in IDENTITY_FIELDS):
-                self.queue.put("identity", event.machine_id, {f: ident[f] for f in IDENTITY_FIELDS})
+            # Manufacturer and serial number identify the machine (mandatory in OPC 40001-1); the rest is
+            # optional there, so a machine without e.g. HardwareRevision still reports its software revision.
+            if all(ident.get(f) for f in REQUIRED_IDENTITY):
+                self.queue.put("identity", event.machine_id, {f: ident.get(f) or None for f in IDENTITY_FIELDS})
         elif event.kind == "excursion" and event.severity == "alarm":
             f = event.fields
             a = self.agent.assignments.active_at(event.machine_id, event.ts_ns)

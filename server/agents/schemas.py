@@ -68,11 +68,13 @@ class IdentityIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    manufacturer: str
-    model: str
-    serial_number: str
-    software_revision: str
-    hardware_revision: str
+    # OPC 40001-1 makes Manufacturer and SerialNumber mandatory, Model and the revisions optional: a machine
+    # reports what it has (None = not offered), rather than not at all.
+    manufacturer: str = Field(min_length=1, max_length=100)
+    serial_number: str = Field(min_length=1, max_length=100)
+    model: str | None = Field(default=None, max_length=100)
+    software_revision: str | None = Field(default=None, max_length=100)
+    hardware_revision: str | None = Field(default=None, max_length=100)
     firmware_revision: str | None = None
     build_prep_software: str | None = None
 

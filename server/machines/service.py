@@ -97,23 +97,29 @@ def maintenance_log(session: Session, *, machine_id: str) -> list[MaintenanceRec
                                 .order_by(MaintenanceRecord.id)))
 
 
-def report_identity(session: Session, *, actor: Principal, machine_id: str, manufacturer: str, model: str,
-                    serial_number: str, software_revision: str, hardware_revision: str,
-                    firmware_revision: str | None, build_prep_software: str | None) -> Machine:
-    """Store the identity and versions the edge read from the machine; a changed revision triggers requalification."""
+def report_identity(session: Session, *, actor: Principal, machine_id: str, manufacturer: str,
+                    model: str | None, serial_number: str, software_revision: str | None,
+                    hardware_revision: str | None, firmware_revision: str | None,
+                    build_prep_software: str | None) -> Machine:
+    """Store the identity and versions the edge read from the machine; a changed revision triggers requalification.
+
+    Fields the machine does not offer (None) keep what was stored: "not offered" is not a change."""
     machine = get_machine(session, machine_id=machine_id)
-    if serial_number != machine.serial_number or manufacturer != machine.manufacturer or model != machine.model:
+    if (serial_number != machine.serial_number or manufacturer != machine.manufacturer
+            or (model is not None and model != machine.model)):
         record(session, actor=actor, action="identity_mismatch", record_type="machine", record_id=machine_id,
                old={"manufacturer": machine.manufacturer, "model": machine.model,
                     "serial_number": machine.serial_number},
                new={"manufacturer": manufacturer, "model": model, "serial_number": serial_number})
         raise Conflict(f"Machine {machine_id} is registered as {machine.manufacturer} {machine.model} serial "
-                       f"{machine.serial_number}, but the edge reports {manufacturer} {model} serial "
+                       f"{machine.serial_number}, but the edge reports {manufacturer} {model or '(no model)'} serial "
                        f"{serial_number}", code="identity_mismatch", keep_audit=True)
     old = {"software_revision": machine.software_revision, "firmware_revision": machine.firmware_revision,
            "hardware_revision": machine.hardware_revision, "build_prep_software": machine.build_prep_software}
-    machine.software_revision = software_revision
-    machine.hardware_revision = hardware_revision
+    if software_revision is not None:
+        machine.software_revision = software_revision
+    if hardware_revision is not None:
+        machine.hardware_revision = hardware_revision
     if firmware_revision is not None:
         machine.firmware_revision = firmware_revision
     if build_prep_software is not None:

@@ -35,8 +35,14 @@ class CommandListener:
             self.commands.append(json.loads(payload))
 
     def values(self) -> list[bool]:
+        """The decisions sent for build-file checks (not the agent's decision re-published at (re)connection)."""
         with self._lock:
-            return [c["value"] for c in self.commands]
+            return [c["value"] for c in self.commands if not c["reason"].startswith("(re)connection")]
+
+    def at_connection(self) -> list[dict]:
+        """The decisions re-published when the agent (re)connected: retained, for a machine that restarts."""
+        with self._lock:
+            return [c for c in self.commands if c["reason"].startswith("(re)connection")]
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -83,6 +89,7 @@ def test_watched_folder_clears_matching_files_and_blocks_tampered_ones(tmp_path,
         checks = wait_until(lambda: agent.status()["build_file_checks"], 30, "the first check")
         assert checks[0]["allowed"] is False and checks[0]["verdict"] == "no_job"
         wait_until(lambda: listener.values() == [False], 30, "a block command")
+        assert listener.at_connection()[0]["value"] is False  # blocked from the moment the agent connected
 
         agent.api("PUT", "/machines/printer-t1/assignment", {"job": "JOB-7", "devices": ["DEV-7"]})
         # 2. the approved file, byte-identical: cleared, start enabled

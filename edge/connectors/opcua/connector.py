@@ -600,11 +600,27 @@ class OpcUaConnector(Connector):
 
     async def _read_identity(self, client: Client) -> None:
         self._identity_nodes = await self._find_identity_nodes(client)
-        if not self._identity_nodes:
-            self.state.detail["identity"] = "not offered"
+        ident: dict[str, str] = {}
+        if self._identity_nodes:
+            values = await client.read_values([client.get_node(n) for n in self._identity_nodes.values()])
+            ident = {f: _text(v) for f, v in zip(self._identity_nodes, values) if _text(v)}
+        missing = [IDENTITY_FIELDS[f] for f in ("manufacturer", "serial_number") if not ident.get(f)]
+        if missing:
+            # Nothing can be reported: a software change on this machine would trigger no requalification.
+            self.state.detail["identity"] = "unknown"
+            msg = (f"identity unknown: requalification triggers are blind (machine {self.machine.id} offers no "
+                   f"{' or '.join(missing)})")
+            log.error("%s: %s", self.machine.id, msg)
+            await self._event(Event(self.machine.id, "identity_unknown", msg, time.time_ns(), "alarm",
+                                    {"missing": ",".join(missing)}))
             return
-        values = await client.read_values([client.get_node(n) for n in self._identity_nodes.values()])
-        ident = {f: _text(v) for f, v in zip(self._identity_nodes, values)}
+        absent = [IDENTITY_FIELDS[f] for f in IDENTITY_FIELDS if f not in ident]
+        self.state.detail["identity"] = "incomplete" if absent else "complete"
+        if absent:
+            blind = " (software changes cannot trigger requalification)" if "SoftwareRevision" in absent else ""
+            await self._event(Event(self.machine.id, "identity_incomplete",
+                                    f"machine {self.machine.id} does not offer {', '.join(absent)}{blind}",
+                                    time.time_ns(), "alarm" if blind else "info", {"absent": ",".join(absent)}))
         old = dict(self.identity)
         self.identity = ident
         self.identity_history.append(dict(ident))

@@ -85,3 +85,20 @@ def test_excursion_raises_nonconformities_that_block_devices(plant):
     assert scope["state"] == "requalification_required"
     d = plant.gate(ctx)
     assert [r["code"] for r in d["reasons"]] == ["machine_not_qualified", "open_nonconformity"]
+
+
+def test_identity_without_the_optional_fields_is_taken_and_a_software_change_still_requalifies(plant):
+    """OPC 40001-1: only manufacturer and serial number are mandatory. Before, model, software and hardware
+    revision were required, so the agent of a machine without HardwareRevision never reported at all."""
+    m = plant.machine(software="4.2.1")
+    scope = plant.scope(m["id"])
+    r = plant.client.post(f"/api/v1/agents/machines/{m['id']}/identity", headers=m["agent"], json={
+        "manufacturer": "EOS", "serial_number": m["serial_number"], "software_revision": "4.3.0"})
+    assert r.status_code == 200, r.text
+    machine = plant.call("GET", f"/machines/{m['id']}", "quality_engineer")
+    assert (machine["software_revision"], machine["hardware_revision"]) == ("4.3.0", "HW-B")  # not offered: kept
+    assert plant.call("GET", f"/qualification/scopes/{scope['id']}", "quality_engineer")["state"] == \
+        "requalification_required"
+    r = plant.client.post(f"/api/v1/agents/machines/{m['id']}/identity", headers=m["agent"], json={
+        "serial_number": m["serial_number"], "software_revision": "4.3.0"})
+    assert r.status_code == 422 and "manufacturer" in r.text

@@ -152,3 +152,43 @@ async def test_interlock_when_not_connected(sink, port):
     conn = OpcUaConnector(machine("lpbf-01", f"opc.tcp://127.0.0.1:{port}/x"), sink)
     with pytest.raises(ConnectorError, match=f"machine lpbf-01: cannot set start enabled=False: not connected to opc.tcp://127.0.0.1:{port}/x"):
         await conn.set_start_enabled(False, reason="test")
+
+
+async def test_a_machine_without_hardware_revision_still_reports_its_identity(port, sink):
+    """HardwareRevision is optional in OPC 40001-1. A machine without it reports what it has, and a software
+    change on it is still seen. Before, the identity needed all five fields and was never reported."""
+    sim = LpbfPrinterSimulator(port=port)
+    del sim.vars["Identification.HardwareRevision"], sim.identity["HardwareRevision"]
+    async with sim:
+        conn = OpcUaConnector(machine("lpbf-01", sim.endpoint, publishing_interval_ms=100), sink)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            assert conn.identity == {k: v for k, v in IDENTITY.items() if k != "hardware_revision"}
+            [incomplete] = sink.kinds("identity_incomplete")
+            assert (incomplete.severity, incomplete.message) == (
+                "info", "machine lpbf-01 does not offer HardwareRevision")
+            await sim.set_software_revision("4.3.0")
+            await until(lambda: sink.kinds("identity_changed"), 10, "identity_changed")
+        finally:
+            await conn.stop()
+    assert conn.state.detail["identity"] == "incomplete"
+
+
+async def test_a_machine_without_identification_raises_identity_unknown(port, sink):
+    sim = LpbfPrinterSimulator(port=port)
+    for name in list(sim.identity):
+        del sim.vars[f"Identification.{name}"]
+    sim.identity = {}
+    async with sim:
+        conn = OpcUaConnector(machine("lpbf-01", sim.endpoint), sink)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+        finally:
+            await conn.stop()
+    [unknown] = sink.kinds("identity_unknown")
+    assert unknown.severity == "alarm"
+    assert unknown.message == ("identity unknown: requalification triggers are blind (machine lpbf-01 offers no "
+                               "Manufacturer or SerialNumber)")
+    assert conn.state.detail["identity"] == "unknown"
