@@ -94,6 +94,12 @@ class AssignmentBook:
                     f"machine {machine}: new assignment would start before the current job "
                     f"{current.job} (started {current.start_ns})"
                 )
+            last = self._latest(machine)
+            if current is None and last is not None and start < last.end_ns:
+                # Inserted before the last ended job, it would overlap it and never be "current".
+                raise ValueError(
+                    f"machine {machine}: new assignment would start at {start}, before job {last.job} "
+                    f"ended ({last.end_ns})")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 if current is not None:
@@ -136,6 +142,19 @@ class AssignmentBook:
         ended = Assignment(a.machine, a.job, a.devices, a.start_ns, end_ns, a.source)
         tl.items[i] = ended
         return ended
+
+    def _latest(self, machine: str) -> Assignment | None:
+        tl = self._timelines.get(machine)
+        return tl.items[-1] if tl and tl.items else None
+
+    def earliest_start(self, machine: str, wanted_ns: int | None) -> int | None:
+        """wanted_ns, moved after the machine's latest assignment if it would overlap it (None stays None)."""
+        with self._lock:
+            last = self._latest(machine)
+        if wanted_ns is None or last is None:
+            return wanted_ns
+        floor = last.start_ns + 1 if last.end_ns is None else last.end_ns
+        return max(wanted_ns, floor)
 
     def _current(self, machine: str) -> Assignment | None:
         tl = self._timelines.get(machine)

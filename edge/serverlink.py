@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import httpx
 
-from edge.assignments import AssignmentRequest
+from edge.assignments import AssignmentBook, AssignmentRequest
 from edge.readings import Event, Ingest
 from edge.validation.approvals import JobApprovals
 
@@ -351,21 +351,7 @@ class ServerLink:
         ctx = r.json()
         before = self.contexts.get(machine_id)
         self.contexts[machine_id] = ctx
-        current = self.agent.assignments.current(machine_id)
-        job, devices = ctx.get("job_id"), ctx.get("device_codes") or []
-        if job and devices:
-            if current is None or current.job != job or list(current.devices) != devices:
-                # From the job's own start when the server says it (a cycle that began before this poll),
-                # but never before the assignment in force: the timeline is append-only.
-                start = ctx.get("started_ns")
-                if start is not None and current is not None and start <= current.start_ns:
-                    start = current.start_ns + 1
-                self.agent.assignments.assign(machine_id, AssignmentRequest(job=job, devices=devices, source="server",
-                                                                            start_ns=start))
-                log.info("machine %s: job %s from the server with devices %s", machine_id, job, ", ".join(devices))
-        elif current is not None and current.source == "server":
-            self.agent.assignments.release(machine_id)
-            log.info("machine %s: job %s closed on the server", machine_id, current.job)
+        apply_server_job(self.agent.assignments, machine_id, ctx)
         if before is None or self.clearance_key(before) != self.clearance_key(ctx):
             self._reconcile(machine_id)
 
@@ -392,3 +378,21 @@ class ServerRefused(RuntimeError):
 def _server_job_id(job: str | None) -> int | None:
     """Server job ids are integers; a local job id that is not one is not sent."""
     return int(job) if job is not None and job.isdigit() else None
+
+
+def apply_server_job(book: AssignmentBook, machine_id: str, ctx: dict) -> None:
+    """Put the job or cycle the server says runs on the machine into the assignment book, once."""
+    current = book.current(machine_id)
+    job, devices = ctx.get("job_id"), ctx.get("device_codes") or []
+    if job and devices:
+        if current is None or current.job != job or list(current.devices) != devices:
+            # From the job's own start when the server says it (a cycle that began before this poll),
+            # but never inside the latest assignment, running or ended: the timeline is append-only, and
+            # a row slipped in before an ended job would never become current (it was appended again
+            # on every poll).
+            start = book.earliest_start(machine_id, ctx.get("started_ns"))
+            book.assign(machine_id, AssignmentRequest(job=job, devices=devices, source="server", start_ns=start))
+            log.info("machine %s: job %s from the server with devices %s", machine_id, job, ", ".join(devices))
+    elif current is not None and current.source == "server":
+        book.release(machine_id)
+        log.info("machine %s: job %s closed on the server", machine_id, current.job)

@@ -47,3 +47,22 @@ def test_request_refuses_empty_devices_and_odd_job_ids():
         AssignmentRequest(job="J1", devices=[])
     with pytest.raises(ValueError):
         AssignmentRequest(job="J 1; drop", devices=["D1"])
+
+
+def test_a_server_cycle_that_started_before_the_last_job_ended_is_booked_once_and_is_current(tmp_path):
+    """Issue 12 item 8: the server's cycle began before the previous assignment ended. The book took a row
+    before the ended job, which therefore never became current, so every context poll appended it again
+    (3 rows in 4 s) and the agent reported no current job. Now it starts where the last one ended, once."""
+    from edge.serverlink import apply_server_job
+
+    book = AssignmentBook(tmp_path / "a.sqlite")
+    book.assign("sterilizer-01", AssignmentRequest(job="cycle-1", devices=["D1"], start_ns=1_000, source="server"))
+    book.release("sterilizer-01", end_ns=5_000)
+    with pytest.raises(ValueError, match="before job cycle-1 ended"):
+        book.assign("sterilizer-01", AssignmentRequest(job="cycle-2", devices=["D2"], start_ns=4_000))
+    ctx = {"job_id": "cycle-2", "device_codes": ["D2"], "started_ns": 4_000}
+    for _ in range(3):  # three polls of the same context
+        apply_server_job(book, "sterilizer-01", ctx)
+    assert [(a.job, a.start_ns, a.end_ns) for a in book.history("sterilizer-01")] == [
+        ("cycle-1", 1_000, 5_000), ("cycle-2", 5_000, None)]
+    assert book.current("sterilizer-01").job == "cycle-2"
