@@ -452,8 +452,10 @@ class MqttConnector(Connector):
         with self._lock:
             self._stats.seq_gaps += 1
         gap = Event(machine_id=self.machine.id, kind="gap", severity="warning", ts_ns=m.received_ns,
-                    message=f"{missing} message(s) missing on {m.topic}: seq jumped from {last} to {m.seq}",
-                    fields={"topic": m.topic, "missing": missing, "from_seq": last, "to_seq": m.seq})
+                    message=f"{missing} message(s) missing on {m.topic}: seq jumped from {last} to {m.seq}; "
+                            f"recovery none: they never reached the agent",
+                    fields={"topic": m.topic, "missing": missing, "from_seq": last, "to_seq": m.seq,
+                            "recovery": "none"})
         return replace(m.ingest, extra_events=(*m.ingest.extra_events, gap))
 
     def _ack(self, batch: list[_Message]) -> None:

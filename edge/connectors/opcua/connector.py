@@ -250,8 +250,13 @@ class OpcUaConnector(Connector):
             await self._event(Event(self.machine.id, "connection_restored",
                                     f"OPC UA connection restored after {secs:.1f} s", now, "info",
                                     {"endpoint": self.config.endpoint}))
-            await self._event(Event(self.machine.id, "gap", f"no data from {self.machine.id} for {secs:.1f} s: {cause}",
-                                    now, "warning", {"start_ns": outage_start, "end_ns": now, "cause": cause}))
+            # A new subscription delivers each item's current value, not the changes while it was down:
+            # the gap is partly recovered, and the record must say so (the DHR shows this message).
+            await self._event(Event(self.machine.id, "gap",
+                                    f"no data from {self.machine.id} for {secs:.1f} s: {cause}; recovery partial: "
+                                    f"the values current at reconnection were read, changes during the outage "
+                                    f"are lost", now, "warning",
+                                    {"start_ns": outage_start, "end_ns": now, "cause": cause, "recovery": "partial"}))
 
     async def _session(self, on_live) -> None:
         cfg = self.config
@@ -514,8 +519,9 @@ class OpcUaConnector(Connector):
         if self._dropping_since is not None:
             start, self._dropping_since = self._dropping_since, None
             task = asyncio.get_running_loop().create_task(self._event(Event(
-                self.machine.id, "gap", "value changes dropped while the outbox refused data (back-pressure)",
-                received, "alarm", {"start_ns": start, "end_ns": received, "cause": "outbox full"})))
+                self.machine.id, "gap", "value changes dropped while the outbox refused data (back-pressure); "
+                "recovery none: they are lost", received, "alarm",
+                {"start_ns": start, "end_ns": received, "cause": "outbox full", "recovery": "none"})))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._queue.put_nowait((data, received))

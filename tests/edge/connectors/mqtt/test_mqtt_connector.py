@@ -459,7 +459,7 @@ async def test_seq_jump_is_recorded_as_a_gap_event(mosquitto, tmp_path):
     pub.confirm()
     wait_until(lambda: connector.stats.messages_acked == 5, what="5 acks")
     assert sink.rows("SELECT kind, message FROM events WHERE kind='gap'") == [
-        ("gap", f"3 message(s) missing on {t}: seq jumped from 3 to 7")]
+        ("gap", f"3 message(s) missing on {t}: seq jumped from 3 to 7; recovery none: they never reached the agent")]
     assert connector.stats.seq_gaps == 1
     await connector.stop()
     pub.close()

@@ -57,6 +57,7 @@ async def test_server_restart_mid_build_recreates_subscription_records_gap_no_du
     assert (restored[0].ts_ns - back_at) / 1e9 < 5.0
     [gap] = sink.kinds("gap")
     assert gap.severity == "warning"
+    assert gap.fields["recovery"] == "partial" and "changes during the outage are lost" in gap.message
     assert gap.fields["start_ns"] <= down_at + 10**9 and gap.fields["end_ns"] == restored[0].ts_ns
     assert gap.fields["end_ns"] > back_at
     assert "lost" in gap.fields["cause"]
