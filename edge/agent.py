@@ -18,6 +18,7 @@ from edge.connectors.registry import connector_class
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.readings import OutboxFull
+from edge.retag import Retagger
 from edge.serverlink import LiveState, ObservedSink, ServerLink
 from edge.writer import InfluxWriter
 
@@ -61,6 +62,8 @@ class EdgeAgent:
         self.assignments = AssignmentBook(self.state_dir / "assignments.sqlite")
         self.pipeline = Pipeline(self.machines, self.outbox, self.assignments)
         self.writer = InfluxWriter(cfg.influx, self.outbox, on_event=self.pipeline.event)
+        # Readings written before the agent knew the load (a cycle recorded late) get its device codes.
+        self.retagger = Retagger(self.state_dir / "retag.sqlite", cfg.influx, self.outbox, self.pipeline.event)
         self.connectors: dict[str, Connector] = {}
         self.live = LiveState(self.machines)
         self.server_link: ServerLink | None = None
@@ -89,6 +92,7 @@ class EdgeAgent:
 
         self._store_signal_map()
         self.writer.start()
+        self.retagger.start()
         for m in self.machines:
             conn = self.build_connector(m)
             self.connectors[m.id] = conn
@@ -124,6 +128,7 @@ class EdgeAgent:
                 await conn.stop()
             except Exception:  # noqa: BLE001 - stopping must go on for the others
                 log.exception("stopping connector %s", conn.machine.id)
+        self.retagger.stop()
         await asyncio.to_thread(self.writer.flush, flush_timeout_s)
         self.writer.stop()
         if self.http:
@@ -181,4 +186,5 @@ class EdgeAgent:
                 "clearance": {m.id: vars(self.server_link.clearance(m.id)) for m in self.machines}}),
             "assignments": {m.id: (a.as_dict() if (a := self.assignments.current(m.id)) else None)
                             for m in self.machines},
+            "retag": self.retagger.status(),
         }

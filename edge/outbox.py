@@ -293,6 +293,22 @@ class Outbox:
             # large backlog drained) so the disk space really comes back.
             self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
+    def last_id(self) -> int:
+        """Id of the newest row (0 when empty): a mark for delivered_through."""
+        with self._rlock:
+            self._check_open()
+            return self._r.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
+
+    def delivered_through(self, mark: int) -> bool:
+        """True once no row with an id up to mark is left, i.e. InfluxDB confirmed everything stored by then.
+
+        Ids can restart after the outbox was empty; that only delays a True (never gives one too early),
+        since a row stored before the mark keeps its id until it is confirmed."""
+        with self._rlock:
+            self._check_open()
+            oldest = self._r.execute("SELECT min(id) FROM outbox").fetchone()[0]
+        return oldest is None or oldest > mark
+
     def wait_for_rows(self, timeout: float) -> bool:
         """Block until the outbox holds at least one row or timeout passes; True if rows are pending."""
         deadline = time.monotonic() + timeout

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import httpx
 
-from edge.assignments import AssignmentBook, AssignmentRequest
+from edge.assignments import Assignment, AssignmentBook, AssignmentRequest
 from edge.readings import Event, Ingest
 from edge.validation.approvals import JobApprovals
 
@@ -351,7 +351,14 @@ class ServerLink:
         ctx = r.json()
         before = self.contexts.get(machine_id)
         self.contexts[machine_id] = ctx
-        apply_server_job(self.agent.assignments, machine_id, ctx)
+        booked_at = time.time_ns()
+        booked = apply_server_job(self.agent.assignments, machine_id, ctx)
+        stretches = retag_stretches(self.agent.assignments, machine_id, ctx.get("recent_cycles") or [])
+        if booked is not None and booked.start_ns < booked_at:
+            # Booked from its recorded start: what the agent stored since then went out without these tags.
+            stretches.append((booked.job, list(booked.devices), booked.start_ns, booked_at))
+        for job, devices, start, end in stretches:
+            self.agent.retagger.request(machine_id, job, devices, start, end)
         if before is None or self.clearance_key(before) != self.clearance_key(ctx):
             self._reconcile(machine_id)
 
@@ -380,8 +387,8 @@ def _server_job_id(job: str | None) -> int | None:
     return int(job) if job is not None and job.isdigit() else None
 
 
-def apply_server_job(book: AssignmentBook, machine_id: str, ctx: dict) -> None:
-    """Put the job or cycle the server says runs on the machine into the assignment book, once."""
+def apply_server_job(book: AssignmentBook, machine_id: str, ctx: dict) -> Assignment | None:
+    """Put the job or cycle the server says runs on the machine into the assignment book, once; the new entry."""
     current = book.current(machine_id)
     job, devices = ctx.get("job_id"), ctx.get("device_codes") or []
     if job and devices:
@@ -391,8 +398,19 @@ def apply_server_job(book: AssignmentBook, machine_id: str, ctx: dict) -> None:
             # a row slipped in before an ended job would never become current (it was appended again
             # on every poll).
             start = book.earliest_start(machine_id, ctx.get("started_ns"))
-            book.assign(machine_id, AssignmentRequest(job=job, devices=devices, source="server", start_ns=start))
+            booked = book.assign(machine_id, AssignmentRequest(job=job, devices=devices, source="server",
+                                                               start_ns=start))
             log.info("machine %s: job %s from the server with devices %s", machine_id, job, ", ".join(devices))
+            return booked
     elif current is not None and current.source == "server":
         book.release(machine_id)
         log.info("machine %s: job %s closed on the server", machine_id, current.job)
+    return None
+
+
+def retag_stretches(book: AssignmentBook, machine_id: str, windows: list[dict]) -> list[tuple[str, list[str], int, int]]:
+    """(job, devices, start, end) of each recorded cycle that began and ended without the agent booking it
+    (recorded afterwards, or between two looks at the server): its readings went out without its tags."""
+    booked = {a.job for a in book.history(machine_id)}
+    return [(w["job_id"], list(w["device_codes"]), w["start_ns"], w["end_ns"]) for w in windows
+            if w["job_id"] not in booked and w.get("end_ns") is not None]

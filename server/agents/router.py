@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -76,6 +75,7 @@ def context(machine_id: str, session: SessionDep, actor: AgentOnly) -> ContextOu
     from server.nonconformities.service import open_for_job
 
     job, approvals = service.context(session, actor=actor, machine_id=machine_id)
+    recent = service.recent_cycles(session, machine_id=machine_id)
     if job is None:
         # A furnace, washer or sterilizer: its running cycle is the "job", its load the devices,
         # so the edge tags the cycle's time series with the load's device codes.
@@ -83,15 +83,15 @@ def context(machine_id: str, session: SessionDep, actor: AgentOnly) -> ContextOu
                                                            ProcessCycle.state == "running")
                                 .order_by(ProcessCycle.started_at.desc()).limit(1)).first()
         if cycle is not None:
-            started = cycle.started_at.replace(tzinfo=cycle.started_at.tzinfo or timezone.utc)
             return ContextOut(machine_id=machine_id, job_id=f"cycle-{cycle.id}", job_state="running",
                               device_codes=load_of(session, cycle_id=cycle.id), approvals=None,
-                              started_ns=int(started.timestamp() * 1e9))
+                              started_ns=service.unix_ns(cycle.started_at), recent_cycles=recent)
     ncs = open_for_job(session, job_id=job.id) if job else []
     return ContextOut(machine_id=machine_id, job_id=str(job.id) if job else None,
                       job_state=job.state if job else None,
                       device_codes=[d.device_code for d in job.devices] if job else [], approvals=approvals,
-                      open_nonconformities=[{"id": n.id, "kind": n.kind, "description": n.description} for n in ncs])
+                      open_nonconformities=[{"id": n.id, "kind": n.kind, "description": n.description} for n in ncs],
+                      recent_cycles=recent)
 
 
 @router.post("/machines/{machine_id}/build-file-checks", response_model=BuildFileCheckOut, status_code=201)

@@ -89,6 +89,15 @@ class IdentityOut(BaseModel):
     scopes: list[dict[str, Any]] = Field(description="Each scope of the machine: id, state, state_reason")
 
 
+class CycleWindow(BaseModel):
+    """A cycle as recorded: what ran on the machine from start to end (None while running)."""
+
+    job_id: str
+    device_codes: list[str]
+    start_ns: int
+    end_ns: int | None
+
+
 class ContextOut(BaseModel):
     """What is on the machine now."""
 
@@ -102,6 +111,10 @@ class ContextOut(BaseModel):
     open_nonconformities: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Open nonconformities on the job ({id, kind, description}): the edge keeps the start blocked")
+    recent_cycles: list[CycleWindow] = Field(
+        default_factory=list,
+        description="The machine's cycles of the last 7 days with their recorded start and end, newest first: "
+                    "the edge re-tags readings it wrote before it knew of them (a cycle recorded late)")
 
 
 class BuildFileCheckIn(BaseModel):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from server.agents.schemas import CycleWindow
 from server.audit.service import record
+from server.cycles.service import MAX_CYCLE, load_of
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized
 from server.jobs import service as jobs
 from server.machines import service as machines
-from server.models import Agent, AgentMachine, BuildFileCheck, Job, Machine, Nonconformity, utcnow
+from server.models import Agent, AgentMachine, BuildFileCheck, Job, Machine, Nonconformity, ProcessCycle, utcnow
 from server.nonconformities.service import raise_nonconformity
 from server.qualification import service as qualification
 from server.security import AGENT_TOKEN_PREFIX, Principal
@@ -152,3 +155,19 @@ def excursion(session: Session, *, actor: Principal, machine_id: str, job_id: in
                                              detail=f"process excursion: {signal} {value:g} {unit} "
                                                     f"(limit {limit:g} {unit})", new_value=f"{signal}={value:g}")
     return ncs
+
+
+def unix_ns(at: datetime) -> int:
+    """A stored time (naive on SQLite = UTC) as Unix nanoseconds."""
+    return int(at.replace(tzinfo=at.tzinfo or timezone.utc).timestamp() * 1_000_000) * 1000
+
+
+def recent_cycles(session: Session, *, machine_id: str) -> list[CycleWindow]:
+    """The machine's cycles started in the last 7 days (at most 20), newest first, with their recorded times."""
+    since = utcnow() - MAX_CYCLE
+    cycles = session.scalars(select(ProcessCycle).where(ProcessCycle.machine_id == machine_id,
+                                                        ProcessCycle.started_at >= since)
+                             .order_by(ProcessCycle.started_at.desc()).limit(20))
+    return [CycleWindow(job_id=f"cycle-{c.id}", device_codes=load_of(session, cycle_id=c.id),
+                        start_ns=unix_ns(c.started_at), end_ns=unix_ns(c.ended_at) if c.ended_at else None)
+            for c in cycles]

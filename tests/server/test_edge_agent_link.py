@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -304,6 +304,79 @@ def test_a_running_cycle_tags_the_sterilizer_data_with_its_load(plant, server_ur
             wait_until(lambda c=code: count(c) == 5, 30, f"5 sterilizer snapshots under {code}")
         time.sleep(0.5)
         assert [count(code) for code in load] == [5, 5]
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        agent.stop()
+
+
+def test_a_cycle_recorded_late_gets_its_device_codes_on_readings_already_stored(plant, server_url, mosquitto,
+                                                                               influxdb, tmp_path):
+    """The sterilizer ran before anyone recorded the cycle: the agent stored its readings with only the machine
+    tag. The operator then records the cycle with its real start. The agent learns it from the server's context
+    and writes those readings again under the load's device codes, so the device's history
+    (read by device code) holds every reading of its cycle. Before, they stayed untagged for good."""
+    import random
+
+    import paho.mqtt.client as mqtt
+
+    from edge.config import load_machine
+    from edge.simulators.mqtt import messages_for
+
+    influxdb.create_database("late_link")
+    ctx = plant.ready(devices=2)
+    load = [d["device_code"] for d in ctx["job"]["devices"]]
+    machine = yaml.safe_load((ROOT / "configs" / "machines" / "sterilizer-01.yaml").read_text())
+    machine["id"] = "sterilizer-02"
+    for sig in machine["signals"]:  # the status topic names the machine
+        if "topic" in sig["source"]:
+            sig["source"]["topic"] = sig["source"]["topic"].replace("sterilizer-01", "sterilizer-02")
+    machine["connection"]["topic"] = machine["connection"]["topic"].replace("sterilizer-01", "sterilizer-02")
+    machine["connection"]["port"] = mosquitto.port
+    plant.call("POST", "/machines", "production_manager", 201, json={
+        "id": "sterilizer-02", "manufacturer": machine["manufacturer"], "model": machine["model"],
+        "serial_number": machine["serial"] + "-2", "site": "Plant 1", "room": "CR-B"})
+    token = plant.call("POST", "/agents", "admin", 201,
+                       json={"name": "edge-cleanroom-2", "machine_ids": ["sterilizer-02"]})["token"]
+    recipe = plant.call("POST", "/cycles/recipes", "quality_engineer", 201, json={"name": "Steam 134 late",
+                        "parameters": {"process": "steam", "sterilization_temp_c": 134.0, "band_minus_k": 0.0, "band_plus_k": 3.0,
+                                       "min_hold_s": 180.0, "pressure_tolerance_kpa": 10.0, "min_f0_min": 40.0}})
+    plant.call("POST", f"/cycles/recipes/{recipe['id']}/approve", "quality_engineer", json={"password": PASSWORD})
+    (tmp_path / "machines").mkdir()
+    (tmp_path / "machines" / "sterilizer-02.yaml").write_text(yaml.safe_dump(machine))
+    cfg = {"id": "edge-cleanroom-2", "machines_dir": str(tmp_path / "machines"), "state_dir": str(tmp_path / "state"),
+           "influx": {"api": "v1", "url": influxdb.url, "database": "late_link", "max_backoff_s": 1.0},
+           "http": {"host": "127.0.0.1", "port": _free_port()},
+           "server": {"url": server_url, "token_env": "TEST_AGENT_TOKEN_3", "interval_s": 0.3}}
+    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(cfg))
+    os.environ["TEST_AGENT_TOKEN_3"] = token
+    agent = AgentProcess(tmp_path / "agent.yaml").start()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sterilizer-2")
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+
+    def count(where: str) -> int:
+        series = influxdb.query(f"SELECT count(chamber_temp_c) FROM sterilization WHERE machine='sterilizer-02' "
+                                f"AND {where}", db="late_link")["results"][0].get("series")
+        return series[0]["values"][0][1] if series else 0
+
+    try:
+        m = load_machine(tmp_path / "machines" / "sterilizer-02.yaml")
+        rng = random.Random(3)
+        start_ms = (time.time_ns() // 1_000_000) - 600_000  # ten minutes ago, by the sterilizer's clock
+        for i in range(40):
+            for topic, payload in messages_for(m, 600.0 + i, rng, ts_ms=start_ms + i * 1000, seq=i):
+                pub.publish(topic, payload, qos=1).wait_for_publish(10)
+        window = f"time >= {start_ms}ms AND time <= {start_ms + 39_000}ms"
+        wait_until(lambda: count(window) == 40, 30, "the sterilizer's readings, untagged, in InfluxDB")
+        assert count(f"device = '{load[0]}'") == 0
+        cycle = plant.call("POST", "/cycles", "operator", 201, json={
+            "machine_id": "sterilizer-02", "recipe_id": recipe["id"], "device_codes": load,
+            "started_at": datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc).isoformat()})
+        for code in load:
+            wait_until(lambda c=code: count(f"device = '{c}' AND job = 'cycle-{cycle['id']}'") == 40, 30,
+                       f"the cycle's 40 readings under {code}")
+        assert agent.status()["retag"] == {"done": 1}
     finally:
         pub.loop_stop()
         pub.disconnect()
