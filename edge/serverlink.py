@@ -403,7 +403,11 @@ def apply_server_job(book: AssignmentBook, machine_id: str, ctx: dict) -> Assign
             log.info("machine %s: job %s from the server with devices %s", machine_id, job, ", ".join(devices))
             return booked
     elif current is not None and current.source == "server":
-        book.release(machine_id)
+        # At the recorded end when the server has it (a cycle's end as typed in), not when we noticed:
+        # readings that arrive late, or out of order, are then answered for the right time.
+        ended = next((w["end_ns"] for w in ctx.get("recent_cycles") or []
+                      if w["job_id"] == current.job and w.get("end_ns")), None)
+        book.release(machine_id, max(ended, current.start_ns + 1) if ended else None)
         log.info("machine %s: job %s closed on the server", machine_id, current.job)
     return None
 

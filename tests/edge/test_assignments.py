@@ -66,3 +66,14 @@ def test_a_server_cycle_that_started_before_the_last_job_ended_is_booked_once_an
     assert [(a.job, a.start_ns, a.end_ns) for a in book.history("sterilizer-01")] == [
         ("cycle-1", 1_000, 5_000), ("cycle-2", 5_000, None)]
     assert book.current("sterilizer-01").job == "cycle-2"
+
+
+def test_a_server_cycle_is_released_at_its_recorded_end_not_when_the_agent_noticed(tmp_path):
+    from edge.serverlink import apply_server_job
+
+    book = AssignmentBook(tmp_path / "a.sqlite")
+    apply_server_job(book, "s-1", {"job_id": "cycle-4", "device_codes": ["D1"], "started_ns": 1_000})
+    apply_server_job(book, "s-1", {"job_id": None, "device_codes": [], "recent_cycles": [
+        {"job_id": "cycle-4", "device_codes": ["D1"], "start_ns": 1_000, "end_ns": 9_000}]})
+    assert [(a.job, a.start_ns, a.end_ns) for a in book.history("s-1")] == [("cycle-4", 1_000, 9_000)]
+    assert book.active_at("s-1", 8_999).job == "cycle-4" and book.active_at("s-1", 9_000) is None
