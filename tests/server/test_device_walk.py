@@ -28,17 +28,13 @@ from edge.config import load_machine  # noqa: E402
 from edge.simulators.mqtt import messages_for  # noqa: E402
 from edge.simulators.profiles import SterilizerCycle  # noqa: E402
 from routekit import ROUTES_WITHOUT_CYCLES  # noqa: E402
+from stagekit import PASSWORD, run_stage, step_of  # noqa: E402
 from server.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "correct-horse-battery"
 FAMILY = "spinal cage"  # route: steam sterilization
 STEAM_134 = {"process": "steam", "sterilization_temp_c": 134.0, "band_minus_k": 0.0, "band_plus_k": 3.0,
              "min_hold_s": 180.0, "pressure_tolerance_kpa": 10.0, "min_f0_min": 40.0, "max_gap_s": 5.0}
-PERFORM = {"build": "operator", "post_processing": "operator", "cleaning": "operator", "sterilization": "operator",
-           "inspection": "quality_engineer", "release": "quality_engineer"}
-ACCEPT = {"build": "production_manager", "post_processing": "production_manager", "cleaning": "quality_engineer",
-          "sterilization": "quality_engineer", "inspection": "quality_engineer2", "release": "quality_engineer2"}
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -91,26 +87,13 @@ class Sterilizer:
         self.client.disconnect()
 
 
-def _step(plant, code: str, stage: str) -> dict:
-    return {s["stage"]: s for s in plant.call("GET", f"/devices/{code}/stages", "operator")}[stage]
-
-
-def _run(plant, code: str, stage: str) -> None:
-    step = _step(plant, code, stage)
-    plant.call("POST", f"/stages/steps/{step['id']}/start", PERFORM[stage])
-    plant.call("POST", f"/stages/steps/{step['id']}/complete", PERFORM[stage],
-               json={"result": f"{stage} done", "password": PASSWORD})
-    plant.call("POST", f"/stages/steps/{step['id']}/accept", ACCEPT[stage],
-               json={"judgement": "conforming", "password": PASSWORD})
-
-
 def test_a_device_walks_from_build_to_release_across_the_seams(plant, mosquitto, influxdb, influx_database,  # noqa: F811
                                                                tmp_path):
     ctx = plant.ready(devices=1, family=FAMILY)
     assert plant.gate(ctx)["allowed"] is True
     code = ctx["job"]["devices"][0]["device_code"]
     for stage in ("build", "post_processing", "cleaning"):
-        _run(plant, code, stage)
+        run_stage(plant, code, stage)
 
     cfg = yaml.safe_load((ROOT / "configs" / "machines" / "sterilizer-01.yaml").read_text())
     cfg["connection"]["port"] = mosquitto.port
@@ -124,7 +107,7 @@ def test_a_device_walks_from_build_to_release_across_the_seams(plant, mosquitto,
                                      database=influx_database)).start()
     machine = load_machine(tmp_path / "machines" / "sterilizer-01.yaml")
     sterilizer = Sterilizer(mosquitto.port, machine)
-    step = _step(plant, code, "sterilization")
+    step = step_of(plant, code, "sterilization")
     plant.call("POST", f"/stages/steps/{step['id']}/start", "operator")
 
     def complete_sterilization():
@@ -188,9 +171,9 @@ def test_a_device_walks_from_build_to_release_across_the_seams(plant, mosquitto,
                    json={"result": "sterilized", "password": PASSWORD})
         plant.call("POST", f"/stages/steps/{step['id']}/accept", "quality_engineer",
                    json={"judgement": "conforming", "password": PASSWORD})
-        _run(plant, code, "inspection")
-        _run(plant, code, "release")
-        assert _step(plant, code, "release")["state"] == "accepted"
+        run_stage(plant, code, "inspection")
+        run_stage(plant, code, "release")
+        assert step_of(plant, code, "release")["state"] == "accepted"
     finally:
         sterilizer.close()
         agent.stop()

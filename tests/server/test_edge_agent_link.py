@@ -244,6 +244,22 @@ def test_server_decides_edge_enforces(plant, server_url, printer, influxdb, tmp_
         agent.stop()
 
 
+def _mqtt_agent(tmp_path: Path, machine: dict, token: str, influx_url: str, database: str,
+                server_url: str) -> AgentProcess:
+    """An agent process for one machine, linked to the server (token in the environment), polling fast."""
+    (tmp_path / "machines").mkdir()
+    (tmp_path / "machines" / f"{machine['id']}.yaml").write_text(yaml.safe_dump(machine))
+    env = f"TEST_AGENT_TOKEN_{machine['id'].replace('-', '_').upper()}"
+    cfg = {"id": f"edge-{machine['id']}", "machines_dir": str(tmp_path / "machines"),
+           "state_dir": str(tmp_path / "state"),
+           "influx": {"api": "v1", "url": influx_url, "database": database, "max_backoff_s": 1.0},
+           "http": {"host": "127.0.0.1", "port": _free_port()},
+           "server": {"url": server_url, "token_env": env, "interval_s": 0.3}}
+    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(cfg))
+    os.environ[env] = token
+    return AgentProcess(tmp_path / "agent.yaml").start()
+
+
 def test_a_running_cycle_tags_the_sterilizer_data_with_its_load(plant, server_url, mosquitto, influxdb, tmp_path):
     """Post-processing as for builds: the operator starts a sterilization cycle on a load; the agent takes
     the cycle from the server's context and tags the sterilizer's time series with the load's device codes."""
@@ -273,15 +289,7 @@ def test_a_running_cycle_tags_the_sterilizer_data_with_its_load(plant, server_ur
                        json={"machine_id": "sterilizer-01", "recipe_id": recipe["id"], "device_codes": load})
 
     machine["connection"]["port"] = mosquitto.port
-    (tmp_path / "machines").mkdir()
-    (tmp_path / "machines" / "sterilizer-01.yaml").write_text(yaml.safe_dump(machine))
-    cfg = {"id": "edge-cleanroom", "machines_dir": str(tmp_path / "machines"), "state_dir": str(tmp_path / "state"),
-           "influx": {"api": "v1", "url": influxdb.url, "database": "cycle_link", "max_backoff_s": 1.0},
-           "http": {"host": "127.0.0.1", "port": _free_port()},
-           "server": {"url": server_url, "token_env": "TEST_AGENT_TOKEN_2", "interval_s": 0.3}}
-    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(cfg))
-    os.environ["TEST_AGENT_TOKEN_2"] = token
-    agent = AgentProcess(tmp_path / "agent.yaml").start()
+    agent = _mqtt_agent(tmp_path, machine, token, influxdb.url, "cycle_link", server_url)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sterilizer")
     pub.connect("127.0.0.1", mosquitto.port)
     pub.loop_start()
@@ -342,15 +350,7 @@ def test_a_cycle_recorded_late_gets_its_device_codes_on_readings_already_stored(
                         "parameters": {"process": "steam", "sterilization_temp_c": 134.0, "band_minus_k": 0.0, "band_plus_k": 3.0,
                                        "min_hold_s": 180.0, "pressure_tolerance_kpa": 10.0, "min_f0_min": 40.0}})
     plant.call("POST", f"/cycles/recipes/{recipe['id']}/approve", "quality_engineer", json={"password": PASSWORD})
-    (tmp_path / "machines").mkdir()
-    (tmp_path / "machines" / "sterilizer-02.yaml").write_text(yaml.safe_dump(machine))
-    cfg = {"id": "edge-cleanroom-2", "machines_dir": str(tmp_path / "machines"), "state_dir": str(tmp_path / "state"),
-           "influx": {"api": "v1", "url": influxdb.url, "database": "late_link", "max_backoff_s": 1.0},
-           "http": {"host": "127.0.0.1", "port": _free_port()},
-           "server": {"url": server_url, "token_env": "TEST_AGENT_TOKEN_3", "interval_s": 0.3}}
-    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(cfg))
-    os.environ["TEST_AGENT_TOKEN_3"] = token
-    agent = AgentProcess(tmp_path / "agent.yaml").start()
+    agent = _mqtt_agent(tmp_path, machine, token, influxdb.url, "late_link", server_url)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sterilizer-2")
     pub.connect("127.0.0.1", mosquitto.port)
     pub.loop_start()

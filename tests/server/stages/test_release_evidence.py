@@ -15,13 +15,9 @@ from sqlalchemy import text
 from edge.simulators.profiles import SterilizerCycle
 from edge_feed import NS, feed, machine
 from routekit import ROUTES_WITHOUT_CYCLES
+from stagekit import PASSWORD, run_stage, step_of
 from server.settings import Settings
 
-PASSWORD = "correct-horse-battery"
-PERFORM = {"build": "operator", "post_processing": "operator", "cleaning": "operator", "sterilization": "operator",
-           "inspection": "quality_engineer", "release": "quality_engineer"}
-ACCEPT = {"build": "production_manager", "post_processing": "production_manager", "cleaning": "quality_engineer",
-          "sterilization": "quality_engineer", "inspection": "quality_engineer2", "release": "quality_engineer2"}
 STEAM_134 = {"process": "steam", "sterilization_temp_c": 134.0, "band_minus_k": 0.0, "band_plus_k": 3.0,
              "min_hold_s": 180.0, "pressure_tolerance_kpa": 10.0, "min_f0_min": 40.0, "max_gap_s": 5.0}
 STEAM_ONLY = "spinal cage"  # route: steam sterilization only
@@ -41,19 +37,6 @@ def _utc(ns: int) -> str:
     return datetime.fromtimestamp(ns / NS, tz=timezone.utc).isoformat()
 
 
-def _step(plant, code: str, stage: str) -> dict:
-    return {s["stage"]: s for s in plant.call("GET", f"/devices/{code}/stages", "operator")}[stage]
-
-
-def _run(plant, code: str, stage: str) -> None:
-    step = _step(plant, code, stage)
-    plant.call("POST", f"/stages/steps/{step['id']}/start", PERFORM[stage])
-    plant.call("POST", f"/stages/steps/{step['id']}/complete", PERFORM[stage],
-               json={"result": f"{stage} done", "password": PASSWORD})
-    plant.call("POST", f"/stages/steps/{step['id']}/accept", ACCEPT[stage],
-               json={"judgement": "conforming", "password": PASSWORD})
-
-
 def _refused(r, *reasons: str) -> None:
     assert r.status_code == 409 and r.json()["code"] == "cycle_evidence_missing", r.text
     for reason in reasons:
@@ -64,9 +47,9 @@ def test_the_default_route_needs_cleaning_and_sterilization_cycles(plant):
     ctx = plant.ready(devices=1, family=DEFAULT)
     assert plant.gate(ctx)["allowed"] is True
     code = ctx["job"]["devices"][0]["device_code"]
-    _run(plant, code, "build")
-    _run(plant, code, "post_processing")  # not on the default route: no cycle needed
-    step = _step(plant, code, "cleaning")
+    run_stage(plant, code, "build")
+    run_stage(plant, code, "post_processing")  # not on the default route: no cycle needed
+    step = step_of(plant, code, "cleaning")
     plant.call("POST", f"/stages/steps/{step['id']}/start", "operator")
     r = plant.client.post(f"/api/v1/stages/steps/{step['id']}/complete", headers=plant.h("operator"),
                           json={"result": "washed", "password": PASSWORD})
@@ -78,8 +61,8 @@ def test_release_needs_a_passing_signed_steam_verdict_that_covers_the_cycle(plan
     assert plant.gate(ctx)["allowed"] is True
     code = ctx["job"]["devices"][0]["device_code"]
     for stage in ("build", "post_processing", "cleaning"):  # cleaning is not on this family's route
-        _run(plant, code, stage)
-    step = _step(plant, code, "sterilization")
+        run_stage(plant, code, stage)
+    step = step_of(plant, code, "sterilization")
     plant.call("POST", f"/stages/steps/{step['id']}/start", "operator")
 
     def complete_sterilization():
@@ -120,7 +103,7 @@ def test_release_needs_a_passing_signed_steam_verdict_that_covers_the_cycle(plan
                json={"result": "sterilized", "password": PASSWORD})
     plant.call("POST", f"/stages/steps/{step['id']}/accept", "quality_engineer",
                json={"judgement": "conforming", "password": PASSWORD})
-    _run(plant, code, "inspection")
+    run_stage(plant, code, "inspection")
 
     # Someone with database access edits the passing verdict's record (here the hold time it measured):
     # a record that no longer matches its signature is not evidence.
@@ -130,12 +113,12 @@ def test_release_needs_a_passing_signed_steam_verdict_that_covers_the_cycle(plan
         edited["criteria"] = [{**c, "measured": 999.0} if c["name"] == "hold_time" else c for c in edited["criteria"]]
         conn.execute(text("UPDATE process_cycles SET evaluation = :e WHERE id = :id"),
                      {"e": json.dumps(edited), "id": good["id"]})
-    release = _step(plant, code, "release")
+    release = step_of(plant, code, "release")
     r = plant.client.post(f"/api/v1/stages/steps/{release['id']}/start", headers=plant.h("quality_engineer"))
     _refused(r, f"steam cycle {good['id']} on {mid} does not match its signature")
     with app.state.engine.begin() as conn:
         conn.execute(text("UPDATE process_cycles SET evaluation = :e WHERE id = :id"),
                      {"e": saved if isinstance(saved, str) else json.dumps(saved), "id": good["id"]})
 
-    _run(plant, code, "release")  # now complete: released and sealed
-    assert _step(plant, code, "release")["state"] == "accepted"
+    run_stage(plant, code, "release")  # now complete: released and sealed
+    assert step_of(plant, code, "release")["state"] == "accepted"

@@ -1,4 +1,4 @@
-"""Walking a device through its stage gates over the API, as the history tests need (shared by their modules)."""
+"""Walking a device through its stage gates over the API (shared by the history, stage-evidence and walk tests)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ ACCEPT = {"build": "production_manager", "post_processing": "production_manager"
 STAGES = ("build", "post_processing", "cleaning", "sterilization", "inspection", "release")
 
 
+def step_of(plant, code: str, stage: str) -> dict:
+    """The device's step of that stage, as the API shows it."""
+    return {s["stage"]: s for s in plant.call("GET", f"/devices/{code}/stages", "operator")}[stage]
+
+
 def run_stage(plant, code: str, stage: str) -> None:
     """Start, complete (performer's signature) and accept (a second person's signature) one stage of a device."""
-    step = {s["stage"]: s for s in plant.call("GET", f"/devices/{code}/stages", "operator")}[stage]
+    step = step_of(plant, code, stage)
     plant.call("POST", f"/stages/steps/{step['id']}/start", PERFORM[stage])
     plant.call("POST", f"/stages/steps/{step['id']}/complete", PERFORM[stage],
                json={"result": f"{stage.replace('_', ' ')} done", "password": PASSWORD})
