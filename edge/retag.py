@@ -66,6 +66,8 @@ class Retagger:
             " devices TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, mark INTEGER NOT NULL,"
             " created REAL NOT NULL, state TEXT NOT NULL DEFAULT 'pending', detail TEXT NOT NULL DEFAULT '',"
             " UNIQUE (machine, job, start_ns, end_ns))")
+        # Every context look names the recent cycles again: known ones are skipped here, without a write.
+        self._known = set(self._db.execute("SELECT machine, job, start_ns, end_ns FROM retag"))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: httpx.Client | None = None
@@ -75,9 +77,11 @@ class Retagger:
     def request(self, machine: str, job: str, devices: list[str] | tuple[str, ...], start_ns: int,
                 end_ns: int) -> bool:
         """Queue a stretch once (the same machine, job and stretch again is ignored); True if new."""
-        if end_ns <= start_ns or not devices:
+        key = (machine, job, start_ns, end_ns)
+        if end_ns <= start_ns or not devices or key in self._known:
             return False
         with self._lock:
+            self._known.add(key)
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO retag (machine, job, devices, start_ns, end_ns, mark, created)"
                 " VALUES (?,?,?,?,?,?,?)",
