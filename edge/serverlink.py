@@ -36,6 +36,8 @@ API = "/api/v1"
 IDLE_STATES = {"idle", "ready", "standby", "end", "completed", "complete", "done", "aborted", "stopped", "off", ""}
 IDENTITY_FIELDS = ("manufacturer", "model", "serial_number", "software_revision", "hardware_revision")
 REQUIRED_IDENTITY = ("manufacturer", "serial_number")
+# How long the server may hold a context request open (long poll) before answering "unchanged".
+LONG_POLL_S = 25.0
 
 
 class ReportQueue:
@@ -186,6 +188,7 @@ class ServerLink:
         self.last_error: str | None = None
         self._down_since: int | None = None
         self._wake = asyncio.Event()
+        self.long_poll_s = LONG_POLL_S
 
     # -- what others ask ---------------------------------------------------------------------
     def lookup(self, machine_id: str, job_id: str) -> JobApprovals | None:
@@ -248,23 +251,55 @@ class ServerLink:
     async def run(self) -> None:
         """Talk to the server until cancelled; never raises for an unreachable server."""
         self._loop = asyncio.get_running_loop()
+        watchers = [asyncio.create_task(self._watch_context(m.id), name=f"context {m.id}")
+                    for m in self.agent.machines]
+        try:
+            while True:
+                try:
+                    await self._send_reports()
+                    await self._heartbeat()
+                    self._up()
+                except (httpx.HTTPError, ServerRefused) as e:
+                    self._down(e)
+                except Exception as e:  # noqa: BLE001 - the link must keep going
+                    log.exception("server link")
+                    self._down(e)
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            for w in watchers:
+                w.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+
+    async def _watch_context(self, machine_id: str) -> None:
+        """Keep one machine's context by long poll: the server answers as soon as it changes."""
+        etag: str | None = None
         while True:
             try:
-                await self._send_reports()
-                await self._heartbeat()
-                for m in self.agent.machines:
-                    await self._sync_context(m.id)
-                self._up()
+                params = {"wait_s": self.long_poll_s, "known": etag} if etag else {}
+                r = await self._call("GET", f"/agents/machines/{machine_id}/context", params=params,
+                                     timeout=self.long_poll_s + 10)
+                if r.status_code >= 400:
+                    log.error("server refused the context of %s: %s %s", machine_id, r.status_code, r.text[:300])
+                    await asyncio.sleep(self.interval_s)
+                    continue
+                self._apply_context(machine_id, r.json())
+                etag = r.headers.get("ETag")
+                if etag is None:
+                    # A server without the long poll: ask again after the interval, as a poll.
+                    await asyncio.sleep(self.interval_s)
             except (httpx.HTTPError, ServerRefused) as e:
                 self._down(e)
+                etag = None
+                await asyncio.sleep(self.interval_s)
             except Exception as e:  # noqa: BLE001 - the link must keep going
-                log.exception("server link")
+                log.exception("context of %s", machine_id)
                 self._down(e)
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
-            except asyncio.TimeoutError:
-                pass
+                etag = None
+                await asyncio.sleep(self.interval_s)
 
     def _up(self) -> None:
         if not self.connected:
@@ -343,12 +378,8 @@ class ServerLink:
                          "alerts": live.alerts, "updated_ns": live.updated_ns or time.time_ns()}
         return out
 
-    async def _sync_context(self, machine_id: str) -> None:
-        r = await self._call("GET", f"/agents/machines/{machine_id}/context")
-        if r.status_code >= 400:
-            log.error("server refused the context of %s: %s %s", machine_id, r.status_code, r.text[:300])
-            return
-        ctx = r.json()
+    def _apply_context(self, machine_id: str, ctx: dict) -> None:
+        """Turn a context from the server into assignments, re-tag requests and, when it changed, the interlock."""
         before = self.contexts.get(machine_id)
         self.contexts[machine_id] = ctx
         booked_at = time.time_ns()

@@ -18,6 +18,7 @@ API = "/api/v1"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for settings (read from the environment when not given)."""
+    from server.agents.changes import ContextChanges
     from server.agents.router import router as agents
     from server.audit.router import router as audit
     from server.cycles.router import router as cycles
@@ -42,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine, settings)
+    app.state.context_changes = ContextChanges()
+    app.state.context_changes.install(app.state.sessionmaker)
     app.state.gate_executor = ThreadPoolExecutor(max_workers=settings.gate_threads, thread_name_prefix="gate")
     app.state.gate_in_flight = 0
 

@@ -42,6 +42,11 @@ def _device(session, device_code: str):
     return session.scalar(select(Device).where(Device.device_code == device_code))
 
 
+# Seconds a stopping server waits for requests in flight: the agents' context long polls (up to a minute)
+# would otherwise hold a shutdown that long; cut off, they reconnect to the next server at once.
+SHUTDOWN_GRACE_S = 5
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API with uvicorn."""
     import uvicorn
@@ -52,9 +57,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         # Each worker process builds its own app from the same AMTRACE_* environment.
         uvicorn.run("server.app:create_served_app", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level=args.log_level, access_log=not args.no_access_log)
+                    workers=args.workers, log_level=args.log_level, access_log=not args.no_access_log,
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     else:
         uvicorn.run(create_served_app(), host=args.host, port=args.port, log_level=args.log_level,
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
                     access_log=not args.no_access_log)
     return 0
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from server.agents import service
 from server.agents.schemas import (AgentCreate, AgentIssued, AgentOut, BuildFileCheckIn, BuildFileCheckOut,
                                    ContextOut, ExcursionIn, ExcursionOut, HeartbeatIn, HeartbeatOut, IdentityIn,
                                    IdentityOut, RevokeIn)
-from server.auth.deps import require
-from server.db import SessionDep
+from server.auth.deps import Credentials, require, require_later
+from server.db import SessionDep, session_scope
 from server.errors import COMMON_ERRORS
 from server.models import Agent, BuildFileCheck, QualificationScope, utcnow
 from server.security import Principal
@@ -20,6 +23,10 @@ from server.security import Principal
 router = APIRouter(prefix="/agents", tags=["edge agents"], responses=COMMON_ERRORS)
 Admin = Annotated[Principal, Depends(require("admin"))]
 AgentOnly = Annotated[Principal, Depends(require(agents=True))]
+# The long poll authenticates in its own worker thread at each read (require_later): no session is held while it waits.
+AgentLater = Annotated[Credentials, Depends(require_later(agents=True))]
+# The longest an agent may ask the server to hold a context request open.
+MAX_WAIT_S = 60.0
 
 
 def _agent_out(agent: Agent) -> dict:
@@ -68,30 +75,41 @@ def identity(machine_id: str, body: IdentityIn, session: SessionDep, actor: Agen
 
 
 @router.get("/machines/{machine_id}/context", response_model=ContextOut)
-def context(machine_id: str, session: SessionDep, actor: AgentOnly) -> ContextOut:
-    """Current job, device codes on the machine now, and approved build files (JobApprovals shape)."""
-    from server.cycles.service import load_of
-    from server.models import ProcessCycle
-    from server.nonconformities.service import open_for_job
+async def context(machine_id: str, request: Request, response: Response, asker: AgentLater,
+                  wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description=(
+                      "Long poll: when the context still matches `known`, wait up to this many seconds "
+                      "for it to change before answering"))] = 0,
+                  known: Annotated[str | None, Query(max_length=64, description=(
+                      "The ETag of the context the agent holds"))] = None) -> ContextOut:
+    """Current job, device codes on the machine now, approved build files and recent cycles (ETag header).
 
-    job, approvals = service.context(session, actor=actor, machine_id=machine_id)
-    recent = service.recent_cycles(session, machine_id=machine_id)
-    if job is None:
-        # A furnace, washer or sterilizer: its running cycle is the "job", its load the devices,
-        # so the edge tags the cycle's time series with the load's device codes.
-        cycle = session.scalars(select(ProcessCycle).where(ProcessCycle.machine_id == machine_id,
-                                                           ProcessCycle.state == "running")
-                                .order_by(ProcessCycle.started_at.desc()).limit(1)).first()
-        if cycle is not None:
-            return ContextOut(machine_id=machine_id, job_id=f"cycle-{cycle.id}", job_state="running",
-                              device_codes=load_of(session, cycle_id=cycle.id), approvals=None,
-                              started_ns=service.unix_ns(cycle.started_at), recent_cycles=recent)
-    ncs = open_for_job(session, job_id=job.id) if job else []
-    return ContextOut(machine_id=machine_id, job_id=str(job.id) if job else None,
-                      job_state=job.state if job else None,
-                      device_codes=[d.device_code for d in job.devices] if job else [], approvals=approvals,
-                      open_nonconformities=[{"id": n.id, "kind": n.kind, "description": n.description} for n in ncs],
-                      recent_cycles=recent)
+    With wait_s and known, a long poll: answered the moment a commit changes the context, so the agent
+    tags readings from a cycle's start instead of from its next look at the server.
+    """
+    changes = request.app.state.context_changes
+    deadline = time.monotonic() + wait_s
+    while True:
+        # Registered before the read: a commit between the read and the wait still wakes it.
+        waiter = changes.watch(machine_id)
+        try:
+            ctx = await run_in_threadpool(_context_now, request.app.state.sessionmaker, asker, machine_id)
+            tag = service.context_etag(ctx)
+            remaining = deadline - time.monotonic()
+            if tag != known or remaining <= 0 or await request.is_disconnected():
+                response.headers["ETag"] = tag
+                return ctx
+            try:
+                await asyncio.wait_for(waiter.wait(), min(remaining, changes.recheck_s))
+            except asyncio.TimeoutError:
+                pass
+        finally:
+            changes.forget(machine_id, waiter)
+
+
+def _context_now(maker, asker: Credentials, machine_id: str) -> ContextOut:
+    with session_scope(maker) as session:
+        actor = asker.check(session)
+        return service.context(session, actor=actor, machine_id=machine_id)
 
 
 @router.post("/machines/{machine_id}/build-file-checks", response_model=BuildFileCheckOut, status_code=201)

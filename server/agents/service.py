@@ -10,14 +10,14 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from server.agents.schemas import CycleWindow
+from server.agents.schemas import ContextOut, CycleWindow
 from server.audit.service import record
 from server.cycles.service import MAX_CYCLE, load_of
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized
 from server.jobs import service as jobs
 from server.machines import service as machines
 from server.models import Agent, AgentMachine, BuildFileCheck, Job, Machine, Nonconformity, ProcessCycle, utcnow
-from server.nonconformities.service import raise_nonconformity
+from server.nonconformities.service import open_for_job, raise_nonconformity
 from server.qualification import service as qualification
 from server.security import AGENT_TOKEN_PREFIX, Principal
 
@@ -97,12 +97,36 @@ def report_identity(session: Session, *, actor: Principal, machine_id: str, **id
     return machines.report_identity(session, actor=actor, machine_id=machine_id, **identity)
 
 
-def context(session: Session, *, actor: Principal, machine_id: str) -> tuple[Job | None, Any]:
-    """The machine's current job, its devices and approved files."""
+def context(session: Session, *, actor: Principal, machine_id: str) -> ContextOut:
+    """What is on the machine now: its job (or, on a furnace, washer or sterilizer, its running cycle),
+    the device codes, approved files, open nonconformities and the recent cycles with their recorded times."""
     check_scope(actor, machine_id)
     machines.get_machine(session, machine_id=machine_id)
     job = jobs.current_job(session, machine_id=machine_id)
-    return job, (jobs.job_approvals(session, job=job) if job else None)
+    recent = recent_cycles(session, machine_id=machine_id)
+    if job is None:
+        # A furnace, washer or sterilizer: its running cycle is the "job", its load the devices,
+        # so the edge tags the cycle's time series with the load's device codes.
+        cycle = session.scalars(select(ProcessCycle).where(ProcessCycle.machine_id == machine_id,
+                                                           ProcessCycle.state == "running")
+                                .order_by(ProcessCycle.started_at.desc()).limit(1)).first()
+        if cycle is not None:
+            return ContextOut(machine_id=machine_id, job_id=f"cycle-{cycle.id}", job_state="running",
+                              device_codes=load_of(session, cycle_id=cycle.id), approvals=None,
+                              started_ns=unix_ns(cycle.started_at), recent_cycles=recent)
+        return ContextOut(machine_id=machine_id, job_id=None, job_state=None, device_codes=[], approvals=None,
+                          recent_cycles=recent)
+    ncs = open_for_job(session, job_id=job.id)
+    return ContextOut(machine_id=machine_id, job_id=str(job.id), job_state=job.state,
+                      device_codes=[d.device_code for d in job.devices],
+                      approvals=jobs.job_approvals(session, job=job),
+                      open_nonconformities=[{"id": n.id, "kind": n.kind, "description": n.description} for n in ncs],
+                      recent_cycles=recent)
+
+
+def context_etag(ctx: ContextOut) -> str:
+    """A short digest of a context: the agent sends it back and waits until the context differs."""
+    return hashlib.sha256(ctx.model_dump_json().encode()).hexdigest()[:32]
 
 
 def _job_on_machine(session: Session, machine_id: str, job_id: int | None) -> Job | None:

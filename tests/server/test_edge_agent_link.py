@@ -68,7 +68,8 @@ class LoopThread:
 def server_url(app):
     """The module's app served over real HTTP on loopback, as the agent reaches it."""
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -245,8 +246,8 @@ def test_server_decides_edge_enforces(plant, server_url, printer, influxdb, tmp_
 
 
 def _mqtt_agent(tmp_path: Path, machine: dict, token: str, influx_url: str, database: str,
-                server_url: str) -> AgentProcess:
-    """An agent process for one machine, linked to the server (token in the environment), polling fast."""
+                server_url: str, interval_s: float = 0.3) -> AgentProcess:
+    """An agent process for one machine, linked to the server (token in the environment), heartbeat every interval_s."""
     (tmp_path / "machines").mkdir()
     (tmp_path / "machines" / f"{machine['id']}.yaml").write_text(yaml.safe_dump(machine))
     env = f"TEST_AGENT_TOKEN_{machine['id'].replace('-', '_').upper()}"
@@ -254,7 +255,7 @@ def _mqtt_agent(tmp_path: Path, machine: dict, token: str, influx_url: str, data
            "state_dir": str(tmp_path / "state"),
            "influx": {"api": "v1", "url": influx_url, "database": database, "max_backoff_s": 1.0},
            "http": {"host": "127.0.0.1", "port": _free_port()},
-           "server": {"url": server_url, "token_env": env, "interval_s": 0.3}}
+           "server": {"url": server_url, "token_env": env, "interval_s": interval_s}}
     (tmp_path / "agent.yaml").write_text(yaml.safe_dump(cfg))
     os.environ[env] = token
     return AgentProcess(tmp_path / "agent.yaml").start()
@@ -381,3 +382,44 @@ def test_a_cycle_recorded_late_gets_its_device_codes_on_readings_already_stored(
         pub.loop_stop()
         pub.disconnect()
         agent.stop()
+
+
+def test_the_agent_learns_a_cycle_by_push_from_its_recorded_start(plant, server_url, mosquitto, influxdb, tmp_path):
+    """The agent's heartbeat runs every 120 s, so only the long poll can tell it of a cycle within seconds; it
+    books the cycle from the start the server recorded, and books its end at the recorded end, so no reading
+    between the start and the moment the agent heard of it goes out untagged."""
+    ctx = plant.ready(devices=1)
+    load = [d["device_code"] for d in ctx["job"]["devices"]]
+    machine = yaml.safe_load((ROOT / "configs" / "machines" / "sterilizer-01.yaml").read_text())
+    machine["id"] = "sterilizer-03"
+    machine["connection"]["port"] = mosquitto.port
+    plant.call("POST", "/machines", "production_manager", 201, json={
+        "id": "sterilizer-03", "manufacturer": machine["manufacturer"], "model": machine["model"],
+        "serial_number": machine["serial"] + "-3", "site": "Plant 1", "room": "CR-B"})
+    token = plant.call("POST", "/agents", "admin", 201,
+                       json={"name": "edge-cleanroom-3", "machine_ids": ["sterilizer-03"]})["token"]
+    recipe = plant.call("POST", "/cycles/recipes", "quality_engineer", 201, json={"name": "Steam 134 push",
+                        "parameters": {"process": "steam", "sterilization_temp_c": 134.0, "band_minus_k": 0.0,
+                                       "band_plus_k": 3.0, "min_hold_s": 180.0, "pressure_tolerance_kpa": 10.0,
+                                       "min_f0_min": 40.0}})
+    plant.call("POST", f"/cycles/recipes/{recipe['id']}/approve", "quality_engineer", json={"password": PASSWORD})
+    agent = _mqtt_agent(tmp_path, machine, token, influxdb.url, "push_link", server_url, interval_s=120)
+    try:
+        wait_until(lambda: agent.status()["server"]["connected"], 30, "the agent linked to the server")
+        time.sleep(1.0)  # its first look at the context is behind it: the next one is the long poll's answer
+        asked = time.monotonic()
+        cycle = plant.call("POST", "/cycles", "operator", 201,
+                           json={"machine_id": "sterilizer-03", "recipe_id": recipe["id"], "device_codes": load})
+        a = wait_until(lambda: agent.status()["assignments"]["sterilizer-03"], 60, "the cycle on the agent")
+        assert time.monotonic() - asked < 60, "learnt only by the 120 s poll"
+        assert (a["job"], a["devices"]) == (f"cycle-{cycle['id']}", load)
+        history = agent.api("GET", "/assignments")
+        [booked] = [h for h in history if h["job"] == f"cycle-{cycle['id']}"]
+        assert booked["start_ns"] == _ns(cycle["started_at"]), "booked from the recorded start, not from when heard"
+    finally:
+        agent.stop()
+
+
+def _ns(iso: str) -> int:
+    at = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return int(at.replace(tzinfo=at.tzinfo or timezone.utc).timestamp() * 1_000_000) * 1000
