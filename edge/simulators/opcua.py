@@ -107,11 +107,36 @@ class SimSecurity:
     allow_none: bool = False  # also offer an unsecured endpoint
 
 
+def _complete_transfer_subscriptions(server: Server) -> None:
+    """Make TransferSubscriptions move the publishing as well, as OPC 10000-4 §5.13.7 has it.
+
+    asyncua 2.1's server moves a transferred subscription's responses to the new session but keeps taking
+    publish requests from the old one, so the subscription never publishes again. A machine's server
+    (node-opcua, vendor stacks) does it completely; the simulated machine should too.
+    """
+    service = server.iserver.subscription_service
+    transfer = service.transfer_subscriptions
+
+    async def complete(params, session_id, callback):
+        results = await transfer(params, session_id, callback)
+        processor = getattr(callback, "__self__", None)
+        for sub_id, result in zip(params.SubscriptionIds, results):
+            sub = service.subscriptions.get(int(sub_id))
+            if sub is not None and result.StatusCode.is_good() and processor is not None:
+                sub.pub_request_callback = processor.get_publish_request
+        return results
+
+    service.transfer_subscriptions = complete
+
+
 class SimulatedMachine:
     """Base of the simulated machines: owns the state, (re)builds the asyncua server, runs the process loop."""
 
     machine_name = "Machine"
     identity: dict[str, str] = {}
+    # False: TransferSubscriptions as asyncua's server does it (accepted, never published on), for the
+    # connector's guard against servers that take a subscription over in name only.
+    complete_transfer = True
 
     def __init__(
         self,
@@ -251,6 +276,8 @@ class SimulatedMachine:
     async def _start_server(self) -> None:
         server = Server()
         await server.init()
+        if self.complete_transfer:
+            _complete_transfer_subscriptions(server)
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"amtrace simulated {self.machine_name} {self.machine_id}")
         await server.set_application_uri(f"urn:amtrace:sim:server:{self.machine_id}")

@@ -44,6 +44,9 @@ IDENTITY_FIELDS = {
     "hardware_revision": "HardwareRevision",
 }
 _IDENTITY_HANDLE_BASE = 1_000_000  # client handles of identity items, above any signal handle
+# StatusCode info bits of a DataValue whose monitored item queue overflowed (OPC 10000-4, 7.39.1):
+# InfoType = DataValue (0x400) and Overflow (0x80).
+_OVERFLOW = 0x0480
 # Notifications held in memory while the outbox refuses them (back-pressure). OPC UA has no
 # acknowledgement to withhold, so past this bound new notifications are dropped and the span is
 # recorded as a gap event: memory stays bounded and the loss is never hidden.
@@ -82,6 +85,8 @@ class OpcUaStats:
     duplicates_dropped: int = 0
     identity_changes: int = 0
     dropped_notifications: int = 0  # dropped past MAX_PENDING_NOTIFICATIONS, each span recorded as a gap
+    subscriptions_taken_over: int = 0  # after a lost connection, with the changes queued meanwhile
+    queue_overflows: int = 0  # values the server marked with the Overflow bit (it discarded older ones)
     last_publish_ns: int | None = None
 
     def as_dict(self) -> dict:
@@ -103,6 +108,15 @@ class _RawSubscription(Subscription):
     async def publish_callback(self, publish_result: ua.PublishResult) -> None:  # noqa: D102
         self.last_publish_at = time.monotonic()
         self._on_publish(publish_result)
+
+
+@dataclass
+class _Carried:
+    """A live subscription kept over a lost connection, for the next session to take over (TransferSubscriptions)."""
+
+    subscription_id: int
+    last_seq: int  # the last notification message received: republish asks for the ones after it
+    node_ids: dict[int, ua.NodeId]  # handle -> node: taken over only if the server still addresses them so
 
 
 class OpcUaConnector(Connector):
@@ -133,6 +147,14 @@ class OpcUaConnector(Connector):
         self._delivery: asyncio.Task | None = None
         self._queue: asyncio.Queue = asyncio.Queue()
         self._dropping_since: int | None = None
+        self._subscription_id: int | None = None
+        self._last_seq = 0
+        self._monitored_nodes: dict[int, ua.NodeId] = {}
+        self._carried: _Carried | None = None
+        self._taken_over: dict | None = None  # what the last take-over recovered, for the gap event
+        # The gap of a take-over, told once the server publishes on the taken subscription (start, end, cause, how).
+        self._gap_pending: tuple[int, int, str, dict] | None = None
+        self._takeover_works = True  # False after a server accepted a take-over and then never published
         self._stopping = asyncio.Event()
         self._lost: asyncio.Future | None = None
         self._last_alive_ns: int | None = None
@@ -215,7 +237,12 @@ class OpcUaConnector(Connector):
                 reason = describe_error(e, self.config)
                 log.debug("%s: session error", self.machine.id, exc_info=True)
             finally:
-                await self._close_client()
+                if (was_live and self._takeover_works and self._gap_pending is None and not self._stopping.is_set()
+                        and self._subscription_id is not None):
+                    # The server keeps a subscription past its client's connection (until the lifetime ends):
+                    # leave it there, without closing the session, for the next session to take over.
+                    self._carried = _Carried(self._subscription_id, self._last_seq, dict(self._monitored_nodes))
+                await self._close_client(keep_session=self._carried is not None and not self._stopping.is_set())
             if self._stopping.is_set():
                 break
             self.state.connected = False
@@ -224,6 +251,13 @@ class OpcUaConnector(Connector):
             if was_live:
                 # The gap starts at the last moment we know the server was sending (data or keep-alive).
                 outage_start = self._last_alive_ns or time.time_ns()
+                if self._gap_pending is not None:
+                    # Taken over, but the server never published on it: the outage never ended, and this
+                    # server cannot take a subscription over; the next session subscribes afresh.
+                    outage_start, self._gap_pending, self._takeover_works = self._gap_pending[0], None, False
+                    self._carried = None
+                    log.warning("%s: the server accepted the subscription's take-over but never published on it; "
+                                "subscribing afresh from now on", self.machine.id)
                 cause = reason
                 log.warning("%s: connection lost: %s", self.machine.id, reason)
                 await self._event(Event(self.machine.id, "connection_lost", f"OPC UA connection lost: {reason}",
@@ -243,20 +277,47 @@ class OpcUaConnector(Connector):
         self._subscribed.set()
         if outage_start is not None:
             self.stats.reconnects += 1
-            self.stats.gaps += 1
             self.state.reconnects += 1
             secs = (now - outage_start) / 1e9
             log.warning("%s: connection restored after %.1f s (%s)", self.machine.id, secs, cause)
             await self._event(Event(self.machine.id, "connection_restored",
                                     f"OPC UA connection restored after {secs:.1f} s", now, "info",
                                     {"endpoint": self.config.endpoint}))
+            if self._taken_over is not None:
+                # Told when the server first publishes on the subscription: only then is the take-over real.
+                self._gap_pending = (outage_start, now, cause, self._taken_over)
+                return
             # A new subscription delivers each item's current value, not the changes while it was down:
             # the gap is partly recovered, and the record must say so (the DHR shows this message).
-            await self._event(Event(self.machine.id, "gap",
-                                    f"no data from {self.machine.id} for {secs:.1f} s: {cause}; recovery partial: "
-                                    f"the values current at reconnection were read, changes during the outage "
-                                    f"are lost", now, "warning",
-                                    {"start_ns": outage_start, "end_ns": now, "cause": cause, "recovery": "partial"}))
+            await self._gap(outage_start, now, cause, "partial",
+                            "the server no longer had the subscription (or cannot hand it over); the values current "
+                            "at reconnection were read, changes during the outage are lost")
+
+    async def _gap(self, start: int, end: int, cause: str, recovery: str, how: str) -> None:
+        """Record an outage and what of it was recovered (the DHR shows this message)."""
+        self.stats.gaps += 1
+        await self._event(Event(self.machine.id, "gap", f"no data from {self.machine.id} for {(end - start) / 1e9:.1f} "
+                                f"s: {cause}; recovery {recovery}: {how}", end,
+                                "info" if recovery == "full" else "warning",
+                                {"start_ns": start, "end_ns": end, "cause": cause, "recovery": recovery}))
+
+    def _taken_over_gap(self) -> None:
+        """The server published on a taken-over subscription: tell the gap and what was recovered."""
+        start, end, cause, taken = self._gap_pending
+        self._gap_pending = None
+        if taken["missing"]:
+            recovery, how = "partial", (f"the subscription was taken over, but {len(taken['missing'])} notification "
+                                        f"message(s) were no longer on the server and are lost")
+        else:
+            # The server kept the subscription: its queues held the changes made meanwhile, and the messages
+            # lost in flight were sent again (Republish). Only a queue that overflowed loses values, and its
+            # values say so (Overflow bit, reported as a gap of their own).
+            recovery, how = "full", (f"the subscription was taken over (TransferSubscriptions), "
+                                     f"{taken['republished']} notification message(s) republished, and the changes "
+                                     f"queued on the server during the outage delivered with their source times")
+        task = asyncio.get_running_loop().create_task(self._gap(start, end, cause, recovery, how))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _session(self, on_live) -> None:
         cfg = self.config
@@ -276,7 +337,13 @@ class OpcUaConnector(Connector):
         await self._resolve_interlock(client)
         await self._assert_interlock(client)
         await self._read_identity(client)
-        await self._subscribe(client, monitored)
+        carried, self._taken_over = self._carried, None
+        if carried is not None:
+            self._carried = None
+            if carried.node_ids == {h: nid for h, nid, _ in monitored}:
+                self._taken_over = await self._take_over(client, carried)
+        if self._taken_over is None:
+            await self._subscribe(client, monitored)
         # Submit identity after the subscription is live so its event does not delay the first data.
         self._last_alive_mono = time.monotonic()
         self._last_alive_ns = time.time_ns()
@@ -371,23 +438,60 @@ class OpcUaConnector(Connector):
         except FileNotFoundError as e:
             raise ConnectorError(f"{cfg.endpoint}: certificate or key file not found: {e.filename}") from None
 
-    async def _close_client(self) -> None:
+    async def _close_client(self, *, keep_session: bool = False) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await self._close(client)
+            await self._close(client, keep_session=keep_session)
 
-    async def _close(self, client: Client) -> None:
-        try:
-            await asyncio.wait_for(client.disconnect(), 2.0)
-        except Exception:
-            pass
+    async def _close(self, client: Client, *, keep_session: bool = False) -> None:
+        if not keep_session:
+            try:
+                await asyncio.wait_for(client.disconnect(), 2.0)
+            except Exception:
+                pass
         try:
             client.disconnect_socket()
-            for task in (client._supervisor_task, client._stale_watchdog_task, client._renew_channel_task):
+            session = client.uaclient.session
+            for task in (client._supervisor_task, client._stale_watchdog_task, client._renew_channel_task,
+                         getattr(session, "_publish_task", None)):
                 if task is not None:
                     task.cancel()
         except Exception:
             pass
+
+    async def _take_over(self, client: Client, carried: _Carried) -> dict | None:
+        """Take the lost session's subscription over (TransferSubscriptions) and have the messages sent in
+        the outage sent again (Republish); None when the server no longer has it (restarted, lifetime over)."""
+        session = client.uaclient.session
+        try:
+            [result] = await session.transfer_subscriptions(ua.TransferSubscriptionsParameters(
+                SubscriptionIds=[carried.subscription_id], SendInitialValues=False))
+        except Exception as e:  # noqa: BLE001 - a server without the service: subscribe afresh
+            log.info("%s: subscription %s not taken over: %s", self.machine.id, carried.subscription_id, e)
+            return None
+        if not result.StatusCode.is_good():
+            log.info("%s: subscription %s not taken over: %s", self.machine.id, carried.subscription_id,
+                     result.StatusCode.name)
+            return None
+        self._subscription_id, self._last_seq = carried.subscription_id, carried.last_seq
+        self._monitored_nodes = dict(carried.node_ids)
+        # asyncua's session hands publish responses to the callback registered for the subscription id.
+        session._subscription_callbacks[carried.subscription_id] = self._on_publish
+        republished, missing = 0, []
+        for seq in sorted(n for n in (result.AvailableSequenceNumbers or []) if n > carried.last_seq):
+            try:
+                message = await session.republish(carried.subscription_id, seq)
+            except Exception:  # noqa: BLE001 - BadMessageNotAvailable: gone from the server's queue
+                missing.append(seq)
+                continue
+            if message.NotificationData:
+                self._on_publish(ua.PublishResult(SubscriptionId=carried.subscription_id, NotificationMessage=message))
+                republished += 1
+        session.ensure_publish_loop()
+        self.stats.subscriptions_taken_over += 1
+        log.info("%s: subscription %s taken over, %d message(s) republished", self.machine.id,
+                 carried.subscription_id, republished)
+        return {"republished": republished, "missing": missing}
 
     # --- addressing and subscription ----------------------------------------------------
 
@@ -436,7 +540,9 @@ class OpcUaConnector(Connector):
         keepalive = max(1, math.ceil(cfg.watchdog_s * 1000 / 3 / interval))  # ~3 keep-alives per watchdog period
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=interval,
-            RequestedLifetimeCount=keepalive * 4,
+            # As long as the session: the server keeps the subscription (and queues changes) through an outage
+            # that long, for the next session to take over.
+            RequestedLifetimeCount=max(keepalive * 4, math.ceil(cfg.session_timeout_s * 1000 / interval)),
             RequestedMaxKeepAliveCount=keepalive,
             MaxNotificationsPerPublish=0,
             PublishingEnabled=True,
@@ -448,6 +554,8 @@ class OpcUaConnector(Connector):
         # it was due to send at least one keep-alive.
         self._watchdog_limit = max(cfg.watchdog_s, 1.5 * result.RevisedPublishingInterval / 1000
                                    * max(1, result.RevisedMaxKeepAliveCount))
+        self._subscription_id, self._last_seq = result.SubscriptionId, 0
+        self._monitored_nodes = {handle: nid for handle, nid, _ in monitored}
         self.state.detail.update(subscription_id=result.SubscriptionId,
                                  publishing_interval_ms=result.RevisedPublishingInterval,
                                  keepalive_count=result.RevisedMaxKeepAliveCount)
@@ -499,10 +607,13 @@ class OpcUaConnector(Connector):
         self._last_alive_mono = time.monotonic()
         self._last_alive_ns = received
         self.stats.last_publish_ns = received
+        if self._gap_pending is not None:
+            self._taken_over_gap()
         data = result.NotificationMessage.NotificationData
         if not data:
             self.stats.keepalives += 1
             return
+        self._last_seq = max(self._last_seq, result.NotificationMessage.SequenceNumber)
         for notif in data:
             if isinstance(notif, ua.StatusChangeNotification):
                 # The server tells us the subscription ended (e.g. BadTimeout, BadShutdown).
@@ -576,6 +687,8 @@ class OpcUaConnector(Connector):
                     continue
                 sig = signals[h]
                 ts = to_unix_ns(dv.SourceTimestamp) or to_unix_ns(dv.ServerTimestamp)
+                if dv.StatusCode is not None and dv.StatusCode.value & _OVERFLOW == _OVERFLOW:
+                    self._overflowed(sig, ts or received)
                 if ts is not None and last.get(sig.name) == ts:
                     self.stats.duplicates_dropped += 1
                     continue
@@ -584,6 +697,16 @@ class OpcUaConnector(Connector):
         if not readings:
             return None
         return Ingest(self.machine.id, readings, received, self.config.endpoint)
+
+    def _overflowed(self, sig: SignalConfig, ts: int) -> None:
+        """The server's queue for a signal overflowed: it discarded changes older than this value."""
+        self.stats.queue_overflows += 1
+        task = asyncio.get_running_loop().create_task(self._event(Event(
+            self.machine.id, "gap", f"{sig.name}: the server's queue overflowed (queue_size {sig.source.queue_size}); "
+            f"changes before {datetime.fromtimestamp(ts / 1e9, timezone.utc).isoformat()} were discarded by the server; recovery none: they are lost", ts,
+            "warning", {"signal": sig.name, "end_ns": ts, "cause": "server queue overflow", "recovery": "none"})))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _reading(self, sig: SignalConfig, dv: ua.DataValue, ts: int | None) -> Reading:
         code = dv.StatusCode

@@ -141,3 +141,98 @@ async def test_frozen_server_is_detected_by_the_watchdog(port, sink, tmp_path):
     assert detected < 8.0
     assert sink.kinds("gap")[0].fields["cause"] == lost.fields["cause"]
     no_duplicates(sink)
+
+
+async def test_network_outage_with_the_machine_running_loses_nothing_subscription_taken_over(port, sink):
+    """The network drops for 3 s while the printer keeps building: the server keeps the subscription and queues
+    the changes; the new session takes it over (TransferSubscriptions, Republish), every value the machine
+    published in the outage arrives with its source time, nothing twice, and the gap says "recovery full"."""
+    from conftest import free_port
+    from opcua_helpers import TcpCut
+
+    async with LpbfPrinterSimulator(port=port, speed=10, layer_time_s=0.5) as sim:
+        relay = TcpCut(port, free_port())
+        await relay.mend()
+        cfg = machine("lpbf-01", f"opc.tcp://127.0.0.1:{relay.port}", publishing_interval_ms=100, watchdog_s=3.0)
+        for sig in cfg.signals:  # room for every change of a few seconds' outage in the server's queues
+            sig.source.queue_size = 1000
+        conn = OpcUaConnector(cfg, sink)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            await until(lambda: all(sink.readings(s) for s in PROCESS_SIGNALS), 10, "initial values")
+            await conn.set_start_enabled(True, reason="test: the build is cleared")
+            await sim.start_job("BUILD-0003", 400)
+            await until(lambda: sim.value("Job.CurrentLayer") >= 3, 20, "layer 3")
+            await relay.cut()
+            cut_at = time.time_ns()
+            await until(lambda: not conn.state.connected, 15, "the connector noticing the outage")
+            await asyncio.sleep(3.0)
+            layers_in_outage = [p.value for p in sim.history["Job.CurrentLayer"] if p.source_ts_ns > cut_at]
+            await relay.mend()
+            await until(lambda: conn.stats.reconnects == 1, 30, "the reconnect")
+            await until(lambda: sink.kinds("gap"), 10, "the gap event")
+            await asyncio.sleep(1.0)
+            cutoff = time.time_ns() - 300_000_000
+            await conn.wait_delivered(5)
+        finally:
+            await conn.stop()
+            await relay.cut()
+    assert len(layers_in_outage) >= 3, "the machine went on building in the outage"
+    assert conn.stats.subscriptions_taken_over == 1
+    [gap] = sink.kinds("gap")
+    assert gap.fields["recovery"] == "full", gap.message
+    assert "TransferSubscriptions" in gap.message
+    no_duplicates(sink)
+    first = {name: sink.readings(name)[0].source_ts_ns for name in PROCESS_SIGNALS}
+    for name, key in PROCESS_SIGNALS.items():
+        got = [(r.value, r.source_ts_ns) for r in sink.readings(name) if r.source_ts_ns <= cutoff]
+        want = [(p.value, p.source_ts_ns) for p in sim.history[key] if first[name] <= p.source_ts_ns <= cutoff]
+        assert got == want, f"{name}: {len(want) - len(got)} value(s) of the outage missing"
+
+
+async def test_a_server_that_takes_over_in_name_only_is_caught_and_the_gap_not_called_recovered(port, sink):
+    """asyncua's own server accepts TransferSubscriptions and then never publishes on the subscription. The
+    connector must not report that outage as recovered: the watchdog ends the silent session, the connector
+    subscribes afresh (and does not try a take-over with this server again), and one gap covers the whole
+    outage with "recovery partial"."""
+    from conftest import free_port
+    from opcua_helpers import TcpCut
+
+    async with LpbfPrinterSimulator(port=port, speed=10, layer_time_s=0.5) as sim:
+        sim.complete_transfer = False
+        await sim.restart()  # the server again, without the complete hand-over
+        relay = TcpCut(port, free_port())
+        await relay.mend()
+        cfg = machine("lpbf-01", f"opc.tcp://127.0.0.1:{relay.port}", publishing_interval_ms=100, watchdog_s=2.0)
+        conn = OpcUaConnector(cfg, sink)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            await until(lambda: all(sink.readings(s) for s in PROCESS_SIGNALS), 10, "initial values")
+            await conn.set_start_enabled(True, reason="test: the build is cleared")
+            await sim.start_job("BUILD-0004", 400)
+            await until(lambda: sim.value("Job.CurrentLayer") >= 3, 20, "layer 3")
+            cut_at = time.time_ns()
+            await relay.cut()
+            await until(lambda: not conn.state.connected, 15, "the connector noticing the outage")
+            await asyncio.sleep(1.0)
+            await relay.mend()
+            await until(lambda: sink.kinds("gap"), 30, "the gap event")
+            await until(lambda: any(r.source_ts_ns > sink.kinds("gap")[0].fields["end_ns"]
+                                    for r in sink.readings("layer_number")), 15, "layers after the gap")
+            await asyncio.sleep(0.5)
+            await relay.cut()  # and once more: no take-over is tried with this server again
+            await until(lambda: not conn.state.connected, 15, "the second outage")
+            await relay.mend()
+            await until(lambda: len(sink.kinds("gap")) == 2, 30, "the second gap event")
+        finally:
+            await conn.stop()
+            await relay.cut()
+    first, second = sink.kinds("gap")
+    assert first.fields["recovery"] == "partial", first.message
+    assert first.fields["start_ns"] <= cut_at + 10**9, "the gap starts at the outage, not at the silent take-over"
+    assert conn.stats.subscriptions_taken_over == 1
+    assert second.fields["recovery"] == "partial"
+    assert "recovery full" not in first.message + second.message
+    no_duplicates(sink)
