@@ -126,11 +126,17 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
         if plots and c.ended_at:
             stored = mon.cycle_plots.get(c.id) if mon.cycle_plots is not None else None
             plot = stored if stored is not None else cycle_plot(session, influx, cycle=c, device_code=device_code)
+        gaps = []
+        if monitoring and c.ended_at:
+            gaps = (mon.cycle_gaps or {}).get(c.id)  # stored at release, else read now
+            if gaps is None:
+                gaps = service.data_gaps(influx, machine_id=c.machine_id, start=c.started_at, end=c.ended_at)
         cycles.append(DhrCycle(cycle_id=c.id, process=c.process, machine_id=c.machine_id, recipe=recipe.name,
                                recipe_version=recipe.version, cycle_ref=c.cycle_ref,
                                load=load_of(session, cycle_id=c.id), started_at=c.started_at, ended_at=c.ended_at,
                                verdict=c.verdict, criteria=c.evaluation.get("criteria", []),
-                               performed_by=manifest(session, c.performed_signature_id), plot=plot))
+                               performed_by=manifest(session, c.performed_signature_id), plot=plot,
+                               data_gaps=gaps))
     steps = [DhrManualStep(step_id=s.id, kind=s.kind, description=s.description, measurements=s.measurements,
                            photos=s.photos, result=s.result, performed_at=s.performed_at,
                            signature=manifest(session, s.signature_id))
@@ -160,7 +166,8 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
         release_gate=[DhrGateDecision(decision_id=g.id, allowed=g.allowed, reasons=g.reasons, decided_at=g.decided_at,
                                       requested_by=g.requested_by) for g in gates],
         process_monitoring=DhrProcessMonitoring(start=w.start, end=w.end, signals=summary.signals,
-                                                events=summary.events, plots=summary.plots, source=summary.source,
+                                                events=summary.events, plots=summary.plots,
+                                                data_gaps=summary.data_gaps, source=summary.source,
                                                 computed_at=summary.computed_at,
                                                 summary_sha256=summary.summary_sha256, note=summary.note),
         cycles=cycles, manual_steps=steps, stages=stages,

@@ -140,6 +140,8 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
     if pm.events:
         story += [_p("Events", "Heading3"), _table(["time", "kind", "severity", "message"], [
             [e.at, e.kind, e.severity, e.message] for e in pm.events], [35, 25, 18, 102])]
+    story += [_p("Data gaps", "Heading3"), _p(_gaps_text(pm.data_gaps, m.machine_id, "the build")),
+              *_gaps_table(pm.data_gaps)]
     story.append(_p("Post-processing, cleaning and sterilization cycles", h2))
     for c in d.cycles:
         story += [_p(f"Cycle {c.cycle_id}: {c.process.replace('_', ' ')} on {c.machine_id}, recipe {c.recipe} "
@@ -152,6 +154,8 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
         img = _plot(c.plot, f"Cycle {c.cycle_id} ({c.recipe} v{c.recipe_version})")
         if img:
             story += [Spacer(0, 2 * mm), img]
+        if c.ended_at:
+            story += [_p(_gaps_text(c.data_gaps, c.machine_id, f"cycle {c.cycle_id}")), *_gaps_table(c.data_gaps)]
     if not d.cycles:
         story.append(_p("No cycles recorded."))
     story.append(_p("Manual steps", h2))
@@ -182,3 +186,20 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
 
     doc.build(story, onFirstPage=_footer, onLaterPages=_footer)
     return out.getvalue()
+
+
+def _gaps_text(gaps, machine_id: str, what: str) -> str:
+    """One sentence on a machine's data gaps: a reader must never have to infer "none" from silence."""
+    if not gaps:
+        return f"Data gaps of {machine_id} during {what}: none recorded by its edge agent."
+    lost = sum(1 for g in gaps if g.outcome != "recovered")
+    return (f"Data gaps of {machine_id} during {what}: {len(gaps)}, of which {lost} with values lost "
+            f"and {len(gaps) - lost} recovered in full.")
+
+
+def _gaps_table(gaps) -> list:
+    if not gaps:
+        return []
+    return [_table(["from", "to", "seconds", "outcome", "cause"], [
+        [g.start, g.end, g.seconds, g.outcome.upper() if g.outcome != "recovered" else g.outcome, g.cause]
+        for g in gaps], [35, 35, 18, 25, 67])]

@@ -72,6 +72,18 @@ class BuildEvent(BaseModel):
     limit: float | None
 
 
+class DataGap(BaseModel):
+    """An outage of a machine's data as its edge agent recorded it, and what of it was recovered."""
+
+    machine_id: str
+    start: datetime
+    end: datetime
+    seconds: float
+    recovery: str = Field(description="As the agent recorded it: full | partial | none")
+    outcome: str = Field(description="What a reader concludes: recovered | partly lost | lost")
+    cause: str
+
+
 class PlotSeries(BaseModel):
     """A signal over time for a plot, with its limits."""
 
@@ -95,6 +107,8 @@ class BuildSummary(BaseModel):
     signals: list[SignalSummary]
     events: list[BuildEvent]
     plots: list[PlotSeries] = Field(default_factory=list)
+    data_gaps: list[DataGap] = Field(default_factory=list, description=(
+        "Outages of the machine's data during the build (an empty list: none recorded)"))
     source: SummarySource = Field(SOURCE_LIVE, description=(
         "'stored at release': computed once from InfluxDB when the device was released and read from the "
         "records; 'live': computed from InfluxDB for this request (provisional until release)"))
@@ -108,6 +122,8 @@ class StoredSummary(BaseModel):
 
     build: BuildSummary
     cycle_plots: dict[int, list[PlotSeries]] = Field(default_factory=dict, description="cycle id -> plot series")
+    cycle_gaps: dict[int, list[DataGap]] = Field(default_factory=dict, description=(
+        "cycle id -> outages of the cycle machine's data during the cycle (absent: stored before gaps were)"))
 
 
 # --- device history record ---------------------------------------------------------------------
@@ -226,6 +242,8 @@ class DhrProcessMonitoring(BaseModel):
     signals: list[SignalSummary]
     events: list[BuildEvent]
     plots: list[PlotSeries]
+    data_gaps: list[DataGap] = Field(default_factory=list, description=(
+        "Outages of the build machine's data during the build, each recovered or lost (empty: none recorded)"))
     source: SummarySource = Field(SOURCE_LIVE, description=(
         "'stored at release': the summary computed from InfluxDB when the device was released, read from the "
         "records (its SHA-256 is in the audit chain); 'live': computed from InfluxDB for this request, "
@@ -251,6 +269,8 @@ class DhrCycle(BaseModel):
     criteria: list[dict[str, Any]]
     performed_by: SignatureManifest | None
     plot: list[PlotSeries]
+    data_gaps: list[DataGap] = Field(default_factory=list, description=(
+        "Outages of the cycle machine's data during the cycle, each recovered or lost (empty: none recorded)"))
 
 
 class DhrManualStep(BaseModel):

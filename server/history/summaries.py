@@ -21,7 +21,7 @@ from server.audit.service import record, settings_of
 from server.errors import Conflict
 from server.history import service
 from server.history.influx import InfluxQL
-from server.history.schemas import SOURCE_LIVE, SOURCE_STORED, BuildSummary, PlotSeries, StoredSummary
+from server.history.schemas import SOURCE_LIVE, SOURCE_STORED, BuildSummary, DataGap, PlotSeries, StoredSummary
 from server.models import AuditEntry, BuildSummaryRecord, Device, StageStep, utcnow
 from server.security import Principal, canonical_json
 
@@ -34,9 +34,11 @@ def compute(session: Session, influx: InfluxQL, *, device: Device) -> StoredSumm
     from server.history.dhr import cycle_plot
 
     build = service.build_summary(session, influx, device_code=device.device_code, plots=True)
-    cycles = {c.id: cycle_plot(session, influx, cycle=c, device_code=device.device_code)
-              for c in cycles_of_device(session, device_id=device.id) if c.ended_at}
-    return StoredSummary(build=build, cycle_plots=cycles)
+    ended = [c for c in cycles_of_device(session, device_id=device.id) if c.ended_at]
+    cycles = {c.id: cycle_plot(session, influx, cycle=c, device_code=device.device_code) for c in ended}
+    gaps = {c.id: service.data_gaps(influx, machine_id=c.machine_id, start=c.started_at, end=c.ended_at)
+            for c in ended}
+    return StoredSummary(build=build, cycle_plots=cycles, cycle_gaps=gaps)
 
 
 def _text(summary: StoredSummary) -> str:
@@ -101,6 +103,7 @@ class Monitoring:
     build: BuildSummary
     cycle_plots: dict[int, list[PlotSeries]] | None = None
     problems: list[str] = field(default_factory=list)
+    cycle_gaps: dict[int, list[DataGap]] | None = None
 
 
 def summary_of(session: Session, influx: InfluxQL, *, device_code: str, plots: bool = False) -> Monitoring:
@@ -113,7 +116,7 @@ def summary_of(session: Session, influx: InfluxQL, *, device_code: str, plots: b
         build = data.build.model_copy(update={"source": SOURCE_STORED, "computed_at": row.computed_at,
                                               "summary_sha256": row.summary_sha256,
                                               "plots": data.build.plots if plots else []})
-        return Monitoring(build, data.cycle_plots if plots else {})
+        return Monitoring(build, data.cycle_plots if plots else {}, cycle_gaps=data.cycle_gaps)
     build = service.build_summary(session, influx, device_code=device_code, plots=plots)
     note = None
     if row is None and _released(session, device):

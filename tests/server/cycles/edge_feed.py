@@ -6,13 +6,13 @@ from __future__ import annotations
 import random
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from edge.assignments import AssignmentBook, AssignmentRequest
 from edge.config import InfluxConfig, MachineConfig, load_machine
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
-from edge.readings import Ingest, Reading
+from edge.readings import Event, Ingest, Reading
 from edge.simulators.profiles import NOISE
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "machines"
@@ -25,8 +25,10 @@ def machine(name: str) -> MachineConfig:
 
 
 def feed(*, url: str, database: str, machine_cfg: MachineConfig, job: str, devices: list[str], start_ns: int,
-         seconds: float, step_s: float, state: Callable[[float], dict], noise: bool = True, seed: int = 7) -> int:
-    """Write state(t) for t in [0, seconds] every step_s under the devices; return the number of snapshots."""
+         seconds: float, step_s: float, state: Callable[[float], dict], noise: bool = True, seed: int = 7,
+         events: Sequence[Event] = ()) -> int:
+    """Write state(t) for t in [0, seconds] every step_s under the devices, and the agent's events;
+    return the number of snapshots."""
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmp:
         outbox = Outbox(Path(tmp) / "outbox.sqlite", budget_bytes=512 * 1024 * 1024, fsync=False)
@@ -59,6 +61,8 @@ def feed(*, url: str, database: str, machine_cfg: MachineConfig, job: str, devic
             t += step_s
         if batch:
             pipe.submit(batch)
+        for ev in events:
+            pipe.event(ev)
         writer.start()
         assert writer.flush(60), "InfluxDB did not take the test data"
         writer.stop()

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from edge.readings import Event
 from edge.simulators.profiles import SlaPrint, SterilizerCycle, WasherCycle
 from edge_feed import NS, feed, machine
 from stagekit import PASSWORD, backdate_job, run_stage, sla_with_resin_excursion
@@ -22,6 +23,18 @@ pytestmark = pytest.mark.timeout(300)
 
 SLA = SlaPrint(layer_count=60)
 EXCURSION = (400.0, 420.0)  # seconds into the build with the resin at 35 °C: above warning 34, below alarm 36
+
+
+# Outages of the printer's data during the build as its agent records them: (from s, to s, recovery).
+BUILD_GAPS = [(100.0, 110.0, "full"), (300.0, 320.5, "partial")]
+
+
+def _gap(machine_id: str, t0: int, start_s: float, end_s: float, recovery: str) -> Event:
+    """A gap event as the OPC UA connector writes it, stamped at the gap's end."""
+    start, end = t0 + int(start_s * NS), t0 + int(end_s * NS)
+    return Event(machine_id, "gap", f"no data from {machine_id}: connection lost; recovery {recovery}", end,
+                 "info" if recovery == "full" else "warning",
+                 {"start_ns": start, "end_ns": end, "cause": "connection lost", "recovery": recovery})
 
 
 def _utc(ns: int) -> str:
@@ -43,7 +56,8 @@ def made(plant, app, influxdb, influx_database):
 
     sla = machine("sla-01").model_copy(update={"id": mid})
     feed(url=influxdb.url, database=influx_database, machine_cfg=sla, job=str(ctx["job"]["id"]), devices=[code],
-         start_ns=t0, seconds=SLA.period_s, step_s=1.0, state=build, noise=False)
+         start_ns=t0, seconds=SLA.period_s, step_s=1.0, state=build, noise=False,
+         events=[_gap(mid, t0, start_s, end_s, recovery) for start_s, end_s, recovery in BUILD_GAPS])
     run_stage(plant, code, "build")
     plant.call("POST", f"/devices/{code}/manual-steps", "operator", 201, json={
         "kind": "support_removal", "description": "supports removed with flush cutters", "password": PASSWORD})
@@ -193,3 +207,26 @@ def test_dhr_verify_finds_a_point_altered_after_release(plant, made, influxdb, i
     assert "value changed: print_process field resin_temp_c in a point between" in out
     bucket = t // (10 * NS) * 10 * NS
     assert f"({bucket} ns)" in out
+
+
+def test_dhr_says_per_machine_which_data_gaps_were_recovered_and_which_lost(plant, made, tmp_path):
+    """The build had two outages of the printer's data (one recovered in full, one partly lost); the washer and
+    the sterilizer had none. The DHR names each gap with its outcome, and says "none" where there was none."""
+    d = plant.call("GET", f"/history/devices/{made['code']}/dhr", "quality_engineer")
+    gaps = d["process_monitoring"]["data_gaps"]
+    assert [(g["machine_id"], g["seconds"], g["recovery"], g["outcome"]) for g in gaps] == [
+        (made["machine"], 10.0, "full", "recovered"), (made["machine"], 20.5, "partial", "partly lost")]
+    assert all(g["cause"] == "connection lost" for g in gaps)
+    assert [c["data_gaps"] for c in d["cycles"]] == [[], []]
+    # Stored at release with the summary: the same answer without InfluxDB.
+    stored = plant.call("GET", f"/history/devices/{made['code']}/build", "quality_engineer")
+    assert stored["source"] == "stored at release" and stored["data_gaps"] == gaps
+    r = plant.client.get(f"/api/v1/history/devices/{made['code']}/dhr.pdf", headers=plant.h("quality_engineer"))
+    pdf = tmp_path / "gaps.pdf"
+    pdf.write_bytes(r.content)
+    txt = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                                  check=True).stdout.split())
+    assert f"Data gaps of {made['machine']} during the build: 2, of which 1 with values lost and 1 recovered in full" in txt
+    assert "PARTLY LOST" in txt
+    for c in d["cycles"]:
+        assert f"Data gaps of {c['machine_id']} during cycle {c['cycle_id']}: none recorded by its edge agent" in txt

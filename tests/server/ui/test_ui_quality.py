@@ -47,6 +47,11 @@ def built(plant, influxdb, influx_db):
     values = [400 + 10 * i for i in range(20)]
     lines += [f"lpbf,machine={m},job={job},device={code} o2_ppm={v} {start + i * step}"
               for i, v in enumerate(values)]
+    # An outage of the printer's data between readings 5 and 8, partly lost (as the OPC UA connector records it).
+    gap_start, gap_end = start + 5 * step, start + 8 * step
+    lines.append(f"amtrace_events,machine={m},job={job},device={code},kind=gap,severity=warning "
+                 f"message=\"no data: connection lost; recovery partial\",start_ns={gap_start}i,end_ns={gap_end}i,"
+                 f"cause=\"connection lost\",recovery=\"partial\" {gap_end}")
     httpx.post(influxdb.url + "/write", params={"db": influx_db, "precision": "ns"},
                content="\n".join(lines)).raise_for_status()
     return {"ctx": ctx, "code": code, "values": values}
@@ -72,6 +77,11 @@ def test_qe_searches_a_device_opens_its_dhr_and_downloads_the_pdf(page, ui_serve
     # Not released yet: the summary is read from InfluxDB now, and the page says so.
     expect(page.locator("#pm-source")).to_have_text(
         "Computed live from InfluxDB for this view: provisional until the device is released and sealed.")
+    gap = page.locator("#data-gaps tr.gap-lost td")
+    expect(gap.nth(3)).to_have_text("partly lost")
+    expect(gap.nth(4)).to_have_text("connection lost")
+    expect(page.locator("#data-gaps p").first).to_have_text(
+        f"{built['ctx']['machine']['id']} during the build: 1 data gap(s), 1 with values lost.")
     screenshot(page, "quality-dhr")
 
     with page.expect_download() as info:

@@ -90,7 +90,25 @@
           el("td", { text: s.mean == null ? "–" : s.mean.toFixed(2) }), el("td", { text: s.seconds_outside_alarm }))))) :
         el("p", { text: "No process data recorded." }),
       pm ? el("div", { class: "plots" }, pm.plots.map(p => el("figure", {}, plot(p),
-        el("figcaption", { text: `${p.label} (${p.unit}); dashed lines: limits` })))) : null);
+        el("figcaption", { text: `${p.label} (${p.unit}); dashed lines: limits` })))) : null,
+      el("div", { id: "data-gaps" }, el("h3", { text: "Data gaps" }),
+        gapsOf(d.machine ? d.machine.machine_id : "the build machine", "the build", pm ? pm.data_gaps : []),
+        (d.cycles || []).filter(c => c.ended_at).map(c =>
+          gapsOf(c.machine_id, `cycle ${c.cycle_id} (${c.process.replace("_", " ")})`, c.data_gaps))));
+  }
+
+  // Never let "no gaps" be read from silence: each machine window says what its agent recorded.
+  function gapsOf(machine, what, gaps) {
+    if (!gaps || !gaps.length) {
+      return el("p", { class: "gaps-none", text: `${machine} during ${what}: no data gaps recorded by its edge agent.` });
+    }
+    const lost = gaps.filter(g => g.outcome !== "recovered").length;
+    return el("div", { class: "gaps" },
+      el("p", { text: `${machine} during ${what}: ${gaps.length} data gap(s), ${lost} with values lost.` }),
+      el("table", { class: "gap-table" }, el("thead", {}, el("tr", {}, ["From", "To", "Seconds", "Outcome", "Cause"].map(t => el("th", { text: t })))),
+        el("tbody", {}, gaps.map(g => el("tr", { class: g.outcome === "recovered" ? "" : "gap-lost" },
+          el("td", { text: fmtTime(g.start) }), el("td", { text: fmtTime(g.end) }), el("td", { text: g.seconds }),
+          el("td", { text: g.outcome }), el("td", { text: g.cause }))))));
   }
 
   async function download(kind) {
