@@ -382,6 +382,10 @@ class ServerLink:
         """Turn a context from the server into assignments, re-tag requests and, when it changed, the interlock."""
         before = self.contexts.get(machine_id)
         self.contexts[machine_id] = ctx
+        if "scopes" in ctx:
+            # The scopes' states by push: a requalification lets the start go without waiting for the next
+            # identity report (before, the start stayed blocked until the machine reconnected).
+            self._note_scopes(machine_id, ctx)
         booked_at = time.time_ns()
         booked = apply_server_job(self.agent.assignments, machine_id, ctx)
         stretches = retag_stretches(self.agent.assignments, machine_id, ctx.get("recent_cycles") or [])

@@ -1,6 +1,6 @@
 """Context changes: a commit that touches what a machine's context is made of wakes that machine's long polls.
 
-The agents learn their context (job, devices, cycles, open nonconformities, approved files) by a long poll
+The agents learn their context (job, devices, cycles, open nonconformities, approved files, qualification) by a long poll
 (GET …/context?wait_s=…&known=<etag>): the server answers as soon as the context differs from the one the
 agent holds. Within one server process a commit wakes the waiting polls at once (SQLAlchemy's after_commit);
 commits made by another server process are seen by the waiting poll's own re-read every RECHECK_S.
@@ -15,11 +15,12 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.models import (CycleLoadItem, Design, DesignFile, DesignIteration, Device, Job, Nonconformity,
-                           ProcessCycle)
+                           ProcessCycle, QualificationScope)
 
 # The rows a context is made of. A change to one with a machine_id wakes that machine; one without (a device,
 # a design file) wakes every machine: rare, and a woken poll that finds no change just waits again.
-WATCHED = (Job, Device, ProcessCycle, CycleLoadItem, Nonconformity, Design, DesignIteration, DesignFile)
+WATCHED = (Job, Device, ProcessCycle, CycleLoadItem, Nonconformity, Design, DesignIteration, DesignFile,
+           QualificationScope)
 # How often a waiting poll re-reads anyway: commits of other server processes do not wake it.
 RECHECK_S = 5.0
 _PENDING = "amtrace_context_changes"

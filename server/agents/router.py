@@ -17,7 +17,7 @@ from server.agents.schemas import (AgentCreate, AgentIssued, AgentOut, BuildFile
 from server.auth.deps import Credentials, require, require_later
 from server.db import SessionDep, session_scope
 from server.errors import COMMON_ERRORS
-from server.models import Agent, BuildFileCheck, QualificationScope, utcnow
+from server.models import Agent, BuildFileCheck, utcnow
 from server.security import Principal
 
 router = APIRouter(prefix="/agents", tags=["edge agents"], responses=COMMON_ERRORS)
@@ -67,11 +67,8 @@ def heartbeat(body: HeartbeatIn, session: SessionDep, actor: AgentOnly, request:
 def identity(machine_id: str, body: IdentityIn, session: SessionDep, actor: AgentOnly) -> IdentityOut:
     """Report identity and revisions; a revision that differs from the qualified one triggers requalification."""
     m = service.report_identity(session, actor=actor, machine_id=machine_id, **body.model_dump())
-    scopes = session.scalars(select(QualificationScope).where(QualificationScope.machine_id == machine_id)
-                             .order_by(QualificationScope.id))
     return IdentityOut(machine_id=m.id, software_revision=m.software_revision, firmware_revision=m.firmware_revision,
-                       build_prep_software=m.build_prep_software,
-                       scopes=[{"id": s.id, "state": s.state, "state_reason": s.state_reason} for s in scopes])
+                       build_prep_software=m.build_prep_software, scopes=service.scopes_of(session, machine_id=m.id))
 
 
 @router.get("/machines/{machine_id}/context", response_model=ContextOut)

@@ -111,6 +111,10 @@ class ContextOut(BaseModel):
     open_nonconformities: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Open nonconformities on the job ({id, kind, description}): the edge keeps the start blocked")
+    scopes: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The machine's qualification scopes ({id, state, state_reason}): the edge keeps the start "
+                    "blocked while one is not qualified, and lets it go the moment it is requalified")
     recent_cycles: list[CycleWindow] = Field(
         default_factory=list,
         description="The machine's cycles of the last 7 days with their recorded start and end, newest first: "

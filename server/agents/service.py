@@ -16,7 +16,8 @@ from server.cycles.service import MAX_CYCLE, load_of
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized
 from server.jobs import service as jobs
 from server.machines import service as machines
-from server.models import Agent, AgentMachine, BuildFileCheck, Job, Machine, Nonconformity, ProcessCycle, utcnow
+from server.models import (Agent, AgentMachine, BuildFileCheck, Job, Machine, Nonconformity, ProcessCycle,
+                           QualificationScope, utcnow)
 from server.nonconformities.service import open_for_job, raise_nonconformity
 from server.qualification import service as qualification
 from server.security import AGENT_TOKEN_PREFIX, Principal
@@ -104,6 +105,7 @@ def context(session: Session, *, actor: Principal, machine_id: str) -> ContextOu
     machines.get_machine(session, machine_id=machine_id)
     job = jobs.current_job(session, machine_id=machine_id)
     recent = recent_cycles(session, machine_id=machine_id)
+    scopes = scopes_of(session, machine_id=machine_id)
     if job is None:
         # A furnace, washer or sterilizer: its running cycle is the "job", its load the devices,
         # so the edge tags the cycle's time series with the load's device codes.
@@ -113,15 +115,22 @@ def context(session: Session, *, actor: Principal, machine_id: str) -> ContextOu
         if cycle is not None:
             return ContextOut(machine_id=machine_id, job_id=f"cycle-{cycle.id}", job_state="running",
                               device_codes=load_of(session, cycle_id=cycle.id), approvals=None,
-                              started_ns=unix_ns(cycle.started_at), recent_cycles=recent)
+                              started_ns=unix_ns(cycle.started_at), recent_cycles=recent, scopes=scopes)
         return ContextOut(machine_id=machine_id, job_id=None, job_state=None, device_codes=[], approvals=None,
-                          recent_cycles=recent)
+                          recent_cycles=recent, scopes=scopes)
     ncs = open_for_job(session, job_id=job.id)
     return ContextOut(machine_id=machine_id, job_id=str(job.id), job_state=job.state,
                       device_codes=[d.device_code for d in job.devices],
                       approvals=jobs.job_approvals(session, job=job),
                       open_nonconformities=[{"id": n.id, "kind": n.kind, "description": n.description} for n in ncs],
-                      recent_cycles=recent)
+                      recent_cycles=recent, scopes=scopes)
+
+
+def scopes_of(session: Session, *, machine_id: str) -> list[dict[str, Any]]:
+    """The machine's qualification scopes as the edge reads them: id, state and why."""
+    return [{"id": s.id, "state": s.state, "state_reason": s.state_reason}
+            for s in session.scalars(select(QualificationScope).where(QualificationScope.machine_id == machine_id)
+                                     .order_by(QualificationScope.id))]
 
 
 def context_etag(ctx: ContextOut) -> str:

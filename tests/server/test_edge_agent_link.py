@@ -9,27 +9,20 @@ requalification, the agent blocks the start again and the gate refuses with the 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 import sys
-import threading
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import trimesh
-import uvicorn
 import yaml
-from asyncua import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "edge"))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "ui"))
 from agentkit import AgentProcess, wait_until  # noqa: E402
-
-from edge.connectors.opcua.addressing import resolve_node_id  # noqa: E402
-from edge.simulators.opcua import LpbfPrinterSimulator  # noqa: E402
+from linkkit import free_port, printer, server_url, start_enabled  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct-horse-battery"
@@ -40,56 +33,6 @@ TODAY = date.today()
 def database_url(tmp_path_factory) -> str:
     """SQLite only: this story is about the edge/server link, the SQL backends are covered elsewhere."""
     return f"sqlite:///{tmp_path_factory.mktemp('db')}/server.db"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LoopThread:
-    """An asyncio loop in a thread, for the simulated printer next to synchronous test code."""
-
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout: float = 30):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-@pytest.fixture(scope="module")
-def server_url(app):
-    """The module's app served over real HTTP on loopback, as the agent reaches it."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def printer():
-    """The simulated LPBF printer (OPC UA server) on a free port."""
-    loop = LoopThread()
-    sim = LpbfPrinterSimulator(port=_free_port(), machine_id="lpbf-01", layer_time_s=0.5)
-    loop.run(sim.start())
-    yield loop, sim
-    loop.run(sim.close())
-    loop.close()
 
 
 def _kiosk_shows_not_cleared(server_url: str, badge: str, pin: str, code: str, reason: str) -> None:
@@ -117,14 +60,6 @@ def _kiosk_shows_not_cleared(server_url: str, badge: str, pin: str, code: str, r
             browser.close()
 
 
-def _start_enabled(loop: LoopThread, sim) -> bool:
-    async def read():
-        async with Client(sim.endpoint) as c:
-            nid = resolve_node_id(sim.node_id("Interlock.StartEnabled"), await c.get_namespace_array())
-            return await c.get_node(nid).read_value()
-    return loop.run(read())
-
-
 def test_server_decides_edge_enforces(plant, server_url, printer, influxdb, tmp_path):
     loop, sim = printer
     influxdb.create_database("edge_link")
@@ -147,7 +82,7 @@ def test_server_decides_edge_enforces(plant, server_url, printer, influxdb, tmp_
     (tmp_path / "machines" / "lpbf-01.yaml").write_text(yaml.safe_dump(machine))
     cfg = {"id": "edge-cell-2", "machines_dir": str(tmp_path / "machines"), "state_dir": str(tmp_path / "state"),
            "influx": {"api": "v1", "url": influxdb.url, "database": "edge_link", "max_backoff_s": 1.0},
-           "http": {"host": "127.0.0.1", "port": _free_port()},
+           "http": {"host": "127.0.0.1", "port": free_port()},
            "server": {"url": server_url, "token_env": "TEST_AGENT_TOKEN", "interval_s": 0.3}}
     (tmp_path / "agent.yaml").write_text(yaml.safe_dump(cfg))
     os.environ["TEST_AGENT_TOKEN"] = agent_token
@@ -179,12 +114,12 @@ def test_server_decides_edge_enforces(plant, server_url, printer, influxdb, tmp_
         check = wait_until(lambda: agent.status()["build_file_checks"], 30, "the build-file check")[-1]
         assert (check["verdict"], check["allowed"], check["start_enabled"]) == ("identical", True, False)
         assert check["server_reasons"] == [f"job {job['id']} is not released by the release gate (state planned)"]
-        assert _start_enabled(loop, sim) is False
+        assert start_enabled(loop, sim) is False
 
         # 5. the operator asks the release gate: allowed, the job is released, the agent enables the start
         ctx = {"machine": m, "job": job, "sha": it["files"][0]["sha256"]}
         assert plant.gate(ctx, who="operator")["allowed"] is True
-        wait_until(lambda: _start_enabled(loop, sim) is True, 30, "StartEnabled true on the printer")
+        wait_until(lambda: start_enabled(loop, sim) is True, 30, "StartEnabled true on the printer")
         assert [n for n in plant.call("GET", "/nonconformities", "quality_engineer")
                 if n.get("kind") == "build_file_mismatch"] == []
 
@@ -194,7 +129,7 @@ def test_server_decides_edge_enforces(plant, server_url, printer, influxdb, tmp_
         edited.apply_scale(1.001)
         edited.export(tampered)
         loop.run(sim.set("Job.BuildFile", str(tampered)))
-        wait_until(lambda: _start_enabled(loop, sim) is False, 30, "StartEnabled false for the edited file")
+        wait_until(lambda: start_enabled(loop, sim) is False, 30, "StartEnabled false for the edited file")
         check = agent.status()["build_file_checks"][-1]
         assert (check["file"], check["verdict"], check["start_enabled"]) == (str(tampered), "different", False)
         nc = wait_until(lambda: [n for n in plant.call("GET", "/nonconformities", "quality_engineer")
@@ -209,7 +144,7 @@ def test_server_decides_edge_enforces(plant, server_url, printer, influxdb, tmp_
         plant.call("POST", f"/nonconformities/{nc['id']}/disposition", "quality_engineer", json={
             "disposition": "use_as_is", "rationale": "edited file never built; approved file reloaded",
             "password": PASSWORD})
-        wait_until(lambda: _start_enabled(loop, sim) is True, 30, "StartEnabled true once dispositioned")
+        wait_until(lambda: start_enabled(loop, sim) is True, 30, "StartEnabled true once dispositioned")
 
         # the live state the dashboard shows comes with the agent's heartbeat
         loop.run(sim.start_job(str(job["id"]), 40))
@@ -220,7 +155,7 @@ def test_server_decides_edge_enforces(plant, server_url, printer, influxdb, tmp_
         loop.run(sim.set_software_revision("4.3.0"))
         wait_until(lambda: plant.call("GET", f"/qualification/scopes/{scope['id']}", "quality_engineer")["state"]
                    == "requalification_required", 30, "requalification required on the server")
-        wait_until(lambda: _start_enabled(loop, sim) is False, 30, "StartEnabled false on the printer")
+        wait_until(lambda: start_enabled(loop, sim) is False, 30, "StartEnabled false on the printer")
         refused = plant.gate(ctx, who="operator")
         assert refused["allowed"] is False
         assert refused["reasons"] == [{"code": "machine_not_qualified", "message":
@@ -254,7 +189,7 @@ def _mqtt_agent(tmp_path: Path, machine: dict, token: str, influx_url: str, data
     cfg = {"id": f"edge-{machine['id']}", "machines_dir": str(tmp_path / "machines"),
            "state_dir": str(tmp_path / "state"),
            "influx": {"api": "v1", "url": influx_url, "database": database, "max_backoff_s": 1.0},
-           "http": {"host": "127.0.0.1", "port": _free_port()},
+           "http": {"host": "127.0.0.1", "port": free_port()},
            "server": {"url": server_url, "token_env": env, "interval_s": interval_s}}
     (tmp_path / "agent.yaml").write_text(yaml.safe_dump(cfg))
     os.environ[env] = token

@@ -62,13 +62,14 @@ def test_context_without_job_and_with_unapproved_design(plant):
     m = plant.machine()
     empty = plant.call("GET", f"/agents/machines/{m['id']}/context", m["agent"])
     assert empty == {"machine_id": m["id"], "job_id": None, "job_state": None, "device_codes": [], "approvals": None,
-                     "started_ns": None, "open_nonconformities": [], "recent_cycles": []}
-    plant.scope(m["id"])
+                     "started_ns": None, "open_nonconformities": [], "recent_cycles": [], "scopes": []}
+    scope = plant.scope(m["id"])
     it = plant.iteration(plant.design(plant.case()["id"])["id"], sign=False)
     job = plant.job(m["id"], plant.lot()["id"], [it["id"]])
     ctx = plant.call("GET", f"/agents/machines/{m['id']}/context", m["agent"])
     assert ctx["job_id"] == str(job["id"]) and ctx["approvals"] == {"machine_id": m["id"], "job_id": str(job["id"]),
                                                                     "files": []}
+    assert [(s["id"], s["state"]) for s in ctx["scopes"]] == [(scope["id"], "qualified")]
 
 
 def test_excursion_raises_nonconformities_that_block_devices(plant):
