@@ -36,6 +36,10 @@ API = "/api/v1"
 IDLE_STATES = {"idle", "ready", "standby", "end", "completed", "complete", "done", "aborted", "stopped", "off", ""}
 IDENTITY_FIELDS = ("manufacturer", "model", "serial_number", "software_revision", "hardware_revision")
 REQUIRED_IDENTITY = ("manufacturer", "serial_number")
+# Conditions that stay on the dashboard until the event that clears them (raised kind -> clearing kind), rather
+# than scrolling away behind newer alerts: a machine whose identity cannot be read stays "requalification
+# triggers are blind" for as long as it is so.
+STANDING = {"identity_unknown": "identity"}
 # How long the server may hold a context request open (long poll) before answering "unchanged".
 LONG_POLL_S = 25.0
 
@@ -101,6 +105,7 @@ class MachineLive:
     layers_total: int | None = None
     machine_state: str | None = None
     alerts: list[dict] = field(default_factory=list)
+    standing: dict[str, dict] = field(default_factory=dict)  # conditions shown until cleared (see STANDING)
     updated_ns: int | None = None
 
 
@@ -139,12 +144,25 @@ class LiveState:
                 live.updated_ns = ing.received_ns
 
     def alert(self, event: Event) -> None:
-        """Keep the last few warnings and alarms of a machine."""
+        """Keep the last few warnings and alarms of a machine, and its standing conditions until they clear."""
         live = self.machines.get(event.machine_id)
-        if live is None or event.severity not in ("warning", "alarm"):
+        if live is None:
             return
-        live.alerts = (live.alerts + [{"severity": event.severity, "kind": event.kind, "message": event.message,
-                                       "ts_ns": event.ts_ns}])[-5:]
+        for raised, cleared_by in STANDING.items():
+            if event.kind == cleared_by:
+                live.standing.pop(raised, None)
+        if event.severity not in ("warning", "alarm"):
+            return
+        alert = {"severity": event.severity, "kind": event.kind, "message": event.message, "ts_ns": event.ts_ns}
+        if event.kind in STANDING:
+            live.standing[event.kind] = alert
+        live.alerts = (live.alerts + [alert])[-5:]
+
+    def alerts_of(self, machine_id: str) -> list[dict]:
+        """What the dashboard shows: the standing conditions first, then the latest alerts."""
+        live = self.machines[machine_id]
+        standing = list(live.standing.values())
+        return standing + [a for a in live.alerts if a not in standing]
 
 
 class ObservedSink:
@@ -375,7 +393,7 @@ class ServerLink:
                          "layers_total": live.layers_total,
                          "software_revision": (getattr(conn, "identity", {}) or {}).get("software_revision"),
                          "machine_state": live.machine_state,
-                         "alerts": live.alerts, "updated_ns": live.updated_ns or time.time_ns()}
+                         "alerts": self.agent.live.alerts_of(m.id), "updated_ns": live.updated_ns or time.time_ns()}
         return out
 
     def _apply_context(self, machine_id: str, ctx: dict) -> None:

@@ -358,3 +358,38 @@ def test_the_agent_learns_a_cycle_by_push_from_its_recorded_start(plant, server_
 def _ns(iso: str) -> int:
     at = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     return int(at.replace(tzinfo=at.tzinfo or timezone.utc).timestamp() * 1_000_000) * 1000
+
+
+def test_a_machine_whose_identity_cannot_be_read_is_an_alert_on_the_dashboard(plant, server_url, influxdb, tmp_path):
+    """A printer that offers no manufacturer or serial number: no identity report can go out, so a software change
+    on it would trigger no requalification. The production manager's dashboard says so, and keeps saying so."""
+    from edge.simulators.opcua import LpbfPrinterSimulator
+    from linkkit import LoopThread
+
+    influxdb.create_database("identity_link")
+    loop = LoopThread()
+    sim = LpbfPrinterSimulator(port=free_port(), machine_id="lpbf-01")
+    for name in list(sim.identity):
+        del sim.vars[f"Identification.{name}"]
+    sim.identity = {}
+    loop.run(sim.start())
+    plant.call("POST", "/machines", "production_manager", 201, json={
+        "id": "lpbf-09", "manufacturer": "amtrace simulated machines", "model": "LPBF-SIM 280",
+        "serial_number": "SIM-LPBF-0009", "site": "Plant 1", "room": "AM-2"})
+    token = plant.call("POST", "/agents", "admin", 201, json={"name": "edge-cell-9", "machine_ids": ["lpbf-09"]})["token"]
+    machine = yaml.safe_load((ROOT / "configs" / "machines" / "lpbf-01.yaml").read_text())
+    machine["id"] = "lpbf-09"
+    machine["connection"]["endpoint"] = sim.endpoint
+    agent = _mqtt_agent(tmp_path, machine, token, influxdb.url, "identity_link", server_url)
+    try:
+        def alerts():
+            live = plant.call("GET", "/live/machines", "production_manager").get("lpbf-09")
+            return live and live["alerts"]
+        shown = wait_until(alerts, 30, "an alert for lpbf-09 on the dashboard")
+        assert shown[0]["severity"] == "alarm"
+        assert shown[0]["message"].startswith("identity unknown: requalification triggers are blind")
+        assert plant.call("GET", "/machines/lpbf-09", "quality_engineer")["software_revision"] is None
+    finally:
+        agent.stop()
+        loop.run(sim.close())
+        loop.close()

@@ -155,6 +155,8 @@ class OpcUaConnector(Connector):
         # The gap of a take-over, told once the server publishes on the taken subscription (start, end, cause, how).
         self._gap_pending: tuple[int, int, str, dict] | None = None
         self._takeover_works = True  # False after a server accepted a take-over and then never published
+        self._interlock_handles: set[int] = set()  # monitored items on the interlock node (machine overrides)
+        self._interlock_check: asyncio.Task | None = None
         self._stopping = asyncio.Event()
         self._lost: asyncio.Future | None = None
         self._last_alive_ns: int | None = None
@@ -475,6 +477,7 @@ class OpcUaConnector(Connector):
             return None
         self._subscription_id, self._last_seq = carried.subscription_id, carried.last_seq
         self._monitored_nodes = dict(carried.node_ids)
+        self._interlock_handles = {h for h, nid in self._monitored_nodes.items() if nid == self._interlock_node}
         # asyncua's session hands publish responses to the callback registered for the subscription id.
         session._subscription_callbacks[carried.subscription_id] = self._on_publish
         republished, missing = 0, []
@@ -556,6 +559,7 @@ class OpcUaConnector(Connector):
                                    * max(1, result.RevisedMaxKeepAliveCount))
         self._subscription_id, self._last_seq = result.SubscriptionId, 0
         self._monitored_nodes = {handle: nid for handle, nid, _ in monitored}
+        self._interlock_handles = {h for h, nid in self._monitored_nodes.items() if nid == self._interlock_node}
         self.state.detail.update(subscription_id=result.SubscriptionId,
                                  publishing_interval_ms=result.RevisedPublishingInterval,
                                  keepalive_count=result.RevisedMaxKeepAliveCount)
@@ -686,6 +690,9 @@ class OpcUaConnector(Connector):
                     self._identity_update(self._identity_handles.get(h), dv)
                     continue
                 sig = signals[h]
+                if h in self._interlock_handles and dv.Value is not None and dv.Value.Value is True \
+                        and not self.desired_start_enabled:
+                    self._check_interlock()
                 ts = to_unix_ns(dv.SourceTimestamp) or to_unix_ns(dv.ServerTimestamp)
                 if dv.StatusCode is not None and dv.StatusCode.value & _OVERFLOW == _OVERFLOW:
                     self._overflowed(sig, ts or received)
@@ -868,6 +875,32 @@ class OpcUaConnector(Connector):
             why = (f"{cfg.endpoint}: the server answered {type(e).__name__}" if isinstance(e, ua.UaStatusCodeError)
                    else describe_error(e, cfg))
             raise ConnectorError(f"machine {mid}: setting start enabled={wanted} was refused: {why}") from None
+
+    def _check_interlock(self) -> None:
+        """The machine reported StartEnabled = true while the agent's decision is false: check it (once at a time)."""
+        if self._interlock_check is None or self._interlock_check.done():
+            self._interlock_check = asyncio.get_running_loop().create_task(self._interlock_overridden())
+
+    async def _interlock_overridden(self) -> None:
+        """Read the interlock now: a stale notification (from before the agent's own write) reads false and is
+        let go; a machine that enabled its start by itself (HMI, its own program) is blocked again, with an alarm."""
+        client, mid = self._client, self.machine.id
+        if client is None or self._interlock_node is None or self.desired_start_enabled:
+            return
+        try:
+            if not bool(await client.get_node(self._interlock_node).read_value()) or self.desired_start_enabled:
+                return
+            done = await self._write_interlock(client, False)
+        except Exception as e:  # noqa: BLE001 - said in the alarm; the reconnection re-asserts it
+            await self._event(Event(mid, "interlock", f"machine {mid} enabled its start by itself while the agent's "
+                                    f"decision is false, and the agent could not block it again: {e}",
+                                    time.time_ns(), "alarm", {"enabled": False, "found": True, "ok": False,
+                                                              "reason": "machine override"}))
+            return
+        msg = f"machine {mid} enabled its start by itself while the agent's decision is false: {done}"
+        log.error("%s", msg)
+        await self._event(Event(mid, "interlock", msg, time.time_ns(), "alarm",
+                                {"enabled": False, "found": True, "ok": True, "reason": "machine override"}))
 
     async def _assert_interlock(self, client: Client) -> None:
         """On every (re)connection: the machine gets the agent's current decision, whatever it restarted with.

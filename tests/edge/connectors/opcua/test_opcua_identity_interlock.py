@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -192,3 +193,30 @@ async def test_a_machine_without_identification_raises_identity_unknown(port, si
     assert unknown.message == ("identity unknown: requalification triggers are blind (machine lpbf-01 offers no "
                                "Manufacturer or SerialNumber)")
     assert conn.state.detail["identity"] == "unknown"
+
+
+async def test_a_machine_that_enables_its_own_start_while_blocked_is_blocked_again_with_an_alarm(port, sink):
+    """Someone enables the start at the machine's HMI while the agent's decision is "blocked": the agent sees the
+    change on its subscription, writes its decision back and records an alarm. Its own writes raise none."""
+    async with LpbfPrinterSimulator(port=port) as sim:
+        conn = OpcUaConnector(machine("lpbf-01", sim.endpoint, publishing_interval_ms=100), sink)
+        await conn.start()
+        try:
+            await conn.wait_subscribed(15)
+            for enabled in (True, False, True, False):  # the agent's own decisions: no override alarm
+                await conn.set_start_enabled(enabled, reason="test: the agent decides")
+            await asyncio.sleep(1.0)
+            assert not [e for e in sink.kinds("interlock") if e.fields.get("reason") == "machine override"]
+            # At the HMI. (The simulator's own copy still holds its power-on true: bring it to the agent's false first.)
+            await sim.set("Interlock.StartEnabled", False)
+            await sim.set("Interlock.StartEnabled", True)
+            await until(lambda: [e for e in sink.kinds("interlock") if e.fields.get("reason") == "machine override"],
+                        10, "the override alarm")
+            # The alarm is recorded after the write was read back: the machine refuses to start.
+            assert await sim.start_job("BUILD-9", 3) == (False, "start of job BUILD-9 refused: StartEnabled is false")
+        finally:
+            await conn.stop()
+    [override] = [e for e in sink.kinds("interlock") if e.fields.get("reason") == "machine override"]
+    assert override.severity == "alarm"
+    assert override.message.startswith("machine lpbf-01 enabled its start by itself while the agent's decision is "
+                                       "false: machine lpbf-01: start enabled set to false")
