@@ -17,6 +17,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -207,6 +208,7 @@ class ServerLink:
         self._down_since: int | None = None
         self._wake = asyncio.Event()
         self.long_poll_s = LONG_POLL_S
+        self.delivery = DeliveryMarks(agent.outbox)
 
     # -- what others ask ---------------------------------------------------------------------
     def lookup(self, machine_id: str, job_id: str) -> JobApprovals | None:
@@ -369,7 +371,7 @@ class ServerLink:
 
     async def _heartbeat(self) -> None:
         status = {"machines": self.live_status(), "outbox_lines": self.agent.outbox.stats().lines,
-                  "reports_waiting": self.queue.count()}
+                  "reports_waiting": self.queue.count(), "delivered_until_ns": self.delivery.until()}
         await self._call("POST", "/agents/heartbeat", json={"agent_version": "amtrace-edge 0.1", "status": status})
 
     def live_status(self) -> dict:
@@ -429,6 +431,25 @@ class ServerLink:
         """Close the HTTP client and the queue."""
         await self.client.aclose()
         self.queue.close()
+
+
+class DeliveryMarks:
+    """Up to when everything the agent received is stored in InfluxDB, for the server's cycle verdicts.
+
+    At each call the outbox's newest row id is noted with the time; the newest noted time whose id the outbox
+    has delivered is the answer (everything received before it is stored)."""
+
+    def __init__(self, outbox):
+        self.outbox = outbox
+        self._marks: deque[tuple[int, int]] = deque()
+        self._until = 0
+
+    def until(self) -> int:
+        """Unix ns up to which every reading received is stored (0 until the first backlog clears)."""
+        self._marks.append((time.time_ns(), self.outbox.last_id()))
+        while self._marks and self.outbox.delivered_through(self._marks[0][1]):
+            self._until = self._marks.popleft()[0]
+        return self._until
 
 
 class ServerRefused(RuntimeError):

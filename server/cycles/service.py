@@ -23,8 +23,8 @@ from server.cycles.recipes import RecipeParameters, parse_parameters
 from server.cycles.schemas import MeasurementIn, PhotoIn
 from server.errors import Conflict, NotFound
 from server.history.influx import InfluxQL, ident, literal, time_range
-from server.models import (CycleLoadItem, CycleRecipe, Device, Machine, ManualStep, ProcessCycle, Signature,
-                           utcnow)
+from server.models import (Agent, AgentMachine, CycleLoadItem, CycleRecipe, Device, Machine, ManualStep,
+                           ProcessCycle, Signature, utcnow)
 from server.nonconformities.service import raise_nonconformity
 from server.security import SYSTEM, Principal, content_sha256
 from server.db import get_or_not_found
@@ -32,6 +32,8 @@ from server.db import get_or_not_found
 MANUAL_KINDS = ("support_removal", "surface_finishing", "inspection", "other")
 NC_KIND_OF_STEP = {"inspection": "dimensional", "surface_finishing": "surface", "support_removal": "surface",
                    "other": "other"}
+# An agent further behind than this (received, not yet stored) is holding readings a verdict needs.
+READINGS_LAG_NS = 10 * 1_000_000_000
 MAX_CYCLE = timedelta(days=7)  # a longer interval is a typo, and would make an unbounded InfluxDB read
 
 
@@ -237,6 +239,7 @@ def complete_cycle(session: Session, *, actor: Principal, influx: InfluxQL, cycl
     if ended_at - c.started_at > MAX_CYCLE:
         raise Conflict(f"Cycle {c.id} would last {ended_at - c.started_at}; the longest accepted is {MAX_CYCLE}",
                        code="cycle_time")
+    _check_readings_stored(session, c, ended_at)
     recipe = session.get(CycleRecipe, c.recipe_id)
     params = parameters_of(recipe)
     codes = load_of(session, cycle_id=c.id)
@@ -264,6 +267,32 @@ def complete_cycle(session: Session, *, actor: Principal, influx: InfluxQL, cycl
                                             f"({recipe.name} v{recipe.version}) failed: {why}",
                                 details={"cycle_id": c.id, "failed": [f.name for f in verdict.failed]})
     return c
+
+
+def _check_readings_stored(session: Session, c: ProcessCycle, ended_at: datetime) -> None:
+    """Refuse to judge a cycle on the readings in InfluxDB while the machine's agent says it still holds some.
+
+    An agent reports in each heartbeat the time up to which everything it received is stored
+    (`delivered_until_ns`). If, heard from after the cycle's end, it had not stored what it received before
+    that end and was lagging (InfluxDB down, a backlog), the verdict would be a coverage failure with a
+    nonconformity for readings that are merely late: nothing is recorded, and the operator is told to complete
+    it once they are in. An agent not heard from since the end cannot say: the cycle is judged on what is
+    there (a missing stretch fails it on coverage, never passes it)."""
+    end = _ns(ended_at)
+    rows = session.execute(select(Agent.name, Agent.last_seen_at, Agent.last_status)
+                           .join(AgentMachine, AgentMachine.agent_id == Agent.id)
+                           .where(AgentMachine.machine_id == c.machine_id, Agent.revoked_at.is_(None))).all()
+    for name, seen, status in rows:
+        until = (status or {}).get("delivered_until_ns")
+        if seen is None or not isinstance(until, int):
+            continue
+        heard = _ns(seen)
+        if heard >= end and until < end and heard - until > READINGS_LAG_NS:
+            stored_to = datetime.fromtimestamp(until / 1e9, tz=timezone.utc).isoformat(timespec="seconds")
+            raise Conflict(f"Cycle {c.id}: its readings are not all stored yet: agent {name} of {c.machine_id} had "
+                           f"stored what it received only up to {stored_to} when last heard from "
+                           f"({(heard - until) / 1e9:.0f} s behind); complete the cycle again once it has caught "
+                           f"up (its status shows the backlog)", code="cycle_data_pending")
 
 
 def _ns(at: datetime) -> int:

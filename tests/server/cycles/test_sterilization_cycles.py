@@ -368,3 +368,37 @@ def test_a_cycle_overlapping_another_on_the_same_machine_is_refused(cell, plant)
         "machine_id": cfg.id, "recipe_id": recipe_id, "device_codes": cell.codes[:1],
         "started_at": _utc(start + 301 * NS)})
     assert later["state"] == "running"
+
+
+def test_a_cycle_is_not_judged_while_its_agent_still_holds_its_readings(cell, sterilizer, plant):
+    """InfluxDB was down during the second half of the cycle: the agent holds those readings in its outbox and
+    says so in its heartbeat. Completing the cycle then is refused (no verdict, no nonconformity for readings
+    that are merely late); once the agent has caught up, the cycle is judged on all of them and passes."""
+    cfg, recipe_id = sterilizer
+    token = plant.call("POST", "/agents", "admin", 201,
+                       json={"name": f"edge-{cfg.id}", "machine_ids": [cfg.id]})["token"]
+    agent = {"Authorization": f"Bearer {token}"}
+    profile = SterilizerCycle()
+    seconds, half = profile.period_s - 1, (profile.period_s - 1) / 2
+    start = cell.clock
+    cell.clock += int((seconds + 600) * NS)
+    feed(url=cell.influxdb.url, database=cell.db, machine_cfg=cfg, job="LOAD-late", devices=cell.codes[:1],
+         start_ns=start, seconds=half, step_s=2.0, state=profile.state)
+    c = plant.call("POST", "/cycles", "operator", 201, json={
+        "machine_id": cfg.id, "recipe_id": recipe_id, "device_codes": cell.codes[:1], "started_at": _utc(start)})
+    stored_until = start + int(half * NS)
+    plant.call("POST", "/agents/heartbeat", agent, json={"status": {"delivered_until_ns": stored_until}})
+    complete = {"password": PASSWORD, "ended_at": _utc(start + int(seconds * NS))}
+    r = plant.client.post(f"/api/v1/cycles/{c['id']}/complete", headers=plant.h("operator"), json=complete)
+    assert r.status_code == 409 and r.json()["code"] == "cycle_data_pending"
+    assert r.json()["detail"].startswith(f"Cycle {c['id']}: its readings are not all stored yet: agent edge-{cfg.id} "
+                                         f"of {cfg.id} had stored what it received only up to "
+                                         f"{datetime.fromtimestamp(stored_until // NS, tz=timezone.utc).isoformat()}")
+    assert plant.call("GET", f"/cycles/{c['id']}", "quality_engineer")["state"] == "running"
+    # The agent catches up: the second half is stored, and its heartbeat says so.
+    feed(url=cell.influxdb.url, database=cell.db, machine_cfg=cfg, job="LOAD-late", devices=cell.codes[:1],
+         start_ns=start + int((half + 2.0) * NS), seconds=seconds - half - 2.0, step_s=2.0,
+         state=lambda t: profile.state(t + half + 2.0))
+    plant.call("POST", "/agents/heartbeat", agent, json={"status": {"delivered_until_ns": time.time_ns()}})
+    out = plant.call("POST", f"/cycles/{c['id']}/complete", "operator", json=complete)
+    assert out["verdict"] == "pass", _criteria(out)
