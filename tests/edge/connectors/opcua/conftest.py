@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import threading
 from pathlib import Path
@@ -10,13 +9,9 @@ from pathlib import Path
 import pytest
 
 from edge.readings import Event, Ingest
+from opcua_helpers import free_port
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SqliteSink:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
@@ -29,6 +30,13 @@ LPBF_SIGNALS = {
 # The signals the machine itself changes: the interlock is written by the agent (at every connection, too),
 # so the simulator's own history of it is not what a subscriber sees.
 PROCESS_SIGNALS = {k: v for k, v in LPBF_SIGNALS.items() if k != "start_enabled"}
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def machine(name: str, endpoint: str, **connection) -> MachineConfig:

@@ -143,27 +143,33 @@ async def test_frozen_server_is_detected_by_the_watchdog(port, sink, tmp_path):
     no_duplicates(sink)
 
 
+async def _building_behind_relay(sim, sink, *, watchdog_s: float, queue_size: int | None = None):
+    """A connector reaching the printer through a TcpCut relay, the printer building past layer 3."""
+    from opcua_helpers import TcpCut, free_port
+
+    relay = TcpCut(sim.port, free_port())
+    await relay.mend()
+    cfg = machine("lpbf-01", f"opc.tcp://127.0.0.1:{relay.port}", publishing_interval_ms=100, watchdog_s=watchdog_s)
+    for sig in cfg.signals if queue_size else ():
+        sig.source.queue_size = queue_size
+    conn = OpcUaConnector(cfg, sink)
+    await conn.start()
+    await conn.wait_subscribed(15)
+    await until(lambda: all(sink.readings(s) for s in PROCESS_SIGNALS), 10, "initial values")
+    await conn.set_start_enabled(True, reason="test: the build is cleared")
+    await sim.start_job("BUILD-0003", 400)
+    await until(lambda: sim.value("Job.CurrentLayer") >= 3, 20, "layer 3")
+    return relay, conn
+
+
 async def test_network_outage_with_the_machine_running_loses_nothing_subscription_taken_over(port, sink):
     """The network drops for 3 s while the printer keeps building: the server keeps the subscription and queues
     the changes; the new session takes it over (TransferSubscriptions, Republish), every value the machine
     published in the outage arrives with its source time, nothing twice, and the gap says "recovery full"."""
-    from conftest import free_port
-    from opcua_helpers import TcpCut
-
     async with LpbfPrinterSimulator(port=port, speed=10, layer_time_s=0.5) as sim:
-        relay = TcpCut(port, free_port())
-        await relay.mend()
-        cfg = machine("lpbf-01", f"opc.tcp://127.0.0.1:{relay.port}", publishing_interval_ms=100, watchdog_s=3.0)
-        for sig in cfg.signals:  # room for every change of a few seconds' outage in the server's queues
-            sig.source.queue_size = 1000
-        conn = OpcUaConnector(cfg, sink)
-        await conn.start()
+        # Room in the server's queues for every change of a few seconds' outage.
+        relay, conn = await _building_behind_relay(sim, sink, watchdog_s=3.0, queue_size=1000)
         try:
-            await conn.wait_subscribed(15)
-            await until(lambda: all(sink.readings(s) for s in PROCESS_SIGNALS), 10, "initial values")
-            await conn.set_start_enabled(True, reason="test: the build is cleared")
-            await sim.start_job("BUILD-0003", 400)
-            await until(lambda: sim.value("Job.CurrentLayer") >= 3, 20, "layer 3")
             await relay.cut()
             cut_at = time.time_ns()
             await until(lambda: not conn.state.connected, 15, "the connector noticing the outage")
@@ -196,23 +202,11 @@ async def test_a_server_that_takes_over_in_name_only_is_caught_and_the_gap_not_c
     connector must not report that outage as recovered: the watchdog ends the silent session, the connector
     subscribes afresh (and does not try a take-over with this server again), and one gap covers the whole
     outage with "recovery partial"."""
-    from conftest import free_port
-    from opcua_helpers import TcpCut
-
     async with LpbfPrinterSimulator(port=port, speed=10, layer_time_s=0.5) as sim:
         sim.complete_transfer = False
         await sim.restart()  # the server again, without the complete hand-over
-        relay = TcpCut(port, free_port())
-        await relay.mend()
-        cfg = machine("lpbf-01", f"opc.tcp://127.0.0.1:{relay.port}", publishing_interval_ms=100, watchdog_s=2.0)
-        conn = OpcUaConnector(cfg, sink)
-        await conn.start()
+        relay, conn = await _building_behind_relay(sim, sink, watchdog_s=2.0)
         try:
-            await conn.wait_subscribed(15)
-            await until(lambda: all(sink.readings(s) for s in PROCESS_SIGNALS), 10, "initial values")
-            await conn.set_start_enabled(True, reason="test: the build is cleared")
-            await sim.start_job("BUILD-0004", 400)
-            await until(lambda: sim.value("Job.CurrentLayer") >= 3, 20, "layer 3")
             cut_at = time.time_ns()
             await relay.cut()
             await until(lambda: not conn.state.connected, 15, "the connector noticing the outage")
