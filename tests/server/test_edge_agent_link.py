@@ -346,7 +346,9 @@ def test_the_agent_learns_a_cycle_by_push_from_its_recorded_start(plant, server_
         cycle = plant.call("POST", "/cycles", "operator", 201,
                            json={"machine_id": "sterilizer-03", "recipe_id": recipe["id"], "device_codes": load})
         a = wait_until(lambda: agent.status()["assignments"]["sterilizer-03"], 60, "the cycle on the agent")
-        assert time.monotonic() - asked < 60, "learnt only by the 120 s poll"
+        took = time.monotonic() - asked
+        print(f"the cycle reached the agent {took:.2f} s after it was recorded (heartbeat every 120 s)")
+        assert took < 60, "learnt only by the 120 s poll"
         assert (a["job"], a["devices"]) == (f"cycle-{cycle['id']}", load)
         history = agent.api("GET", "/assignments")
         [booked] = [h for h in history if h["job"] == f"cycle-{cycle['id']}"]
