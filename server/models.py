@@ -425,7 +425,8 @@ class StageStep(Base):
 # --- nonconformities ----------------------------------------------------------------------------
 
 class Nonconformity(Base):
-    """A nonconformity raised by a person or the edge; blocks its device/job until dispositioned."""
+    """A nonconformity raised by a person or the edge; blocks what it names (device, job, machine, material lot,
+    design iteration) until dispositioned."""
 
     __tablename__ = "nonconformities"
 
@@ -436,6 +437,9 @@ class Nonconformity(Base):
     machine_id: Mapped[str | None] = mapped_column(ForeignKey("machines.id"), nullable=True, index=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True, index=True)
     device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), nullable=True, index=True)
+    material_lot_id: Mapped[int | None] = mapped_column(ForeignKey("material_lots.id"), nullable=True, index=True)
+    design_iteration_id: Mapped[int | None] = mapped_column(ForeignKey("design_iterations.id"), nullable=True,
+                                                            index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     raised_by: Mapped[str] = mapped_column(String(200))
     raised_at: Mapped[datetime] = mapped_column(default=utcnow)

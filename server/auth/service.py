@@ -167,11 +167,3 @@ def revoke_authorisation(session: Session, *, actor: Principal, authorisation_id
     return auth
 
 
-def is_authorised_on(session: Session, *, user_id: int, machine_id: str, on: date) -> bool:
-    """True when the user holds a current authorisation for the machine on that date."""
-    for a in session.scalars(select(MachineAuthorisation).where(
-            MachineAuthorisation.user_id == user_id, MachineAuthorisation.machine_id == machine_id,
-            MachineAuthorisation.revoked_at.is_(None))):
-        if a.valid_until is None or a.valid_until >= on:
-            return True
-    return False

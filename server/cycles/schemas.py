@@ -127,7 +127,7 @@ class ManualStepIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field(description="support_removal | surface_finishing | inspection | other")
+    kind: str = Field(description="support_removal | surface_finishing | inspection | rework | other")
     description: str = Field(min_length=1, max_length=4000)
     measurements: list[MeasurementIn] = Field(default_factory=list)
     photos: list[PhotoIn] = Field(default_factory=list, max_length=10)

@@ -18,20 +18,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record, register_record_hasher, settings_of, sign
+from server.competence import require_authorised
 from server.cycles.evaluation import ResidueResult, Trace, Verdict, evaluate
 from server.cycles.recipes import RecipeParameters, parse_parameters
 from server.cycles.schemas import MeasurementIn, PhotoIn
 from server.errors import Conflict, NotFound
 from server.history.influx import InfluxQL, ident, literal, time_range
 from server.models import (Agent, AgentMachine, CycleLoadItem, CycleRecipe, Device, Machine, ManualStep,
-                           ProcessCycle, Signature, utcnow)
-from server.nonconformities.service import raise_nonconformity
+                           Nonconformity, ProcessCycle, Signature, utcnow)
+from server.nonconformities.service import machine_wide, raise_nonconformity
 from server.security import SYSTEM, Principal, content_sha256
 from server.db import get_or_not_found
 
-MANUAL_KINDS = ("support_removal", "surface_finishing", "inspection", "other")
+MANUAL_KINDS = ("support_removal", "surface_finishing", "inspection", "rework", "other")
 NC_KIND_OF_STEP = {"inspection": "dimensional", "surface_finishing": "surface", "support_removal": "surface",
-                   "other": "other"}
+                   "rework": "other", "other": "other"}
 # An agent further behind than this (received, not yet stored) is holding readings a verdict needs.
 READINGS_LAG_NS = 10 * 1_000_000_000
 MAX_CYCLE = timedelta(days=7)  # a longer interval is a typo, and would make an unbounded InfluxDB read
@@ -141,6 +142,14 @@ def start_cycle(session: Session, *, actor: Principal, machine_id: str, recipe_i
     """Record the start of a cycle on a load; only with an approved recipe version and devices that exist."""
     if session.get(Machine, machine_id) is None:
         raise NotFound(f"No machine {machine_id}", code="machine_not_found")
+    require_authorised(session, actor=actor, machine_id=machine_id, doing=f"start a cycle on {machine_id}")
+    stopped = list(session.scalars(select(Nonconformity).where(Nonconformity.state == "open",
+                                                               Nonconformity.machine_id == machine_id,
+                                                               machine_wide()).order_by(Nonconformity.id)))
+    if stopped:
+        raise Conflict(f"Cannot start a cycle on {machine_id}: open nonconformity " + ", ".join(
+            f"{nc.id} ({nc.kind.replace('_', ' ')}): {nc.description}" for nc in stopped)
+            + " on the machine must be dispositioned first", code="open_nonconformity")
     recipe = get_recipe(session, recipe_id=recipe_id)
     if recipe.state != "approved":
         raise Conflict(f"Recipe {recipe.name} v{recipe.version} is {recipe.state}; a cycle needs the approved version",
@@ -232,6 +241,7 @@ def complete_cycle(session: Session, *, actor: Principal, influx: InfluxQL, cycl
     if actor.id != c.operator_id:
         raise Conflict(f"Cycle {c.id} was started by another operator; only they can sign it as performed",
                        code="cycle_operator")
+    require_authorised(session, actor=actor, machine_id=c.machine_id, doing=f"complete cycle {c.id} on {c.machine_id}")
     ended_at = ended_at or utcnow()
     if ended_at <= c.started_at:
         raise Conflict(f"The cycle end {ended_at.isoformat()} is not after its start {c.started_at.isoformat()}",

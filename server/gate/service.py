@@ -15,6 +15,7 @@ from server.db import begin_read, is_reading, start_writing
 from server.designs.service import iteration_content
 from server.errors import Forbidden
 from server.materials.service import lot_problems
+from server.nonconformities.service import affecting_job, scope_words
 from server.models import (AuditEntry, Case, Design, DesignFile, DesignIteration, Device, GateDecision, Job, Machine,
                            MachineAuthorisation, MaterialLot, Nonconformity, QualificationScope, Signature, User,
                            utcnow)
@@ -49,8 +50,9 @@ _ASK = (select(
     Job.material_lot_id.label("j_material_lot_id"), MaterialLot.lot_number.label("j_lot_number"),
     MaterialLot.status.label("j_lot_status"), MaterialLot.reuse_count.label("j_reuse_count"),
     MaterialLot.reuse_limit.label("j_reuse_limit"), MaterialLot.expires_on.label("j_expires_on"),
-    # The same rule as nonconformities.service.open_for_job; the rows are read only when there are any.
-    exists().where(Nonconformity.state == "open", Nonconformity.job_id == bindparam("job_id"))
+    # The rule of nonconformities.service.open_for_job (job, machine, lot, design iterations); the rows are
+    # read only when there are any.
+    exists().where(Nonconformity.state == "open", affecting_job(bindparam("job_id"), bindparam("machine_id")))
     .label("j_open_nonconformity"),
     QualificationScope.id.label("s_id"), QualificationScope.state.label("s_state"),
     QualificationScope.state_reason.label("s_state_reason"), QualificationScope.valid_until.label("s_valid_until"),
@@ -58,7 +60,7 @@ _ASK = (select(
     QualificationScope.qualified_software_revision.label("s_qualified_software_revision"),
     User.id.label("u_id"), User.username.label("u_username"), User.full_name.label("u_full_name"),
     User.role.label("u_role"), User.active.label("u_active"),
-    # The same rule as auth.service.is_authorised_on (tests/server/test_gate.py pins revoked and expired).
+    # The same rule as server.competence.is_authorised_on (tests/server/test_gate.py pins revoked and expired).
     exists().where(MachineAuthorisation.user_id == User.id, MachineAuthorisation.machine_id == bindparam("machine_id"),
                    MachineAuthorisation.revoked_at.is_(None),
                    (MachineAuthorisation.valid_until.is_(None)
@@ -86,8 +88,10 @@ _SIGNATURES = (select(Signature.id, Signature.user_id, Signature.printed_name, S
                       Signature.signed_at, Signature.seal)
                .where(Signature.record_type == "design_iteration",
                       Signature.record_id.in_(bindparam("ids", expanding=True))).order_by(Signature.id))
-_OPEN_NONCONFORMITIES = (select(Nonconformity.id, Nonconformity.kind, Nonconformity.description)
-                         .where(Nonconformity.state == "open", Nonconformity.job_id == bindparam("job_id"))
+_OPEN_NONCONFORMITIES = (select(Nonconformity, MaterialLot.lot_number)
+                         .outerjoin(MaterialLot, MaterialLot.id == Nonconformity.material_lot_id)
+                         .where(Nonconformity.state == "open",
+                                affecting_job(bindparam("job_id"), bindparam("machine_id")))
                          .order_by(Nonconformity.id))
 _INSERT_DECISION = GateDecision.__table__.insert().returning(GateDecision.__table__.c.id)
 _DECISION_COLUMNS = tuple(c.key for c in GateDecision.__table__.columns if c.key != "id")
@@ -259,9 +263,11 @@ def _evaluate(session: Session, ask: _Ask, *, may_write: bool) -> _Evaluation:
             _check_material(reasons, inputs, job, today)
             _check_cases(session, reasons, inputs, devices, ask.now)
             if job.open_nonconformity:
-                for nc in conn.execute(_OPEN_NONCONFORMITIES, {"job_id": job.id}):
+                for nc, lot_number in session.execute(_OPEN_NONCONFORMITIES,
+                                                      {"job_id": job.id, "machine_id": machine.id}):
                     reasons.add("open_nonconformity", f"Open nonconformity {nc.id} ({nc.kind.replace('_', ' ')}) "
-                                                      f"on this job must be dispositioned first: {nc.description}")
+                                                      f"{scope_words(nc, lot_number=lot_number)} must be "
+                                                      f"dispositioned first: {nc.description}")
         _check_operator(reasons, inputs, machine, ask.operator_id, _part(row, "u"))
     return _Evaluation(reasons=reasons.items, inputs=inputs, job_state=None if job is None else job.state,
                        head_seq=row.head_seq)

@@ -15,7 +15,7 @@ from server.history.schemas import (BuildSummary, DeviceHistoryRecord, DhrBuildF
 from server.models import (BuildFileCheck, Case, CycleRecipe, Design, DesignIteration, DeviceSeal,
                            GateDecision, Job, Machine, MaterialLot, Nonconformity, ProcessCycle, Signature, StageStep,
                            utcnow)
-from server.nonconformities.service import blocking
+from server.nonconformities.service import affecting_device, blocking, scope_words
 from server.security import Principal
 
 # Signals plotted for each cycle process (the ones its verdict is judged on).
@@ -143,9 +143,11 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
              for s in steps_of_device(session, device_id=device.id)]
     stages = [_stage(session, s) for s in session.scalars(select(StageStep).where(StageStep.device_id == device.id)
                                                            .order_by(StageStep.position))]
-    ncs = session.scalars(select(Nonconformity).where(or_(
+    ncs = list(session.scalars(select(Nonconformity).where(or_(
         Nonconformity.device_id == device.id,
-        and_(Nonconformity.job_id == device.job_id, Nonconformity.device_id.is_(None)))).order_by(Nonconformity.id))
+        and_(Nonconformity.job_id == device.job_id, Nonconformity.device_id.is_(None)))).order_by(Nonconformity.id)))
+    own = {n.id for n in ncs}
+    related = [n for n in affecting_device(session, device=device, open_only=False) if n.id not in own]
     seal = session.scalar(select(DeviceSeal).where(DeviceSeal.device_id == device.id))
     return DeviceHistoryRecord(
         generated_at=utcnow(), generated_by=actor.actor,
@@ -171,12 +173,17 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
                                                 computed_at=summary.computed_at,
                                                 summary_sha256=summary.summary_sha256, note=summary.note),
         cycles=cycles, manual_steps=steps, stages=stages,
-        nonconformities=[DhrNonconformity(nonconformity_id=n.id, kind=n.kind, description=n.description,
-                                          raised_by=n.raised_by, raised_at=n.raised_at, state=n.state,
-                                          disposition=n.disposition, rationale=n.disposition_rationale,
-                                          signature=manifest(session, n.disposition_signature_id)) for n in ncs],
+        nonconformities=[_nc(session, n) for n in ncs],
+        related_nonconformities=[_nc(session, n) for n in related],
         delivery=next((s for s in stages if s.stage == "delivery"), None),
         seal=None if seal is None else DhrSeal(sealed_at=seal.sealed_at, range_start=seal.range_start,
                                                range_end=seal.range_end, point_count=seal.point_count,
                                                series_sha256=seal.series_sha256, records_sha256=seal.records_sha256,
                                                audit_seq=seal.audit_seq))
+
+
+def _nc(session: Session, n: Nonconformity) -> DhrNonconformity:
+    return DhrNonconformity(nonconformity_id=n.id, kind=n.kind, description=n.description, raised_by=n.raised_by,
+                            raised_at=n.raised_at, state=n.state, disposition=n.disposition,
+                            rationale=n.disposition_rationale, signature=manifest(session, n.disposition_signature_id),
+                            scope=scope_words(n).removeprefix("on "))

@@ -169,6 +169,12 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
     story += [_p("Nonconformities", h2), _table(["id", "kind", "description", "state", "disposition", "signature"], [
         [n.nonconformity_id, n.kind, n.description, n.state, f"{n.disposition or '—'}: {n.rationale or ''}",
          _sig(n.signature)] for n in d.nonconformities] or [["none", "", "", "", "", ""]], [10, 22, 60, 18, 30, 40])]
+    if d.related_nonconformities:
+        story += [_p("Nonconformities of its machine, material lot or design", "Heading3"),
+                  _table(["id", "on", "description", "state", "disposition", "signature"], [
+                      [n.nonconformity_id, n.scope, n.description, n.state,
+                       f"{n.disposition or '—'}: {n.rationale or ''}", _sig(n.signature)]
+                      for n in d.related_nonconformities], [10, 22, 60, 18, 30, 40])]
     dl = d.delivery
     story += [_p("Delivery", h2), _p("not yet delivered" if dl is None or dl.state != "accepted" else
                                       f"delivered; accepted {_sig(dl.accepted)}: {dl.judgement}")]

@@ -303,7 +303,7 @@ class DhrStage(BaseModel):
 
 
 class DhrNonconformity(BaseModel):
-    """A nonconformity on the device or its job, with its disposition."""
+    """A nonconformity that concerns the device, with its disposition and what it stops."""
 
     nonconformity_id: int
     kind: str
@@ -314,6 +314,8 @@ class DhrNonconformity(BaseModel):
     disposition: str | None
     rationale: str | None
     signature: SignatureManifest | None
+    scope: str = Field("this job", description=(
+        "What it stops: 'this job' (the device or its job), 'machine …', 'material lot …', 'design iteration …'"))
 
 
 class DhrSeal(BaseModel):
@@ -348,5 +350,8 @@ class DeviceHistoryRecord(BaseModel):
     manual_steps: list[DhrManualStep]
     stages: list[DhrStage]
     nonconformities: list[DhrNonconformity]
+    related_nonconformities: list[DhrNonconformity] = Field(default_factory=list, description=(
+        "Nonconformities of the device's machine (raised while its job was there), material lot or design "
+        "iteration: they stop the device too"))
     delivery: DhrStage | None
     seal: DhrSeal | None

@@ -146,10 +146,16 @@ def records_sections(session: Session, influx: InfluxQL, *, device: Device, as_o
     stages = data.pop("stages")
     cut = next((i for i, s in enumerate(stages) if s["stage"] == "release"), len(stages) - 1)
     data["stages"] = stages[:cut + 1]
-    data["nonconformities"] = [n for n in data["nonconformities"]
+    data["nonconformities"] = [{k: v for k, v in n.items() if k != "scope"} for n in data["nonconformities"]
                                if datetime.fromisoformat(n["raised_at"].replace("Z", "+00:00")) <= as_of]
     for c in data["cycles"]:
+        # Read from InfluxDB (or the stored summary), not records; left out so seals made before they
+        # existed still verify.
         c.pop("plot", None)
+        c.pop("data_gaps", None)
+    # Nonconformities of the device's machine, lot or design iteration: records of their own (audited and
+    # signed), shown in the DHR; sealed sections stay what they were.
+    data.pop("related_nonconformities", None)
     return {k: content_sha256(v) for k, v in sorted(data.items())}
 
 

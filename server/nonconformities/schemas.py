@@ -18,9 +18,11 @@ class NonconformityIn(BaseModel):
 
     kind: Kind
     description: str = Field(min_length=3)
-    machine_id: str | None = None
+    machine_id: str | None = Field(None, description="A machine alone: stops every job on it")
     job_id: int | None = None
     device_code: str | None = None
+    material_lot_id: int | None = Field(None, description="Stops every job built from the lot")
+    design_iteration_id: int | None = Field(None, description="Stops every device of the design iteration")
 
 
 class DispositionIn(BaseModel):
@@ -45,6 +47,8 @@ class NonconformityOut(BaseModel):
     machine_id: str | None
     job_id: int | None
     device_id: int | None
+    material_lot_id: int | None
+    design_iteration_id: int | None
     details: dict[str, Any]
     raised_by: str
     raised_at: datetime

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from server.audit.service import record, register_record_hasher, sign
 from server.errors import Conflict, NotFound
-from server.models import Device, Job, Machine, Nonconformity, utcnow
+from server.models import (DesignIteration, Device, Job, Machine, ManualStep, MaterialLot, Nonconformity,
+                           StageStep, User, utcnow)
 from server.security import Principal, content_sha256
 from server.db import get_or_not_found
 
@@ -24,8 +25,9 @@ def get_nonconformity(session: Session, *, nc_id: int) -> Nonconformity:
 
 def raise_nonconformity(session: Session, *, actor: Principal, kind: str, description: str,
                         machine_id: str | None = None, job_id: int | None = None, device_code: str | None = None,
+                        material_lot_id: int | None = None, design_iteration_id: int | None = None,
                         details: dict[str, Any] | None = None) -> Nonconformity:
-    """Record a nonconformity; it blocks its device (or every device of its job) until dispositioned."""
+    """Record a nonconformity; it blocks what it names until dispositioned (see `open_for_job`, `blocking`)."""
     if kind not in KINDS:
         raise Conflict(f"Nonconformity kind must be one of {', '.join(KINDS)}", code="nonconformity_kind")
     device_id = None
@@ -41,39 +43,135 @@ def raise_nonconformity(session: Session, *, actor: Principal, kind: str, descri
         machine_id = machine_id or job.machine_id
     if machine_id is not None and session.get(Machine, machine_id) is None:
         raise NotFound(f"No machine {machine_id}", code="machine_not_found")
-    if machine_id is None and job_id is None and device_id is None:
-        raise Conflict("A nonconformity must name a machine, a job or a device", code="nonconformity_subject")
+    if material_lot_id is not None and session.get(MaterialLot, material_lot_id) is None:
+        raise NotFound(f"No material lot {material_lot_id}", code="lot_not_found")
+    if design_iteration_id is not None and session.get(DesignIteration, design_iteration_id) is None:
+        raise NotFound(f"No design iteration {design_iteration_id}", code="iteration_not_found")
+    if machine_id is None and job_id is None and device_id is None and material_lot_id is None \
+            and design_iteration_id is None:
+        raise Conflict("A nonconformity must name a machine, a job, a device, a material lot or a design iteration",
+                       code="nonconformity_subject")
     nc = Nonconformity(source="edge" if actor.kind == "agent" else "person", kind=kind, description=description,
-                       machine_id=machine_id, job_id=job_id, device_id=device_id, details=details or {},
-                       raised_by=actor.actor, state="open")
+                       machine_id=machine_id, job_id=job_id, device_id=device_id, material_lot_id=material_lot_id,
+                       design_iteration_id=design_iteration_id, details=details or {}, raised_by=actor.actor,
+                       state="open")
     session.add(nc)
     session.flush()
     record(session, actor=actor, action="nonconformity_raised", record_type="nonconformity", record_id=nc.id,
            new={"kind": kind, "description": description, "machine_id": machine_id, "job_id": job_id,
-                "device_code": device_code, "source": nc.source, "details": nc.details})
+                "device_code": device_code, "material_lot_id": material_lot_id,
+                "design_iteration_id": design_iteration_id, "source": nc.source, "details": nc.details})
     return nc
 
 
-def blocking(session: Session, *, device: Device) -> list[Nonconformity]:
-    """Open nonconformities that block this device (its own, or its job's)."""
-    return list(session.scalars(select(Nonconformity).where(
-        Nonconformity.state == "open",
-        or_(Nonconformity.device_id == device.id,
-            (Nonconformity.job_id == device.job_id) & Nonconformity.device_id.is_(None)))
-        .order_by(Nonconformity.id)))
+# Scopes (R16: stop what the nonconformity affects). The narrowest thing a nonconformity names is its scope:
+# a device; a job (every device on it); a material lot (every job built from it, every device of those jobs);
+# a design iteration (every device of it); a machine, when it names nothing narrower (every job on it, and the
+# devices whose build on it was not yet accepted when it was raised).
+def machine_wide():
+    """SQL: a nonconformity that names a machine and nothing narrower."""
+    return (Nonconformity.job_id.is_(None) & Nonconformity.device_id.is_(None)
+            & Nonconformity.material_lot_id.is_(None) & Nonconformity.design_iteration_id.is_(None))
+
+
+def affecting_job(job_id, machine_id):
+    """SQL: nonconformities that stop building job_id on machine_id (values or bind parameters)."""
+    lot = select(Job.material_lot_id).where(Job.id == job_id).scalar_subquery()
+    iterations = select(Device.design_iteration_id).where(Device.job_id == job_id)
+    return or_(Nonconformity.job_id == job_id, (Nonconformity.machine_id == machine_id) & machine_wide(),
+               Nonconformity.material_lot_id == lot, Nonconformity.design_iteration_id.in_(iterations))
 
 
 def open_for_job(session: Session, *, job_id: int) -> list[Nonconformity]:
-    """Open nonconformities on a job or any of its devices."""
+    """Open nonconformities that stop the job: on it or its devices, its machine, its lot, its designs."""
+    job = session.get(Job, job_id)
     return list(session.scalars(select(Nonconformity).where(Nonconformity.state == "open",
-                                                            Nonconformity.job_id == job_id)
+                                                            affecting_job(job_id, job.machine_id))
                                 .order_by(Nonconformity.id)))
+
+
+def affecting_device(session: Session, *, device: Device, open_only: bool = True) -> list[Nonconformity]:
+    """Nonconformities that concern this device (the open ones block its stage steps; all go in its DHR)."""
+    job = session.get(Job, device.job_id)
+    q = select(Nonconformity).where(or_(
+        Nonconformity.device_id == device.id,
+        (Nonconformity.job_id == device.job_id) & Nonconformity.device_id.is_(None),
+        Nonconformity.material_lot_id == job.material_lot_id,
+        Nonconformity.design_iteration_id == device.design_iteration_id,
+        (Nonconformity.machine_id == job.machine_id) & machine_wide()))
+    if open_only:
+        q = q.where(Nonconformity.state == "open")
+    built = session.scalar(select(StageStep.accepted_at).where(StageStep.device_id == device.id,
+                                                               StageStep.stage == "build"))
+
+    def concerns(nc: Nonconformity) -> bool:
+        if not _machine_wide(nc):
+            return True
+        # A machine-wide one does not reach back to a build accepted before it was raised; a closed one
+        # concerns the device only if it was raised while the device's job was on the machine.
+        if built is not None and built <= nc.raised_at:
+            return False
+        return nc.state == "open" or nc.raised_at >= job.created_at
+    return [nc for nc in session.scalars(q.order_by(Nonconformity.id)) if concerns(nc)]
+
+
+def blocking(session: Session, *, device: Device) -> list[Nonconformity]:
+    """Open nonconformities that block this device's stage steps."""
+    return affecting_device(session, device=device)
+
+
+def rework_pending(session: Session, *, device: Device) -> list[str]:
+    """Why the device's reworked nonconformities are not verified yet (empty: all are).
+
+    A device nonconformity dispositioned as rework stays in the way until the rework is recorded as a manual
+    step (kind rework, signed) after the disposition, and a quality engineer has re-inspected the device
+    after that rework (manual step kind inspection, signed, passing)."""
+    # A failed cycle is reworked by running the cycle again: the release evidence (stages/evidence.py) already
+    # requires that the latest cycle of each step on the route passed.
+    ncs = session.scalars(select(Nonconformity).where(Nonconformity.device_id == device.id,
+                                                      Nonconformity.state == "dispositioned",
+                                                      Nonconformity.disposition == "rework",
+                                                      Nonconformity.kind != "failed_cycle")
+                          .order_by(Nonconformity.id))
+    out = []
+    for nc in ncs:
+        steps = session.execute(select(ManualStep.kind, ManualStep.result, ManualStep.performed_at, User.role)
+                                .join(User, User.id == ManualStep.performed_by)
+                                .where(ManualStep.device_id == device.id,
+                                       ManualStep.performed_at >= nc.dispositioned_at)
+                                .order_by(ManualStep.performed_at, ManualStep.id)).all()
+        rework = next((st for st in steps if st.kind == "rework"), None)
+        head = f"nonconformity {nc.id} ({nc.kind.replace('_', ' ')}) was dispositioned as rework"
+        if rework is None:
+            out.append(f"{head}: no rework recorded since (manual step kind rework, signed)")
+        elif not any(st.kind == "inspection" and st.result == "pass" and st.role == "quality_engineer"
+                     and st.performed_at >= rework.performed_at for st in steps):
+            out.append(f"{head}: no passing re-inspection by a quality engineer after the rework")
+    return out
+
+
+def _machine_wide(nc: Nonconformity) -> bool:
+    return nc.job_id is None and nc.device_id is None and nc.material_lot_id is None and nc.design_iteration_id is None
+
+
+def scope_words(nc: Nonconformity, *, lot_number: str | None = None) -> str:
+    """What a nonconformity stops, in words: 'on this job', 'on machine lpbf-01', 'on material lot L-7' …"""
+    if nc.device_id is not None or nc.job_id is not None:
+        return "on this job"
+    if nc.material_lot_id is not None:
+        return f"on material lot {lot_number or nc.material_lot_id}"
+    if nc.design_iteration_id is not None:
+        return f"on design iteration {nc.design_iteration_id}"
+    return f"on machine {nc.machine_id}"
 
 
 def disposition_content(nc: Nonconformity, disposition: str, rationale: str) -> dict[str, Any]:
     """What the disposition signature binds to."""
+    # The two later scopes only when set: signatures made before they existed keep their content.
+    scopes = {k: v for k, v in (("material_lot_id", nc.material_lot_id),
+                                ("design_iteration_id", nc.design_iteration_id)) if v is not None}
     return {"id": nc.id, "kind": nc.kind, "description": nc.description, "machine_id": nc.machine_id,
-            "job_id": nc.job_id, "device_id": nc.device_id, "raised_by": nc.raised_by,
+            "job_id": nc.job_id, "device_id": nc.device_id, **scopes, "raised_by": nc.raised_by,
             "disposition": disposition, "rationale": rationale}
 
 
@@ -94,6 +192,10 @@ def disposition(session: Session, *, actor: Principal, nc_id: int, disposition: 
                        code="nonconformity_closed")
     if disposition not in DISPOSITIONS:
         raise Conflict(f"Disposition must be one of {', '.join(DISPOSITIONS)}", code="disposition")
+    if disposition == "rework" and nc.device_id is None and nc.job_id is None:
+        raise Conflict(f"Nonconformity {nc.id} is {scope_words(nc)}: rework applies to devices and jobs; a machine "
+                       f"needs maintenance (and requalification), a lot or design a decision to use, return or "
+                       f"replace it", code="disposition")
     sig = sign(session, signer=actor, password=password, meaning="approved", record_type="nonconformity",
                record_id=nc.id, record_sha256=content_sha256(disposition_content(nc, disposition, rationale)),
                allowed_roles=("quality_engineer",))

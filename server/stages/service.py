@@ -9,9 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record, register_record_hasher, settings_of, sign
+from server.competence import require_authorised
 from server.errors import Conflict, Forbidden
 from server.models import Case, Device, Job, StageStep, utcnow
-from server.nonconformities.service import blocking
+from server.nonconformities.service import blocking, rework_pending, scope_words
 from server.stages import evidence
 from server.security import Principal, content_sha256
 from server.db import get_or_not_found
@@ -77,7 +78,12 @@ def _check_device_free(session: Session, step: StageStep, device: Device, verb: 
     open_ncs = blocking(session, device=device)
     if open_ncs:
         raise _refuse(step, device, verb, "open nonconformity " + ", ".join(
-            f"{nc.id} ({nc.kind.replace('_', ' ')})" for nc in open_ncs) + " must be dispositioned first")
+            f"{nc.id} ({nc.kind.replace('_', ' ')}"
+            + ("" if (w := scope_words(nc)) == "on this job" else f", {w}") + ")" for nc in open_ncs)
+            + " must be dispositioned first")
+    pending = rework_pending(session, device=device)
+    if pending:
+        raise _refuse(step, device, verb, "; ".join(pending))
 
 
 def _check_evidence(session: Session, step: StageStep, device: Device, verb: str) -> None:
@@ -90,6 +96,15 @@ def _check_evidence(session: Session, step: StageStep, device: Device, verb: str
     if reasons:
         raise Conflict(f"Cannot {verb} {words(step.stage)} of device {device.device_code}: "
                        + "; ".join(reasons), code="cycle_evidence_missing")
+
+
+def _check_competence(session: Session, actor: Principal, step: StageStep, device: Device, verb: str) -> None:
+    """The build is performed on the job's machine: its performer must be authorised there (R14). The other
+    machine steps are cycles, checked where they are started and completed (cycles service)."""
+    if step.stage == "build":
+        machine_id = session.get(Job, device.job_id).machine_id
+        require_authorised(session, actor=actor, machine_id=machine_id,
+                           doing=f"{verb} the build of device {device.device_code}")
 
 
 def start(session: Session, *, actor: Principal, step_id: int) -> StageStep:
@@ -113,6 +128,7 @@ def start(session: Session, *, actor: Principal, step_id: int) -> StageStep:
             raise Conflict(f"Cannot start build of device {device.device_code}: the release gate has not "
                            f"allowed job {job.id}", code="stage_out_of_order")
     _check_device_free(session, step, device, "start")
+    _check_competence(session, actor, step, device, "start")
     if step.stage == "release":
         _check_evidence(session, step, device, "start")
     step.state, step.started_at, step.started_by = "in_progress", utcnow(), actor.id
@@ -161,6 +177,7 @@ def complete(session: Session, *, actor: Principal, step_id: int, result: str, p
     if actor.id != step.started_by:
         raise _refuse(step, device, "complete", "only the person who started it can sign it as performed")
     _check_device_free(session, step, device, "complete")
+    _check_competence(session, actor, step, device, "complete")
     _check_evidence(session, step, device, "complete")
     sig = sign(session, signer=actor, password=password, meaning="performed", record_type="stage_completion",
                record_id=step.id, record_sha256=content_sha256(completion_content(step, device, result, actor.id)),

@@ -114,6 +114,11 @@ class Plant:
                   json={"machine_id": mid, "training_reference": "TR-EOS-001"})
         return m
 
+    def authorise(self, machine_id: str, who: str = "operator") -> dict:
+        """Grant a person a training authorisation on a machine (R14: who may perform steps on it)."""
+        return self.call("POST", f"/users/{self.uid(who)}/machine-authorisations", "production_manager", 201,
+                         json={"machine_id": machine_id, "training_reference": f"TR-{machine_id}"})
+
     def report_identity(self, m: dict, *, software: str, firmware: str = "1.0",
                         build_prep: str = "Magics 27") -> dict:
         """The machine's agent reports identity and revisions."""

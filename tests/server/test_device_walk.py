@@ -127,6 +127,7 @@ def test_a_device_walks_from_build_to_release_across_the_seams(plant, server_url
     plant.call("POST", "/machines", "production_manager", 201, json={
         "id": "sterilizer-01", "manufacturer": cfg["manufacturer"], "model": cfg["model"],
         "serial_number": cfg["serial"], "site": "Plant 1", "room": "CR-B"})
+    plant.authorise("sterilizer-01")
     plant.call("POST", f"/users/{plant.uid('operator')}/machine-authorisations", "production_manager", 201,
                json={"machine_id": "lpbf-01", "training_reference": "TR-LPBF-SIM"})
     token = plant.call("POST", "/agents", "admin", 201,

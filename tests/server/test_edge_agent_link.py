@@ -214,6 +214,7 @@ def test_a_running_cycle_tags_the_sterilizer_data_with_its_load(plant, server_ur
     plant.call("POST", "/machines", "production_manager", 201, json={
         "id": "sterilizer-01", "manufacturer": machine["manufacturer"], "model": machine["model"],
         "serial_number": machine["serial"], "site": "Plant 1", "room": "CR-B"})
+    plant.authorise("sterilizer-01")
     token = plant.call("POST", "/agents", "admin", 201,
                        json={"name": "edge-cleanroom", "machine_ids": ["sterilizer-01"]})["token"]
     recipe = plant.call("POST", "/cycles/recipes", "quality_engineer", 201, json={"name": "Steam 134 °C 3.5 min",
@@ -280,6 +281,7 @@ def test_a_cycle_recorded_late_gets_its_device_codes_on_readings_already_stored(
     plant.call("POST", "/machines", "production_manager", 201, json={
         "id": "sterilizer-02", "manufacturer": machine["manufacturer"], "model": machine["model"],
         "serial_number": machine["serial"] + "-2", "site": "Plant 1", "room": "CR-B"})
+    plant.authorise("sterilizer-02")
     token = plant.call("POST", "/agents", "admin", 201,
                        json={"name": "edge-cleanroom-2", "machine_ids": ["sterilizer-02"]})["token"]
     recipe = plant.call("POST", "/cycles/recipes", "quality_engineer", 201, json={"name": "Steam 134 late",
@@ -331,6 +333,7 @@ def test_the_agent_learns_a_cycle_by_push_from_its_recorded_start(plant, server_
     plant.call("POST", "/machines", "production_manager", 201, json={
         "id": "sterilizer-03", "manufacturer": machine["manufacturer"], "model": machine["model"],
         "serial_number": machine["serial"] + "-3", "site": "Plant 1", "room": "CR-B"})
+    plant.authorise("sterilizer-03")
     token = plant.call("POST", "/agents", "admin", 201,
                        json={"name": "edge-cleanroom-3", "machine_ids": ["sterilizer-03"]})["token"]
     recipe = plant.call("POST", "/cycles/recipes", "quality_engineer", 201, json={"name": "Steam 134 push",

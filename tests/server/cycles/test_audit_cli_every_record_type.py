@@ -39,6 +39,7 @@ def test_audit_verify_checks_every_signed_record_type_in_a_fresh_process(plant, 
     plant.call("POST", "/machines", "production_manager", 201, json={
         "id": "sterilizer-audit", "manufacturer": "Belimed", "model": "MST-V", "serial_number": "SN-AUD",
         "site": "Plant 1", "room": "CR-B"})
+    plant.authorise("sterilizer-audit")
     recipe = plant.call("POST", "/cycles/recipes", "quality_engineer", 201,
                         json={"name": "STEAM-AUDIT", "parameters": STEAM})
     plant.call("POST", f"/cycles/recipes/{recipe['id']}/approve", "quality_engineer", json={"password": PASSWORD})

@@ -60,6 +60,7 @@ class Cell:
         self.plant.call("POST", "/machines", "production_manager", 201, json={
             "id": mid, "manufacturer": "Belimed", "model": "MST-V", "serial_number": f"SN-{mid}",
             "site": "Plant 1", "room": "CR-B"})
+        self.plant.authorise(mid)
         return mid
 
     def recipe(self, name: str, parameters: dict) -> int:

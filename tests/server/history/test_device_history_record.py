@@ -80,6 +80,7 @@ def made(plant, app, influxdb, influx_database):
         plant.call("POST", "/machines", "production_manager", 201, json={
             "id": cmid, "manufacturer": "Belimed", "model": "X", "serial_number": f"SN-{cmid}", "site": "Plant 1",
             "room": "CR-B"})
+        plant.authorise(cmid)
         r = plant.call("POST", "/cycles/recipes", "quality_engineer", 201,
                        json={"name": f"{kind.upper()}-{cmid}", "parameters": params})
         plant.call("POST", f"/cycles/recipes/{r['id']}/approve", "quality_engineer", json={"password": PASSWORD})

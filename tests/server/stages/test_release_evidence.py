@@ -75,6 +75,7 @@ def test_release_needs_a_passing_signed_steam_verdict_that_covers_the_cycle(plan
     plant.call("POST", "/machines", "production_manager", 201, json={
         "id": mid, "manufacturer": "Belimed", "model": "MST-V", "serial_number": f"SN-{mid}", "site": "Plant 1",
         "room": "CR-B"})
+    plant.authorise(mid)
     recipe = plant.call("POST", "/cycles/recipes", "quality_engineer", 201,
                         json={"name": f"STEAM-{mid}", "parameters": STEAM_134})
     plant.call("POST", f"/cycles/recipes/{recipe['id']}/approve", "quality_engineer", json={"password": PASSWORD})

@@ -110,4 +110,11 @@ def test_nonconformity_blocks_device_until_dispositioned(plant):
     done = plant.call("POST", f"/nonconformities/{nc['id']}/disposition", "quality_engineer",
                       json={"disposition": "rework", "rationale": "re-clean lattice", "password": PASSWORD})
     assert done["state"] == "dispositioned" and done["disposition_signature_id"] is not None
+    # Rework is not the end of it: the rework and a quality engineer's re-inspection come first (issue 20).
+    r = plant.client.post(f"/api/v1/stages/steps/{steps(plant, code)['build']['id']}/start", headers=plant.h("operator"))
+    assert r.status_code == 409 and "was dispositioned as rework: no rework recorded since" in r.json()["detail"]
+    plant.call("POST", f"/devices/{code}/manual-steps", "operator", 201,
+               json={"kind": "rework", "description": "lattice re-cleaned", "password": PASSWORD})
+    plant.call("POST", f"/devices/{code}/manual-steps", "quality_engineer", 201,
+               json={"kind": "inspection", "description": "lattice free of powder", "password": PASSWORD})
     plant.call("POST", f"/stages/steps/{steps(plant, code)['build']['id']}/start", "operator")
