@@ -105,6 +105,8 @@ def seed(base: str, env: dict[str, str]) -> dict:
     lot = call("POST", "/materials/lots", "production_manager", json={
         "lot_number": "L1", "material": "Ti64", "supplier": "S", "certificate_ref": "C", "lot_type": "virgin",
         "reuse_limit": 5})
+    lot = call("POST", f"/materials/lots/{lot['id']}/status", "quality_engineer", json={
+        "status": "released", "reason": "incoming inspection", "password": PASSWORD})
     case = call("POST", "/cases", "clinician", json={"patient_ref": "P-BENCH", "clinician": "Dr C",
                                                      "institution": "H", "surgery_date": str(TODAY + timedelta(days=30))})
     design = call("POST", f"/cases/{case['id']}/designs", "design_engineer", json={

@@ -230,6 +230,8 @@ class ServerLink:
             reasons.append(f"job {ctx['job_id']} is not released by the release gate (state {ctx.get('job_state')})")
         for nc in (ctx or {}).get("open_nonconformities", []):
             reasons.append(f"open nonconformity {nc['id']} ({nc['kind'].replace('_', ' ')}) must be dispositioned first")
+        if ctx is not None and ctx.get("job_id") is not None:
+            reasons.extend(ctx.get("blocking_reasons") or [])
         return Clearance(not reasons, reasons)
 
     def on_event(self, event: Event) -> None:
@@ -420,7 +422,8 @@ class ServerLink:
     @staticmethod
     def clearance_key(ctx: dict) -> tuple:
         """What in a context decides the clearance (a change re-applies the interlock)."""
-        return (ctx.get("job_id"), ctx.get("job_state"), tuple(n["id"] for n in ctx.get("open_nonconformities", [])))
+        return (ctx.get("job_id"), ctx.get("job_state"), tuple(n["id"] for n in ctx.get("open_nonconformities", [])),
+                tuple(ctx.get("blocking_reasons") or ()))
 
     def _reconcile(self, machine_id: str) -> None:
         guard = getattr(self.agent, "build_file_guard", None)

@@ -6,6 +6,7 @@ The one list of signed record types, used by the API (app start-up) and by `amtr
 
 from server.cycles import service as _cycles  # noqa: F401 - cycle_recipe, process_cycle, manual_step
 from server.designs import service as _designs  # noqa: F401
+from server.materials import service as _materials  # noqa: F401 - material_lot (release after incoming inspection)
 from server.nonconformities import service as _nonconformities  # noqa: F401
 from server.qualification import service as _qualification  # noqa: F401
 from server.stages import service as _stages  # noqa: F401

@@ -108,6 +108,9 @@ def seed_build(api: Api, *, machine_id: str, stl: bytes, wait_s: float = 60) -> 
     lot = api.call("paula.manager", "POST", "/materials/lots", json={
         "lot_number": f"TI64-{uuid.uuid4().hex[:6].upper()}", "material": "Ti-6Al-4V ELI", "supplier": "AP&C",
         "certificate_ref": "CoA-2026-118", "lot_type": "virgin", "reuse_count": 0, "reuse_limit": 5})
+    lot = api.call("quentin.quality", "POST", f"/materials/lots/{lot['id']}/status", json={
+        "status": "released", "reason": "incoming inspection: certificate of analysis checked",
+        "password": api.password})
     case = api.call("clara.clinician", "POST", "/cases", json={
         "patient_ref": f"P-{uuid.uuid4().hex[:8].upper()}", "clinician": "Dr. Clara Clinician",
         "institution": "University Hospital", "surgery_date": str(today + timedelta(days=21))})

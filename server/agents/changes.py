@@ -14,13 +14,13 @@ import threading
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.models import (CycleLoadItem, Design, DesignFile, DesignIteration, Device, Job, Nonconformity,
-                           ProcessCycle, QualificationScope)
+from server.models import (CycleLoadItem, Design, DesignFile, DesignIteration, Device, Job, MaterialLot,
+                           Nonconformity, ProcessCycle, QualificationScope)
 
 # The rows a context is made of. A change to one with a machine_id wakes that machine; one without (a device,
 # a design file) wakes every machine: rare, and a woken poll that finds no change just waits again.
 WATCHED = (Job, Device, ProcessCycle, CycleLoadItem, Nonconformity, Design, DesignIteration, DesignFile,
-           QualificationScope)
+           QualificationScope, MaterialLot)
 # How often a waiting poll re-reads anyway: commits of other server processes do not wake it.
 RECHECK_S = 5.0
 _PENDING = "amtrace_context_changes"

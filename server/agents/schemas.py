@@ -111,6 +111,10 @@ class ContextOut(BaseModel):
     open_nonconformities: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Open nonconformities on the job ({id, kind, description}): the edge keeps the start blocked")
+    blocking_reasons: list[str] = Field(
+        default_factory=list,
+        description="Why the job may not start now although the gate released it (its material lot quarantined "
+                    "or expired since): the edge keeps the start blocked")
     scopes: list[dict[str, Any]] = Field(
         default_factory=list,
         description="The machine's qualification scopes ({id, state, state_reason}): the edge keeps the start "

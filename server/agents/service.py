@@ -16,8 +16,9 @@ from server.cycles.service import MAX_CYCLE, load_of
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized
 from server.jobs import service as jobs
 from server.machines import service as machines
-from server.models import (Agent, AgentMachine, BuildFileCheck, Job, Machine, Nonconformity, ProcessCycle,
-                           QualificationScope, utcnow)
+from server.materials.service import lot_problems
+from server.models import (Agent, AgentMachine, BuildFileCheck, Job, Machine, MaterialLot, Nonconformity,
+                           ProcessCycle, QualificationScope, utcnow)
 from server.nonconformities.service import open_for_job, raise_nonconformity
 from server.qualification import service as qualification
 from server.security import AGENT_TOKEN_PREFIX, Principal
@@ -119,7 +120,9 @@ def context(session: Session, *, actor: Principal, machine_id: str) -> ContextOu
         return ContextOut(machine_id=machine_id, job_id=None, job_state=None, device_codes=[], approvals=None,
                           recent_cycles=recent, scopes=scopes)
     ncs = open_for_job(session, job_id=job.id)
+    lot = session.get(MaterialLot, job.material_lot_id)
     return ContextOut(machine_id=machine_id, job_id=str(job.id), job_state=job.state,
+                      blocking_reasons=lot_problems(lot, today=utcnow().date()),
                       device_codes=[d.device_code for d in job.devices],
                       approvals=jobs.job_approvals(session, job=job),
                       open_nonconformities=[{"id": n.id, "kind": n.kind, "description": n.description} for n in ncs],

@@ -23,7 +23,7 @@ Quality = Annotated[Principal, Depends(require("quality_engineer"))]
 
 @router.post("/lots", response_model=LotOut, status_code=201)
 def register(body: LotCreate, session: SessionDep, actor: Stores) -> MaterialLot:
-    """Register a lot with its certificate."""
+    """Register a lot with its certificate; it is incoming until a quality engineer releases it."""
     return service.register_lot(session, actor=actor, **body.model_dump())
 
 
@@ -41,5 +41,5 @@ def get(lot_id: int, session: SessionDep, actor: Reader) -> MaterialLot:
 
 @router.post("/lots/{lot_id}/status", response_model=LotOut)
 def set_status(lot_id: int, body: LotStatusIn, session: SessionDep, actor: Quality) -> MaterialLot:
-    """Quarantine or release a lot (quality engineer)."""
+    """Quarantine a lot, or release it after incoming inspection (quality engineer; releasing is signed)."""
     return service.set_status(session, actor=actor, lot_id=lot_id, **body.model_dump())

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# Surrounding blanks are dropped, and a blank value refused (a lot "with a certificate" of "   " was accepted).
+Text100 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
 class LotCreate(BaseModel):
@@ -13,10 +17,10 @@ class LotCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lot_number: str = Field(min_length=1, max_length=100)
-    material: str = Field(description="Material specification, e.g. Ti-6Al-4V ELI")
-    supplier: str
-    certificate_ref: str = Field(min_length=1, description="Certificate of analysis reference")
+    lot_number: Text100 = Field(description="The supplier's or stores' lot number")
+    material: Text100 = Field(description="Material specification, e.g. Ti-6Al-4V ELI")
+    supplier: Text200
+    certificate_ref: Text200 = Field(description="Certificate of analysis reference (not blank)")
     lot_type: Literal["virgin", "used", "blend"]
     reuse_count: int = Field(default=0, ge=0, description="Builds this powder has already been through")
     reuse_limit: int = Field(ge=0, description="Maximum number of builds; a lot at its limit is refused")
@@ -29,7 +33,9 @@ class LotStatusIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["released", "quarantined"]
-    reason: str = Field(min_length=3)
+    reason: str = Field(min_length=3, max_length=2000)
+    password: str | None = Field(None, max_length=200, description=(
+        "Releasing: the quality engineer's password (electronic signature, meaning approved)"))
 
 
 class LotOut(BaseModel):

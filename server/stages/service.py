@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from server.audit.service import record, register_record_hasher, settings_of, sign
 from server.competence import require_authorised
 from server.errors import Conflict, Forbidden
-from server.models import Case, Device, Job, StageStep, utcnow
+from server.materials.service import lot_problems, status_problems
+from server.models import Case, Device, Job, MaterialLot, StageStep, utcnow
 from server.nonconformities.service import blocking, rework_pending, scope_words
 from server.stages import evidence
 from server.security import Principal, content_sha256
@@ -107,6 +108,16 @@ def _check_competence(session: Session, actor: Principal, step: StageStep, devic
                            doing=f"{verb} the build of device {device.device_code}")
 
 
+def _check_lot(session: Session, step: StageStep, device: Device) -> None:
+    """Every stage start re-checks the device's material lot (R15): quarantined or never released stops it;
+    the build also needs it unexpired and within its reuse limit, as the release gate did."""
+    job = session.get(Job, device.job_id)
+    lot = session.get(MaterialLot, job.material_lot_id)
+    problems = (lot_problems(lot, today=utcnow().date()) if step.stage == "build" else status_problems(lot))
+    if problems:
+        raise _refuse(step, device, "start", "; ".join(problems))
+
+
 def start(session: Session, *, actor: Principal, step_id: int) -> StageStep:
     """Start a step; only after the previous step was accepted, never out of order."""
     step = get_step(session, step_id=step_id)
@@ -129,6 +140,7 @@ def start(session: Session, *, actor: Principal, step_id: int) -> StageStep:
                            f"allowed job {job.id}", code="stage_out_of_order")
     _check_device_free(session, step, device, "start")
     _check_competence(session, actor, step, device, "start")
+    _check_lot(session, step, device)
     if step.stage == "release":
         _check_evidence(session, step, device, "start")
     step.state, step.started_at, step.started_by = "in_progress", utcnow(), actor.id

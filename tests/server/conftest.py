@@ -163,11 +163,13 @@ class Plant:
         return s
 
     def lot(self, *, reuse_count: int = 0, reuse_limit: int = 5, supplier: str = "AP&C") -> dict:
-        """A released material lot of Ti-6Al-4V ELI."""
-        return self.call("POST", "/materials/lots", "production_manager", 201, json={
+        """A material lot of Ti-6Al-4V ELI, registered by stores and released by a quality engineer (signed)."""
+        lot = self.call("POST", "/materials/lots", "production_manager", 201, json={
             "lot_number": f"LOT-{uuid.uuid4().hex[:8]}", "material": "Ti-6Al-4V ELI", "supplier": supplier,
             "certificate_ref": "CoA-2026-118", "lot_type": "virgin", "reuse_count": reuse_count,
             "reuse_limit": reuse_limit})
+        return self.call("POST", f"/materials/lots/{lot['id']}/status", "quality_engineer", json={
+            "status": "released", "reason": "incoming inspection: CoA checked", "password": PASSWORD})
 
     def case(self, *, surgery_in_days: int = 30) -> dict:
         """A case with a pseudonymous patient reference."""

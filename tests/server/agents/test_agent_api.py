@@ -62,7 +62,8 @@ def test_context_without_job_and_with_unapproved_design(plant):
     m = plant.machine()
     empty = plant.call("GET", f"/agents/machines/{m['id']}/context", m["agent"])
     assert empty == {"machine_id": m["id"], "job_id": None, "job_state": None, "device_codes": [], "approvals": None,
-                     "started_ns": None, "open_nonconformities": [], "recent_cycles": [], "scopes": []}
+                     "started_ns": None, "open_nonconformities": [], "blocking_reasons": [], "recent_cycles": [],
+                     "scopes": []}
     scope = plant.scope(m["id"])
     it = plant.iteration(plant.design(plant.case()["id"])["id"], sign=False)
     job = plant.job(m["id"], plant.lot()["id"], [it["id"]])

@@ -55,7 +55,7 @@ def test_intact_chain_verifies(plant, story, monkeypatch, capsys):
     report = verify(plant)
     assert report["ok"] is True and report["breaks"] == []
     assert report["entries_checked"] == report["head_seq"] > 20
-    assert report["signatures_checked"] == 3  # qualification approval + two design approvals
+    assert report["signatures_checked"] == 4  # qualification approval, two design approvals, lot release
     code, out = run_cli(plant, monkeypatch, capsys)
     assert code == 0 and out.endswith("audit trail intact\n")
 
