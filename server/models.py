@@ -256,6 +256,21 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class SurgeryDateChange(Base):
+    """A change of a case's surgery date, with its reason and signature (append-only)."""
+
+    __tablename__ = "surgery_date_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    old_date: Mapped[date] = mapped_column(Date)
+    new_date: Mapped[date] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(Text)
+    changed_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), nullable=True)
+
+
 class Design(Base):
     """A device design for a case; its content lives in immutable iterations."""
 
@@ -448,6 +463,19 @@ class Nonconformity(Base):
     disposition_rationale: Mapped[str | None] = mapped_column(Text, nullable=True)
     disposition_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), nullable=True)
     dispositioned_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ImpactAssessment(Base):
+    """An overdue step's impact assessment with its signature (append-only; the step shows the latest)."""
+
+    __tablename__ = "impact_assessments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("stage_steps.id"), index=True)
+    assessment: Mapped[str] = mapped_column(Text)
+    assessed_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    assessed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), nullable=True)
 
 
 # --- release gate and agents --------------------------------------------------------------------

@@ -264,6 +264,9 @@ def sign(session: Session, *, signer: Principal, password: str, meaning: str, re
     else:
         matches = user is not None and password_matches(settings, user.password_hash, password)
     if user is None or not user.active or not matches:
+        # Whatever the caller added for this record (a manual step, an assessment) goes with the refusal: only
+        # the refusal's audit entry is committed (keep_audit), never an unsigned record.
+        session.rollback()
         record(session, actor=signer, action="signature_refused", record_type=record_type, record_id=record_id,
                new={"meaning": meaning, "why": f"{'PIN' if credential == 'pin' else 'password'} did not match"})
         if credential == "pin":

@@ -13,13 +13,15 @@ from server.audit.schemas import SignatureOut
 from server.auth.deps import require
 from server.db import SessionDep
 from server.designs import service
-from server.designs.schemas import (CaseCreate, CaseOut, DesignCreate, DesignOut, IterationOut, IterationSignIn)
+from server.designs.schemas import (CaseCreate, CaseOut, DesignCreate, DesignOut, IterationOut, IterationSignIn,
+                                    SurgeryDateIn)
 from server.errors import COMMON_ERRORS
 from server.models import Case, Design, Signature
 from server.security import Principal
 
 router = APIRouter(tags=["cases and designs"], responses=COMMON_ERRORS)
 CaseOpener = Annotated[Principal, Depends(require("clinician", "design_engineer"))]
+SurgeryDater = Annotated[Principal, Depends(require("clinician", "production_manager"))]
 CaseReader = Annotated[Principal, Depends(require("clinician", "design_engineer", "quality_engineer",
                                                   "production_manager"))]
 Designer = Annotated[Principal, Depends(require("design_engineer"))]
@@ -39,6 +41,12 @@ def _iteration_out(session, it) -> IterationOut:
 def create_case(body: CaseCreate, session: SessionDep, actor: CaseOpener) -> Case:
     """Open a case."""
     return service.create_case(session, actor=actor, **body.model_dump())
+
+
+@router.post("/cases/{case_id}/surgery-date", response_model=CaseOut)
+def change_surgery_date(case_id: int, body: SurgeryDateIn, session: SessionDep, actor: SurgeryDater) -> Case:
+    """Move a case's surgery date with the reason, signed; the open steps' deadlines follow."""
+    return service.change_surgery_date(session, actor=actor, case_id=case_id, **body.model_dump())
 
 
 @router.get("/cases/{case_id}", response_model=CaseOut)

@@ -22,6 +22,16 @@ class CaseCreate(BaseModel):
     surgery_date: date
 
 
+class SurgeryDateIn(BaseModel):
+    """A new surgery date for a case, why, and the signer's password."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    surgery_date: date
+    reason: str = Field(min_length=10, max_length=2000, description="Why the date moved (e.g. the hospital's notice)")
+    password: str = Field(max_length=200, description="Electronic signature (meaning approved)")
+
+
 class CaseOut(BaseModel):
     """A case."""
 

@@ -15,7 +15,8 @@ from edge.validation.hashing import sha256_file
 from server.audit.service import record, register_record_hasher, settings_of, sign
 from server.errors import Conflict, NotFound
 from server.jobs.udi import validate_gtin
-from server.models import Case, Design, DesignFile, DesignIteration, Signature
+from server.models import (Case, Design, DesignFile, DesignIteration, Device, Signature, StageStep,
+                           SurgeryDateChange, utcnow)
 from server.security import Principal, content_sha256
 from server.db import get_or_not_found
 
@@ -26,6 +27,9 @@ APPROVER_ROLES = ("design_engineer", "clinician")
 def create_case(session: Session, *, actor: Principal, patient_ref: str, clinician: str, institution: str,
                 surgery_date: date) -> Case:
     """Open a case under a pseudonymous patient reference (no patient name is stored)."""
+    if surgery_date < utcnow().date():
+        raise Conflict(f"The surgery date {surgery_date:%d %b %Y} has passed: a case is opened for a surgery "
+                       f"to come", code="case_surgery_date_past")
     if session.scalar(select(Case.id).where(Case.patient_ref == patient_ref)) is not None:
         raise Conflict(f"A case with patient reference {patient_ref} exists", code="case_exists")
     case = Case(patient_ref=patient_ref, clinician=clinician, institution=institution, surgery_date=surgery_date,
@@ -35,6 +39,56 @@ def create_case(session: Session, *, actor: Principal, patient_ref: str, clinici
     record(session, actor=actor, action="case_created", record_type="case", record_id=case.id,
            new={"patient_ref": patient_ref, "clinician": clinician, "institution": institution,
                 "surgery_date": surgery_date})
+    return case
+
+
+def surgery_change_content(c: SurgeryDateChange) -> dict[str, Any]:
+    """What the signature of a surgery-date change binds to."""
+    return {"id": c.id, "case_id": c.case_id, "old_date": c.old_date.isoformat(), "new_date": c.new_date.isoformat(),
+            "reason": c.reason, "changed_by": c.changed_by}
+
+
+@register_record_hasher("surgery_date_change")
+def _rehash_surgery_change(session: Session, record_id: str) -> str | None:
+    c = session.get(SurgeryDateChange, int(record_id))
+    return None if c is None else content_sha256(surgery_change_content(c))
+
+
+def change_surgery_date(session: Session, *, actor: Principal, case_id: int, surgery_date: date, reason: str,
+                        password: str) -> Case:
+    """Move a case's surgery date, with the reason and a signature; the deadlines of its devices' open steps move
+    with it (R9: a job blocked by a passed date is no longer blocked for ever)."""
+    from server.stages.service import case_deadline
+
+    case = session.get(Case, case_id)
+    if case is None:
+        raise NotFound(f"No case {case_id}", code="case_not_found")
+    if surgery_date < utcnow().date():
+        raise Conflict(f"The new surgery date {surgery_date:%d %b %Y} has passed", code="case_surgery_date_past")
+    if surgery_date == case.surgery_date:
+        raise Conflict(f"The surgery date is already {surgery_date:%d %b %Y}", code="case_surgery_date_same")
+    old_limit = case_deadline(session, case)
+    change = SurgeryDateChange(case_id=case.id, old_date=case.surgery_date, new_date=surgery_date, reason=reason,
+                               changed_by=actor.id, changed_at=utcnow())
+    session.add(change)
+    session.flush()
+    sig = sign(session, signer=actor, password=password, meaning="approved", record_type="surgery_date_change",
+               record_id=change.id, record_sha256=content_sha256(surgery_change_content(change)),
+               allowed_roles=("clinician", "production_manager"))
+    change.signature_id = sig.id
+    case.surgery_date = surgery_date
+    new_limit = case_deadline(session, case)
+    moved = 0
+    for step in session.scalars(select(StageStep).join(Device, Device.id == StageStep.device_id)
+                                .where(Device.case_id == case.id, StageStep.state != "accepted")):
+        # Capped by the old date: follow the new one; otherwise only an earlier date pulls a deadline in.
+        new = new_limit if step.deadline >= old_limit or step.deadline > new_limit else step.deadline
+        if new != step.deadline:
+            step.deadline, moved = new, moved + 1
+    record(session, actor=actor, action="case_surgery_date_changed", record_type="case", record_id=case.id,
+           old={"surgery_date": change.old_date}, new={"surgery_date": surgery_date, "change_id": change.id,
+                                                        "signature_id": sig.id, "deadlines_moved": moved},
+           reason=reason)
     return case
 
 

@@ -13,7 +13,7 @@ from server.jobs.service import get_device
 from server.models import StageStep, utcnow
 from server.security import Principal
 from server.stages import service
-from server.stages.schemas import AcceptIn, CompleteIn, ImpactIn, StepOut
+from server.stages.schemas import AcceptIn, CompleteIn, ImpactAssessmentOut, ImpactIn, StepOut
 
 router = APIRouter(tags=["stage gates"], responses=COMMON_ERRORS)
 Reader = Annotated[Principal, Depends(require(*ANY_PERSON))]
@@ -62,5 +62,12 @@ def accept(step_id: int, body: AcceptIn, session: SessionDep, actor: Acceptor) -
 
 @router.post("/stages/steps/{step_id}/impact-assessment", response_model=StepOut)
 def impact(step_id: int, body: ImpactIn, session: SessionDep, actor: Assessor) -> StepOut:
-    """Record the impact assessment of an overdue step."""
-    return _out(service.assess_impact(session, actor=actor, step_id=step_id, assessment=body.assessment))
+    """Record a signed impact assessment of an overdue step (earlier ones are kept)."""
+    return _out(service.assess_impact(session, actor=actor, step_id=step_id, assessment=body.assessment,
+                                      password=body.password))
+
+
+@router.get("/stages/steps/{step_id}/impact-assessments", response_model=list[ImpactAssessmentOut])
+def impact_history(step_id: int, session: SessionDep, actor: Reader) -> list[ImpactAssessmentOut]:
+    """Every impact assessment of a step with its signature, oldest first."""
+    return [ImpactAssessmentOut.model_validate(a) for a in service.assessments_of(session, step_id=step_id)]

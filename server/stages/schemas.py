@@ -60,4 +60,19 @@ class ImpactIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    assessment: str = Field(min_length=3, description="Effect of the delay on the device and the surgery date")
+    assessment: str = Field(min_length=10, max_length=4000,
+                            description="Effect of the delay on the device and the surgery date")
+    password: str = Field(max_length=200, description="The assessor's password (electronic signature, reviewed)")
+
+
+class ImpactAssessmentOut(BaseModel):
+    """One signed impact assessment of an overdue step."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    step_id: int
+    assessment: str
+    assessed_by: int
+    assessed_at: datetime
+    signature_id: int | None

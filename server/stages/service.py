@@ -12,7 +12,7 @@ from server.audit.service import record, register_record_hasher, settings_of, si
 from server.competence import require_authorised
 from server.errors import Conflict, Forbidden
 from server.materials.service import lot_problems, status_problems
-from server.models import Case, Device, Job, MaterialLot, StageStep, utcnow
+from server.models import Case, Device, ImpactAssessment, Job, MaterialLot, StageStep, utcnow
 from server.nonconformities.service import blocking, rework_pending, scope_words
 from server.stages import evidence
 from server.security import Principal, content_sha256
@@ -277,20 +277,50 @@ def accept(session: Session, *, actor: Principal, step_id: int, judgement: str, 
     return step
 
 
-def assess_impact(session: Session, *, actor: Principal, step_id: int, assessment: str) -> StageStep:
-    """Record the impact assessment of an overdue step."""
+def assessment_content(a: ImpactAssessment, step: StageStep, device: Device) -> dict[str, Any]:
+    """What the assessor's signature binds to."""
+    return {"id": a.id, "step_id": step.id, "device_code": device.device_code, "stage": step.stage,
+            "assessment": a.assessment, "assessed_by": a.assessed_by}
+
+
+@register_record_hasher("impact_assessment")
+def _rehash_assessment(session: Session, record_id: str) -> str | None:
+    a = session.get(ImpactAssessment, int(record_id))
+    if a is None:
+        return None
+    step = session.get(StageStep, a.step_id)
+    return content_sha256(assessment_content(a, step, session.get(Device, step.device_id)))
+
+
+def assess_impact(session: Session, *, actor: Principal, step_id: int, assessment: str, password: str) -> StageStep:
+    """Record an impact assessment of an overdue step, signed; earlier ones stay (append-only), the step shows
+    the latest, and its acceptance binds that one."""
     step = get_step(session, step_id=step_id)
     device = session.get(Device, step.device_id)
     if step.state == "accepted":
         raise _refuse(step, device, "assess", "it is already accepted")
     if utcnow() <= step.deadline:
         raise _refuse(step, device, "assess", f"it is not overdue (deadline {step.deadline:%d %b %Y %H:%M} UTC)")
+    a = ImpactAssessment(step_id=step.id, assessment=assessment, assessed_by=actor.id, assessed_at=utcnow())
+    session.add(a)
+    session.flush()
+    sig = sign(session, signer=actor, password=password, meaning="reviewed", record_type="impact_assessment",
+               record_id=a.id, record_sha256=content_sha256(assessment_content(a, step, device)),
+               allowed_roles=("production_manager", "quality_engineer"))
+    a.signature_id = sig.id
     old = step.impact_assessment
-    step.impact_assessment, step.impact_assessed_by, step.impact_assessed_at = assessment, actor.id, utcnow()
+    step.impact_assessment, step.impact_assessed_by, step.impact_assessed_at = assessment, actor.id, a.assessed_at
     record(session, actor=actor, action="impact_assessed", record_type="device", record_id=device.device_code,
            old={"stage": step.stage, "impact_assessment": old},
-           new={"stage": step.stage, "impact_assessment": assessment})
+           new={"stage": step.stage, "impact_assessment": assessment, "assessment_id": a.id, "signature_id": sig.id})
     return step
+
+
+def assessments_of(session: Session, *, step_id: int) -> list[ImpactAssessment]:
+    """Every impact assessment of a step, oldest first."""
+    get_step(session, step_id=step_id)
+    return list(session.scalars(select(ImpactAssessment).where(ImpactAssessment.step_id == step_id)
+                                .order_by(ImpactAssessment.id)))
 
 
 def overdue(session: Session, *, now: datetime) -> list[StageStep]:

@@ -60,6 +60,16 @@ def test_audit_verify_checks_every_signed_record_type_in_a_fresh_process(plant, 
                json={"result": "built", "password": PASSWORD})
     plant.call("POST", f"/stages/steps/{step['id']}/accept", "production_manager",
                json={"judgement": "conforming", "password": PASSWORD})
+    plant.call("POST", f"/cases/{ctx['case']['id']}/surgery-date", "clinician", json={
+        "surgery_date": str((datetime.now(timezone.utc) + timedelta(days=45)).date()),
+        "reason": "surgery moved by the hospital", "password": PASSWORD})
+    post = plant.call("GET", f"/devices/{code}/stages", "operator")[1]
+    with app.state.engine.begin() as conn:  # time passes beyond the step's deadline (test set-up)
+        past = datetime.now(timezone.utc) - timedelta(hours=2)
+        conn.execute(text("UPDATE stage_steps SET deadline = :d WHERE id = :i"),
+                     {"d": past.replace(tzinfo=None) if conn.dialect.name == "sqlite" else past, "i": post["id"]})
+    plant.call("POST", f"/stages/steps/{post['id']}/impact-assessment", "production_manager", json={
+        "assessment": "two hours late, no effect on the device", "password": PASSWORD})
     with app.state.sessionmaker() as s:
         signed = set(s.scalars(text("SELECT DISTINCT record_type FROM signatures")))
     assert signed == set(RECORD_HASHERS), "every signed record type has a signature in this database"

@@ -89,7 +89,7 @@ def test_overdue_step_needs_impact_assessment(plant):
         f"Cannot accept build of device {code}: it is overdue since {past:%d %b %Y %H:%M} UTC; "
         f"record an impact assessment first")
     plant.call("POST", f"/stages/steps/{build['id']}/impact-assessment", "production_manager",
-               json={"assessment": "3 h late; surgery in 30 days, no impact"})
+               json={"assessment": "3 h late; surgery in 30 days, no impact", "password": PASSWORD})
     assert plant.call("POST", f"/stages/steps/{build['id']}/accept", "production_manager",
                       json={"judgement": "ok", "password": PASSWORD})["state"] == "accepted"
 
