@@ -15,8 +15,10 @@ class CaseCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    patient_ref: str = Field(pattern=r"^[A-Z0-9][A-Z0-9-]{2,63}$",
-                             description="Pseudonymous patient reference (capitals, digits, dashes; never a name)")
+    patient_ref: str | None = Field(
+        None, pattern=r"^[A-Z0-9][A-Z0-9-]{2,63}$",
+        description="Pseudonymous patient reference (capitals, digits, dashes; never a name or a date of birth). "
+                    "Leave it out and the server issues one (P-XXXXXXXXXX), which is the safer way")
     clinician: str
     institution: str
     surgery_date: date

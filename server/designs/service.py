@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 from datetime import date
 from pathlib import Path
@@ -24,9 +26,31 @@ CATEGORIES = ("custom_made", "patient_matched")
 APPROVER_ROLES = ("design_engineer", "clinician")
 
 
-def create_case(session: Session, *, actor: Principal, patient_ref: str, clinician: str, institution: str,
+# A reference that carries a date (a date of birth) or a run of letters that is not hexadecimal (a name) is
+# refused: pseudonyms are random, and the hospital keeps the key (R11).
+_DATE_IN_REF = re.compile(r"(19|20)\d{2}-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])|"
+                          r"(0[1-9]|[12]\d|3[01])-?(0[1-9]|1[0-2])-?(19|20)\d{2}")
+_WORD_IN_REF = re.compile(r"(?:^|-)([A-Z]*[G-Z][A-Z]*)(?=-|$)")
+
+
+def pseudonym_problem(patient_ref: str) -> str | None:
+    """Why a patient reference looks like personal data (None when it does not)."""
+    if _DATE_IN_REF.search(patient_ref):
+        return "it contains a date (a date of birth?)"
+    words = [w for w in _WORD_IN_REF.findall(patient_ref) if len(w) >= 3]
+    if words:
+        return f"it contains a word ({words[0]}: a name?)"
+    return None
+
+
+def create_case(session: Session, *, actor: Principal, patient_ref: str | None, clinician: str, institution: str,
                 surgery_date: date) -> Case:
-    """Open a case under a pseudonymous patient reference (no patient name is stored)."""
+    """Open a case under a pseudonymous patient reference (no patient name is stored); issued here if not given."""
+    if patient_ref is None:
+        patient_ref = "P-" + secrets.token_hex(5).upper()
+    elif (problem := pseudonym_problem(patient_ref)) is not None:
+        raise Conflict(f"Patient reference {patient_ref[:3]}… refused: {problem}. Use a random pseudonym, or leave "
+                       f"it out and the server issues one", code="patient_ref_not_pseudonymous")
     if surgery_date < utcnow().date():
         raise Conflict(f"The surgery date {surgery_date:%d %b %Y} has passed: a case is opened for a surgery "
                        f"to come", code="case_surgery_date_past")

@@ -430,8 +430,9 @@ def _check_cases(session: Session, reasons: Reasons, inputs: dict, devices: list
         deadline = case_deadline(session, case)
         snapshot.append({"case_id": case.id, "deadline": deadline.isoformat()})
         if now >= deadline:
-            reasons.add("case_deadline_passed", f"Case {case.patient_ref}: delivery deadline {_full(deadline)} has "
-                                                f"passed (surgery on {_full(case.surgery_date)})")
+            # Said to the operator at the kiosk and the machine: the case by number and its deadline only, not the
+            # patient reference or the surgery date (R11: only what the step needs).
+            reasons.add("case_deadline_passed", f"Case {case.id}: delivery deadline {_full(deadline)} has passed")
     inputs["cases"] = snapshot
 
 
