@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from server.machines.router import router as machines
     from server.materials.router import router as materials
     from server.nonconformities.router import router as nonconformities
+    from server.notifications.router import router as notifications
     from server.qualification.router import router as qualification
     from server.stages.router import router as stages
 
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # The release gate first: routes are matched in order, and it is asked before every build.
     for router in (gate, auth, audit, machines, qualification, materials, designs, jobs, stages, nonconformities,
-                   agents, cycles, history):
+                   agents, cycles, history, notifications):
         app.include_router(router, prefix=API)
     _add_pages(app)
     return app

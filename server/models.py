@@ -478,6 +478,21 @@ class ImpactAssessment(Base):
     signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), nullable=True)
 
 
+class Notification(Base):
+    """Something a person must know (a nonconformity on their work), kept until they mark it read."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    record_type: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 # --- release gate and agents --------------------------------------------------------------------
 
 class GateDecision(Base):

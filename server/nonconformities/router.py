@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from server.auth.deps import require
 from server.db import SessionDep
-from server.errors import COMMON_ERRORS
+from server.errors import COMMON_ERRORS, Forbidden
 from server.models import Nonconformity
 from server.nonconformities import service
 from server.nonconformities.schemas import DispositionIn, NonconformityIn, NonconformityOut
@@ -18,7 +18,9 @@ from server.security import Principal
 router = APIRouter(prefix="/nonconformities", tags=["nonconformities"], responses=COMMON_ERRORS)
 Raiser = Annotated[Principal, Depends(require("operator", "production_manager", "quality_engineer",
                                               "design_engineer", "clinician"))]
-Reader = Annotated[Principal, Depends(require("operator", "production_manager", "quality_engineer"))]
+# Designers read the nonconformities of their own designs (R16: notified, and able to see what they were told).
+Reader = Annotated[Principal, Depends(require("operator", "production_manager", "quality_engineer",
+                                              "design_engineer"))]
 Quality = Annotated[Principal, Depends(require("quality_engineer"))]
 
 
@@ -34,13 +36,16 @@ def list_ncs(session: SessionDep, actor: Reader, state: str | None = None) -> li
     q = select(Nonconformity).order_by(Nonconformity.id)
     if state:
         q = q.where(Nonconformity.state == state)
-    return list(session.scalars(q))
+    return [nc for nc in session.scalars(q) if service.may_read(session, actor=actor, nc=nc)]
 
 
 @router.get("/{nc_id}", response_model=NonconformityOut)
 def get_nc(nc_id: int, session: SessionDep, actor: Reader) -> Nonconformity:
-    """One nonconformity."""
-    return service.get_nonconformity(session, nc_id=nc_id)
+    """One nonconformity (a designer: one of their designs')."""
+    nc = service.get_nonconformity(session, nc_id=nc_id)
+    if not service.may_read(session, actor=actor, nc=nc):
+        raise Forbidden(f"Nonconformity {nc_id} does not concern a design of yours", code="nonconformity_not_yours")
+    return nc
 
 
 @router.post("/{nc_id}/disposition", response_model=NonconformityOut)

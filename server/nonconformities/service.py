@@ -9,13 +9,16 @@ from sqlalchemy.orm import Session
 
 from server.audit.service import record, register_record_hasher, sign
 from server.errors import Conflict, NotFound
-from server.models import (DesignIteration, Device, Job, Machine, ManualStep, MaterialLot, Nonconformity,
+from server.models import (Design, DesignIteration, Device, Job, Machine, ManualStep, MaterialLot, Nonconformity,
                            StageStep, User, utcnow)
+from server.notifications.service import notify, users_with_roles
 from server.security import Principal, content_sha256
 from server.db import get_or_not_found
 
 KINDS = ("build_file_mismatch", "limit_excursion", "failed_cycle", "dimensional", "surface", "material", "other")
 DISPOSITIONS = ("use_as_is", "rework", "scrap", "return_to_supplier")
+# Who hears of every nonconformity (R16: "notify designers and production"); designers hear of their own designs'.
+NOTIFIED_ROLES = ("production_manager", "quality_engineer")
 
 
 def get_nonconformity(session: Session, *, nc_id: int) -> Nonconformity:
@@ -61,7 +64,42 @@ def raise_nonconformity(session: Session, *, actor: Principal, kind: str, descri
            new={"kind": kind, "description": description, "machine_id": machine_id, "job_id": job_id,
                 "device_code": device_code, "material_lot_id": material_lot_id,
                 "design_iteration_id": design_iteration_id, "source": nc.source, "details": nc.details})
+    _notify_raised(session, nc, device_code)
     return nc
+
+
+def designers_of(session: Session, nc: Nonconformity) -> set[int]:
+    """The people who made the designs a nonconformity concerns (the design and its iterations' authors)."""
+    if nc.design_iteration_id is not None:
+        iterations = {nc.design_iteration_id}
+    elif nc.device_id is not None:
+        iterations = {session.get(Device, nc.device_id).design_iteration_id}
+    elif nc.job_id is not None:
+        iterations = set(session.scalars(select(Device.design_iteration_id).where(Device.job_id == nc.job_id)))
+    else:
+        return set()
+    iterations.discard(None)
+    if not iterations:
+        return set()
+    authors = set(session.scalars(select(DesignIteration.created_by).where(DesignIteration.id.in_(iterations))))
+    authors |= set(session.scalars(select(Design.created_by).join(DesignIteration,
+                                                                  DesignIteration.design_id == Design.id)
+                                   .where(DesignIteration.id.in_(iterations))))
+    return authors
+
+
+def may_read(session: Session, *, actor: Principal, nc: Nonconformity) -> bool:
+    """Production reads every nonconformity; a designer those of the designs they made."""
+    return actor.role != "design_engineer" or actor.id in designers_of(session, nc)
+
+
+def _notify_raised(session: Session, nc: Nonconformity, device_code: str | None) -> None:
+    """R16: production (production managers, quality engineers) and the designers of what it concerns."""
+    where = (f"device {device_code}" if device_code else f"job {nc.job_id}" if nc.job_id is not None
+             else scope_words(nc).removeprefix("on "))
+    notify(session, user_ids=users_with_roles(session, NOTIFIED_ROLES) | designers_of(session, nc),
+           kind="nonconformity_raised", message=f"Nonconformity {nc.id} ({nc.kind.replace('_', ' ')}) on {where}: "
+                                                f"{nc.description}", record_type="nonconformity", record_id=nc.id)
 
 
 # Scopes (R16: stop what the nonconformity affects). The narrowest thing a nonconformity names is its scope:
