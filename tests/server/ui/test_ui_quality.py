@@ -110,3 +110,25 @@ def test_audit_page_verifies_the_chain(page, ui_server, plant, built):
     assert result.inner_text().startswith("Intact: ") and " entries and " in result.inner_text()
     assert report["ok"] is True
     screenshot(page, "audit")
+
+
+def test_a_nonconformity_reaches_the_quality_engineer_as_a_notice_in_the_top_bar(page, ui_server, plant):
+    """R16: notify production. The notice stays in the top bar until the quality engineer marks it read."""
+    ctx = plant.ready()
+    code = ctx["job"]["devices"][0]["device_code"]
+    nc = plant.call("POST", "/nonconformities", "operator", 201, json={
+        "kind": "surface", "description": "powder residue in the lattice", "device_code": code})
+    page.goto(ui_server.url + "/ui/quality")
+    page.fill("#username", "quality.engineer")
+    page.fill("#secret", PASSWORD)
+    page.press("#secret", "Enter")
+    notice = page.locator(f"#notices-list li[data-notice]", has_text=f"Nonconformity {nc['id']} (surface)")
+    expect(page.locator("#notices-count")).to_contain_text("unread notice")
+    page.click("#notices-count")
+    expect(notice).to_contain_text(f"on device {code}: powder residue in the lattice")
+    screenshot(page, "quality-notices")
+    notice.locator("button").click()
+    expect(notice).to_have_count(0)
+    unread = [n for n in plant.call("GET", "/notifications?unread=true", "quality_engineer")
+              if n["record_id"] == str(nc["id"])]
+    assert unread == []

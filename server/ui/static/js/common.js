@@ -113,6 +113,8 @@ const amtrace = (() => {
     $("#login").hidden = false;
     $("#who").textContent = "";
     $("#logout").hidden = true;
+    clearTimeout(noticeTimer);
+    $("#notices").hidden = true;
     say("#login-message", message || "", "info");
     const first = $("#login input");
     if (first) first.focus();
@@ -133,7 +135,33 @@ const amtrace = (() => {
     $("#who").textContent = `${s.me.full_name} (${s.me.role.replace("_", " ")})`;
     $("#logout").hidden = false;
     touch();
+    notices();
     onReady(s.me);
+  }
+
+  // What the person must know (a nonconformity on their work): unread notices in the top bar until marked read.
+  let noticeTimer = null;
+  async function notices() {
+    clearTimeout(noticeTimer);
+    if (!session()) return;
+    let items;
+    try { items = await api("GET", "/notifications?unread=true"); } catch { items = null; }
+    const box = $("#notices");
+    if (items === null) {
+      box.hidden = false;
+      $("#notices-count").textContent = "Notices could not be loaded";
+      $("#notices-list").replaceChildren();
+    } else {
+      box.hidden = items.length === 0;
+      $("#notices-count").textContent = `${items.length} unread notice${items.length === 1 ? "" : "s"}`;
+      $("#notices-list").replaceChildren(...items.map(n => el("li", { "data-notice": n.id },
+        el("span", { class: "notice-text", text: `${fmtTime(n.created_at)} · ${n.message}` }),
+        el("button", { type: "button", class: "button secondary", text: "Mark read", onclick: async () => {
+          try { await api("POST", `/notifications/${n.id}/read`); } catch { /* shown on the next load */ }
+          notices();
+        } }))));
+    }
+    noticeTimer = setTimeout(notices, 30000);
   }
 
   function start(handlers) {
