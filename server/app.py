@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
+from contextlib import asynccontextmanager, suppress
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request
@@ -35,7 +37,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from server.stages.router import router as stages
 
     settings = settings or get_settings()
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from server.stages.watch import watch_overdue
+
+        app.state.overdue_watch = asyncio.create_task(watch_overdue(app), name="overdue watch")
+        try:
+            yield
+        finally:
+            app.state.overdue_watch.cancel()
+            with suppress(asyncio.CancelledError):
+                await app.state.overdue_watch
+
     app = FastAPI(
+        lifespan=lifespan,
         title="amtrace server",
         version="0.1.0",
         description="Decides what may be built where: qualification, designs, jobs, release gate, audit trail.",

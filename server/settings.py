@@ -59,6 +59,8 @@ class Settings(BaseSettings):
         description="Maintenance kinds that move the machine's qualified scopes to requalification_required")
     stage_hours: dict[str, int] = Field(
         default_factory=lambda: dict(DEFAULT_STAGE_HOURS), description="Default deadline of each stage, in hours")
+    overdue_check_s: float = Field(default=60.0, gt=0, le=3600, description=(
+        "How often the server looks for steps that became overdue and notifies production of each, once"))
     delivery_margin_days: int = Field(
         default=2, ge=0, description="The case deadline is this many days before the surgery date")
     routes: dict[str, dict[str, list[str]]] = Field(default_factory=dict, description=(

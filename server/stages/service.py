@@ -12,7 +12,8 @@ from server.audit.service import record, register_record_hasher, settings_of, si
 from server.competence import require_authorised
 from server.errors import Conflict, Forbidden
 from server.materials.service import lot_problems, status_problems
-from server.models import Case, Device, ImpactAssessment, Job, MaterialLot, StageStep, utcnow
+from server.models import Case, Device, ImpactAssessment, Job, MaterialLot, Notification, StageStep, utcnow
+from server.notifications.service import notify, users_with_roles
 from server.nonconformities.service import blocking, rework_pending, scope_words
 from server.stages import evidence
 from server.security import Principal, content_sha256
@@ -321,6 +322,25 @@ def assessments_of(session: Session, *, step_id: int) -> list[ImpactAssessment]:
     get_step(session, step_id=step_id)
     return list(session.scalars(select(ImpactAssessment).where(ImpactAssessment.step_id == step_id)
                                 .order_by(ImpactAssessment.id)))
+
+
+def notify_overdue(session: Session, *, now: datetime) -> int:
+    """Notify production of each step that became overdue, once per step (R9: overdue work is raised, not only
+    shown when someone looks); the number of steps notified."""
+    told = set(session.scalars(select(Notification.record_id).where(Notification.kind == "step_overdue")))
+    roles = ("production_manager", "quality_engineer")
+    n = 0
+    for step in overdue(session, now=now):
+        if str(step.id) in told:
+            continue
+        device = session.get(Device, step.device_id)
+        notify(session, user_ids=users_with_roles(session, roles), kind="step_overdue", record_type="stage_step",
+               record_id=step.id, message=f"{words(step.stage).capitalize()} of device {device.device_code} is overdue "
+                                          f"since {step.deadline:%d %b %Y %H:%M} UTC: an impact assessment is needed")
+        # The notification's record id is the step: marked here so one check never tells a step twice.
+        told.add(str(step.id))
+        n += 1
+    return n
 
 
 def overdue(session: Session, *, now: datetime) -> list[StageStep]:

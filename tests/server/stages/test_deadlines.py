@@ -89,3 +89,27 @@ def test_a_refused_signature_leaves_no_unsigned_record_behind(plant):
     entries = plant.call("GET", "/audit/entries?record_type=manual_step", "quality_engineer")
     assert entries[-1]["action"] == "signature_refused"
     assert "manual_step_recorded" not in [e["action"] for e in entries if e["seq"] > entries[-1]["seq"] - 3]
+
+
+def test_a_step_that_becomes_overdue_is_notified_to_production_once(plant, app):
+    """R9: overdue work is raised, not only shown when someone looks. The server's watch runs in the background
+    (`overdue_check_s`); one check is run here so the test does not wait for it."""
+    from server.db import session_scope
+    from server.stages.service import notify_overdue
+
+    assert not app.state.overdue_watch.done(), "the overdue watch runs with the server"
+    ctx = plant.ready()
+    code = ctx["job"]["devices"][0]["device_code"]
+    build = step_of(plant, code, "build")
+    past = utcnow() - timedelta(hours=1)
+    with plant.app.state.engine.begin() as conn:
+        conn.execute(text("UPDATE stage_steps SET deadline = :d WHERE id = :i"),
+                     {"d": past.replace(tzinfo=None) if conn.dialect.name == "sqlite" else past, "i": build["id"]})
+    for _ in range(2):  # a second check tells nobody again
+        with session_scope(app.state.sessionmaker) as session:
+            notify_overdue(session, now=utcnow())
+    for who in ("production_manager", "quality_engineer"):
+        notices = [n for n in plant.call("GET", "/notifications?unread=true", who)
+                   if n["kind"] == "step_overdue" and n["record_id"] == str(build["id"])]
+        assert [n["message"] for n in notices] == [
+            f"Build of device {code} is overdue since {past:%d %b %Y %H:%M} UTC: an impact assessment is needed"]
