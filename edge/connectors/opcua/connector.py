@@ -926,7 +926,8 @@ class OpcUaConnector(Connector):
                                                               "reason": "reconnection"}))
             return
         if found is not None and found != wanted:
-            msg = (f"machine {mid} came back with start enabled={str(found).lower()} while the agent's decision "
+            how = "came back with" if self.state.since_ns is not None else "was found with"
+            msg = (f"machine {mid} {how} start enabled={str(found).lower()} while the agent's decision "
                    f"is {str(wanted).lower()}: {done} on (re)connection")
             log.error("%s", msg)
             await self._event(Event(mid, "interlock", msg, time.time_ns(), "alarm",

@@ -106,6 +106,7 @@ async def test_a_machine_that_restarts_start_enabled_is_blocked_again_on_reconne
     came_back = [e for e in sink.kinds("interlock") if e.fields.get("found") is True]
     assert len(came_back) == 2  # at the first connection (the simulator starts enabled) and after the restart
     assert came_back[-1].severity == "alarm" and came_back[-1].ts_ns > came_back[0].ts_ns
+    assert came_back[0].message.startswith("machine lpbf-01 was found with start enabled=true")  # first connection
     assert came_back[-1].message.startswith("machine lpbf-01 came back with start enabled=true while the agent's "
                                            "decision is false: machine lpbf-01: start enabled set to false")
 
