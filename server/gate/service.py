@@ -15,7 +15,7 @@ from server.db import begin_read, is_reading, start_writing
 from server.designs.service import iteration_content
 from server.errors import Forbidden
 from server.materials.service import lot_problems
-from server.nonconformities.service import affecting_job, scope_words
+from server.nonconformities.service import affecting_job, scope_of
 from server.models import (AuditEntry, Case, Design, DesignFile, DesignIteration, Device, GateDecision, Job, Machine,
                            MachineAuthorisation, MaterialLot, Nonconformity, QualificationScope, Signature, User,
                            utcnow)
@@ -266,7 +266,7 @@ def _evaluate(session: Session, ask: _Ask, *, may_write: bool) -> _Evaluation:
                 for nc, lot_number in session.execute(_OPEN_NONCONFORMITIES,
                                                       {"job_id": job.id, "machine_id": machine.id}):
                     reasons.add("open_nonconformity", f"Open nonconformity {nc.id} ({nc.kind.replace('_', ' ')}) "
-                                                      f"{scope_words(nc, lot_number=lot_number)} must be "
+                                                      f"on {scope_of(nc, lot_number=lot_number)} must be "
                                                       f"dispositioned first: {nc.description}")
         _check_operator(reasons, inputs, machine, ask.operator_id, _part(row, "u"))
     return _Evaluation(reasons=reasons.items, inputs=inputs, job_state=None if job is None else job.state,

@@ -15,7 +15,7 @@ from server.history.schemas import (BuildSummary, DeviceHistoryRecord, DhrBuildF
 from server.models import (BuildFileCheck, Case, CycleRecipe, Design, DesignIteration, DeviceSeal,
                            GateDecision, Job, Machine, MaterialLot, Nonconformity, ProcessCycle, Signature, StageStep,
                            utcnow)
-from server.nonconformities.service import affecting_device, blocking, scope_words
+from server.nonconformities.service import affecting_device, blocking, scope_of
 from server.security import Principal
 
 # Signals plotted for each cycle process (the ones its verdict is judged on).
@@ -186,4 +186,4 @@ def _nc(session: Session, n: Nonconformity) -> DhrNonconformity:
     return DhrNonconformity(nonconformity_id=n.id, kind=n.kind, description=n.description, raised_by=n.raised_by,
                             raised_at=n.raised_at, state=n.state, disposition=n.disposition,
                             rationale=n.disposition_rationale, signature=manifest(session, n.disposition_signature_id),
-                            scope=scope_words(n).removeprefix("on "))
+                            scope=scope_of(n))

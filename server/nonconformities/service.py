@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record, register_record_hasher, sign
@@ -96,7 +96,7 @@ def may_read(session: Session, *, actor: Principal, nc: Nonconformity) -> bool:
 def _notify_raised(session: Session, nc: Nonconformity, device_code: str | None) -> None:
     """R16: production (production managers, quality engineers) and the designers of what it concerns."""
     where = (f"device {device_code}" if device_code else f"job {nc.job_id}" if nc.job_id is not None
-             else scope_words(nc).removeprefix("on "))
+             else scope_of(nc))
     notify(session, user_ids=users_with_roles(session, NOTIFIED_ROLES) | designers_of(session, nc),
            kind="nonconformity_raised", message=f"Nonconformity {nc.id} ({nc.kind.replace('_', ' ')}) on {where}: "
                                                 f"{nc.description}", record_type="nonconformity", record_id=nc.id)
@@ -106,10 +106,12 @@ def _notify_raised(session: Session, nc: Nonconformity, device_code: str | None)
 # a device; a job (every device on it); a material lot (every job built from it, every device of those jobs);
 # a design iteration (every device of it); a machine, when it names nothing narrower (every job on it, and the
 # devices whose build on it was not yet accepted when it was raised).
+NARROWER_THAN_MACHINE = ("job_id", "device_id", "material_lot_id", "design_iteration_id")
+
+
 def machine_wide():
     """SQL: a nonconformity that names a machine and nothing narrower."""
-    return (Nonconformity.job_id.is_(None) & Nonconformity.device_id.is_(None)
-            & Nonconformity.material_lot_id.is_(None) & Nonconformity.design_iteration_id.is_(None))
+    return and_(*(getattr(Nonconformity, c).is_(None) for c in NARROWER_THAN_MACHINE))
 
 
 def affecting_job(job_id, machine_id):
@@ -189,18 +191,18 @@ def rework_pending(session: Session, *, device: Device) -> list[str]:
 
 
 def _machine_wide(nc: Nonconformity) -> bool:
-    return nc.job_id is None and nc.device_id is None and nc.material_lot_id is None and nc.design_iteration_id is None
+    return all(getattr(nc, c) is None for c in NARROWER_THAN_MACHINE)
 
 
-def scope_words(nc: Nonconformity, *, lot_number: str | None = None) -> str:
-    """What a nonconformity stops, in words: 'on this job', 'on machine lpbf-01', 'on material lot L-7' …"""
+def scope_of(nc: Nonconformity, *, lot_number: str | None = None) -> str:
+    """What a nonconformity stops, in words: 'this job', 'machine lpbf-01', 'material lot L-7', …"""
     if nc.device_id is not None or nc.job_id is not None:
-        return "on this job"
+        return "this job"
     if nc.material_lot_id is not None:
-        return f"on material lot {lot_number or nc.material_lot_id}"
+        return f"material lot {lot_number or nc.material_lot_id}"
     if nc.design_iteration_id is not None:
-        return f"on design iteration {nc.design_iteration_id}"
-    return f"on machine {nc.machine_id}"
+        return f"design iteration {nc.design_iteration_id}"
+    return f"machine {nc.machine_id}"
 
 
 def disposition_content(nc: Nonconformity, disposition: str, rationale: str) -> dict[str, Any]:
@@ -231,7 +233,7 @@ def disposition(session: Session, *, actor: Principal, nc_id: int, disposition: 
     if disposition not in DISPOSITIONS:
         raise Conflict(f"Disposition must be one of {', '.join(DISPOSITIONS)}", code="disposition")
     if disposition == "rework" and nc.device_id is None and nc.job_id is None:
-        raise Conflict(f"Nonconformity {nc.id} is {scope_words(nc)}: rework applies to devices and jobs; a machine "
+        raise Conflict(f"Nonconformity {nc.id} is on {scope_of(nc)}: rework applies to devices and jobs; a machine "
                        f"needs maintenance (and requalification), a lot or design a decision to use, return or "
                        f"replace it", code="disposition")
     sig = sign(session, signer=actor, password=password, meaning="approved", record_type="nonconformity",

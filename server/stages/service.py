@@ -14,7 +14,7 @@ from server.errors import Conflict, Forbidden
 from server.materials.service import lot_problems, status_problems
 from server.models import Case, Device, ImpactAssessment, Job, MaterialLot, Notification, StageStep, utcnow
 from server.notifications.service import notify, users_with_roles
-from server.nonconformities.service import blocking, rework_pending, scope_words
+from server.nonconformities.service import blocking, rework_pending, scope_of
 from server.stages import evidence
 from server.security import Principal, content_sha256
 from server.db import get_or_not_found
@@ -81,7 +81,7 @@ def _check_device_free(session: Session, step: StageStep, device: Device, verb: 
     if open_ncs:
         raise _refuse(step, device, verb, "open nonconformity " + ", ".join(
             f"{nc.id} ({nc.kind.replace('_', ' ')}"
-            + ("" if (w := scope_words(nc)) == "on this job" else f", {w}") + ")" for nc in open_ncs)
+            + ("" if (w := scope_of(nc)) == "this job" else f", on {w}") + ")" for nc in open_ncs)
             + " must be dispositioned first")
     pending = rework_pending(session, device=device)
     if pending:

@@ -196,6 +196,33 @@ def _mqtt_agent(tmp_path: Path, machine: dict, token: str, influx_url: str, data
     return AgentProcess(tmp_path / "agent.yaml").start()
 
 
+STEAM_134 = {"process": "steam", "sterilization_temp_c": 134.0, "band_minus_k": 0.0, "band_plus_k": 3.0,
+             "min_hold_s": 180.0, "pressure_tolerance_kpa": 10.0, "min_f0_min": 40.0, "max_gap_s": 5.0}
+
+
+def _sterilizer(plant, mosquitto, n: int) -> tuple[dict, str, dict]:
+    """sterilizer-0<n> from the shipped sterilizer-01 config (topics renamed), registered on the server with the
+    operator authorised on it, an agent token for it, and an approved steam recipe: (config, token, recipe)."""
+    mid = f"sterilizer-0{n}"
+    machine = yaml.safe_load((ROOT / "configs" / "machines" / "sterilizer-01.yaml").read_text())
+    machine["id"] = mid
+    for sig in machine["signals"]:  # the status topic names the machine
+        if "topic" in sig["source"]:
+            sig["source"]["topic"] = sig["source"]["topic"].replace("sterilizer-01", mid)
+    machine["connection"]["topic"] = machine["connection"]["topic"].replace("sterilizer-01", mid)
+    machine["connection"]["port"] = mosquitto.port
+    plant.call("POST", "/machines", "production_manager", 201, json={
+        "id": mid, "manufacturer": machine["manufacturer"], "model": machine["model"],
+        "serial_number": machine["serial"] if n == 1 else f"{machine['serial']}-{n}", "site": "Plant 1",
+        "room": "CR-B"})
+    plant.authorise(mid)
+    token = plant.call("POST", "/agents", "admin", 201, json={"name": f"edge-{mid}", "machine_ids": [mid]})["token"]
+    recipe = plant.call("POST", "/cycles/recipes", "quality_engineer", 201,
+                        json={"name": f"Steam 134 on {mid}", "parameters": STEAM_134})
+    plant.call("POST", f"/cycles/recipes/{recipe['id']}/approve", "quality_engineer", json={"password": PASSWORD})
+    return machine, token, recipe
+
+
 def test_a_running_cycle_tags_the_sterilizer_data_with_its_load(plant, server_url, mosquitto, influxdb, tmp_path):
     """Post-processing as for builds: the operator starts a sterilization cycle on a load; the agent takes
     the cycle from the server's context and tags the sterilizer's time series with the load's device codes."""
@@ -209,23 +236,10 @@ def test_a_running_cycle_tags_the_sterilizer_data_with_its_load(plant, server_ur
     influxdb.create_database("cycle_link")
     ctx = plant.ready(devices=2)
     load = [d["device_code"] for d in ctx["job"]["devices"]]
-    cfg_file = ROOT / "configs" / "machines" / "sterilizer-01.yaml"
-    machine = yaml.safe_load(cfg_file.read_text())
-    plant.call("POST", "/machines", "production_manager", 201, json={
-        "id": "sterilizer-01", "manufacturer": machine["manufacturer"], "model": machine["model"],
-        "serial_number": machine["serial"], "site": "Plant 1", "room": "CR-B"})
-    plant.authorise("sterilizer-01")
-    token = plant.call("POST", "/agents", "admin", 201,
-                       json={"name": "edge-cleanroom", "machine_ids": ["sterilizer-01"]})["token"]
-    recipe = plant.call("POST", "/cycles/recipes", "quality_engineer", 201, json={"name": "Steam 134 °C 3.5 min",
-                        "parameters": {"process": "steam", "sterilization_temp_c": 134.0, "band_minus_k": 0.0,
-                                       "band_plus_k": 3.0, "min_hold_s": 180.0, "pressure_tolerance_kpa": 10.0,
-                                       "min_f0_min": 40.0, "max_gap_s": 5.0}})
-    plant.call("POST", f"/cycles/recipes/{recipe['id']}/approve", "quality_engineer", json={"password": PASSWORD})
+    machine, token, recipe = _sterilizer(plant, mosquitto, 1)
     cycle = plant.call("POST", "/cycles", "operator", 201,
                        json={"machine_id": "sterilizer-01", "recipe_id": recipe["id"], "device_codes": load})
 
-    machine["connection"]["port"] = mosquitto.port
     agent = _mqtt_agent(tmp_path, machine, token, influxdb.url, "cycle_link", server_url)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sterilizer")
     pub.connect("127.0.0.1", mosquitto.port)
@@ -271,23 +285,7 @@ def test_a_cycle_recorded_late_gets_its_device_codes_on_readings_already_stored(
     influxdb.create_database("late_link")
     ctx = plant.ready(devices=2)
     load = [d["device_code"] for d in ctx["job"]["devices"]]
-    machine = yaml.safe_load((ROOT / "configs" / "machines" / "sterilizer-01.yaml").read_text())
-    machine["id"] = "sterilizer-02"
-    for sig in machine["signals"]:  # the status topic names the machine
-        if "topic" in sig["source"]:
-            sig["source"]["topic"] = sig["source"]["topic"].replace("sterilizer-01", "sterilizer-02")
-    machine["connection"]["topic"] = machine["connection"]["topic"].replace("sterilizer-01", "sterilizer-02")
-    machine["connection"]["port"] = mosquitto.port
-    plant.call("POST", "/machines", "production_manager", 201, json={
-        "id": "sterilizer-02", "manufacturer": machine["manufacturer"], "model": machine["model"],
-        "serial_number": machine["serial"] + "-2", "site": "Plant 1", "room": "CR-B"})
-    plant.authorise("sterilizer-02")
-    token = plant.call("POST", "/agents", "admin", 201,
-                       json={"name": "edge-cleanroom-2", "machine_ids": ["sterilizer-02"]})["token"]
-    recipe = plant.call("POST", "/cycles/recipes", "quality_engineer", 201, json={"name": "Steam 134 late",
-                        "parameters": {"process": "steam", "sterilization_temp_c": 134.0, "band_minus_k": 0.0, "band_plus_k": 3.0,
-                                       "min_hold_s": 180.0, "pressure_tolerance_kpa": 10.0, "min_f0_min": 40.0}})
-    plant.call("POST", f"/cycles/recipes/{recipe['id']}/approve", "quality_engineer", json={"password": PASSWORD})
+    machine, token, recipe = _sterilizer(plant, mosquitto, 2)
     agent = _mqtt_agent(tmp_path, machine, token, influxdb.url, "late_link", server_url)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sterilizer-2")
     pub.connect("127.0.0.1", mosquitto.port)
@@ -327,20 +325,7 @@ def test_the_agent_learns_a_cycle_by_push_from_its_recorded_start(plant, server_
     between the start and the moment the agent heard of it goes out untagged."""
     ctx = plant.ready(devices=1)
     load = [d["device_code"] for d in ctx["job"]["devices"]]
-    machine = yaml.safe_load((ROOT / "configs" / "machines" / "sterilizer-01.yaml").read_text())
-    machine["id"] = "sterilizer-03"
-    machine["connection"]["port"] = mosquitto.port
-    plant.call("POST", "/machines", "production_manager", 201, json={
-        "id": "sterilizer-03", "manufacturer": machine["manufacturer"], "model": machine["model"],
-        "serial_number": machine["serial"] + "-3", "site": "Plant 1", "room": "CR-B"})
-    plant.authorise("sterilizer-03")
-    token = plant.call("POST", "/agents", "admin", 201,
-                       json={"name": "edge-cleanroom-3", "machine_ids": ["sterilizer-03"]})["token"]
-    recipe = plant.call("POST", "/cycles/recipes", "quality_engineer", 201, json={"name": "Steam 134 push",
-                        "parameters": {"process": "steam", "sterilization_temp_c": 134.0, "band_minus_k": 0.0,
-                                       "band_plus_k": 3.0, "min_hold_s": 180.0, "pressure_tolerance_kpa": 10.0,
-                                       "min_f0_min": 40.0}})
-    plant.call("POST", f"/cycles/recipes/{recipe['id']}/approve", "quality_engineer", json={"password": PASSWORD})
+    machine, token, recipe = _sterilizer(plant, mosquitto, 3)
     agent = _mqtt_agent(tmp_path, machine, token, influxdb.url, "push_link", server_url, interval_s=120)
     try:
         wait_until(lambda: agent.status()["server"]["connected"], 30, "the agent linked to the server")
