@@ -107,11 +107,11 @@ def seed(base: str, env: dict[str, str]) -> dict:
         "reuse_limit": 5})
     lot = call("POST", f"/materials/lots/{lot['id']}/status", "quality_engineer", json={
         "status": "released", "reason": "incoming inspection", "password": PASSWORD})
-    case = call("POST", "/cases", "clinician", json={"clinician": "Dr C",
-                                                     "institution": "H", "surgery_date": str(TODAY + timedelta(days=30))})
+    case = call("POST", "/cases", "clinician", json={"institution": "H", "surgery_date": str(TODAY + timedelta(days=30))})
     design = call("POST", f"/cases/{case['id']}/designs", "design_engineer", json={
         "name": "cup", "process": "LPBF", "material": "Ti64", "product_family": "cup",
-        "regulatory_category": "patient_matched", "gtin": "09506000134352"})
+        "regulatory_category": "patient_matched", "gtin": "09506000134352",
+        "intended_use": "bench: release gate only", "anatomical_site": "left acetabulum"})
     it = call("POST", f"/designs/{design['id']}/iterations", "design_engineer",
               data={"software_name": "Mimics", "software_version": "26"},
               files=[("files", ("cup.stl", b"solid cup\nendsolid\n", "model/stl"))])

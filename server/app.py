@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from server.cycles.router import router as cycles
     from server.history.router import router as history
     from server.auth.router import router as auth
+    from server.delivery.router import router as delivery
     from server.designs.router import router as designs
     from server.gate.router import router as gate
     from server.jobs.router import router as jobs
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # The release gate first: routes are matched in order, and it is asked before every build.
     for router in (gate, auth, audit, machines, qualification, materials, designs, jobs, stages, nonconformities,
-                   agents, cycles, history, notifications):
+                   agents, cycles, history, notifications, delivery):
         app.include_router(router, prefix=API)
     _add_pages(app)
     return app

@@ -254,6 +254,11 @@ class Case(Base):
     surgery_date: Mapped[date] = mapped_column(Date)
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The clinician as a user (R17: only they, or the delegate they name, accept the delivery); `clinician` keeps
+    # the printed name. None only for cases opened before clinicians were linked.
+    clinician_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", name="fk_case_clinician"), nullable=True)
+    delegate_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", name="fk_case_delegate"), nullable=True)
+    imaging_date: Mapped[date | None] = mapped_column(Date, nullable=True)
 
 
 class SurgeryDateChange(Base):
@@ -286,6 +291,9 @@ class Design(Base):
     gtin: Mapped[str | None] = mapped_column(String(14), nullable=True)
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Label data (R17); None only for designs created before the label was required.
+    intended_use: Mapped[str | None] = mapped_column(Text, nullable=True)
+    anatomical_site: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class DesignIteration(Base):
@@ -399,6 +407,38 @@ class Device(Base):
     position: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(16), default="in_production")  # in_production|delivered|scrapped
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Shipment(Base):
+    """A delivery list: released devices sent together to one clinician, dispatched by production, signed for by
+    the clinician (R17)."""
+
+    __tablename__ = "shipments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution: Mapped[str] = mapped_column(String(200))
+    clinician_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open | dispatched | accepted
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dispatched_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    dispatched_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    list_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    accepted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    items: Mapped[list["ShipmentItem"]] = relationship(order_by="ShipmentItem.id", lazy="selectin")
+
+
+class ShipmentItem(Base):
+    """A device on a delivery list, with its label data as frozen at dispatch."""
+
+    __tablename__ = "shipment_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shipment_id: Mapped[int] = mapped_column(ForeignKey("shipments.id"), index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), unique=True)
+    label: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class DeviceCodeCounter(Base):

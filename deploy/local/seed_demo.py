@@ -112,11 +112,13 @@ def seed_build(api: Api, *, machine_id: str, stl: bytes, wait_s: float = 60) -> 
         "status": "released", "reason": "incoming inspection: certificate of analysis checked",
         "password": api.password})
     case = api.call("clara.clinician", "POST", "/cases", json={
-        "patient_ref": f"P-{uuid.uuid4().hex[:8].upper()}", "clinician": "Dr. Clara Clinician",
-        "institution": "University Hospital", "surgery_date": str(today + timedelta(days=21))})
+        "institution": "University Hospital", "surgery_date": str(today + timedelta(days=21)),
+        "imaging_date": str(today - timedelta(days=9))})
     design = api.call("dana.designer", "POST", f"/cases/{case['id']}/designs", json={
         "name": "Acetabular cup, left", "process": "LPBF", "material": "Ti-6Al-4V ELI",
-        "product_family": "acetabular cup", "regulatory_category": "patient_matched", "gtin": "09506000134352"})
+        "product_family": "acetabular cup", "regulatory_category": "patient_matched", "gtin": "09506000134352",
+        "intended_use": "total hip arthroplasty, cementless acetabular component (patient-matched)",
+        "anatomical_site": "left acetabulum"})
     it = api.call("dana.designer", "POST", f"/designs/{design['id']}/iterations",
                   data={"software_name": "Materialise Mimics", "software_version": "26.0", "change_note": "initial"},
                   files=[("files", ("cup.stl", stl, "model/stl"))])

@@ -17,6 +17,7 @@ from server.security import Principal
 
 router = APIRouter(prefix="/audit", tags=["audit trail"], responses=COMMON_ERRORS)
 Reviewer = Annotated[Principal, Depends(require("quality_engineer", "admin"))]
+CASE_READS = ("case_read", "case_data_read")
 
 
 @router.get("/entries", response_model=list[AuditEntryOut])
@@ -29,7 +30,15 @@ def list_entries(session: SessionDep, actor: Reviewer, record_type: str | None =
         q = q.where(AuditEntry.record_type == record_type)
     if record_id:
         q = q.where(AuditEntry.record_id == record_id)
-    return list(session.scalars(q.order_by(AuditEntry.seq).limit(limit)))
+    entries = list(session.scalars(q.order_by(AuditEntry.seq).limit(limit)))
+    # Entries about cases carry case data (pseudonym, clinician, surgery date): reading them is a read of the
+    # case, audited like GET /cases/{id} (R11). Read entries themselves carry only ids, so polling stays quiet.
+    cases = sorted({e.record_id for e in entries if e.record_type == "case" and e.action not in CASE_READS},
+                   key=lambda c: int(c) if c.isdigit() else 0)
+    if cases:
+        service.record(session, actor=actor, action="case_data_read", record_type="case",
+                       record_id=",".join(cases)[:64], new={"via": "audit trail", "cases": cases})
+    return entries
 
 
 @router.get("/verify", response_model=VerificationOut)

@@ -13,14 +13,15 @@ from server.audit.schemas import SignatureOut
 from server.auth.deps import require
 from server.db import SessionDep
 from server.designs import service
-from server.designs.schemas import (CaseCreate, CaseOut, DesignCreate, DesignOut, IterationOut, IterationSignIn,
-                                    SurgeryDateIn)
+from server.designs.schemas import (CaseCreate, CaseOut, DelegateIn, DesignCreate, DesignOut, ImagingDateIn,
+                                    IterationOut, IterationSignIn, SurgeryDateIn)
 from server.errors import COMMON_ERRORS
-from server.models import Case, Design, Signature
+from server.models import Design, Signature
 from server.security import Principal
 
 router = APIRouter(tags=["cases and designs"], responses=COMMON_ERRORS)
 CaseOpener = Annotated[Principal, Depends(require("clinician", "design_engineer"))]
+Clinician = Annotated[Principal, Depends(require("clinician"))]
 SurgeryDater = Annotated[Principal, Depends(require("clinician", "production_manager"))]
 CaseReader = Annotated[Principal, Depends(require("clinician", "design_engineer", "quality_engineer",
                                                   "production_manager"))]
@@ -38,21 +39,36 @@ def _iteration_out(session, it) -> IterationOut:
 
 
 @router.post("/cases", response_model=CaseOut, status_code=201)
-def create_case(body: CaseCreate, session: SessionDep, actor: CaseOpener) -> Case:
-    """Open a case."""
-    return service.create_case(session, actor=actor, **body.model_dump())
+def create_case(body: CaseCreate, session: SessionDep, actor: CaseOpener) -> dict:
+    """Open a case for its clinician (a user)."""
+    return service.case_view(session, service.create_case(session, actor=actor, **body.model_dump()))
 
 
 @router.post("/cases/{case_id}/surgery-date", response_model=CaseOut)
-def change_surgery_date(case_id: int, body: SurgeryDateIn, session: SessionDep, actor: SurgeryDater) -> Case:
+def change_surgery_date(case_id: int, body: SurgeryDateIn, session: SessionDep, actor: SurgeryDater) -> dict:
     """Move a case's surgery date with the reason, signed; the open steps' deadlines follow."""
-    return service.change_surgery_date(session, actor=actor, case_id=case_id, **body.model_dump())
+    return service.case_view(session, service.change_surgery_date(session, actor=actor, case_id=case_id,
+                                                                  **body.model_dump()))
+
+
+@router.post("/cases/{case_id}/delegate", response_model=CaseOut)
+def set_delegate(case_id: int, body: DelegateIn, session: SessionDep, actor: Clinician) -> dict:
+    """The case's clinician names another clinician to act for them (approve, accept delivery), or withdraws it."""
+    return service.case_view(session, service.set_delegate(session, actor=actor, case_id=case_id,
+                                                           delegate_username=body.delegate_username))
+
+
+@router.post("/cases/{case_id}/imaging-date", response_model=CaseOut)
+def set_imaging_date(case_id: int, body: ImagingDateIn, session: SessionDep, actor: CaseOpener) -> dict:
+    """Record when the patient was imaged (label data)."""
+    return service.case_view(session, service.set_imaging_date(session, actor=actor, case_id=case_id,
+                                                                imaging_date=body.imaging_date))
 
 
 @router.get("/cases/{case_id}", response_model=CaseOut)
-def read_case(case_id: int, session: SessionDep, actor: CaseReader) -> Case:
-    """Read a case (the read is audited)."""
-    return service.read_case(session, actor=actor, case_id=case_id)
+def read_case(case_id: int, session: SessionDep, actor: CaseReader) -> dict:
+    """Read a case (the read is audited); a clinician reads only their own cases."""
+    return service.case_view(session, service.read_case(session, actor=actor, case_id=case_id))
 
 
 @router.post("/cases/{case_id}/designs", response_model=DesignOut, status_code=201)

@@ -19,9 +19,30 @@ class CaseCreate(BaseModel):
         None, pattern=r"^[A-Z0-9][A-Z0-9-]{2,63}$",
         description="Pseudonymous patient reference (capitals, digits, dashes; never a name or a date of birth). "
                     "Leave it out and the server issues one (P-XXXXXXXXXX), which is the safer way")
-    clinician: str
-    institution: str
+    clinician_username: str | None = Field(
+        None, max_length=64, description="The case's clinician, a user with role clinician: only they (or their "
+                                         "delegate) approve its designs and accept its devices. Left out when a "
+                                         "clinician opens the case for themself")
+    delegate_username: str | None = Field(None, max_length=64, description="Another clinician who may act for them")
+    institution: str = Field(min_length=2, max_length=200)
     surgery_date: date
+    imaging_date: date | None = Field(None, description="When the patient was imaged (label data); may follow later")
+
+
+class DelegateIn(BaseModel):
+    """The clinician who may act for the case's clinician, or null to withdraw the delegation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delegate_username: str | None = Field(max_length=64)
+
+
+class ImagingDateIn(BaseModel):
+    """When the patient was imaged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    imaging_date: date
 
 
 class SurgeryDateIn(BaseModel):
@@ -41,9 +62,12 @@ class CaseOut(BaseModel):
 
     id: int
     patient_ref: str
-    clinician: str
+    clinician: str = Field(description="The clinician's printed name")
+    clinician_username: str | None = Field(description="None only for cases opened before clinicians were users")
+    delegate_username: str | None
     institution: str
     surgery_date: date
+    imaging_date: date | None
     created_at: datetime
 
 
@@ -58,6 +82,10 @@ class DesignCreate(BaseModel):
     product_family: str
     regulatory_category: Literal["custom_made", "patient_matched"]
     gtin: str | None = Field(default=None, description="GTIN-14 (device identifier) when the device carries a UDI")
+    intended_use: str = Field(min_length=10, max_length=2000,
+                              description="Intended use as the label states it, e.g. 'total hip arthroplasty, "
+                                          "cementless acetabular component'")
+    anatomical_site: str = Field(min_length=2, max_length=200, description="Where it goes, e.g. 'left acetabulum'")
 
 
 class DesignOut(BaseModel):
@@ -73,6 +101,8 @@ class DesignOut(BaseModel):
     product_family: str
     regulatory_category: str
     gtin: str | None
+    intended_use: str | None
+    anatomical_site: str | None
 
 
 class DesignFileOut(BaseModel):

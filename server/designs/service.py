@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 
 from edge.validation.hashing import sha256_file
 from server.audit.service import record, register_record_hasher, settings_of, sign
-from server.errors import Conflict, NotFound
+from server.errors import Conflict, Forbidden, NotFound
 from server.jobs.udi import validate_gtin
 from server.models import (Case, Design, DesignFile, DesignIteration, Device, Signature, StageStep,
-                           SurgeryDateChange, utcnow)
+                           SurgeryDateChange, User, utcnow)
 from server.security import Principal, content_sha256
 from server.db import get_or_not_found
 
@@ -43,9 +43,36 @@ def pseudonym_problem(patient_ref: str) -> str | None:
     return None
 
 
-def create_case(session: Session, *, actor: Principal, patient_ref: str | None, clinician: str, institution: str,
-                surgery_date: date) -> Case:
-    """Open a case under a pseudonymous patient reference (no patient name is stored); issued here if not given."""
+def _clinician(session: Session, username: str, what: str) -> User:
+    """The active clinician with this username, or why not."""
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None or not user.active:
+        raise Conflict(f"No active user {username!r} to name as the case's {what}", code="clinician_unknown")
+    if user.role != "clinician":
+        raise Conflict(f"{user.full_name} ({username}) is a {user.role.replace('_', ' ')}, not a clinician: the "
+                       f"case's {what} must be a clinician", code="clinician_role")
+    return user
+
+
+def is_case_clinician(case: Case, actor: Principal) -> bool:
+    """True when actor is the case's clinician or the delegate they named."""
+    return actor.kind == "user" and actor.id in (case.clinician_id, case.delegate_id)
+
+
+def require_case_clinician(session: Session, case: Case, actor: Principal, doing: str) -> None:
+    """Refuse a clinician who is neither the case's clinician nor their delegate (R17)."""
+    if actor.role == "clinician" and not is_case_clinician(case, actor):
+        named = session.get(User, case.clinician_id) if case.clinician_id else None
+        who = f"{named.full_name} ({named.username})" if named else f"{case.clinician} (not linked to a user)"
+        raise Forbidden(f"Only the clinician of case {case.id}, {who}, or the delegate they named may {doing}",
+                        code="not_case_clinician")
+
+
+def create_case(session: Session, *, actor: Principal, patient_ref: str | None, clinician_username: str | None,
+                delegate_username: str | None, institution: str, surgery_date: date,
+                imaging_date: date | None) -> Case:
+    """Open a case under a pseudonymous patient reference (no patient name is stored); issued here if not given.
+    The case names its clinician as a user (a clinician opening a case is its clinician unless told)."""
     if patient_ref is None:
         patient_ref = "P-" + secrets.token_hex(5).upper()
     elif (problem := pseudonym_problem(patient_ref)) is not None:
@@ -54,16 +81,74 @@ def create_case(session: Session, *, actor: Principal, patient_ref: str | None, 
     if surgery_date < utcnow().date():
         raise Conflict(f"The surgery date {surgery_date:%d %b %Y} has passed: a case is opened for a surgery "
                        f"to come", code="case_surgery_date_past")
+    _check_imaging_date(imaging_date)
+    if clinician_username is None:
+        if actor.role != "clinician":
+            raise Conflict("Name the case's clinician (clinician_username): only they accept its devices",
+                           code="clinician_missing")
+        clinician = session.get(User, actor.id)
+    else:
+        clinician = _clinician(session, clinician_username, "clinician")
+    delegate = None if delegate_username is None else _clinician(session, delegate_username, "delegate")
+    if delegate is not None and delegate.id == clinician.id:
+        raise Conflict("The delegate must be another clinician than the case's own", code="delegate_same")
     if session.scalar(select(Case.id).where(Case.patient_ref == patient_ref)) is not None:
         raise Conflict(f"A case with patient reference {patient_ref} exists", code="case_exists")
-    case = Case(patient_ref=patient_ref, clinician=clinician, institution=institution, surgery_date=surgery_date,
-                created_by=actor.id)
+    case = Case(patient_ref=patient_ref, clinician=clinician.full_name, clinician_id=clinician.id,
+                delegate_id=None if delegate is None else delegate.id, institution=institution,
+                surgery_date=surgery_date, imaging_date=imaging_date, created_by=actor.id)
     session.add(case)
     session.flush()
     record(session, actor=actor, action="case_created", record_type="case", record_id=case.id,
-           new={"patient_ref": patient_ref, "clinician": clinician, "institution": institution,
-                "surgery_date": surgery_date})
+           new={"patient_ref": patient_ref, "clinician": clinician.username, "institution": institution,
+                "surgery_date": surgery_date, "imaging_date": imaging_date,
+                **({"delegate": delegate.username} if delegate else {})})
     return case
+
+
+def _check_imaging_date(imaging_date: date | None) -> None:
+    if imaging_date is not None and imaging_date > utcnow().date():
+        raise Conflict(f"The imaging date {imaging_date:%d %b %Y} is in the future", code="imaging_date_future")
+
+
+def _case(session: Session, case_id: int) -> Case:
+    return get_or_not_found(session, Case, case_id, f"No case {case_id}", code="case_not_found")
+
+
+def set_delegate(session: Session, *, actor: Principal, case_id: int, delegate_username: str | None) -> Case:
+    """The case's clinician names (or withdraws) a delegate who may accept its devices and read their records."""
+    case = _case(session, case_id)
+    if actor.id != case.clinician_id:
+        raise Forbidden(f"Only the clinician of case {case.id} names its delegate", code="not_case_clinician")
+    delegate = None if delegate_username is None else _clinician(session, delegate_username, "delegate")
+    if delegate is not None and delegate.id == case.clinician_id:
+        raise Conflict("The delegate must be another clinician than the case's own", code="delegate_same")
+    old = session.get(User, case.delegate_id).username if case.delegate_id else None
+    case.delegate_id = None if delegate is None else delegate.id
+    record(session, actor=actor, action="case_delegate_set", record_type="case", record_id=case.id,
+           old={"delegate": old}, new={"delegate": None if delegate is None else delegate.username})
+    return case
+
+
+def set_imaging_date(session: Session, *, actor: Principal, case_id: int, imaging_date: date) -> Case:
+    """Record when the patient was imaged (label data, R17); a correction keeps the old value in the audit trail."""
+    case = _case(session, case_id)
+    require_case_clinician(session, case, actor, "record its imaging date")
+    _check_imaging_date(imaging_date)
+    old, case.imaging_date = case.imaging_date, imaging_date
+    record(session, actor=actor, action="case_imaging_date_set", record_type="case", record_id=case.id,
+           old={"imaging_date": old}, new={"imaging_date": imaging_date})
+    return case
+
+
+def case_view(session: Session, case: Case) -> dict[str, Any]:
+    """A case as the API shows it: the clinician's and delegate's usernames beside the printed name."""
+    def username(uid: int | None) -> str | None:
+        return None if uid is None else session.get(User, uid).username
+    return {"id": case.id, "patient_ref": case.patient_ref, "clinician": case.clinician,
+            "clinician_username": username(case.clinician_id), "delegate_username": username(case.delegate_id),
+            "institution": case.institution, "surgery_date": case.surgery_date, "imaging_date": case.imaging_date,
+            "created_at": case.created_at}
 
 
 def surgery_change_content(c: SurgeryDateChange) -> dict[str, Any]:
@@ -84,9 +169,8 @@ def change_surgery_date(session: Session, *, actor: Principal, case_id: int, sur
     with it (R9: a job blocked by a passed date is no longer blocked for ever)."""
     from server.stages.service import case_deadline
 
-    case = session.get(Case, case_id)
-    if case is None:
-        raise NotFound(f"No case {case_id}", code="case_not_found")
+    case = _case(session, case_id)
+    require_case_clinician(session, case, actor, "move its surgery date")
     if surgery_date < utcnow().date():
         raise Conflict(f"The new surgery date {surgery_date:%d %b %Y} has passed", code="case_surgery_date_past")
     if surgery_date == case.surgery_date:
@@ -118,15 +202,15 @@ def change_surgery_date(session: Session, *, actor: Principal, case_id: int, sur
 
 def read_case(session: Session, *, actor: Principal, case_id: int) -> Case:
     """Read a case; every read of this sensitive record is audited."""
-    case = session.get(Case, case_id)
-    if case is None:
-        raise NotFound(f"No case {case_id}", code="case_not_found")
+    case = _case(session, case_id)
+    require_case_clinician(session, case, actor, "read it")
     record(session, actor=actor, action="case_read", record_type="case", record_id=case.id)
     return case
 
 
 def create_design(session: Session, *, actor: Principal, case_id: int, name: str, process: str, material: str,
-                  product_family: str, regulatory_category: str, gtin: str | None) -> Design:
+                  product_family: str, regulatory_category: str, gtin: str | None, intended_use: str,
+                  anatomical_site: str) -> Design:
     """Create a design for a case."""
     if session.get(Case, case_id) is None:
         raise NotFound(f"No case {case_id}", code="case_not_found")
@@ -137,12 +221,14 @@ def create_design(session: Session, *, actor: Principal, case_id: int, name: str
         if problem:
             raise Conflict(problem, code="gtin_invalid")
     design = Design(case_id=case_id, name=name, process=process, material=material, product_family=product_family,
-                    regulatory_category=regulatory_category, gtin=gtin, created_by=actor.id)
+                    regulatory_category=regulatory_category, gtin=gtin, intended_use=intended_use,
+                    anatomical_site=anatomical_site, created_by=actor.id)
     session.add(design)
     session.flush()
     record(session, actor=actor, action="design_created", record_type="design", record_id=design.id,
            new={"case_id": case_id, "name": name, "process": process, "material": material,
-                "product_family": product_family, "regulatory_category": regulatory_category, "gtin": gtin})
+                "product_family": product_family, "regulatory_category": regulatory_category, "gtin": gtin,
+                "intended_use": intended_use, "anatomical_site": anatomical_site})
     return design
 
 
@@ -157,10 +243,14 @@ def get_iteration(session: Session, *, iteration_id: int) -> DesignIteration:
 
 
 def iteration_content(design: Design, it: DesignIteration) -> dict[str, Any]:
-    """The signable content of an iteration: what it is and the exact bytes (hashes) of its files."""
-    return {"iteration_id": it.id, "design_id": design.id, "case_id": design.case_id, "number": it.number,
-            "software": {"name": it.software_name, "version": it.software_version},
-            "files": [{"name": f.file_name, "sha256": f.sha256, "size": f.size_bytes} for f in it.files]}
+    """The signable content of an iteration: what it is, the exact bytes (hashes) of its files and the label's
+    intended use and site (so the approvers sign what the label will say)."""
+    content = {"iteration_id": it.id, "design_id": design.id, "case_id": design.case_id, "number": it.number,
+               "software": {"name": it.software_name, "version": it.software_version},
+               "files": [{"name": f.file_name, "sha256": f.sha256, "size": f.size_bytes} for f in it.files]}
+    if design.intended_use is not None:  # designs from before the label data keep their signed content
+        content["label"] = {"intended_use": design.intended_use, "anatomical_site": design.anatomical_site}
+    return content
 
 
 @register_record_hasher("design_iteration")
@@ -232,6 +322,7 @@ def sign_iteration(session: Session, *, actor: Principal, iteration_id: int, pas
     current = content_sha256(iteration_content(design, it))
     if current != it.content_sha256:
         raise Conflict(f"Design iteration {it.id} no longer matches its recorded hash", code="iteration_tampered")
+    require_case_clinician(session, session.get(Case, design.case_id), actor, "approve its designs")
     existing = iteration_signatures(session, iteration_id=it.id)
     if any(s.user_id == actor.id for s in existing):
         raise Conflict(f"{actor.full_name} has already signed design iteration {it.id}", code="already_signed")

@@ -76,7 +76,8 @@ _ASK = (select(
 _DEVICES = (select(Device.kind, Device.case_id, Device.design_iteration_id, DesignIteration.design_id,
                    DesignIteration.number, DesignIteration.software_name, DesignIteration.software_version,
                    DesignIteration.content_sha256, DesignIteration.status, Design.case_id.label("design_case_id"),
-                   Design.name.label("design_name"), Case.patient_ref, Case.surgery_date)
+                   Design.name.label("design_name"),
+                   Design.intended_use, Design.anatomical_site, Case.patient_ref, Case.surgery_date)
             .outerjoin(DesignIteration, DesignIteration.id == Device.design_iteration_id)
             .outerjoin(Design, Design.id == DesignIteration.design_id)
             .outerjoin(Case, Case.id == Device.case_id)
@@ -142,6 +143,8 @@ class _Design:
     id: int
     case_id: int
     name: str
+    intended_use: str | None  # with the site, part of the signed iteration content (designs.iteration_content)
+    anatomical_site: str | None
 
 
 def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, build_file_sha256: str,
@@ -350,7 +353,8 @@ def _load_iterations(session: Session, devices: list[Any]) -> dict[int, tuple[_I
             it = _Iteration(id=d.design_iteration_id, design_id=d.design_id, number=d.number,
                             software_name=d.software_name, software_version=d.software_version,
                             content_sha256=d.content_sha256, status=d.status)
-            loaded[it.id] = (it, _Design(id=d.design_id, case_id=d.design_case_id, name=d.design_name), [])
+            loaded[it.id] = (it, _Design(id=d.design_id, case_id=d.design_case_id, name=d.design_name,
+                                                  intended_use=d.intended_use, anatomical_site=d.anatomical_site), [])
     if not loaded:
         return loaded
     conn = session.connection()

@@ -5,52 +5,20 @@ from __future__ import annotations
 
 import io
 from datetime import datetime, timezone
-from xml.sax.saxutils import escape
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on a server
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
-from reportlab.lib import colors  # noqa: E402
 from reportlab.lib.pagesizes import A4  # noqa: E402
-from reportlab.lib.styles import getSampleStyleSheet  # noqa: E402
 from reportlab.lib.units import mm  # noqa: E402
-from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle  # noqa: E402
+from reportlab.platypus import Image, SimpleDocTemplate, Spacer  # noqa: E402
 
-from server.history.schemas import DeviceHistoryRecord, PlotSeries, SignatureManifest  # noqa: E402
+from server.history.schemas import DeviceHistoryRecord, PlotSeries  # noqa: E402
+from server.pdfkit import para as _p, signature as _sig, table as _table, text as _t  # noqa: E402
 
-STYLES = getSampleStyleSheet()
 LIMIT_STYLE = {"warn": ("#d08000", "--"), "alarm": ("#c00000", "-")}
-
-
-def _t(value) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _sig(s: SignatureManifest | None) -> str:
-    return "—" if s is None else f"{s.printed_name} ({s.role}), {s.meaning}, {_t(s.signed_at)}"
-
-
-def _p(text: str, style: str = "BodyText") -> Paragraph:
-    return Paragraph(escape(text), STYLES[style])
-
-
-def _table(header: list[str], rows: list[list], widths: list[float] | None = None) -> Table:
-    cell = STYLES["BodyText"].clone("cell", fontSize=7.5, leading=9)
-    data = [[Paragraph(f"<b>{escape(h)}</b>", cell) for h in header]] + [
-        [Paragraph(escape(_t(v)), cell) for v in r] for r in rows]
-    t = Table(data, colWidths=[w * mm for w in widths] if widths else None, repeatRows=1)
-    t.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.3, colors.grey),
-                           ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef4")),
-                           ("VALIGN", (0, 0), (-1, -1), "TOP")]))
-    return t
 
 
 def _plot(series: list[PlotSeries], title: str) -> Image | None:

@@ -12,14 +12,28 @@ from server.audit.service import record
 from server.auth.deps import require
 from server.cycles.router import Influx
 from server.db import SessionDep, begin_read, end_read_transaction
-from server.errors import COMMON_ERRORS, ErrorBody
+from server.designs.service import require_case_clinician
+from server.errors import COMMON_ERRORS, ErrorBody, Forbidden
 from server.history import dhr, seal, service, summaries
 from server.history.schemas import BuildSummary, DeviceHistoryRecord, HistoryPage
+from server.models import Case
+from server.security import Principal
 
 router = APIRouter(tags=["history"], responses={
     **COMMON_ERRORS, 503: {"model": ErrorBody, "description": "InfluxDB unavailable or refused the query"}})
 HistoryReader = Annotated[object, Depends(require("quality_engineer", "production_manager"))]
 Quality = Annotated[object, Depends(require("quality_engineer"))]
+# The clinician reads the record of what they sign for (R17), and only that: checked per device below.
+DhrReader = Annotated[Principal, Depends(require("quality_engineer", "production_manager", "clinician"))]
+
+
+def _clinician_may_read(session, actor: Principal, device_code: str) -> None:
+    if actor.role == "clinician":
+        device = service.device_by_code(session, device_code)
+        if device.case_id is None:
+            raise Forbidden(f"{device_code} is a {device.kind}: a clinician reads the records of their cases' devices",
+                            code="not_case_clinician")
+        require_case_clinician(session, session.get(Case, device.case_id), actor, "read its devices' records")
 
 
 class SealCheckOut(BaseModel):
@@ -58,10 +72,12 @@ def build_summary(device_code: str, session: SessionDep, actor: HistoryReader, i
 
 
 @router.get("/history/devices/{device_code}/dhr", response_model=DeviceHistoryRecord)
-def device_history_record(device_code: str, session: SessionDep, actor: HistoryReader, influx: Influx,
+def device_history_record(device_code: str, session: SessionDep, actor: DhrReader, influx: Influx,
                           plots: bool = True) -> DeviceHistoryRecord:
-    """The device history record as JSON (schema version in schema_version); the read is audited."""
+    """The device history record as JSON (schema version in schema_version); the read is audited. A clinician
+    reads the records of their cases' devices."""
     begin_read(session)
+    _clinician_may_read(session, actor, device_code)
     out = dhr.device_history_record(session, influx, actor=actor, device_code=device_code, plots=plots)
     end_read_transaction(session)
     record(session, actor=actor, action="dhr_read", record_type="device", record_id=device_code,
@@ -71,11 +87,12 @@ def device_history_record(device_code: str, session: SessionDep, actor: HistoryR
 
 @router.get("/history/devices/{device_code}/dhr.pdf", response_class=Response,
             responses={200: {"content": {"application/pdf": {}}, "description": "The DHR as PDF"}})
-def device_history_record_pdf(device_code: str, session: SessionDep, actor: HistoryReader, influx: Influx) -> Response:
+def device_history_record_pdf(device_code: str, session: SessionDep, actor: DhrReader, influx: Influx) -> Response:
     """The device history record as PDF for people (tables, plots with limits, signature manifestations)."""
     from server.history.pdf import render_dhr_pdf
 
     begin_read(session)
+    _clinician_may_read(session, actor, device_code)
     data = dhr.device_history_record(session, influx, actor=actor, device_code=device_code, plots=True)
     end_read_transaction(session)
     pdf = render_dhr_pdf(data)

@@ -10,9 +10,10 @@ from sqlalchemy.orm import Session
 
 from server.audit.service import record, register_record_hasher, settings_of, sign
 from server.competence import require_authorised
+from server.delivery import rules as delivery
 from server.errors import Conflict, Forbidden
 from server.materials.service import lot_problems, status_problems
-from server.models import Case, Device, ImpactAssessment, Job, MaterialLot, Notification, StageStep, utcnow
+from server.models import Case, Device, ImpactAssessment, Job, MaterialLot, Notification, Shipment, StageStep, utcnow
 from server.notifications.service import notify, users_with_roles
 from server.nonconformities.service import blocking, rework_pending, scope_of
 from server.stages import evidence
@@ -119,8 +120,10 @@ def _check_lot(session: Session, step: StageStep, device: Device) -> None:
         raise _refuse(step, device, "start", "; ".join(problems))
 
 
-def start(session: Session, *, actor: Principal, step_id: int) -> StageStep:
-    """Start a step; only after the previous step was accepted, never out of order."""
+def start(session: Session, *, actor: Principal, step_id: int, on_list: int | None = None) -> StageStep:
+    """Start a step; only after the previous step was accepted, never out of order.
+
+    on_list: the delivery list being dispatched (a delivery is started only that way)."""
     step = get_step(session, step_id=step_id)
     device = session.get(Device, step.device_id)
     if actor.role not in PERFORMERS[step.stage]:
@@ -142,6 +145,8 @@ def start(session: Session, *, actor: Principal, step_id: int) -> StageStep:
     _check_device_free(session, step, device, "start")
     _check_competence(session, actor, step, device, "start")
     _check_lot(session, step, device)
+    if step.stage == "delivery":
+        delivery.check_delivery(session, actor=actor, device=device, verb="start", on_list_id=on_list)
     if step.stage == "release":
         _check_evidence(session, step, device, "start")
     step.state, step.started_at, step.started_by = "in_progress", utcnow(), actor.id
@@ -156,11 +161,16 @@ def completion_content(step: StageStep, device: Device, result: str, by: int) ->
             "performed_by": by}
 
 
-def acceptance_content(step: StageStep, device: Device, judgement: str) -> dict[str, Any]:
-    """What the acceptor's signature binds to (includes the signed completion)."""
-    return {"step_id": step.id, "device_code": device.device_code, "stage": step.stage, "result": step.result,
-            "completion_signature_id": step.completion_signature_id, "judgement": judgement,
-            "impact_assessment": step.impact_assessment}
+def acceptance_content(step: StageStep, device: Device, judgement: str,
+                       shipment: Shipment | None = None) -> dict[str, Any]:
+    """What the acceptor's signature binds to (includes the signed completion; for a delivery, the delivery list
+    as dispatched)."""
+    content = {"step_id": step.id, "device_code": device.device_code, "stage": step.stage, "result": step.result,
+               "completion_signature_id": step.completion_signature_id, "judgement": judgement,
+               "impact_assessment": step.impact_assessment}
+    if shipment is not None:
+        content["delivery_list"] = {"id": shipment.id, "sha256": shipment.list_sha256}
+    return content
 
 
 @register_record_hasher("stage_completion")
@@ -177,12 +187,16 @@ def _rehash_acceptance(session: Session, record_id: str) -> str | None:
     step = session.get(StageStep, int(record_id))
     if step is None or step.judgement is None:
         return None
-    return content_sha256(acceptance_content(step, session.get(Device, step.device_id), step.judgement))
+    device = session.get(Device, step.device_id)
+    shipment = delivery.on_list(session, device) if step.stage == "delivery" else None
+    return content_sha256(acceptance_content(step, device, step.judgement, shipment))
 
 
 def complete(session: Session, *, actor: Principal, step_id: int, result: str, password: str,
-             credential: str = "password") -> StageStep:
-    """Complete a step with the performer's signature (meaning performed; password, or PIN at the kiosk)."""
+             credential: str = "password", on_list: int | None = None) -> StageStep:
+    """Complete a step with the performer's signature (meaning performed; password, or PIN at the kiosk).
+
+    on_list: the delivery list being dispatched (a delivery is performed only that way)."""
     step = get_step(session, step_id=step_id)
     device = session.get(Device, step.device_id)
     if step.state != "in_progress":
@@ -192,6 +206,8 @@ def complete(session: Session, *, actor: Principal, step_id: int, result: str, p
     _check_device_free(session, step, device, "complete")
     _check_competence(session, actor, step, device, "complete")
     _check_evidence(session, step, device, "complete")
+    if step.stage == "delivery":
+        delivery.check_delivery(session, actor=actor, device=device, verb="complete", on_list_id=on_list)
     sig = sign(session, signer=actor, password=password, meaning="performed", record_type="stage_completion",
                record_id=step.id, record_sha256=content_sha256(completion_content(step, device, result, actor.id)),
                allowed_roles=PERFORMERS[step.stage], credential=credential)
@@ -260,9 +276,12 @@ def accept(session: Session, *, actor: Principal, step_id: int, judgement: str, 
                                               f"record an impact assessment first")
     _check_device_free(session, step, device, "accept")
     _check_evidence(session, step, device, "accept")
+    shipment = None
+    if step.stage == "delivery":
+        shipment = delivery.check_delivery(session, actor=actor, device=device, verb="accept", on_list_id=None)
     sig = sign(session, signer=actor, password=password,
                meaning="approved" if step.stage == "release" else "reviewed", record_type="stage_acceptance",
-               record_id=step.id, record_sha256=content_sha256(acceptance_content(step, device, judgement)),
+               record_id=step.id, record_sha256=content_sha256(acceptance_content(step, device, judgement, shipment)),
                allowed_roles=ACCEPTORS[step.stage])
     step.state, step.accepted_at, step.accepted_by = "accepted", now, actor.id
     step.judgement, step.acceptance_signature_id = judgement, sig.id
@@ -271,6 +290,7 @@ def accept(session: Session, *, actor: Principal, step_id: int, judgement: str, 
            new={"stage": step.stage, "state": "accepted", "judgement": judgement, "signature_id": sig.id})
     if step.stage == "delivery":
         device.state = "delivered"
+        delivery.after_acceptance(session, actor=actor, shipment=shipment)
     if step.stage == "release":
         # Seal the record: digest of the device's time series and records into the audit chain (issue #6).
         from server.history.seal import seal_on_release

@@ -172,16 +172,18 @@ class Plant:
             "status": "released", "reason": "incoming inspection: CoA checked", "password": PASSWORD})
 
     def case(self, *, surgery_in_days: int = 30) -> dict:
-        """A case with a pseudonymous patient reference."""
+        """A case with a pseudonymous patient reference, opened by the seeded clinician for themself."""
         return self.call("POST", "/cases", "clinician", 201, json={
-            "patient_ref": f"P-{uuid.uuid4().hex[:8].upper()}", "clinician": "Dr. Clara Clinician",
-            "institution": "University Hospital", "surgery_date": str(TODAY + timedelta(days=surgery_in_days))})
+            "patient_ref": f"P-{uuid.uuid4().hex[:8].upper()}", "institution": "University Hospital",
+            "surgery_date": str(TODAY + timedelta(days=surgery_in_days)),
+            "imaging_date": str(TODAY - timedelta(days=7))})
 
     def design(self, case_id: int, *, family: str = "acetabular cup", gtin: str | None = "09506000134352") -> dict:
         """A patient-matched design for the case."""
         return self.call("POST", f"/cases/{case_id}/designs", "design_engineer", 201, json={
             "name": f"Cup {uuid.uuid4().hex[:4]}", "process": "LPBF", "material": "Ti-6Al-4V ELI",
-            "product_family": family, "regulatory_category": "patient_matched", "gtin": gtin})
+            "product_family": family, "regulatory_category": "patient_matched", "gtin": gtin,
+            "intended_use": "total hip arthroplasty, cementless acetabular component", "anatomical_site": "left acetabulum"})
 
     def iteration(self, design_id: int, *, content: bytes | None = None, sign: bool = True,
                   note: str = "initial design") -> dict:

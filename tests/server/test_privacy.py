@@ -9,7 +9,7 @@ import pytest
 
 
 def _case(plant, **kw):
-    body = {"clinician": "Dr. Clara Clinician", "institution": "University Hospital",
+    body = {"institution": "University Hospital",
             "surgery_date": str(date.today() + timedelta(days=30)), **kw}
     return plant.client.post("/api/v1/cases", headers=plant.h("clinician"), json=body)
 

@@ -13,7 +13,7 @@ from stagekit import PASSWORD, step_of
 
 def test_a_case_for_a_surgery_that_has_passed_is_refused(plant):
     r = plant.client.post("/api/v1/cases", headers=plant.h("clinician"), json={
-        "patient_ref": "P-PAST0001", "clinician": "Dr. Clara Clinician", "institution": "University Hospital",
+        "patient_ref": "P-PAST0001", "institution": "University Hospital",
         "surgery_date": str(date.today() - timedelta(days=1))})
     assert r.status_code == 409 and r.json()["code"] == "case_surgery_date_past"
 

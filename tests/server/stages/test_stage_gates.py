@@ -44,9 +44,16 @@ def test_all_stages_in_order_to_delivery(plant):
     r = plant.client.post(f"/api/v1/stages/steps/{s['post_processing']['id']}/start", headers=plant.h("operator"))
     assert r.status_code == 409 and r.json()["detail"] == (f"Cannot start post-processing of device {code}: build "
                                                            f"has not been accepted (it is pending)")
-    for stage in PERFORM:
+    for stage in [s for s in PERFORM if s != "delivery"]:
         accepted = run_step(plant, steps(plant, code)[stage], stage)
         assert accepted["state"] == "accepted" and accepted["acceptance_signature_id"] is not None
+    # Delivery is performed by dispatching a delivery list (tests/server/delivery) and accepted by the case's clinician.
+    shipment = plant.call("POST", "/shipments", "production_manager", 201, json={"device_codes": [code]})
+    plant.call("POST", f"/shipments/{shipment['id']}/dispatch", "production_manager", json={"password": PASSWORD})
+    accepted = plant.call("POST", f"/stages/steps/{steps(plant, code)['delivery']['id']}/accept",
+                                       "clinician", json={"judgement": "received", "password": PASSWORD})
+    assert accepted["state"] == "accepted" and accepted["acceptance_signature_id"] is not None
+    assert plant.call("GET", f"/shipments/{shipment['id']}", "production_manager")["state"] == "accepted"
     assert plant.call("GET", f"/devices/{code}", "operator")["state"] == "delivered"
     assert plant.call("GET", "/audit/verify", "quality_engineer")["ok"] is True
 
