@@ -21,6 +21,7 @@ API = "/api/v1"
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for settings (read from the environment when not given)."""
     from server.agents.changes import ContextChanges
+    from server.notifications.service import NotificationWatch
     from server.agents.router import router as agents
     from server.audit.router import router as audit
     from server.cycles.router import router as cycles
@@ -40,15 +41,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from server.notifications.push import push_notifications
         from server.stages.watch import watch_overdue
 
-        app.state.overdue_watch = asyncio.create_task(watch_overdue(app), name="overdue watch")
+        tasks = [asyncio.create_task(watch_overdue(app), name="overdue watch")]
+        if app.state.settings.notify_webhook_url:
+            tasks.append(asyncio.create_task(push_notifications(app), name="notification push"))
+        app.state.overdue_watch = tasks[0]
         try:
             yield
         finally:
-            app.state.overdue_watch.cancel()
-            with suppress(asyncio.CancelledError):
-                await app.state.overdue_watch
+            for task in tasks:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         lifespan=lifespan,
@@ -62,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine, settings)
     app.state.context_changes = ContextChanges()
     app.state.context_changes.install(app.state.sessionmaker)
+    app.state.notification_watch = NotificationWatch()
+    app.state.notification_watch.install(app.state.sessionmaker)
     app.state.gate_executor = ThreadPoolExecutor(max_workers=settings.gate_threads, thread_name_prefix="gate")
     app.state.gate_in_flight = 0
 

@@ -531,6 +531,11 @@ class Notification(Base):
     record_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The outbound webhook's durable queue (server/notifications/push.py): pushed once the receiver answered 2xx.
+    pushed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    push_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    push_after: Mapped[datetime | None] = mapped_column(nullable=True)
+    push_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 # --- release gate and agents --------------------------------------------------------------------

@@ -61,6 +61,16 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_STAGE_HOURS), description="Default deadline of each stage, in hours")
     overdue_check_s: float = Field(default=60.0, gt=0, le=3600, description=(
         "How often the server looks for steps that became overdue and notifies production of each, once"))
+    notify_webhook_url: str | None = Field(default=None, pattern=r"^https?://", description=(
+        "Where every notification is also POSTed as JSON (one per person and notice, with the person's username, "
+        "for a mail, chat or pager gateway to route); none = notifications stay in amtrace"))
+    notify_webhook_secret: str | None = Field(default=None, description=(
+        "Key of the HMAC-SHA256 sent as X-Amtrace-Signature: sha256=<hex> over the body, so the receiver knows "
+        "the message is from this server; set it in the environment, never in the repository"))
+    notify_push_interval_s: float = Field(default=5.0, gt=0, le=3600, description=(
+        "How often the server pushes notifications not yet taken by the webhook (failed ones back off)"))
+    notify_push_max_age_h: float = Field(default=24.0, gt=0, description=(
+        "Notifications older than this are not pushed (a webhook configured today does not replay a year)"))
     delivery_margin_days: int = Field(
         default=2, ge=0, description="The case deadline is this many days before the surgery date")
     routes: dict[str, dict[str, list[str]]] = Field(default_factory=dict, description=(
@@ -108,6 +118,10 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{', '.join(weak)} must be set to a private value of at least 32 characters "
                     f"when AMTRACE_ENVIRONMENT={self.environment}")
+            if self.notify_webhook_url and len(self.notify_webhook_secret or "") < 32:
+                raise ValueError(f"AMTRACE_NOTIFY_WEBHOOK_SECRET must be set (at least 32 characters) with "
+                                 f"AMTRACE_NOTIFY_WEBHOOK_URL when AMTRACE_ENVIRONMENT={self.environment}: "
+                                 f"the receiver must be able to tell our messages from forged ones")
         return self
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from server.commitwatch import CommitWatch
 from server.errors import Forbidden, NotFound
 from server.models import Notification, User, utcnow
 from server.security import Principal
@@ -25,9 +26,9 @@ def users_with_roles(session: Session, roles: tuple[str, ...]) -> set[int]:
     return set(session.scalars(select(User.id).where(User.role.in_(roles), User.active.is_(True))))
 
 
-def mine(session: Session, *, actor: Principal, unread_only: bool = False) -> list[Notification]:
-    """The caller's notifications, newest first."""
-    q = select(Notification).where(Notification.user_id == actor.id)
+def mine(session: Session, *, user_id: int, unread_only: bool = False) -> list[Notification]:
+    """A person's notifications, newest first."""
+    q = select(Notification).where(Notification.user_id == user_id)
     if unread_only:
         q = q.where(Notification.read_at.is_(None))
     return list(session.scalars(q.order_by(Notification.id.desc()).limit(200)))
@@ -42,3 +43,22 @@ def mark_read(session: Session, *, actor: Principal, notification_id: int) -> No
         raise Forbidden(f"Notification {notification_id} is not yours", code="notification_not_yours")
     n.read_at = n.read_at or utcnow()
     return n
+
+
+def after(session: Session, *, user_id: int, after_id: int) -> list[Notification]:
+    """A person's notifications newer than after_id, oldest first (what a stream has not sent yet)."""
+    return list(session.scalars(select(Notification).where(Notification.user_id == user_id, Notification.id > after_id)
+                                .order_by(Notification.id).limit(200)))
+
+
+def latest_id(session: Session, *, user_id: int) -> int:
+    """The id of a person's newest notification (0 when none)."""
+    return session.scalar(select(func.coalesce(func.max(Notification.id), 0)).where(Notification.user_id == user_id))
+
+
+class NotificationWatch(CommitWatch):
+    """Wakes a person's notification streams when a commit added (or marked) one of their notices."""
+
+    def keys_of(self, obj: object) -> str | None:
+        """A notification wakes its person's streams."""
+        return str(obj.user_id) if isinstance(obj, Notification) else None

@@ -132,3 +132,9 @@ def test_a_nonconformity_reaches_the_quality_engineer_as_a_notice_in_the_top_bar
     unread = [n for n in plant.call("GET", "/notifications?unread=true", "quality_engineer")
               if n["record_id"] == str(nc["id"])]
     assert unread == []
+    # A notice raised while the page is open arrives by the live stream, without a reload (the page's fallback
+    # poll is 5 minutes apart while the stream is up, longer than this check waits).
+    later = plant.call("POST", "/nonconformities", "operator", 201, json={
+        "kind": "surface", "description": "support remnant on the rim", "device_code": code})
+    expect(page.locator("#notices-list li[data-notice]", has_text=f"Nonconformity {later['id']} (surface)")
+           ).to_have_count(1, timeout=10_000)

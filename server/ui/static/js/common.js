@@ -114,6 +114,7 @@ const amtrace = (() => {
     $("#who").textContent = "";
     $("#logout").hidden = true;
     clearTimeout(noticeTimer);
+    if (noticeStream) { noticeStream.abort(); noticeStream = null; }
     $("#notices").hidden = true;
     say("#login-message", message || "", "info");
     const first = $("#login input");
@@ -136,6 +137,7 @@ const amtrace = (() => {
     $("#logout").hidden = false;
     touch();
     notices();
+    listenNotices();
     onReady(s.me);
   }
 
@@ -161,7 +163,50 @@ const amtrace = (() => {
           notices();
         } }))));
     }
-    noticeTimer = setTimeout(notices, 30000);
+    // The stream below refreshes the list as notices are raised; the timer is the fallback when it is down.
+    noticeTimer = setTimeout(notices, noticeStream ? 300000 : 30000);
+  }
+
+  // Server-sent events over fetch (EventSource cannot send an Authorization header): onEvent(name, data) for
+  // each event until the stream ends; resolves true when it ended by abort.
+  async function sse(path, onEvent, signal) {
+    const s = session();
+    if (!s) return false;
+    try {
+      const r = await fetch(`/api/v1${path}`, { headers: { Authorization: `Bearer ${s.token}`,
+        Accept: "text/event-stream" }, signal, cache: "no-store", credentials: "omit" });
+      if (!r.ok) return false;
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return false;
+        buf += value;
+        let cut;
+        while ((cut = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, cut); buf = buf.slice(cut + 2);
+          let name = "message", data = "";
+          for (const line of block.split("\n")) {
+            if (line.startsWith("event: ")) name = line.slice(7);
+            else if (line.startsWith("data: ")) data += line.slice(6);
+          }
+          if (data) onEvent(name, JSON.parse(data));
+        }
+      }
+    } catch (e) {
+      return e.name === "AbortError";
+    }
+  }
+
+  // Notices as they are raised: each one refreshes the top bar at once.
+  let noticeStream = null;
+  async function listenNotices() {
+    if (noticeStream) noticeStream.abort();
+    const mine = noticeStream = new AbortController();
+    const aborted = await sse("/notifications/stream", name => { if (name === "notification") notices(); },
+                              mine.signal);
+    if (noticeStream === mine) noticeStream = null;
+    if (!aborted && session()) setTimeout(() => { if (session() && !noticeStream) listenNotices(); }, 5000);
   }
 
   function start(handlers) {
@@ -188,7 +233,7 @@ const amtrace = (() => {
     return new Date(iso).toLocaleDateString("en-GB", { day: "numeric", month: "short", year: "numeric" });
   }
 
-  return { $, el, api, blob, say, start, logout, session, fmtTime, fmtDay, ApiError, page };
+  return { $, el, api, blob, say, start, logout, session, fmtTime, fmtDay, ApiError, page, sse };
 })();
 
 // A signature as P11 §11.50 wants it on screen: printed name, date and time (UTC, to the second), meaning.
