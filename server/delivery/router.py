@@ -11,7 +11,7 @@ from server.auth.deps import require
 from server.db import SessionDep
 from server.delivery import service
 from server.delivery.pdf import render_delivery_list_pdf
-from server.delivery.schemas import AcceptIn, DispatchIn, Label, ShipmentCreate, ShipmentOut
+from server.delivery.schemas import AcceptIn, DispatchIn, Label, ReadyDevice, ShipmentCreate, ShipmentOut
 from server.errors import COMMON_ERRORS
 from server.models import utcnow
 from server.security import Principal
@@ -26,6 +26,12 @@ Clinician = Annotated[Principal, Depends(require("clinician"))]
 def label(device_code: str, session: SessionDep, actor: Reader) -> dict:
     """The device's label data and what is still missing (the read is audited: it shows the pseudonym)."""
     return service.read_label(session, actor=actor, device_code=device_code)
+
+
+@router.get("/delivery/ready", response_model=list[ReadyDevice])
+def ready(session: SessionDep, actor: Production) -> list[dict]:
+    """Released devices waiting for a delivery list, soonest surgery first."""
+    return service.ready(session)
 
 
 @router.post("/shipments", response_model=ShipmentOut, status_code=201)

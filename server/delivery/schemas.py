@@ -32,6 +32,19 @@ class Label(BaseModel):
     missing: list[str] = Field(description="Label data not yet recorded; a device cannot be dispatched until empty")
 
 
+class ReadyDevice(BaseModel):
+    """A released device not yet on a delivery list (no patient reference: production ships by device code)."""
+
+    device_code: str
+    design: str
+    case_id: int
+    clinician: str
+    clinician_username: str | None
+    institution: str
+    surgery_date: date
+    missing: list[str] = Field(description="Label data still missing; the device cannot go on a list until empty")
+
+
 class ShipmentCreate(BaseModel):
     """Released devices to send together to one clinician."""
 

@@ -113,6 +113,25 @@ def create(session: Session, *, actor: Principal, device_codes: list[str], note:
     return shipment
 
 
+def ready(session: Session) -> list[dict[str, Any]]:
+    """Released devices whose delivery is pending and which are on no list, by surgery date (soonest first)."""
+    on_lists = select(ShipmentItem.device_id)
+    released = select(StageStep.device_id).where(StageStep.stage == "release", StageStep.state == "accepted")
+    q = (select(Device, Case).join(Case, Case.id == Device.case_id)
+         .join(StageStep, (StageStep.device_id == Device.id) & (StageStep.stage == "delivery"))
+         .where(Device.kind == "device", Device.state == "in_production", StageStep.state == "pending",
+                Device.id.in_(released), Device.id.not_in(on_lists))
+         .order_by(Case.surgery_date, Device.device_code).limit(500))
+    out = []
+    for device, case in session.execute(q):
+        label = label_of(session, device)
+        clinician = session.get(User, case.clinician_id) if case.clinician_id else None
+        out.append({"device_code": device.device_code, "design": label["design"], "case_id": case.id,
+                    "clinician": case.clinician, "clinician_username": clinician.username if clinician else None,
+                    "institution": case.institution, "surgery_date": case.surgery_date, "missing": label["missing"]})
+    return out
+
+
 def get(session: Session, *, shipment_id: int) -> Shipment:
     """The delivery list with this id, or NotFound."""
     return get_or_not_found(session, Shipment, shipment_id, f"No delivery list {shipment_id}",

@@ -38,6 +38,7 @@ PAGES = {
                   "password"),
     "qualification": ("qualification.html", "Qualification", ("quality_engineer",), "password"),
     "recipes": ("recipes.html", "Recipe approval", ("quality_engineer",), "password"),
+    "delivery": ("delivery.html", "Delivery", ("production_manager", "clinician"), "password"),
 }
 
 
