@@ -113,6 +113,11 @@ class BuildFileGuard:
         self._pending: dict[Path, tuple[int, int]] = {}  # path -> last observed, waiting to be stable
         self.outcomes: list[CheckOutcome] = []
         self._last: dict[str, CheckOutcome] = {}  # machine -> latest check
+        # The watched folders exist once the guard does (the agent makes it before its API answers): a file
+        # dropped as soon as the agent is up has somewhere to go.
+        for m in self.machines:
+            if m.build_files and m.build_files.folder:
+                Path(m.build_files.folder).mkdir(parents=True, exist_ok=True)
 
     async def run(self) -> None:
         """Watch until cancelled: folders by polling, MQTT topics and machine variables by callback."""
@@ -120,7 +125,6 @@ class BuildFileGuard:
         self.agent.live.on_build_file_path = self.announce
         folders = [m for m in self.machines if m.build_files and m.build_files.folder]
         for m in folders:
-            Path(m.build_files.folder).mkdir(parents=True, exist_ok=True)
             log.info("machine %s: watching %s for build files", m.id, m.build_files.folder)
         for m in self.machines:
             if m.build_files and m.build_files.mqtt_topic:
