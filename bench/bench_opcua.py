@@ -74,8 +74,8 @@ class MeasuringSink:
         self.lags_ms: list[float] = []  # one sample per submit: the oldest reading's lag
         self._lock = threading.Lock()
 
-    def submit(self, ingests) -> None:
-        self.inner.submit(ingests)
+    def submit(self, ingests, *, state=None) -> None:
+        self.inner.submit(ingests, state=state)
         now = time.time_ns()
         oldest = min((r.source_ts_ns for i in ingests for r in i.readings if r.source_ts_ns), default=None)
         n = sum(len(i.readings) for i in ingests)
@@ -89,6 +89,9 @@ class MeasuringSink:
 
     def event(self, event) -> None:
         self.inner.event(event)
+
+    def __getattr__(self, name):  # conditions and connector state: the pipeline's
+        return getattr(self.inner, name)
 
     def take_lags(self) -> list[float]:
         with self._lock:

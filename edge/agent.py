@@ -61,7 +61,7 @@ class EdgeAgent:
                              budget_bytes=cfg.outbox.budget_bytes, fsync=cfg.outbox.fsync)
         self.assignments = AssignmentBook(self.state_dir / "assignments.sqlite")
         self.pipeline = Pipeline(self.machines, self.outbox, self.assignments)
-        self.writer = InfluxWriter(cfg.influx, self.outbox, on_event=self.pipeline.event)
+        self.writer = InfluxWriter(cfg.influx, self.outbox, on_event=self.pipeline.event, journal=self.pipeline)
         # Readings written before the agent knew the load (a cycle recorded late) get its device codes.
         self.retagger = Retagger(self.state_dir / "retag.sqlite", cfg.influx, self.outbox, self.pipeline.event)
         self.connectors: dict[str, Connector] = {}
@@ -97,13 +97,14 @@ class EdgeAgent:
             conn = self.build_connector(m)
             self.connectors[m.id] = conn
             await conn.start()
-        self.http = LocalApi(self, self.cfg.http.host, self.cfg.http.port)
-        self.http.start()
         from edge.buildfiles import BuildFileGuard, LocalApprovals
 
-        # With a server, it is the source of approvals; the local file is for running without one.
+        # With a server, it is the source of approvals; the local file is for running without one. The guard
+        # makes the watched folders: before the local API answers, so a healthy agent has them.
         approvals = self.server_link or (LocalApprovals(self.cfg.approvals_file) if self.cfg.approvals_file else None)
         self.build_file_guard = BuildFileGuard(self, approvals)
+        self.http = LocalApi(self, self.cfg.http.host, self.cfg.http.port)
+        self.http.start()
         self._link_task = asyncio.create_task(self.server_link.run()) if self.server_link else None
         self._guard_task = (asyncio.create_task(self.build_file_guard.run())
                             if self.build_file_guard.machines else None)
@@ -167,6 +168,10 @@ class EdgeAgent:
             "events": ps.events,
             "quarantined": self.outbox.quarantine_count(),
             "backpressure_refusals": ps.backpressure_refusals,
+            # Lasting problems (a link down, the outbox full, back-pressure) with their true start, also when it
+            # was before a restart of the agent: open until their end is recorded.
+            "open_conditions": {key: {"since_ns": ns, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / 1e9))}
+                                for key, ns in sorted(self.pipeline.conditions().items())},
             "outbox": {"rows": ob.rows, "lines": ob.lines, "used_bytes": ob.used_bytes,
                        "file_bytes": ob.file_bytes, "budget_bytes": ob.budget_bytes, "full": ob.full},
             "influx": {"url": self.cfg.influx.url, "api": self.cfg.influx.api,

@@ -144,10 +144,12 @@ class LocalApi:
         try:
             if method == "GET" and path == "/healthz":
                 st = self.agent.status()
-                healthy = all(c["connected"] for c in st["connections"].values()) and not st["outbox"]["full"]
+                healthy = (all(c["connected"] for c in st["connections"].values()) and not st["outbox"]["full"]
+                           and not st["open_conditions"])
                 return self._send(h, 200, {"status": "ok" if healthy else "degraded",
                                            "outbox_full": st["outbox"]["full"],
-                                           "influx_connected": st["influx"].get("connected")})
+                                           "influx_connected": st["influx"].get("connected"),
+                                           "open_conditions": st["open_conditions"]})
             if method == "GET" and path == "/metrics":
                 return self._send(h, 200, generate_latest(self.registry), "text/plain; version=0.0.4")
             if not self._authorised(h):

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from edge.readings import OutboxFull
 
@@ -194,9 +194,14 @@ class Outbox:
 
     # -- outbox -----------------------------------------------------------------------------
 
-    def put(self, blocks: Sequence[tuple[str, int]]) -> None:
-        """Store all blocks in one transaction; return once durable; raise OutboxFull at or over budget."""
-        if not blocks:
+    def put(self, blocks: Sequence[tuple[str, int]], *, meta: Mapping[str, str | None] | None = None,
+            over_budget: bool = False) -> None:
+        """Store all blocks in one transaction; return once durable; raise OutboxFull at or over budget.
+
+        meta: agent state written in the same transaction (a value of None deletes the key), so the state and
+        the records it describes are durable together. over_budget: store even at the budget (the agent's own
+        evidence events: few and small, and they must not wait in memory for the outbox to drain)."""
+        if not blocks and not meta:
             return
         rows = []
         added_lines = 0
@@ -209,7 +214,7 @@ class Outbox:
             added_lines += lines
         with self._wlock:
             self._check_open(write=True)
-            if self._used >= self.budget_bytes:
+            if self._used >= self.budget_bytes and not over_budget:
                 raise OutboxFull(
                     f"outbox {self.path} is at its disk budget ({self._used} of {self.budget_bytes} bytes in use,"
                     f" {self._lines} lines pending)"
@@ -218,6 +223,8 @@ class Outbox:
             w.execute("BEGIN IMMEDIATE")
             try:
                 w.executemany("INSERT INTO outbox(lines, data) VALUES (?, ?)", rows)
+                if meta:
+                    self._write_meta(meta)
                 w.execute("COMMIT")
             except BaseException:
                 if w.in_transaction:
@@ -430,14 +437,30 @@ class Outbox:
             row = self._r.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
 
-    def set_meta(self, key: str, value: str) -> None:
-        """Store a small piece of agent state durably (replaces the old value)."""
+    def meta_items(self, prefix: str) -> dict[str, str]:
+        """Every piece of agent state whose key starts with prefix."""
+        with self._rlock:
+            self._check_open()
+            rows = self._r.execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?",
+                                   (len(prefix), prefix)).fetchall()
+        return dict(rows)
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Store a small piece of agent state durably (replaces the old value; None deletes it)."""
         with self._wlock:
             self._check_open(write=True)
-            self._w.execute(
+            self._write_meta({key: value})
+
+    def _write_meta(self, meta: Mapping[str, str | None]) -> None:
+        """Upsert or delete meta keys on the write connection (the caller holds _wlock)."""
+        gone = [(k,) for k, v in meta.items() if v is None]
+        kept = [(k, v) for k, v in meta.items() if v is not None]
+        if gone:
+            self._w.executemany("DELETE FROM meta WHERE key = ?", gone)
+        if kept:
+            self._w.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+                kept)
 
     # -- lifecycle --------------------------------------------------------------------------
 

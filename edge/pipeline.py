@@ -10,9 +10,9 @@ import logging
 import math
 import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from edge.assignments import AssignmentBook
 from edge.config import MachineConfig, SignalConfig
@@ -23,6 +23,9 @@ from edge.readings import Event, Ingest, OutboxFull, Reading, Value
 log = logging.getLogger("amtrace.pipeline")
 
 EVENTS_MEASUREMENT = "amtrace_events"
+# Agent state in the outbox's meta table: open conditions ("condition:<key>" -> start ns).
+CONDITION_PREFIX = "condition:"
+OUTBOX_FULL = "outbox_full"
 SIGNAL_MAP_MEASUREMENT = "amtrace_signal_map"
 
 
@@ -93,13 +96,16 @@ class Pipeline:
         # (machine, signal) -> severity currently in force ("warning"/"alarm"); transitions make events
         self._excursion_state: dict[tuple[str, str], str] = {}
         self._state_updates: dict[tuple[str, str], str | None] = {}
-        # Events that could not be stored while the outbox was full; stored with the next put.
-        self._pending_events: deque[tuple[str, int]] = deque()
-        self._refusing = False  # between a refused put and the next accepted one (one alarm per episode)
+        # An open outbox-full episode survives a restart (issue 18): its start is agent state in the outbox, so
+        # a restarted agent neither re-raises the alarm with its own start time nor loses the episode's end.
+        self._refusing = self.conditions().get(OUTBOX_FULL) is not None
 
     # -- ReadingSink -----------------------------------------------------------------------
-    def submit(self, ingests: Sequence[Ingest]) -> None:
-        """Render and store all ingests in one durable transaction; OutboxFull under back-pressure."""
+    def submit(self, ingests: Sequence[Ingest], *, state: Mapping[str, str | None] | None = None) -> None:
+        """Render and store all ingests in one durable transaction; OutboxFull under back-pressure.
+
+        state: the connector's agent state that describes these ingests (e.g. the last seq per topic), stored in
+        the same transaction, so after a crash state and data agree."""
         blocks: list[tuple[str, int]] = []
         values = 0
         readings = 0
@@ -119,15 +125,18 @@ class Pipeline:
             for ev in excursion_events:
                 ev_lines = self._render_event(ev)
                 blocks.append(("\n".join(ev_lines), len(ev_lines)))
-            pending = list(self._pending_events)
-            released = [self._outbox_alarm(full=False)] if self._refusing else []
+            meta = dict(state or {})
+            released = []
+            if self._refusing:
+                since = self.conditions().get(OUTBOX_FULL)
+                released = [self._outbox_alarm(full=False, since_ns=since)]
+                meta[CONDITION_PREFIX + OUTBOX_FULL] = None
             try:
-                self.outbox.put(pending + released + blocks)
+                self.outbox.put(released + blocks, meta=meta)
             except OutboxFull:
                 self.stats.backpressure_refusals += 1
                 self._refused()
                 raise
-            self._pending_events.clear()
             self._refusing = False
             for key, severity in self._state_updates.items():
                 if severity is None:
@@ -153,35 +162,79 @@ class Pipeline:
                     extra={"machine": machine_id, "reason": reason, "origin": origin})
 
     def event(self, event: Event) -> None:
-        """Store an event point durably and log it; kept in memory while the outbox is full."""
+        """Store an event point durably at once and log it. Events are the agent's evidence (link lost, outbox
+        full, gap, session lost, identity, interlock): they are stored even when the outbox is at its budget
+        (few and small), never held in memory where a crash would erase them."""
         self._log_event(event)
         lines = self._render_event(event)
-        block = ("\n".join(lines), len(lines))
         with self._lock:
             self.stats.events += 1
-            try:
-                self.outbox.put(list(self._pending_events) + [block])
-                self._pending_events.clear()
-            except OutboxFull:
-                # Events are few and small; they must not be lost while data is held back upstream.
-                self._pending_events.append(block)
-                self._refused()
+            self.outbox.put([("\n".join(lines), len(lines))], over_budget=True)
+
+    def saved_state(self, prefix: str) -> dict[str, str]:
+        """Connector state stored with submit(state=...), for keys starting with prefix."""
+        return self.outbox.meta_items(prefix)
+
+    def save_state(self, state: Mapping[str, str | None]) -> None:
+        """Store connector state alone, durably; it is tiny and never refused for the budget."""
+        with self._lock:
+            self.outbox.put([], meta=state, over_budget=True)
+
+    # -- conditions: problems that last, whose start must survive a restart --------------------
+    def conditions(self) -> dict[str, int]:
+        """Open conditions (outbox full, a link down, back-pressure on a machine) and since when (ns), as stored."""
+        return {k[len(CONDITION_PREFIX):]: int(v) for k, v in self.outbox.meta_items(CONDITION_PREFIX).items()}
+
+    def open_condition(self, key: str, event: Event) -> bool:
+        """Record the start of a lasting condition with its event, in one durable transaction; False (and
+        nothing stored) when it is already open, e.g. raised by the agent before a restart."""
+        with self._lock:
+            if self.outbox.get_meta(CONDITION_PREFIX + key) is not None:
+                return False
+            lines = self._render_event(event)
+            self.stats.events += 1
+            self.outbox.put([("\n".join(lines), len(lines))], meta={CONDITION_PREFIX + key: str(event.ts_ns)},
+                            over_budget=True)
+        self._log_event(event)
+        return True
+
+    def close_condition(self, key: str, make_event) -> int | None:
+        """End a lasting condition: make_event(since_ns) gives its closing event (with the true start, even when
+        it began before a restart); stored with the condition's removal. None when it was not open."""
+        with self._lock:
+            since = self.outbox.get_meta(CONDITION_PREFIX + key)
+            if since is None:
+                return None
+            event = make_event(int(since))
+            lines = self._render_event(event)
+            self.stats.events += 1
+            self.outbox.put([("\n".join(lines), len(lines))], meta={CONDITION_PREFIX + key: None}, over_budget=True)
+        self._log_event(event)
+        return int(since)
 
     def _refused(self) -> None:
         """The outbox refused a put: raise the disk-budget alarm once per episode (caller holds the lock).
 
         Raised here, where the refusal happens, rather than by polling the outbox: a full spell can be
-        shorter than any polling period and must still leave its alarm."""
+        shorter than any polling period and must still leave its alarm. Its start is stored with it."""
         if not self._refusing:
             self._refusing = True
-            self._pending_events.append(self._outbox_alarm(full=True))
+            now = time.time_ns()
+            self.stats.events += 1
+            self.outbox.put([self._outbox_alarm(full=True, since_ns=now)],
+                            meta={CONDITION_PREFIX + OUTBOX_FULL: str(now)}, over_budget=True)
             log.error("outbox reached its disk budget: upstream acknowledgements stop, data stays at the source")
 
-    def _outbox_alarm(self, *, full: bool) -> tuple[str, int]:
+    def _outbox_alarm(self, *, full: bool, since_ns: int | None) -> tuple[str, int]:
+        now = time.time_ns()
+        fields: dict[str, Value] = {"budget_bytes": self.outbox.stats().budget_bytes}
+        if not full and since_ns is not None:
+            fields.update(since_ns=since_ns, full_s=round((now - since_ns) / 1e9, 3))
         ev = Event("", "outbox_full" if full else "outbox_released",
                    ("outbox reached its disk budget: upstream acknowledgements stopped, data held at the source"
-                    if full else "outbox below its disk budget again: acknowledging upstream"),
-                   time.time_ns(), "alarm" if full else "info", {"budget_bytes": self.outbox.stats().budget_bytes})
+                    if full else "outbox below its disk budget again: acknowledging upstream"
+                    + (f" (full for {(now - since_ns) / 1e9:.1f} s)" if since_ns else "")),
+                   since_ns if full and since_ns else now, "alarm" if full else "info", fields)
         lines = self._render_event(ev)
         return ("\n".join(lines), len(lines))
 

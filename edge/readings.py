@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 Value = float | int | bool | str
 
@@ -47,13 +47,77 @@ class OutboxFull(RuntimeError):
 
 
 class ReadingSink(Protocol):
-    """Where connectors hand over what they receive. submit() returns only once it is durable."""
+    """Where connectors hand over what they receive. submit() returns only once it is durable.
 
-    def submit(self, ingests: Sequence[Ingest]) -> None:
-        """Store all ingests durably in one transaction; raise OutboxFull under back-pressure."""
+    Besides data, the sink keeps the agent's own record across restarts (issue 18): lasting conditions (a link
+    down, back-pressure) with their true start, and small connector state (the last seq per topic) stored in the
+    same transaction as the data it describes."""
+
+    def submit(self, ingests: Sequence[Ingest], *, state: Mapping[str, str | None] | None = None) -> None:
+        """Store all ingests (and state, None deleting a key) durably in one transaction; OutboxFull under
+        back-pressure."""
+
+    def saved_state(self, prefix: str) -> dict[str, str]:
+        """Connector state stored by submit(state=...), by key, for keys starting with prefix."""
+
+    def save_state(self, state: Mapping[str, str | None]) -> None:
+        """Store connector state alone, durably (None deletes a key); never refused for the outbox budget."""
+
+    def open_condition(self, key: str, event: Event) -> bool:
+        """Store a lasting condition's start with its event; False when it is open already (nothing stored)."""
+
+    def close_condition(self, key: str, make_event: Callable[[int], Event]) -> int | None:
+        """End an open condition with the event make_event(since_ns) makes; its start, or None if not open."""
 
     def quarantine(self, *, source: str, origin: str, raw: bytes, reason: str, machine_id: str | None = None) -> None:
         """Keep a malformed input (raw bytes) with its origin and reason; count it."""
 
     def event(self, event: Event) -> None:
         """Record an event durably (written to InfluxDB as an event point, and logged)."""
+
+
+class MemoryJournal:
+    """Conditions and connector state in memory, for sinks that keep no durable agent state (test sinks): the
+    same contract as the pipeline's, without surviving a restart. Subclasses provide event()."""
+
+    def __init__(self) -> None:
+        self._conditions: dict[str, int] = {}
+        self._state: dict[str, str] = {}
+
+    def event(self, event: Event) -> None:  # pragma: no cover - provided by the sink
+        raise NotImplementedError
+
+    def keep_state(self, state: Mapping[str, str | None] | None) -> None:
+        """Apply submit()'s state."""
+        for k, v in (state or {}).items():
+            if v is None:
+                self._state.pop(k, None)
+            else:
+                self._state[k] = v
+
+    def conditions(self) -> dict[str, int]:
+        """Open conditions and since when (ns)."""
+        return dict(self._conditions)
+
+    def save_state(self, state: Mapping[str, str | None]) -> None:
+        """Store state alone."""
+        self.keep_state(state)
+
+    def saved_state(self, prefix: str) -> dict[str, str]:
+        """State by key for keys starting with prefix."""
+        return {k: v for k, v in self._state.items() if k.startswith(prefix)}
+
+    def open_condition(self, key: str, event: Event) -> bool:
+        """Open a condition with its event; False when open already."""
+        if key in self._conditions:
+            return False
+        self._conditions[key] = event.ts_ns
+        self.event(event)
+        return True
+
+    def close_condition(self, key: str, make_event: Callable[[int], Event]) -> int | None:
+        """Close a condition with the event make_event(since) gives."""
+        since = self._conditions.pop(key, None)
+        if since is not None:
+            self.event(make_event(since))
+        return since

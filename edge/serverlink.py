@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import httpx
 
@@ -174,10 +174,38 @@ class ObservedSink:
         self.live = live
         self.link = link
 
-    def submit(self, ingests: Sequence[Ingest]) -> None:
+    def submit(self, ingests: Sequence[Ingest], *, state: Mapping[str, str | None] | None = None) -> None:
         """Store durably (pipeline), then note live values."""
-        self.pipeline.submit(ingests)
+        self.pipeline.submit(ingests, state=state)
         self.live.observe(ingests)
+
+    def saved_state(self, prefix: str) -> dict[str, str]:
+        """Connector state kept by the pipeline."""
+        return self.pipeline.saved_state(prefix)
+
+    def save_state(self, state: Mapping[str, str | None]) -> None:
+        """Store connector state through the pipeline."""
+        self.pipeline.save_state(state)
+
+    def open_condition(self, key: str, event: Event) -> bool:
+        """Open a lasting condition durably; when it is new, also an alert and a report like any event."""
+        if not self.pipeline.open_condition(key, event):
+            return False
+        self._observed(event)
+        return True
+
+    def close_condition(self, key: str, make_event: Callable[[int], Event]) -> int | None:
+        """Close a lasting condition durably; its closing event is also an alert and a report."""
+        made: list[Event] = []
+        since = self.pipeline.close_condition(key, lambda ns: made.append(make_event(ns)) or made[-1])
+        for event in made:
+            self._observed(event)
+        return since
+
+    def _observed(self, event: Event) -> None:
+        self.live.alert(event)
+        if self.link is not None:
+            self.link.on_event(event)
 
     def quarantine(self, **kw) -> None:
         """Quarantine through the pipeline."""
@@ -186,9 +214,7 @@ class ObservedSink:
     def event(self, event: Event) -> None:
         """Record the event, keep it as an alert, and tell the server what it must know."""
         self.pipeline.event(event)
-        self.live.alert(event)
-        if self.link is not None:
-            self.link.on_event(event)
+        self._observed(event)
 
 
 class ServerLink:

@@ -24,7 +24,7 @@ from typing import Callable
 
 from edge.config import InfluxConfig
 from edge.outbox import Outbox, OutboxRow, QuarantineFull
-from edge.readings import Event
+from edge.readings import Event, MemoryJournal
 from edge.writer.errors import Retryable, TooLarge, WriteRejected
 
 log = logging.getLogger("amtrace.writer")
@@ -83,10 +83,14 @@ class InfluxWriter:
         on_event: Callable[[Event], None],
         quarantine: Callable[..., int] | None = None,
         transport=None,
+        journal=None,
     ):
+        """journal: where the InfluxDB outage is kept as a lasting condition (the pipeline: its start survives a
+        restart of the agent); without one, in memory through on_event."""
         self.cfg = cfg
         self.outbox = outbox
         self.on_event = on_event
+        self.journal = journal if journal is not None else _EventJournal(on_event)
         self._quarantine = quarantine if quarantine is not None else outbox.add_quarantine
         self.transport = transport if transport is not None else make_transport(cfg)
         self.target = self.transport.target
@@ -96,6 +100,12 @@ class InfluxWriter:
         self._thread: threading.Thread | None = None
         self._attempt = 0
         self._quarantine_alarm = False
+        self._link_key = f"influx_link:{self.target}"
+        # An outage that began before a restart is still the same outage: open until the first write succeeds.
+        self._maybe_open = True
+        since = self.journal.conditions().get(self._link_key)
+        if since is not None:
+            self._stats.down_since_ns, self._stats.connected = since, False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -221,17 +231,22 @@ class InfluxWriter:
         now = time.time_ns()
         self._attempt = 0
         with self._stats_lock:
-            down_since = self._stats.down_since_ns
             self._stats.connected = True
             self._stats.last_success_ns = now
             self._stats.down_since_ns = None
-        if down_since is not None:
+        if not self._maybe_open:
+            return
+
+        def restored(down_since: int) -> Event:
             down_s = (now - down_since) / 1e9
             log.warning("InfluxDB %s reachable again after %.1f s", self.target, down_s)
-            self._emit(Event(
-                "", "connection_restored", f"InfluxDB {self.target} accepts writes again after {down_s:.1f} s",
-                now, "info", {"target": self.target, "down_since_ns": down_since, "down_s": round(down_s, 3)},
-            ))
+            return Event("", "connection_restored", f"InfluxDB {self.target} accepts writes again after {down_s:.1f} s",
+                         now, "info", {"target": self.target, "down_since_ns": down_since, "down_s": round(down_s, 3)})
+        try:
+            self.journal.close_condition(self._link_key, restored)
+            self._maybe_open = False
+        except Exception:  # noqa: BLE001 - an event sink failure must not stop shipping; tried again next time
+            log.exception("InfluxDB writer: could not record the end of the outage")
 
     def _failed(self, err: Retryable) -> None:
         now = time.time_ns()
@@ -244,10 +259,14 @@ class InfluxWriter:
             self._stats.connected = False
         if first:
             log.warning("InfluxDB %s write failed, retrying until it works: %s", self.target, err)
-            self._emit(Event(
-                "", "connection_lost", f"InfluxDB {self.target} does not accept writes: {err}",
-                now, "warning", {"target": self.target, "error": str(err)[:500]},
-            ))
+            self._maybe_open = True
+            lost = Event("", "connection_lost", f"InfluxDB {self.target} does not accept writes: {err}",
+                         now, "warning", {"target": self.target, "error": str(err)[:500]})
+            try:
+                # False when it is open already: lost before a restart, and the partner is still to come.
+                self.journal.open_condition(self._link_key, lost)
+            except Exception:  # noqa: BLE001 - an event sink failure must not stop shipping
+                log.exception("InfluxDB writer: could not record the outage")
 
     def _note_error(self, message: str) -> None:
         with self._stats_lock:
@@ -276,3 +295,15 @@ class InfluxWriter:
 
     def _wait(self, seconds: float) -> None:
         self._stop.wait(seconds)
+
+
+class _EventJournal(MemoryJournal):
+    """Conditions in memory, their events through on_event (a writer without the pipeline, e.g. in tests)."""
+
+    def __init__(self, on_event: Callable[[Event], None]):
+        super().__init__()
+        self._on_event = on_event
+
+    def event(self, event: Event) -> None:
+        """Hand the event on."""
+        self._on_event(event)

@@ -441,12 +441,16 @@ def sensor_check(p: RecipeParameters, trace: Trace) -> tuple[Criterion, Trace]:
                             f"{_fmt(lo)} to {_fmt(hi)} {unit}" + more), Trace(times=trace.times, columns=columns)
 
 
-def coverage(p: RecipeParameters, trace: Trace, start_ns: int, end_ns: int) -> Criterion | None:
-    """data_coverage: no stretch longer than max_gap_s of the window [start, end] without a reading of a signal."""
+def coverage(p: RecipeParameters, trace: Trace, start_ns: int, end_ns: int,
+             reported: list[tuple[int, int, str]] = ()) -> Criterion | None:
+    """data_coverage: no stretch longer than max_gap_s of the window [start, end] without a reading of a signal,
+    and no loss the machine's agent reported inside it (reported: (start, end, what) of each, e.g. messages the
+    broker dropped: the readings either side may be close, and still messages are missing)."""
     fields = coverage_fields(p)
     if not fields:
         return None
-    gaps: list[tuple[int, int, str]] = []
+    gaps: list[tuple[int, int, str]] = [(max(a, start_ns), min(b, end_ns), what) for a, b, what in reported
+                                        if a <= end_ns and b >= start_ns]
     for name in fields:
         ts = [t for t in trace.numeric(name)[0] if start_ns <= t <= end_ns]
         points = [start_ns, *ts, end_ns]
@@ -487,7 +491,7 @@ def _evaluate_process(parameters: RecipeParameters, trace: Trace, residues: list
 
 
 def evaluate(*, parameters: RecipeParameters, trace: Trace, residues: list[ResidueResult] | None = None,
-             window: tuple[int, int] | None = None) -> Verdict:
+             window: tuple[int, int] | None = None, reported_gaps: list[tuple[int, int, str]] = ()) -> Verdict:
     """Evaluate a cycle's trace against the recipe version's parameters (and its window's coverage, if given).
 
     Never raises on data: an implausible reading fails sensor_plausible, and anything the process rules
@@ -501,7 +505,7 @@ def evaluate(*, parameters: RecipeParameters, trace: Trace, residues: list[Resid
             reason=f"the cycle could not be judged: {type(e).__name__}: {e}")])
     extra = [sensors]
     if window is not None:
-        covered = coverage(parameters, clean, *window)
+        covered = coverage(parameters, clean, *window, reported=list(reported_gaps))
         if covered is not None:
             extra.append(covered)
     criteria = extra + verdict.criteria

@@ -24,6 +24,7 @@ from server.cycles.recipes import RecipeParameters, parse_parameters
 from server.cycles.schemas import MeasurementIn, PhotoIn
 from server.errors import Conflict, NotFound
 from server.history.influx import InfluxQL, ident, literal, time_range
+from server.history.service import data_gaps
 from server.models import (Agent, AgentMachine, CycleLoadItem, CycleRecipe, Device, Machine, ManualStep,
                            Nonconformity, ProcessCycle, Signature, utcnow)
 from server.nonconformities.service import machine_wide, raise_nonconformity
@@ -255,8 +256,13 @@ def complete_cycle(session: Session, *, actor: Principal, influx: InfluxQL, cycl
     codes = load_of(session, cycle_id=c.id)
     trace = read_trace(influx, measurement=params.measurement, machine_id=c.machine_id, start=c.started_at,
                        end=ended_at)
+    # Losses the machine's agent reported inside the cycle (a hole in the seq, a session the broker lost, an
+    # outage): missing evidence, so the cycle fails its coverage however close the readings either side are.
+    lost = [(_ns(g.start), _ns(g.end), g.cause or f"data {g.outcome}")
+            for g in data_gaps(influx, machine_id=c.machine_id, start=c.started_at, end=ended_at)
+            if g.recovery != "full"]
     verdict: Verdict = evaluate(parameters=params, trace=trace, residues=residue_results,
-                                window=(_ns(c.started_at), _ns(ended_at)))
+                                window=(_ns(c.started_at), _ns(ended_at)), reported_gaps=lost)
     c.ended_at, c.state, c.evaluated_at = ended_at, "evaluated", utcnow()
     c.verdict = "pass" if verdict.passed else "fail"
     c.evaluation = {"recipe": {"id": recipe.id, "name": recipe.name, "version": recipe.version},

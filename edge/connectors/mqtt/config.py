@@ -44,6 +44,10 @@ class MqttConfig(BaseModel):
     )
     tls: MqttTls | None = Field(default=None, description="TLS settings; absent = plain TCP (loopback only)")
     max_payload_bytes: int = Field(default=256 * 1024, ge=64, description="Larger payloads are quarantined unread")
+    seq_window: int = Field(default=1000, ge=1, description=(
+        "How far a message's seq may fall below the last one and still be a redelivery (QoS 1 after a "
+        "reconnect). A fall of more than this to a seq of at most this value is a machine restart (it counts "
+        "from 0 again); to a higher value, a `seq_backward` event. Neither becomes a gap"))
     max_future_skew_s: float = Field(
         default=300.0, ge=0, description="A timestamp further than this in the future is refused (quarantined)"
     )

@@ -104,7 +104,20 @@ class MqttConnector(Connector):
         self._backoff = Backoff()
         self._outage_since_ns: int | None = None
         self._ever_connected = False
-        self._last_seq: dict[str, int] = {}
+        # Agent state kept in the outbox with the data (issue 18), so a restarted agent knows what it had:
+        # the last seq and its receive time per topic, and whether the broker holds a session for us.
+        self._state_prefix = f"mqtt:{machine.id}:"
+        saved = sink.saved_state(self._state_prefix)
+        self._last_seq: dict[str, tuple[int, int]] = {
+            k[len(self._state_prefix) + 4:]: tuple(json.loads(v)) for k, v in saved.items()
+            if k.startswith(self._state_prefix + "seq:")}
+        # Expected only for the same client id: a broker keeps sessions by client id.
+        self._session_expected = saved.get(self._state_prefix + "session") == self.client_id
+        self._session_lost_at: int | None = None  # the broker forgot us: the next seq jump is why
+        self._first_message = True  # no message with a seq since the agent started
+        self._fresh_start = True  # nothing stored since the agent started (back-pressure may be open from before)
+        self._link_key = f"mqtt_link:{machine.id}"
+        self._backpressure_key = f"backpressure:{machine.id}"
         # The agent's start decision (blocked until a build file is checked and cleared): re-published
         # retained on every connection, because the broker or the machine may have restarted meanwhile.
         self.desired_start_enabled = False
@@ -271,8 +284,11 @@ class MqttConnector(Connector):
                 self._outage_since_ns = now
         if first_of_outage:
             log.warning("%s: %s", self.machine.id, error)
-            self._event("connection_lost", "warning", f"MQTT connection to {self.broker} lost: {error}", now,
-                        since=_iso(now))
+            # A lasting condition: its start is durable, so after a restart inside the outage the new process
+            # adds no second connection_lost and its connection_restored says how long it really lasted.
+            self._durably(lambda: self.sink.open_condition(self._link_key, self._make_event(
+                "connection_lost", "warning", f"MQTT connection to {self.broker} lost: {error}", now,
+                since=_iso(now))))
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -305,16 +321,27 @@ class MqttConnector(Connector):
                 self.state.reconnects += 1
             self.state.detail["session_present"] = bool(flags.session_present)
             self.state.detail["subscribed"] = False
-        if outage_since is not None:
-            outage_s = (now - outage_since) / 1e9
-            self._event("connection_restored", "info",
-                        f"MQTT connection to {self.broker} restored after {outage_s:.1f} s", now,
-                        since=_iso(outage_since), until=_iso(now), outage_s=round(outage_s, 3))
-        if reconnect and not flags.session_present:
-            # The broker forgot us: what the machine published meanwhile may be gone. Say so.
+
+        def restored(since: int) -> Event:
+            outage_s = (now - since) / 1e9
+            return self._make_event("connection_restored", "info",
+                                    f"MQTT connection to {self.broker} restored after {outage_s:.1f} s", now,
+                                    since=_iso(since), until=_iso(now), outage_s=round(outage_s, 3),
+                                    down_since_ns=since)
+        if outage_since is not None or not reconnect:  # not reconnect: an outage may be open from before a restart
+            self._durably(lambda: self.sink.close_condition(self._link_key, restored))
+        if (reconnect or self._session_expected) and not flags.session_present:
+            # The broker forgot us (restarted without its persistence file, or the session expired while the
+            # agent was down): what the machine published meanwhile is gone. Say so; the seq jump says how much.
+            with self._lock:
+                self._session_lost_at = now
+            when = "while the agent was disconnected" if reconnect else "while the agent was not running"
             self._event("session_lost", "warning",
                         f"broker {self.broker} had no session for client id {self.client_id}: messages published "
-                        "while the agent was disconnected may be lost", now)
+                        f"{when} are lost", now, client_id=self.client_id)
+        if not self._session_expected and self._persistent_session():
+            self._session_expected = True
+            self._durably(lambda: self.sink.save_state({self._state_prefix + "session": self.client_id}))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         failed = [str(rc) for rc in reason_codes if rc.is_failure]
@@ -347,9 +374,29 @@ class MqttConnector(Connector):
         self._inbox.put(_Message(msg.mid, msg.qos, msg.topic, bytes(msg.payload), _now_ns(), generation))
 
     # ------------------------------------------------------------------ durable hand-over
+    def _make_event(self, kind: str, severity: str, message: str, ts_ns: int, **fields) -> Event:
+        return Event(machine_id=self.machine.id, kind=kind, message=message, ts_ns=ts_ns, severity=severity,
+                     fields={"broker": self.broker, **fields})
+
     def _event(self, kind: str, severity: str, message: str, ts_ns: int, **fields) -> None:
-        self._events.append(Event(machine_id=self.machine.id, kind=kind, message=message, ts_ns=ts_ns,
-                                  severity=severity, fields={"broker": self.broker, **fields}))
+        """Store an event durably now (the sink takes events even at its budget); kept for a retry only when the
+        sink fails outright (a disk error), so a crash loses nothing that was raised."""
+        event = self._make_event(kind, severity, message, ts_ns, **fields)
+        if self._events or not self._durably(lambda: self.sink.event(event)):
+            self._events.append(event)
+
+    def _durably(self, store) -> bool:
+        """Run one durable store; False (logged) if the sink failed."""
+        try:
+            store()
+            return True
+        except Exception as e:  # noqa: BLE001 - the connection keeps running; the caller keeps or retries
+            log.warning("%s: could not store the agent's record: %s", self.machine.id, e)
+            return False
+
+    def _persistent_session(self) -> bool:
+        """True when the broker keeps our session while we are away (3.1.1: clean session off; 5: an expiry)."""
+        return self.config.protocol == "3.1.1" or self.config.session_expiry_s > 0
 
     def _drain_events(self) -> None:
         while self._events:
@@ -408,20 +455,33 @@ class MqttConnector(Connector):
                     text = (f"outbox full: {e}; not acknowledging MQTT messages, the broker keeps them"
                             if kind == "backpressure" else f"storing MQTT messages failed: {e!r}; will retry")
                     log.error("%s: %s", self.machine.id, text)
-                    self._event(kind, "alarm", text, _now_ns(), pending=len(batch))
+                    if kind == "backpressure":  # lasting, and durable: not raised again after a restart
+                        event = self._make_event(kind, "alarm", text, _now_ns(), pending=len(batch))
+                        self._durably(lambda: self.sink.open_condition(self._backpressure_key, event))
+                    else:
+                        self._event(kind, "alarm", text, _now_ns(), pending=len(batch))
                 self._drain_events()
                 if self._stopping.wait(RETRY_S) and self._stopping.is_set():
                     # Stopping while the sink refuses: leave the messages unacknowledged for redelivery.
                     with self._lock:
                         self._stats.pending_unacked -= len(batch)
                     return
-        if refused_since is not None:
+        if refused_since is not None and refused_kind != "backpressure":
             held_s = time.monotonic() - refused_since
+            self._event("sink_recovered", "info", f"stored {len(batch)} held MQTT messages after {held_s:.1f} s",
+                        _now_ns(), held_s=round(held_s, 3))
+        if refused_since is not None or self._fresh_start:
+            # Back-pressure may have begun before a restart: its true start is in the condition.
             with self._lock:
                 self._stats.backpressure = False
-            self._event("backpressure_released" if refused_kind == "backpressure" else "sink_recovered", "info",
-                        f"stored {len(batch)} held MQTT messages after {held_s:.1f} s", _now_ns(),
-                        held_s=round(held_s, 3))
+            n, now = len(batch), _now_ns()
+
+            def released(since: int) -> Event:
+                return self._make_event("backpressure_released", "info",
+                                        f"stored {n} held MQTT messages after {(now - since) / 1e9:.1f} s", now,
+                                        held_s=round((now - since) / 1e9, 3), since_ns=since)
+            self._durably(lambda: self.sink.close_condition(self._backpressure_key, released))
+            self._fresh_start = False
         self._ack(batch)
 
     def _store(self, batch: list[_Message], ingests: list[Ingest]) -> None:
@@ -435,27 +495,66 @@ class MqttConnector(Connector):
                     self._stats.quarantined += 1
                 log.warning("%s: quarantined a message on %s: %s", self.machine.id, m.topic, m.reason)
         if ingests:
-            self.sink.submit(ingests)
+            self.sink.submit(ingests, state=self._seq_state(batch))
             with self._lock:
                 self._stats.readings += sum(len(i.readings) for i in ingests)
 
+    def _seq_state(self, batch: list[_Message]) -> dict[str, str]:
+        """The last seq (and its receive time) of each topic in the batch, stored with the batch."""
+        topics = {m.topic for m in batch if m.seq is not None}
+        return {f"{self._state_prefix}seq:{t}": json.dumps(self._last_seq[t]) for t in topics if t in self._last_seq}
+
     def _with_gap_events(self, m: _Message) -> Ingest:
+        """Follow the machine's seq per topic; a jump is a gap (with the missing range and span), a count that
+        starts again near 0 is a machine restart, and a seq a little below the last is a redelivery.
+
+        How a restart is told from the rest: the seq falls back by more than seq_window to a value of at most
+        seq_window (a machine counts from 0 again). A fall back by more than the window to a higher value is
+        neither: recorded as `seq_backward`, never turned into a gap."""
         assert m.ingest is not None
-        last = self._last_seq.get(m.topic)
         if m.seq is None:
             return m.ingest
-        # Always follow the latest seq: a lower one is a redelivery or a restarted machine, not a gap.
-        self._last_seq[m.topic] = m.seq
-        if last is None or m.seq <= last + 1:
+        window = self.config.seq_window
+        previous = self._last_seq.get(m.topic)
+        first_since_start, self._first_message = self._first_message, False
+        with self._lock:
+            session_lost_at = self._session_lost_at
+        if previous is None:
+            self._last_seq[m.topic] = (m.seq, m.received_ns)
+            return m.ingest
+        last, last_at = previous
+        if m.seq <= last:
+            if last - m.seq <= window:
+                return m.ingest  # a redelivery or a message out of order: the count stays where it was
+            self._last_seq[m.topic] = (m.seq, m.received_ns)
+            if m.seq <= window:
+                event = Event(self.machine.id, "machine_restart", f"seq on {m.topic} started again at {m.seq} after "
+                              f"{last}: the machine restarted its count (not a gap)", m.received_ns, "info",
+                              {"topic": m.topic, "from_seq": last, "to_seq": m.seq})
+            else:
+                event = Event(self.machine.id, "seq_backward", f"seq on {m.topic} went back from {last} to {m.seq}, "
+                              f"more than the {window} a redelivery explains and not a restart from 0: following "
+                              f"the new count; no gap assumed", m.received_ns, "warning",
+                              {"topic": m.topic, "from_seq": last, "to_seq": m.seq})
+            return replace(m.ingest, extra_events=(*m.ingest.extra_events, event))
+        self._last_seq[m.topic] = (m.seq, m.received_ns)
+        if m.seq == last + 1:
             return m.ingest
         missing = m.seq - last - 1
         with self._lock:
             self._stats.seq_gaps += 1
+        if session_lost_at is not None and last_at <= session_lost_at:
+            cause = "dropped by the broker, which lost the agent's session"
+        elif first_since_start:
+            cause = "published while the agent was not running and not kept by the broker"
+        else:
+            cause = "never reached the agent"
+        span = f"{_iso(last_at)}–{_iso(m.received_ns)}"
         gap = Event(machine_id=self.machine.id, kind="gap", severity="warning", ts_ns=m.received_ns,
-                    message=f"{missing} message(s) missing on {m.topic}: seq jumped from {last} to {m.seq}; "
-                            f"recovery none: they never reached the agent",
-                    fields={"topic": m.topic, "missing": missing, "from_seq": last, "to_seq": m.seq,
-                            "recovery": "none"})
+                    message=f"{missing} message(s) missing on {m.topic}, seq {last + 1}–{m.seq - 1}, {span}: {cause}",
+                    fields={"topic": m.topic, "missing": missing, "from_seq": last + 1, "to_seq": m.seq - 1,
+                            "start_ns": last_at, "end_ns": m.received_ns, "recovery": "none",
+                            "cause": f"{missing} messages missing, seq {last + 1}–{m.seq - 1}: {cause}"})
         return replace(m.ingest, extra_events=(*m.ingest.extra_events, gap))
 
     def _ack(self, batch: list[_Message]) -> None:

@@ -160,6 +160,12 @@ class OpcUaConnector(Connector):
         self._stopping = asyncio.Event()
         self._lost: asyncio.Future | None = None
         self._last_alive_ns: int | None = None
+        # Agent state kept with the data (issue 18): when this machine's data last arrived. After a restart of
+        # the agent, the time it was not running is a gap of this machine's record like any outage.
+        self._alive_key = f"opcua:{machine.id}:alive"
+        saved = sink.saved_state(self._alive_key).get(self._alive_key)
+        self._alive_before_start: int | None = int(saved) if saved else None
+        self._link_key = f"opcua_link:{machine.id}"
         self._last_alive_mono = 0.0
         self._subscribed = asyncio.Event()
         self._delivered = asyncio.Condition()
@@ -262,8 +268,9 @@ class OpcUaConnector(Connector):
                                 "subscribing afresh from now on", self.machine.id)
                 cause = reason
                 log.warning("%s: connection lost: %s", self.machine.id, reason)
-                await self._event(Event(self.machine.id, "connection_lost", f"OPC UA connection lost: {reason}",
-                                        time.time_ns(), "warning", {"cause": reason, "endpoint": self.config.endpoint}))
+                lost = Event(self.machine.id, "connection_lost", f"OPC UA connection lost: {reason}",
+                             time.time_ns(), "warning", {"cause": reason, "endpoint": self.config.endpoint})
+                await self._durably(self.sink.open_condition, self._link_key, lost)
             elif attempts == 1 or log.isEnabledFor(logging.DEBUG):
                 log.warning("%s: cannot connect: %s (retrying)", self.machine.id, reason)
             try:
@@ -277,14 +284,32 @@ class OpcUaConnector(Connector):
         self.state.since_ns = now
         self.state.last_error = None
         self._subscribed.set()
+        restarted_at = self._alive_before_start
+        if outage_start is None and restarted_at is not None:
+            # The first connection since the agent started: an outage may be open from before the restart (its
+            # partner is this restoration), and the time the agent was not running is a gap of the record.
+            self._alive_before_start = None
+
+            def restored_after_restart(since: int) -> Event:
+                return Event(self.machine.id, "connection_restored",
+                             f"OPC UA connection restored after {(now - since) / 1e9:.1f} s (the agent restarted "
+                             f"meanwhile)", now, "info", {"endpoint": self.config.endpoint, "down_since_ns": since})
+            await self._durably(self.sink.close_condition, self._link_key, restored_after_restart)
+            await self._gap(restarted_at, now, "the agent was not running", "partial",
+                            "the values current at reconnection were read; changes while the agent was down are lost")
+            return
+        self._alive_before_start = None
         if outage_start is not None:
             self.stats.reconnects += 1
             self.state.reconnects += 1
             secs = (now - outage_start) / 1e9
             log.warning("%s: connection restored after %.1f s (%s)", self.machine.id, secs, cause)
-            await self._event(Event(self.machine.id, "connection_restored",
-                                    f"OPC UA connection restored after {secs:.1f} s", now, "info",
-                                    {"endpoint": self.config.endpoint}))
+
+            def restored(since: int) -> Event:
+                return Event(self.machine.id, "connection_restored", f"OPC UA connection restored after "
+                             f"{(now - since) / 1e9:.1f} s", now, "info",
+                             {"endpoint": self.config.endpoint, "down_since_ns": since})
+            await self._durably(self.sink.close_condition, self._link_key, restored)
             if self._taken_over is not None:
                 # Told when the server first publishes on the subscription: only then is the take-over real.
                 self._gap_pending = (outage_start, now, cause, self._taken_over)
@@ -665,8 +690,9 @@ class OpcUaConnector(Connector):
         wait = 0.1
         while True:
             try:
+                alive = max(i.received_ns for i in batch)
                 async with self._sink_lock:
-                    await asyncio.to_thread(self.sink.submit, batch)
+                    await asyncio.to_thread(self.sink.submit, batch, state={self._alive_key: str(alive)})
                 self.stats.value_changes += sum(len(i.readings) for i in batch)
                 return
             except OutboxFull:
@@ -939,11 +965,15 @@ class OpcUaConnector(Connector):
     # --- helpers ------------------------------------------------------------------------
 
     async def _event(self, event: Event) -> None:
+        await self._durably(self.sink.event, event)
+
+    async def _durably(self, store, *args) -> None:
+        """Store an event (or a condition) through the sink, off the event loop; a failure is logged."""
         try:
             async with self._sink_lock:
-                await asyncio.to_thread(self.sink.event, event)
+                await asyncio.to_thread(store, *args)
         except Exception:
-            log.exception("%s: could not record event %s", self.machine.id, event.kind)
+            log.exception("%s: could not record %s", self.machine.id, getattr(args[-1], "kind", "an event"))
 
 
 def _coerce(raw: Any, type_: str):

@@ -13,6 +13,7 @@ import pytest
 
 from edge.config import MachineConfig
 from edge.simulators.profiles import FurnaceCycle, SterilizerCycle, WasherCycle, saturation_pressure_kpa
+from edge.readings import Event
 from edge_feed import NS, feed, machine
 
 PASSWORD = "correct-horse-battery"  # the seeded people's password (tests/server/conftest.py)
@@ -72,11 +73,12 @@ class Cell:
         return r["id"]
 
     def run(self, *, cfg: MachineConfig, recipe_id: int, devices: list[str], seconds: float, step_s: float,
-            state, noise: bool = True, residues: list | None = None, untagged_s: float = 0.0) -> dict:
+            state, noise: bool = True, residues: list | None = None, untagged_s: float = 0.0,
+            events=lambda start_ns: ()) -> dict:
         """Write the cycle's data as the edge would, then start and complete it through the API.
 
         untagged_s: the cycle is recorded late; its first untagged_s seconds were written before the agent
-        knew of it, so they carry no device tag."""
+        knew of it, so they carry no device tag. events(start_ns): the agent's events to write with the data."""
         start = self.clock
         self.clock += int((seconds + 600) * NS)
         job = f"LOAD-{uuid.uuid4().hex[:6]}"
@@ -85,7 +87,7 @@ class Cell:
                  seconds=untagged_s - step_s, step_s=step_s, state=state, noise=noise)
         feed(url=self.influxdb.url, database=self.db, machine_cfg=cfg, job=job, devices=devices,
              start_ns=start + int(untagged_s * NS), seconds=seconds - untagged_s, step_s=step_s,
-             state=lambda t: state(t + untagged_s), noise=noise)
+             state=lambda t: state(t + untagged_s), noise=noise, events=events(start))
         c = self.plant.call("POST", "/cycles", "operator", 201, json={
             "machine_id": cfg.id, "recipe_id": recipe_id, "device_codes": devices, "started_at": _utc(start)})
         assert c["state"] == "running" and c["device_codes"] == sorted(devices)
@@ -325,6 +327,39 @@ def test_a_dropout_inside_the_hold_fails_the_cycle_and_names_the_gap(cell, steri
     assert cov["measured"] == seconds + 1  # from the last reading before the gap to the first after it
     assert cov["reason"].startswith(f"incomplete data: {seconds + 1:g} s of the cycle without readings: {signal} ")
     assert len(out["nonconformity_ids"]) == 1
+
+
+def test_messages_the_broker_dropped_inside_the_cycle_fail_its_coverage_though_the_readings_around_are_close(
+        cell, sterilizer, plant):
+    """Issue 18: 3 messages (3 s) lost inside the plateau leave readings 4 s apart, within the recipe's 5 s
+    max_gap_s, which alone would pass. The agent recorded the hole (a seq gap, as its MQTT connector writes it):
+    that is missing evidence, so the cycle fails data_coverage naming it, the load is blocked by the
+    nonconformity, and the device's history record shows the gap with its cause."""
+    cfg, recipe_id = sterilizer
+    cycle = SterilizerCycle(plateau_c=134.0, plateau_s=600.0)
+    hole = _phase_start(cycle, "plateau") + 300
+    cause = "3 messages missing, seq 401–403: dropped by the broker, which lost the agent's session"
+
+    def dropped(t: float) -> dict:
+        return {} if hole <= t < hole + 3 else cycle.state(t)
+
+    def gap(start_ns: int) -> list[Event]:
+        a, b = start_ns + int((hole - 1) * NS), start_ns + int((hole + 3) * NS)
+        return [Event(cfg.id, "gap", f"3 message(s) missing on t, seq 401–403: {cause}", b, "warning",
+                      {"topic": "t", "missing": 3, "from_seq": 401, "to_seq": 403, "start_ns": a, "end_ns": b,
+                       "recovery": "none", "cause": cause})]
+
+    code = cell.codes[5]
+    out = cell.run(cfg=cfg, recipe_id=recipe_id, devices=[code], seconds=cycle.period_s, step_s=1.0, state=dropped,
+                   events=gap)
+    crit = _criteria(out)
+    assert out["verdict"] == "fail" and [n for n, c in crit.items() if not c["passed"]] == ["data_coverage"]
+    assert cause in crit["data_coverage"]["reason"]
+    [nc_id] = out["nonconformity_ids"]
+    assert cause in plant.call("GET", f"/nonconformities/{nc_id}", "quality_engineer")["description"]
+    dhr = plant.call("GET", f"/history/devices/{code}/dhr?plots=false", "quality_engineer")
+    [mine] = [c for c in dhr["cycles"] if c["cycle_id"] == out["id"]]
+    assert [(g["cause"], g["recovery"], g["outcome"]) for g in mine["data_gaps"]] == [(cause, "none", "lost")]
 
 
 def test_a_physically_impossible_reading_is_a_sensor_fault_not_a_crash(cell, sterilizer, plant):

@@ -15,13 +15,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import MachineConfig
-from edge.readings import Event, OutboxFull
+from edge.readings import Event, MemoryJournal, OutboxFull
 
 
-class SqliteSink:
-    """ReadingSink storing readings, quarantined messages and events in one SQLite file."""
+class SqliteSink(MemoryJournal):
+    """ReadingSink storing readings, quarantined messages and events in one SQLite file (conditions and connector
+    state in memory)."""
 
     def __init__(self, path):
+        super().__init__()
         self.path = str(path)
         self.full = threading.Event()  # set: submit raises OutboxFull (back-pressure)
         self.block = threading.Event()  # set: submit never returns (the "crash before ack" child)
@@ -37,7 +39,7 @@ class SqliteSink:
             "CREATE TABLE IF NOT EXISTS events (machine TEXT, kind TEXT, severity TEXT, message TEXT, fields TEXT);"
         )
 
-    def submit(self, ingests) -> None:
+    def submit(self, ingests, *, state=None) -> None:
         """Store all ingests in one transaction (and their extra events)."""
         if self.block.is_set():
             threading.Event().wait()  # forever: the process is killed while here
@@ -55,6 +57,7 @@ class SqliteSink:
                     self._insert_event(e)
             self._db.execute("COMMIT")
             self.submits += 1
+            self.keep_state(state)
 
     def quarantine(self, *, source: str, origin: str, raw: bytes, reason: str, machine_id: str | None = None) -> None:
         """Keep the malformed message with its reason."""

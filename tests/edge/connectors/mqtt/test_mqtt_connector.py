@@ -458,8 +458,65 @@ async def test_seq_jump_is_recorded_as_a_gap_event(mosquitto, tmp_path):
         pub.publish(t, good(i))
     pub.confirm()
     wait_until(lambda: connector.stats.messages_acked == 5, what="5 acks")
-    assert sink.rows("SELECT kind, message FROM events WHERE kind='gap'") == [
-        ("gap", f"3 message(s) missing on {t}: seq jumped from 3 to 7; recovery none: they never reached the agent")]
+    [(message, fields)] = sink.rows("SELECT message, fields FROM events WHERE kind='gap'")
+    assert message.startswith(f"3 message(s) missing on {t}, seq 4–6, ") and message.endswith(": never reached the agent")
+    fields = json.loads(fields)
+    assert (fields["missing"], fields["from_seq"], fields["to_seq"], fields["recovery"]) == (3, 4, 6, "none")
+    assert fields["start_ns"] <= fields["end_ns"], "the span: from the last message before the hole to the first after"
     assert connector.stats.seq_gaps == 1
     await connector.stop()
+    pub.close()
+
+
+def _seq_message(i: int, seq: int) -> bytes:
+    """Message i (its own machine time) with the given seq."""
+    return json.dumps({"ts": 1_700_000_000_000 + i, "seq": seq,
+                       "values": {"chamber": {"temp_c": 100.0, "pressure_kpa": 101.3}}}).encode()
+
+
+async def test_a_machine_restart_a_redelivery_and_a_count_that_goes_back_are_told_apart_and_none_is_a_gap(
+        mosquitto, tmp_path):
+    """Issue 18: a seq back near 0 after more than the window is a machine restart; a little below the last, a
+    redelivery; far back to a high value, `seq_backward`. None of them turns into a (huge) false gap."""
+    t = topic()
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    connector = await started(machine(t, mosquitto.port), sink)
+    pub = Publisher(mosquitto.port)
+    seqs = [*range(0, 1500), 1490, 1500, 0, 1, 2, 900_000, 5000, 5001]
+    for i, seq in enumerate(seqs):
+        pub.publish(t, _seq_message(i, seq))
+    pub.confirm()
+    wait_until(lambda: connector.stats.messages_acked == len(seqs), what="every message acked")
+    kinds = sink.rows("SELECT kind, message FROM events WHERE kind IN ('gap', 'machine_restart', 'seq_backward')")
+    assert [k for k, _ in kinds] == ["machine_restart", "gap", "seq_backward"], kinds
+    assert kinds[0][1] == f"seq on {t} started again at 0 after 1500: the machine restarted its count (not a gap)"
+    assert "seq 3–899999" in kinds[1][1], "a real jump forward is a gap with its range"
+    assert "went back from 900000 to 5000" in kinds[2][1]
+    await connector.stop()
+    pub.close()
+
+
+async def test_the_last_seq_is_kept_with_the_data_so_a_new_connector_sees_the_hole_since_the_last_one(
+        mosquitto, tmp_path):
+    """The last seq per topic is stored in the same transaction as the readings; the connector of a restarted
+    agent starts from it (here the sink outlives the connector, as the outbox outlives the agent)."""
+    t = topic()
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    client_id = f"amtrace-test-{uuid.uuid4().hex[:12]}"  # one agent: the same client id before and after
+    first = await started(machine(t, mosquitto.port, client_id=client_id), sink)
+    pub = Publisher(mosquitto.port)
+    for i in range(10):
+        pub.publish(t, _seq_message(i, i))
+    pub.confirm()
+    wait_until(lambda: first.stats.messages_acked == 10, what="10 acks")
+    await first.stop()
+    assert json.loads(sink.saved_state(f"mqtt:{first.machine.id}:seq:{t}")[f"mqtt:{first.machine.id}:seq:{t}"])[0] == 9
+    second = await started(machine(t, mosquitto.port, client_id=client_id), sink)
+    pub.publish(t, _seq_message(20, 20))
+    pub.confirm()
+    wait_until(lambda: second.stats.messages_acked == 1, what="1 ack")
+    [(message,)] = sink.rows("SELECT message FROM events WHERE kind='gap'")
+    assert f"10 message(s) missing on {t}, seq 10–19" in message
+    assert message.endswith("published while the agent was not running and not kept by the broker")
+    await second.stop()
     pub.close()

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from edge.readings import Event, Ingest
+from edge.readings import Event, Ingest, MemoryJournal
 from opcua_helpers import free_port
 
 
 
 
-class SqliteSink:
+class SqliteSink(MemoryJournal):
     """A small durable ReadingSink for tests: every reading and event in SQLite (WAL), plus lists in memory."""
 
     def __init__(self, path: Path):
+        super().__init__()
         self.db = sqlite3.connect(str(path), check_same_thread=False)
         self.db.execute("pragma journal_mode=wal")
         self.db.execute(
@@ -30,9 +31,10 @@ class SqliteSink:
         self.submits = 0
         self.lock = threading.Lock()
 
-    def submit(self, ingests) -> None:
+    def submit(self, ingests, *, state=None) -> None:
         with self.lock:
             self.submits += 1
+            self.keep_state(state)
             rows = [
                 (i.machine_id, r.signal, repr(r.value), r.source_ts_ns, r.quality, r.status, i.received_ns)
                 for i in ingests for r in i.readings

@@ -141,11 +141,14 @@ async def test_outbox_full_holds_readings_and_delivers_them_in_order_later(port,
         def __init__(self, inner):
             self.inner, self.refused = inner, 0
 
-        def submit(self, ingests):
+        def submit(self, ingests, *, state=None):
             if self.refused < 2:
                 self.refused += 1
                 raise OutboxFull("outbox at its disk budget")
-            self.inner.submit(ingests)
+            self.inner.submit(ingests, state=state)
+
+        def __getattr__(self, name):  # conditions and state: the inner sink's
+            return getattr(self.inner, name)
 
         def event(self, e):
             self.inner.event(e)
@@ -179,10 +182,13 @@ async def test_a_long_outbox_outage_drops_beyond_the_bound_and_records_the_gap(p
         def __init__(self, inner):
             self.inner, self.full = inner, True
 
-        def submit(self, ingests):
+        def submit(self, ingests, *, state=None):
             if self.full:
                 raise OutboxFull("outbox at its disk budget")
-            self.inner.submit(ingests)
+            self.inner.submit(ingests, state=state)
+
+        def __getattr__(self, name):  # conditions and state: the inner sink's
+            return getattr(self.inner, name)
 
         def event(self, e):
             self.inner.event(e)
@@ -214,3 +220,32 @@ async def test_a_long_outbox_outage_drops_beyond_the_bound_and_records_the_gap(p
     times = [r.source_ts_ns for r in got]
     assert times == sorted(times) and got[-1].value == 999.0
     assert len(got) < 22  # 800 + 20 changes + 999 published; what is missing is the recorded gap
+
+
+async def test_the_time_the_agent_was_not_running_is_a_gap_of_the_machines_record(port, sink):
+    """Issue 18: when this machine's data last arrived is kept with the data; the connector of a restarted agent
+    records the time in between as a gap (recovery partial: the values current at reconnection are read, the
+    changes meanwhile are lost). The sink outlives the connector here, as the outbox outlives the agent."""
+    import time
+
+    async with LpbfPrinterSimulator(port=port) as sim:
+        first = OpcUaConnector(machine("lpbf-01", sim.endpoint, publishing_interval_ms=50), sink)
+        await first.start()
+        await first.wait_subscribed(15)
+        await sim.set("Chamber.OxygenConcentration", 10.0)
+        await until(lambda: [r.value for r in sink.readings("chamber_o2")][-1:] == [10.0], 15, "O2 10")
+        last_stored = max(i.received_ns for i in sink.ingests)
+        await first.stop()
+        await asyncio.sleep(1.0)
+        await sim.set("Chamber.OxygenConcentration", 11.0)  # while no agent runs: this change is lost
+        await sim.set("Chamber.OxygenConcentration", 12.0)
+        second = OpcUaConnector(machine("lpbf-01", sim.endpoint, publishing_interval_ms=50), sink)
+        started = time.time_ns()
+        await second.start()
+        await second.wait_subscribed(15)
+        await until(lambda: [e for e in sink.events if e.kind == "gap"], 15, "the gap")
+        await second.stop()
+    [gap] = [e for e in sink.events if e.kind == "gap"]
+    assert gap.fields["start_ns"] == last_stored and gap.fields["end_ns"] >= started
+    assert (gap.fields["cause"], gap.fields["recovery"]) == ("the agent was not running", "partial")
+    assert [r.value for r in sink.readings("chamber_o2")][-1] == 12.0, "the current value is read on reconnection"
