@@ -166,6 +166,9 @@ class LiveState:
         return standing + [a for a in live.alerts if a not in standing]
 
 
+SERVER_LINK = "server_link"  # the condition key of an outage of the link to the server
+
+
 class ObservedSink:
     """The ReadingSink connectors get: the pipeline, plus live state and server reports on the side."""
 
@@ -352,17 +355,19 @@ class ServerLink:
     def _up(self) -> None:
         if not self.connected:
             now = time.time_ns()
-            if self._down_since is not None:
-                self.agent.pipeline.event(Event("", "server_restored", f"server {self.url} reachable again", now,
-                                                "info", {"down_since_ns": self._down_since}))
+            # A lasting condition: an outage that began before a restart of the agent ends here too, with its
+            # true start.
+            self.agent.pipeline.close_condition(SERVER_LINK, lambda since: Event(
+                "", "server_restored", f"server {self.url} reachable again after {(now - since) / 1e9:.1f} s", now,
+                "info", {"down_since_ns": since, "down_s": round((now - since) / 1e9, 3)}))
             self.connected, self._down_since, self.last_error = True, None, None
 
     def _down(self, e: Exception) -> None:
         self.last_error = f"{type(e).__name__}: {e}"
         if self.connected or self._down_since is None:
             self._down_since = time.time_ns()
-            self.agent.pipeline.event(Event("", "server_unreachable", f"server {self.url}: {self.last_error}",
-                                            self._down_since, "warning", {}))
+            self.agent.pipeline.open_condition(SERVER_LINK, Event(
+                "", "server_unreachable", f"server {self.url}: {self.last_error}", self._down_since, "warning", {}))
             log.warning("server %s not reachable: %s", self.url, self.last_error)
         self.connected = False
 
