@@ -177,7 +177,8 @@ class EdgeAgent:
             "influx": {"url": self.cfg.influx.url, "api": self.cfg.influx.api,
                        **{k: getattr(ws, k) for k in vars(ws) if not k.startswith("_")}},
             "connections": {
-                mid: {"type": c.type, "connected": c.state.connected, "since_ns": c.state.since_ns,
+                mid: {"type": c.type, "connected": c.state.connected, "intake_problem": c.state.intake_problem,
+                      "since_ns": c.state.since_ns,
                       "last_error": c.state.last_error, "reconnects": c.state.reconnects,
                       **({"stats": {k: v for k, v in vars(c.stats).items() if not k.startswith("_")}}
                          if hasattr(c, "stats") and hasattr(c.stats, "__dict__") else {})}

@@ -144,8 +144,8 @@ class LocalApi:
         try:
             if method == "GET" and path == "/healthz":
                 st = self.agent.status()
-                healthy = (all(c["connected"] for c in st["connections"].values()) and not st["outbox"]["full"]
-                           and not st["open_conditions"])
+                healthy = (all(c["connected"] and not c["intake_problem"] for c in st["connections"].values())
+                           and not st["outbox"]["full"] and not st["open_conditions"])
                 return self._send(h, 200, {"status": "ok" if healthy else "degraded",
                                            "outbox_full": st["outbox"]["full"],
                                            "influx_connected": st["influx"].get("connected"),

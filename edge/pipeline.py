@@ -71,6 +71,8 @@ def _coerce(signal: SignalConfig, value: Value) -> Value:
         return value
     if not isinstance(value, str):
         raise ValueError(f"expected text, got {type(value).__name__} {value!r}")
+    if "\n" in value or "\r" in value:
+        raise ValueError("text with a line break cannot be stored in line protocol")
     return value
 
 

@@ -25,6 +25,9 @@ class ConnectionState:
     last_error: str | None = None
     reconnects: int = 0
     detail: dict = field(default_factory=dict)
+    # Whether what the machine sends is being taken in (a worker that ended makes the agent unhealthy, even
+    # with the connection up): None = running; else why not.
+    intake_problem: str | None = None
 
 
 @dataclass

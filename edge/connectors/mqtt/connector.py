@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 RECEIVE_MAXIMUM = 1000  # unacknowledged messages the broker may send us: bounds memory under back-pressure
 MAX_BATCH = 1000  # messages per durable transaction
 RETRY_S = 0.5  # how often a refused submit (outbox full, sink error) is retried
+ISOLATE_AFTER = 3  # refusals of a batch (not disk, not budget) before its messages are stored one by one
 COMMAND_TIMEOUT_S = 10.0
 
 
@@ -233,6 +234,7 @@ class MqttConnector(Connector):
         assert client is not None
         v5 = self.config.protocol == "5"
         while not self._stopping.is_set():
+            self._keep_intake_running()
             self._lost.clear()
             try:
                 if v5:
@@ -252,12 +254,28 @@ class MqttConnector(Connector):
             while not self._lost.wait(0.5):
                 if self._stopping.is_set():
                     break
+                self._keep_intake_running()
                 if getattr(client, "_thread", True) is None:  # network thread died without on_disconnect
                     break
             if self._stopping.is_set():
                 break
             client.loop_stop()
             self._stopping.wait(self._backoff.next_delay())
+
+    def _keep_intake_running(self) -> None:
+        """The flush thread takes every message in; if it ended (a bug no handler caught), say so and start it
+        again: unacknowledged messages come back from the broker."""
+        flush = self._threads[1] if len(self._threads) > 1 else None
+        if flush is None or flush.ident is None or flush.is_alive() or self._stopping.is_set():
+            return  # not started yet (start() starts it after this thread), running, or stopping
+        self.state.intake_problem = "the intake thread ended"
+        log.error("%s: the MQTT intake thread ended; starting it again", self.machine.id)
+        self._event("intake_restarted", "alarm", "the MQTT intake thread ended unexpectedly and was started again",
+                    _now_ns())
+        self._threads[1] = threading.Thread(target=self._flush_loop, name=f"mqtt-flush-{self.machine.id}",
+                                            daemon=True)
+        self._threads[1].start()
+        self.state.intake_problem = None
 
     def _words(self, e: BaseException) -> str:
         where = f"broker {self.broker}"
@@ -425,7 +443,10 @@ class MqttConnector(Connector):
                     batch.append(self._inbox.get(timeout=left) if left > 0 else self._inbox.get_nowait())
                 except queue.Empty:
                     break
-            self._store_and_ack(batch)
+            try:
+                self._store_and_ack(batch)
+            except Exception as e:  # noqa: BLE001 - the intake must not end; nothing received is dropped
+                self._failed_batch(batch, e)
         self._drain_events()
 
     def _finished(self) -> bool:
@@ -439,15 +460,27 @@ class MqttConnector(Connector):
                                                      received_ns=m.received_ns)
                 except MalformedPayload as e:
                     m.reason = e.reason
+                except Exception as e:  # noqa: BLE001 - a message this agent cannot read is quarantined, never fatal
+                    log.exception("%s: reading a message on %s failed", self.machine.id, m.topic)
+                    m.reason = f"the agent could not read it ({type(e).__name__}: {str(e)[:200]})"
         ingests = [self._with_gap_events(m) for m in batch if m.ingest is not None]
         refused_since: float | None = None
         refused_kind = ""
+        refusals = 0
         while True:
             try:
                 self._store(batch, ingests)
                 break
             except Exception as e:  # noqa: BLE001 - nothing is acked; retried until it is stored
                 kind = "backpressure" if isinstance(e, OutboxFull) else "sink_error"
+                refusals += 1
+                if kind == "sink_error" and refusals >= ISOLATE_AFTER and not isinstance(e, OSError):
+                    # Not the disk and not the budget: something in these messages is refused each time. Find
+                    # the message(s) the pipeline refuses and quarantine them, so one message cannot stop the
+                    # machine's intake for good.
+                    ingests = self._isolate(batch, e)
+                    refusals = 0
+                    continue
                 if refused_since is None or kind != refused_kind:
                     refused_since, refused_kind = time.monotonic(), kind
                     with self._lock:
@@ -483,6 +516,46 @@ class MqttConnector(Connector):
             self._durably(lambda: self.sink.close_condition(self._backpressure_key, released))
             self._fresh_start = False
         self._ack(batch)
+
+    def _failed_batch(self, batch: list[_Message], error: Exception) -> None:
+        """A batch failed in a way nothing else caught: keep every message of it in quarantine (raw, with the
+        reason: recoverable), acknowledge it, raise an alarm, and go on with the next batch."""
+        log.exception("%s: storing a batch failed unexpectedly; its messages go to quarantine", self.machine.id)
+        reason = f"the agent failed on this message's batch ({type(error).__name__}: {str(error)[:200]})"
+        try:
+            for m in batch:
+                if not m.quarantined:
+                    self.sink.quarantine(source="mqtt", origin=m.topic, raw=m.payload, reason=m.reason or reason,
+                                         machine_id=self.machine.id)
+                    m.quarantined = True
+            self._ack(batch)
+        except Exception:  # noqa: BLE001 - not acknowledged: the broker sends them again after a reconnect
+            log.exception("%s: quarantining the failed batch failed too; left for redelivery", self.machine.id)
+            with self._lock:
+                self._stats.pending_unacked -= len(batch)
+        self._event("intake_error", "alarm", f"a batch of {len(batch)} message(s) failed unexpectedly "
+                    f"({type(error).__name__}: {str(error)[:200]}); kept in quarantine, intake goes on", _now_ns())
+
+    def _isolate(self, batch: list[_Message], error: Exception) -> list[Ingest]:
+        """Store the batch's messages one by one; quarantine each one the pipeline refuses; return the ingests
+        left to store (none: they are stored already, and storing again would write the same points)."""
+        for m in batch:
+            if m.ingest is None:
+                continue
+            try:
+                self.sink.submit([m.ingest], state=self._seq_state([m]))
+                with self._lock:
+                    self._stats.readings += len(m.ingest.readings)
+            except OutboxFull:  # the budget, not this message: the rest waits like any back-pressured batch
+                return [x.ingest for x in batch if x.ingest is not None]
+            except Exception as e:  # noqa: BLE001 - this one message is what the pipeline refuses
+                m.reason = f"refused by the agent's pipeline ({type(e).__name__}: {str(e)[:200]})"
+                log.error("%s: message on %s refused by the pipeline, quarantined: %s", self.machine.id, m.topic, e)
+            m.ingest = None
+        self._event("poison_message", "alarm", f"a batch kept failing to store ({type(error).__name__}: "
+                    f"{str(error)[:200]}); its messages were stored one by one and the refused ones quarantined",
+                    _now_ns())
+        return []
 
     def _store(self, batch: list[_Message], ingests: list[Ingest]) -> None:
         # Quarantine is durable too; each malformed message is quarantined once even if submit is retried.

@@ -288,6 +288,9 @@ def _reading(signal: SignalConfig, value: Any, path: str, ts_ns: int | None) -> 
         value.encode("utf-8")
     except UnicodeEncodeError as e:
         raise MalformedPayload(f"{path}: string holds an unpaired surrogate \\u{ord(value[e.start]):04x}") from None
+    if "\n" in value or "\r" in value:
+        # InfluxDB line protocol cannot carry a line break in a value: stored, it would be refused for ever.
+        raise MalformedPayload(f"{path}: string holds a line break, which the time-series database cannot store")
     return Reading(signal.name, value, ts_ns)
 
 
@@ -473,6 +476,10 @@ def parse_general(
         raise MalformedPayload(f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
         raise MalformedPayload("not JSON this agent reads: nested too deeply") from None
+    except MalformedPayload:
+        raise
+    except ValueError as e:  # Python refuses integers of more than 4,300 digits (a denial-of-service guard)
+        raise MalformedPayload(f"not JSON this agent reads: {str(e).split(';')[0]}") from None
     if not isinstance(doc, dict):
         raise MalformedPayload(f"top level: expected a JSON object, got {_describe(doc)}")
     for key in doc:

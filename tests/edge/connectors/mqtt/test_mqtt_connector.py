@@ -520,3 +520,55 @@ async def test_the_last_seq_is_kept_with_the_data_so_a_new_connector_sees_the_ho
     assert message.endswith("published while the agent was not running and not kept by the broker")
     await second.stop()
     pub.close()
+
+
+async def test_poison_messages_are_quarantined_and_the_machines_intake_goes_on(mosquitto, tmp_path):
+    """Issue 16: an integer of more than 4,300 digits (Python refuses to read it) used to kill the machine's
+    flush thread, and a line break in a text value was accepted and then refused by the database for ever, so
+    nothing after either was acknowledged. Both are quarantined with a reason; the messages after them flow."""
+    t = topic()
+    sink = SqliteSink(tmp_path / "sink.sqlite")
+    connector = await started(machine(t, mosquitto.port, max_payload_bytes=65536), sink)
+    pub = Publisher(mosquitto.port)
+    pub.publish(t, good(1))
+    pub.publish(t, b'{"ts": 1700000000002, "seq": ' + b"9" * 5000 + b', "values": {"chamber": {"temp_c": 1.0}}}')
+    pub.publish(f"{t}/status", json.dumps({"ts": 1_700_000_000_003, "values": {"cycle": {"phase": "hold\nEVIL"}}}
+                                          ).encode())
+    pub.publish(t, good(4))
+    pub.confirm()
+    wait_until(lambda: connector.stats.messages_acked == 4, what="every message acknowledged")
+    reasons = [r for (r,) in sink.rows("SELECT reason FROM quarantine ORDER BY rowid")]
+    assert reasons == ["not JSON this agent reads: Exceeds the limit (4300 digits) for integer string conversion: "
+                       "value has 5000 digits",
+                       "values.cycle.phase: string holds a line break, which the time-series database cannot store"]
+    assert sink.count("readings") == 4, "the good messages before and after are stored"
+    assert connector.state.intake_problem is None
+    await connector.stop()
+    pub.close()
+
+
+async def test_a_message_the_pipeline_keeps_refusing_is_isolated_and_quarantined(mosquitto, tmp_path):
+    """The safety net: a batch that the sink refuses again and again for something other than the disk or the
+    budget is stored message by message, and only the message refused is quarantined (a fault no real message
+    produces after the parser's checks, so the sink refuses one value on purpose here)."""
+    t = topic()
+
+    class Refusing(SqliteSink):
+        def submit(self, ingests, *, state=None):
+            if any(r.value == 100.02 for i in ingests for r in i.readings):
+                raise ValueError("line protocol refused the value 100.02")
+            super().submit(ingests, state=state)
+
+    sink = Refusing(tmp_path / "sink.sqlite")
+    connector = await started(machine(t, mosquitto.port), sink)
+    pub = Publisher(mosquitto.port)
+    for i in range(1, 5):
+        pub.publish(t, good(i))
+    pub.confirm()
+    wait_until(lambda: connector.stats.messages_acked == 4, what="every message acknowledged", timeout=20)
+    assert [r for (r,) in sink.rows("SELECT reason FROM quarantine")] == [
+        "refused by the agent's pipeline (ValueError: line protocol refused the value 100.02)"]
+    assert sink.count("readings") == 3 * 2
+    assert [k for (k,) in sink.rows("SELECT kind FROM events WHERE kind='poison_message'")] == ["poison_message"]
+    await connector.stop()
+    pub.close()
