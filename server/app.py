@@ -21,6 +21,7 @@ API = "/api/v1"
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for settings (read from the environment when not given)."""
     from server.agents.changes import ContextChanges
+    from server.auth.ratelimit import FailedLogins
     from server.notifications.service import NotificationWatch
     from server.agents.router import router as agents
     from server.audit.router import router as audit
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine, settings)
     app.state.context_changes = ContextChanges()
     app.state.context_changes.install(app.state.sessionmaker)
+    app.state.failed_logins = FailedLogins(settings.login_rate_per_min)
     app.state.notification_watch = NotificationWatch()
     app.state.notification_watch.install(app.state.sessionmaker)
     app.state.gate_executor = ThreadPoolExecutor(max_workers=settings.gate_threads, thread_name_prefix="gate")
@@ -76,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(DomainError)
     async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status == 429:
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse(ErrorBody(code=exc.code, detail=exc.detail).model_dump(), status_code=exc.status,
                             headers=headers)
 

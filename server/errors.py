@@ -44,6 +44,16 @@ class NotFound(DomainError):
     status = 404
 
 
+class TooManyRequests(DomainError):
+    """Too many attempts from one client in a short time; retry_after_s says when to try again."""
+
+    status = 429
+
+    def __init__(self, detail: str, code: str = "too_many_requests", *, retry_after_s: int = 60):
+        super().__init__(detail, code)
+        self.retry_after_s = retry_after_s
+
+
 class Conflict(DomainError):
     """The request breaks a rule of the process (order, state, lock, signature)."""
 
@@ -53,7 +63,8 @@ class Conflict(DomainError):
 def error_responses(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI `responses` entries describing the error body for the given statuses."""
     text = {400: "Invalid request", 401: "Not authenticated", 403: "Not allowed for this role or agent",
-            404: "Record not found", 409: "Refused by a process rule", 422: "Malformed request"}
+            404: "Record not found", 409: "Refused by a process rule", 422: "Malformed request",
+            429: "Too many attempts from this client; see Retry-After"}
     return {s: {"model": ErrorBody, "description": text[s]} for s in statuses if s != 422}
 
 

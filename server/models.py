@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
+from sqlalchemy import false as sa_false
 from sqlalchemy import (JSON, Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text,
                         TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -73,6 +74,12 @@ class User(Base):
     # is the secret and is stored only as an Argon2id hash, like the password.
     badge_number: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     pin_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Credential guard (server/auth/guard.py): a lockout that ends by itself (longer each time), the version
+    # every access token must carry (raised to revoke them all), and a password an administrator set, which the
+    # person must replace before signing anything (21 CFR 11.300).
+    locked_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
 
 class MachineAuthorisation(Base):

@@ -28,6 +28,7 @@ class Principal:
     full_name: str
     role: str | None = None
     machine_ids: frozenset[str] = field(default_factory=frozenset)
+    kiosk: bool = False  # logged in with badge and PIN: kiosk actions only
 
     @property
     def actor(self) -> str:

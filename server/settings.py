@@ -46,7 +46,13 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1, description="Argon2id iterations")
     argon2_memory_kib: int = Field(default=65536, ge=8, description="Argon2id memory in KiB")
     argon2_parallelism: int = Field(default=4, ge=1, description="Argon2id lanes")
-    max_failed_logins: int = Field(default=5, ge=1, description="Consecutive failed logins that lock an account")
+    max_failed_logins: int = Field(default=5, ge=1, description=(
+        "Consecutive failed credential checks (login, badge, signature) that lock an account"))
+    lockout_s: float = Field(default=60.0, gt=0, description=(
+        "How long a lockout lasts the first time; each further failure after it doubles it"))
+    lockout_max_s: float = Field(default=3600.0, gt=0, description="The longest a lockout lasts")
+    login_rate_per_min: int = Field(default=30, ge=1, description=(
+        "Login attempts one client address may make per minute (per server process); more answer 429"))
     file_store: str = Field(default="./var/files", description="Folder where design files are kept by SHA-256")
     device_code_format: str = Field(
         default="AMT-{year}-{seq:06d}",

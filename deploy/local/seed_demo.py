@@ -52,8 +52,16 @@ def seed_people_and_machines(url: str, password: str, machines_dir: Path) -> dic
     api.login("ada.admin")
     for username, (name, role) in PEOPLE.items():
         if username != "ada.admin":
+            # A password an administrator sets must be replaced by its owner before they sign anything: each
+            # demo person does that at once (with the demo password, so the README's logins work).
+            temporary = f"{password}-from-admin"
             api.call("ada.admin", "POST", "/users", json={"username": username, "full_name": name, "role": role,
-                                                          "password": password})
+                                                          "password": temporary})
+            first = api.http.post("/auth/token", data={"username": username, "password": temporary})
+            first.raise_for_status()
+            r = api.http.post("/auth/password", json={"current_password": temporary, "new_password": password},
+                              headers={"Authorization": f"Bearer {first.json()['access_token']}"})
+            r.raise_for_status()
     for username in PEOPLE:
         if username != "ada.admin":
             api.login(username)

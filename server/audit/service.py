@@ -255,25 +255,41 @@ def sign(session: Session, *, signer: Principal, password: str, meaning: str, re
     if allowed_roles is not None and signer.role not in allowed_roles:
         raise Forbidden(f"A {signer.role} may not sign this {record_type.replace('_', ' ')} as {meaning}; "
                         f"allowed: {', '.join(allowed_roles)}", code="signature_role")
+    from server.auth import guard  # the credential guard builds on this module (settings_of)
+
     user = session.get(User, signer.id)
     settings = settings_of(session)
+    now = utcnow()
+    if user is not None and user.must_change_password:
+        raise Conflict("Not signed: change the password an administrator set for you first (POST /auth/password); "
+                       "until then nobody but you may know your signature", code="password_change_required")
+    locked = user is not None and guard.is_locked(user, now)
     if credential == "pin":
         from server.auth.badge import pin_matches  # the badge module builds on this one
 
-        matches = user is not None and pin_matches(session, user=user, pin=password)
+        matches = user is not None and not locked and pin_matches(session, user=user, pin=password)
     else:
-        matches = user is not None and password_matches(settings, user.password_hash, password)
+        matches = user is not None and not locked and password_matches(settings, user.password_hash, password)
     if user is None or not user.active or not matches:
         # Whatever the caller added for this record (a manual step, an assessment) goes with the refusal: only
         # the refusal's audit entry is committed (keep_audit), never an unsigned record.
         session.rollback()
+        what = "PIN" if credential == "pin" else "password"
+        if user is not None and not locked:
+            # A signature is a credential check like a login: it counts toward the same lockout (issue 16).
+            guard.count_failure(session, user_id=user.id, now=now)
         record(session, actor=signer, action="signature_refused", record_type=record_type, record_id=record_id,
-               new={"meaning": meaning, "why": f"{'PIN' if credential == 'pin' else 'password'} did not match"})
+               new={"meaning": meaning, "why": "account locked" if locked else f"{what} did not match"})
+        if locked:
+            raise Conflict("Not signed: the account is locked for a while after repeated failed attempts",
+                           code="account_locked", keep_audit=True)
         if credential == "pin":
             raise Conflict("Not signed: the PIN is not correct. Enter your PIN again.", code="signature_pin",
                            keep_audit=True)
         raise Conflict("Signature refused: the password is not correct", code="signature_password",
                        keep_audit=True)
+    if user.failed_logins:
+        user.failed_logins, user.locked_until = 0, None
     sig = Signature(user_id=user.id, printed_name=user.full_name, signer_role=user.role, meaning=meaning,
                     record_type=record_type, record_id=str(record_id), record_sha256=record_sha256,
                     signed_at=utcnow(), seal="")

@@ -11,6 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record, settings_of
+from server.auth import guard
+from server.db import begin_read, end_read_transaction
 from server.errors import Conflict, Unauthorized
 from server.models import User
 from server.security import SYSTEM, Principal, hash_password, password_matches
@@ -39,6 +41,9 @@ def kiosk_settings() -> KioskSettings:
 
 def set_badge(session: Session, *, actor: Principal, user: User, badge_number: str, pin: str) -> User:
     """Give a person a badge number and PIN (replacing earlier ones); the PIN is kept only as a hash."""
+    if user.role == "admin":
+        raise Conflict("An administrator gets no badge: a badge and a short PIN are for the kiosk, and an "
+                       "administrator's account is worth more than a PIN protects", code="badge_role")
     minimum = kiosk_settings().pin_min_digits
     if not PIN_PATTERN.fullmatch(pin) or len(pin) < minimum:
         raise Conflict(f"The PIN must be {minimum} to 12 digits", code="weak_pin")
@@ -54,29 +59,22 @@ def set_badge(session: Session, *, actor: Principal, user: User, badge_number: s
 
 
 def authenticate_badge(session: Session, *, badge_number: str, pin: str) -> User:
-    """Check a kiosk login; failures share the password's counter, so a PIN cannot be guessed past the lock."""
-    settings = settings_of(session)
-    user = session.scalar(select(User).where(User.badge_number == badge_number)) if badge_number else None
-    if user is None or user.pin_hash is None:
-        record(session, actor=SYSTEM, action="login_failed", record_type="badge", record_id=badge_number[:64],
-               new={"why": "unknown badge"})
-        raise Unauthorized("Badge or PIN is not correct", code="login_failed", keep_audit=True)
-    if not user.active:
-        record(session, actor=SYSTEM, action="login_failed", record_type="user", record_id=user.id,
-               new={"why": "account deactivated", "credential": "badge"})
-        raise Unauthorized("This account is deactivated", code="account_inactive", keep_audit=True)
-    if user.failed_logins >= settings.max_failed_logins:
-        record(session, actor=SYSTEM, action="login_failed", record_type="user", record_id=user.id,
-               new={"why": "account locked", "credential": "badge"})
-        raise Unauthorized("This account is locked after too many failed logins; ask an administrator",
-                           code="account_locked", keep_audit=True)
-    if not password_matches(settings, user.pin_hash, pin):
-        user.failed_logins += 1
-        record(session, actor=SYSTEM, action="login_failed", record_type="user", record_id=user.id,
-               new={"why": "wrong PIN", "failed_logins": user.failed_logins})
-        raise Unauthorized("Badge or PIN is not correct", code="login_failed", keep_audit=True)
-    if user.failed_logins:
-        user.failed_logins = 0
+    """Check a kiosk login; failures share the password's counter and lockout (server/auth/guard.py), and an
+    unknown badge gets the same answer after the same work as a known one."""
+    begin_read(session)
+    user = (session.scalar(select(User).where(User.badge_number == badge_number))
+            if badge_number and len(badge_number) <= 64 else None)
+    end_read_transaction(session)
+    ok, why = guard.check_login(session, user=user, secret_hash=user.pin_hash if user else None, secret=pin)
+    if not ok:
+        if user is None:
+            record(session, actor=SYSTEM, action="login_failed", record_type="badge", record_id=badge_number[:64],
+                   new={"why": "unknown badge"})
+        else:
+            record(session, actor=SYSTEM, action="login_failed", record_type="user", record_id=user.id,
+                   new={"why": "wrong PIN" if why == "wrong secret" else why, "credential": "badge"})
+        raise Unauthorized(guard.BADGE_REFUSED, code="login_failed", keep_audit=True)
+    session.refresh(user)
     return user
 
 

@@ -48,8 +48,12 @@ def current_principal(session: SessionDep, user_token: Annotated[str | None, Dep
     return authenticate(session, user_token or (agent_cred.credentials if agent_cred else None))
 
 
-def admit(principal: Principal, roles: tuple[str, ...], agents: bool) -> Principal:
-    """The principal, if its role (people) or kind (agents) may use an endpoint guarded by roles/agents."""
+def admit(principal: Principal, roles: tuple[str, ...], agents: bool, kiosk: bool = False) -> Principal:
+    """The principal, if its role (people) or kind (agents) may use an endpoint guarded by roles/agents; a kiosk
+    session (badge and PIN) only where kiosk=True."""
+    if principal.kiosk and not kiosk:
+        raise Forbidden("A kiosk session (badge and PIN) may do kiosk actions only: scan, start, sign a step, "
+                        "report a problem. Log in with your password for this", code="kiosk_session")
     if principal.kind == "agent":
         if agents:
             return principal
@@ -64,13 +68,15 @@ def _role_refused(role: str | None, roles: tuple[str, ...]) -> Forbidden:
     return Forbidden(f"Role {role} may not do this; allowed: {allowed}", code="role_not_allowed")
 
 
-def require(*roles: str, agents: bool = False):
-    """Dependency admitting people with one of roles and, when agents=True, edge agents."""
+def require(*roles: str, agents: bool = False, kiosk: bool = False):
+    """Dependency admitting people with one of roles and, when agents=True, edge agents; kiosk=True: also a kiosk
+    session (badge and PIN), which is refused everywhere else."""
     # async: a pure check, run on the event loop instead of costing the request another thread hop.
     async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        return admit(principal, roles, agents)
+        return admit(principal, roles, agents, kiosk)
     check.allowed_roles = roles  # read by the role × endpoint matrix test
     check.allows_agents = agents
+    check.allows_kiosk = kiosk
     return check
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import select
 
 from server.auth import badge, service
 from server.auth.deps import ANY_PERSON, require
-from server.auth.schemas import (AuthorisationCreate, AuthorisationOut, BadgeIn, MeOut, RevokeIn, TokenOut,
-                                 UserCreate, UserOut, UserUpdate)
+from server.auth.schemas import (AuthorisationCreate, AuthorisationOut, BadgeIn, MeOut, PasswordChangeIn,
+                                 RevokeIn, TokenOut, UserCreate, UserOut, UserUpdate)
 from server.db import SessionDep
-from server.errors import COMMON_ERRORS, error_responses
+from server.auth.ratelimit import FailedLogins
+from server.errors import COMMON_ERRORS, TooManyRequests, Unauthorized, error_responses
 from server.models import MachineAuthorisation, User
 from server.security import Principal
 
@@ -23,9 +24,24 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 Trainer = Annotated[Principal, Depends(require("production_manager", "quality_engineer", "admin"))]
 
 
-@router.post("/auth/token", response_model=TokenOut, responses=error_responses(401))
-def login(session: SessionDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
-    """OAuth2 password flow: user id and password, or with scope=kiosk badge number and PIN (shorter token)."""
+@router.post("/auth/token", response_model=TokenOut, responses=error_responses(401, 429))
+def login(request: Request, session: SessionDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
+    """OAuth2 password flow: user id and password, or with scope=kiosk badge number and PIN (shorter token).
+    Too many failures from one address in a minute answer 429."""
+    limiter: FailedLogins = request.app.state.failed_logins
+    client = request.client.host if request.client else "unknown"
+    wait = limiter.retry_after(client)
+    if wait is not None:
+        raise TooManyRequests(f"Too many failed logins from this address; try again in {wait} s",
+                              retry_after_s=wait)
+    try:
+        return _login(session, form)
+    except Unauthorized:
+        limiter.failed(client)
+        raise
+
+
+def _login(session, form: OAuth2PasswordRequestForm) -> TokenOut:
     if badge.KIOSK_SCOPE in form.scopes:
         user = badge.authenticate_badge(session, badge_number=form.username, pin=form.password)
         token, lifetime = service.issue_access_token(session, user=user, minutes=badge.kiosk_settings().token_minutes,
@@ -33,11 +49,26 @@ def login(session: SessionDep, form: Annotated[OAuth2PasswordRequestForm, Depend
         return TokenOut(access_token=token, expires_in=lifetime)
     user = service.authenticate(session, username=form.username, password=form.password)
     token, lifetime = service.issue_access_token(session, user=user)
+    return TokenOut(access_token=token, expires_in=lifetime, password_change_required=user.must_change_password)
+
+
+@router.post("/auth/logout", status_code=204, responses=error_responses(401))
+def logout(session: SessionDep, actor: Annotated[Principal, Depends(require(*ANY_PERSON, kiosk=True))]) -> None:
+    """End every session of yours: all your access tokens stop working."""
+    service.logout(session, actor=actor)
+
+
+@router.post("/auth/password", response_model=TokenOut, responses=error_responses(401, 409))
+def change_password(body: PasswordChangeIn, session: SessionDep,
+                    actor: Annotated[Principal, Depends(require(*ANY_PERSON))]) -> TokenOut:
+    """Change your own password; your other sessions end, and the answer is a new token for this one."""
+    user = service.change_password(session, actor=actor, **body.model_dump())
+    token, lifetime = service.issue_access_token(session, user=user)
     return TokenOut(access_token=token, expires_in=lifetime)
 
 
 @router.get("/auth/me", response_model=MeOut)
-def me(principal: Annotated[Principal, Depends(require(*ANY_PERSON, agents=True))]) -> MeOut:
+def me(principal: Annotated[Principal, Depends(require(*ANY_PERSON, agents=True, kiosk=True))]) -> MeOut:
     """Who the token belongs to."""
     return MeOut(kind=principal.kind, id=principal.id, name=principal.name, full_name=principal.full_name,
                  role=principal.role, machine_ids=sorted(principal.machine_ids))
@@ -46,7 +77,7 @@ def me(principal: Annotated[Principal, Depends(require(*ANY_PERSON, agents=True)
 @router.post("/users", response_model=UserOut, status_code=201)
 def create_user(body: UserCreate, session: SessionDep, actor: Admin) -> User:
     """Create a person with a role (admin)."""
-    return service.create_user(session, actor=actor, **body.model_dump())
+    return service.create_user(session, actor=actor, temporary=True, **body.model_dump())
 
 
 @router.get("/users", response_model=list[UserOut])

@@ -16,6 +16,17 @@ class TokenOut(BaseModel):
     access_token: str = Field(description="JWT to send as Authorization: Bearer")
     token_type: Literal["bearer"] = "bearer"
     expires_in: int = Field(description="Seconds until the token expires")
+    password_change_required: bool = Field(False, description=(
+        "The password was set by an administrator: change it (POST /auth/password) before signing anything"))
+
+
+class PasswordChangeIn(BaseModel):
+    """Your current password and the new one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(max_length=200)
+    new_password: str = Field(min_length=10, max_length=200, description="At least 10 characters")
 
 
 class UserCreate(BaseModel):
@@ -26,7 +37,8 @@ class UserCreate(BaseModel):
     username: str = Field(min_length=2, max_length=64, pattern=r"^[a-z0-9._-]+$", description="Unique login id")
     full_name: str = Field(min_length=2, max_length=200, description="Printed name used in signatures")
     role: Role = Field(description="The person's role")
-    password: str = Field(min_length=10, description="Initial password (at least 10 characters)")
+    password: str = Field(min_length=10, max_length=200, description=(
+        "Initial password (at least 10 characters); the person must change it before signing anything"))
 
 
 class UserUpdate(BaseModel):
@@ -61,6 +73,8 @@ class UserOut(BaseModel):
     role: Role
     active: bool
     failed_logins: int
+    locked_until: datetime | None = Field(default=None, description="Locked until then after failed checks")
+    must_change_password: bool = False
     created_at: datetime
     badge_number: str | None = Field(default=None, description="Kiosk badge number, when one is set")
 

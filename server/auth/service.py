@@ -15,19 +15,24 @@ from server.errors import Conflict, NotFound, Unauthorized
 from server.models import Agent, Machine, MachineAuthorisation, User, utcnow
 from server.security import AGENT_TOKEN_PREFIX, ROLES, SYSTEM, Principal, hash_password, password_matches
 from server.settings import Settings
-from server.db import get_or_not_found
+from server.auth import guard
+from server.db import begin_read, end_read_transaction, get_or_not_found
 
 JWT_ALGORITHM = "HS256"
 
 
-def principal_for(user: User) -> Principal:
-    """The principal of a user."""
-    return Principal(kind="user", id=user.id, name=user.username, full_name=user.full_name, role=user.role)
+def principal_for(user: User, *, kiosk: bool = False) -> Principal:
+    """The principal of a user (kiosk: logged in with badge and PIN, so limited to kiosk actions)."""
+    return Principal(kind="user", id=user.id, name=user.username, full_name=user.full_name, role=user.role,
+                     kiosk=kiosk)
 
 
 def create_user(session: Session, *, actor: Principal, username: str, full_name: str, role: str,
-                password: str) -> User:
-    """Create a person; usernames are unique forever (users are deactivated, never deleted)."""
+                password: str, temporary: bool = False) -> User:
+    """Create a person; usernames are unique forever (users are deactivated, never deleted).
+
+    temporary: the password was chosen by someone else (an administrator through the API): the person must
+    change it before they can sign anything."""
     if role not in ROLES:
         raise Conflict(f"Unknown role {role!r}; roles are {', '.join(ROLES)}", code="unknown_role")
     if len(password) < 10:
@@ -36,7 +41,7 @@ def create_user(session: Session, *, actor: Principal, username: str, full_name:
         raise Conflict(f"User id {username!r} exists or existed; user ids are never reused",
                        code="username_taken")
     user = User(username=username, full_name=full_name, role=role,
-                password_hash=hash_password(settings_of(session), password))
+                password_hash=hash_password(settings_of(session), password), must_change_password=temporary)
     session.add(user)
     try:
         session.flush()
@@ -56,11 +61,15 @@ def update_user(session: Session, *, actor: Principal, user_id: int, active: boo
     if role is not None:
         if role not in ROLES:
             raise Conflict(f"Unknown role {role!r}; roles are {', '.join(ROLES)}", code="unknown_role")
+        if role != user.role:
+            user.token_version += 1  # a token of the old role must not work, nor come back with it
         user.role = role
     if active is not None:
+        if not active and user.active:
+            user.token_version += 1
         user.active = active
     if unlock:
-        user.failed_logins = 0
+        user.failed_logins, user.locked_until = 0, None
     record(session, actor=actor, action="user_updated", record_type="user", record_id=user.id, old=old,
            new={"active": user.active, "role": user.role, "failed_logins": user.failed_logins}, reason=reason)
     return user
@@ -72,29 +81,19 @@ def get_user(session: Session, *, user_id: int) -> User:
 
 
 def authenticate(session: Session, *, username: str, password: str) -> User:
-    """Check a login; failed attempts are counted, recorded and lock the account at the limit."""
-    settings = settings_of(session)
-    user = session.scalar(select(User).where(User.username == username))
-    if user is None:
-        record(session, actor=SYSTEM, action="login_failed", record_type="user", record_id=username,
-               new={"why": "unknown user id"})
-        raise Unauthorized("User id or password is not correct", code="login_failed", keep_audit=True)
-    if not user.active:
-        record(session, actor=SYSTEM, action="login_failed", record_type="user", record_id=user.id,
-               new={"why": "account deactivated"})
-        raise Unauthorized("This account is deactivated", code="account_inactive", keep_audit=True)
-    if user.failed_logins >= settings.max_failed_logins:
-        record(session, actor=SYSTEM, action="login_failed", record_type="user", record_id=user.id,
-               new={"why": "account locked"})
-        raise Unauthorized("This account is locked after too many failed logins; ask an administrator",
-                           code="account_locked", keep_audit=True)
-    if not password_matches(settings, user.password_hash, password):
-        user.failed_logins += 1
-        record(session, actor=SYSTEM, action="login_failed", record_type="user", record_id=user.id,
-               new={"why": "wrong password", "failed_logins": user.failed_logins})
-        raise Unauthorized("User id or password is not correct", code="login_failed", keep_audit=True)
-    if user.failed_logins:
-        user.failed_logins = 0
+    """Check a login (server/auth/guard.py): every failure counts toward a timed lockout and gets the same answer
+    after the same work, whatever the reason; each is recorded with its reason (the user id shortened)."""
+    begin_read(session)
+    user = session.scalar(select(User).where(User.username == username)) if len(username) <= 64 else None
+    end_read_transaction(session)
+    ok, why = guard.check_login(session, user=user, secret_hash=user.password_hash if user else None,
+                                secret=password)
+    if not ok:
+        record(session, actor=SYSTEM, action="login_failed", record_type="user",
+               record_id=user.id if user else username[:64], new={"why": "unknown user id" if why == "unknown" else
+                                                                  "wrong password" if why == "wrong secret" else why})
+        raise Unauthorized(guard.LOGIN_REFUSED, code="login_failed", keep_audit=True)
+    session.refresh(user)
     return user
 
 
@@ -105,8 +104,8 @@ def issue_access_token(session: Session, *, user: User, minutes: int | None = No
     now = utcnow()
     lifetime = timedelta(minutes=minutes or settings.access_token_minutes)
     # amr (RFC 8176): how the person authenticated, so a reader of the token can tell a badge login apart.
-    token = jwt.encode({"sub": str(user.id), "role": user.role, "iat": now, "exp": now + lifetime,
-                        "amr": [method]}, settings.secret_key, algorithm=JWT_ALGORITHM)
+    token = jwt.encode({"sub": str(user.id), "role": user.role, "ver": user.token_version, "iat": now,
+                        "exp": now + lifetime, "amr": [method]}, settings.secret_key, algorithm=JWT_ALGORITHM)
     return token, int(lifetime.total_seconds())
 
 
@@ -131,10 +130,42 @@ def principal_from_token(session: Session, *, token: str) -> Principal:
                          machine_ids=frozenset(m.machine_id for m in agent.machines))
     claims = token_claims(settings_of(session), token)
     user = session.get(User, int(claims["sub"]))
-    # Checked on every request so a deactivation or role change takes effect at once.
-    if user is None or not user.active or user.role != claims.get("role"):
+    # Checked on every request so a deactivation, role change, lockout, password change or logout takes effect at
+    # once: each raises the account's token version, and a token carries the version it was issued at.
+    if (user is None or not user.active or user.role != claims.get("role")
+            or claims.get("ver") != user.token_version or guard.is_locked(user, utcnow())):
         raise Unauthorized("Access token no longer valid for this account; log in again", code="token_stale")
-    return principal_for(user)
+    return principal_for(user, kiosk="badge_pin" in claims.get("amr", ()))
+
+
+def logout(session: Session, *, actor: Principal) -> None:
+    """End every session of the caller: their access tokens stop working."""
+    user = get_user(session, user_id=actor.id)
+    user.token_version += 1
+    record(session, actor=actor, action="logged_out", record_type="user", record_id=user.id)
+
+
+def change_password(session: Session, *, actor: Principal, current_password: str, new_password: str) -> User:
+    """The person sets their own password (21 CFR 11.300: nobody else knows it): the current one is checked like a
+    login (it counts toward the lockout), every token issued before stops working."""
+    begin_read(session)
+    user = session.get(User, actor.id)
+    end_read_transaction(session)
+    ok, why = guard.check_login(session, user=user, secret_hash=user.password_hash, secret=current_password)
+    if not ok:
+        record(session, actor=actor, action="password_change_refused", record_type="user", record_id=user.id,
+               new={"why": "wrong password" if why == "wrong secret" else why})
+        raise Unauthorized(guard.LOGIN_REFUSED, code="login_failed", keep_audit=True)
+    if len(new_password) < 10:
+        raise Conflict("Password must have at least 10 characters", code="weak_password")
+    if new_password == current_password:
+        raise Conflict("The new password must differ from the current one", code="weak_password")
+    session.refresh(user)
+    user.password_hash = hash_password(settings_of(session), new_password)
+    user.must_change_password = False
+    user.token_version += 1
+    record(session, actor=actor, action="password_changed", record_type="user", record_id=user.id)
+    return user
 
 
 def authorise_on_machine(session: Session, *, actor: Principal, user_id: int, machine_id: str,

@@ -19,7 +19,7 @@ from server.notifications import service
 from server.security import Principal
 
 router = APIRouter(prefix="/notifications", tags=["notifications"], responses=COMMON_ERRORS)
-Person = Annotated[Principal, Depends(require(*ANY_PERSON))]
+Person = Annotated[Principal, Depends(require(*ANY_PERSON, kiosk=True))]
 
 
 class NotificationOut(BaseModel):

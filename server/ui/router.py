@@ -16,8 +16,8 @@ from server.ui.schemas import (ApprovalRow, CompleteWithPinIn, DashboardOverview
                                RecipeRow, RequalificationView, ScopeRecords, StartOut, StepView)
 
 router = APIRouter(tags=["kiosk and dashboards"], responses=COMMON_ERRORS)
-KioskReader = Annotated[Principal, Depends(require("operator", "production_manager", "quality_engineer"))]
-Operator = Annotated[Principal, Depends(require("operator"))]
+KioskReader = Annotated[Principal, Depends(require("operator", "production_manager", "quality_engineer", kiosk=True))]
+Operator = Annotated[Principal, Depends(require("operator", kiosk=True))]
 Manager = Annotated[Principal, Depends(require("production_manager", "quality_engineer", "admin"))]
 DesignReviewer = Annotated[Principal, Depends(require("design_engineer", "clinician", "quality_engineer"))]
 Quality = Annotated[Principal, Depends(require("quality_engineer"))]

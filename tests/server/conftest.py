@@ -76,6 +76,19 @@ class Plant:
         for key, u in self.users.items():
             u["headers"] = self.login(u["username"], PASSWORD)
 
+    def person(self, key: str, *, username: str, full_name: str, role: str) -> dict:
+        """One more person, created by the administrator through the API, who then sets their own password (an
+        administrator's password must be changed before signing); kept under key like the seeded people."""
+        if key not in self.users:
+            u = self.call("POST", "/users", "admin", 201, json={
+                "username": username, "full_name": full_name, "role": role, "password": "set-by-the-admin"})
+            first = self.login(username, "set-by-the-admin")
+            self.call("POST", "/auth/password", first, json={"current_password": "set-by-the-admin",
+                                                              "new_password": PASSWORD})
+            self.users[key] = {"id": u["id"], "username": username, "role": role,
+                               "headers": self.login(username, PASSWORD)}
+        return self.users[key]
+
     def login(self, username: str, password: str) -> dict[str, str]:
         """Log in and return the Authorization header."""
         r = self.client.post("/api/v1/auth/token", data={"username": username, "password": password})
@@ -94,6 +107,12 @@ class Plant:
         """Call the API as a user key or with headers; assert the status; return the JSON body."""
         headers = who if isinstance(who, dict) else self.h(who)
         r = self.client.request(method, "/api/v1" + path, headers=headers, **kw)
+        if (r.status_code == 401 and expect != 401 and not isinstance(who, dict) and r.json().get("code") == "token_stale"
+                and self.users[who]["username"]):
+            # A browser test logged this person out, which ends every session of theirs, this helper's too:
+            # log in again as they would. Tests of revocation use explicit headers, which are never renewed.
+            self.users[who]["headers"] = self.login(self.users[who]["username"], PASSWORD)
+            r = self.client.request(method, "/api/v1" + path, headers=self.users[who]["headers"], **kw)
         assert r.status_code == expect, f"{method} {path}: {r.status_code} {r.text}"
         return r.json() if r.content else None
 

@@ -187,11 +187,7 @@ class Walk:
 
 
 def test_every_door_refuses_what_each_requirement_forbids_and_opens_once_it_is_mended(plant):
-    if "clinician2" not in plant.users:
-        u = plant.call("POST", "/users", "admin", 201, json={
-            "username": "walk.clinician", "full_name": "Dr. Walk Other", "role": "clinician", "password": PASSWORD})
-        plant.users["clinician2"] = {"id": u["id"], "username": u["username"], "role": "clinician",
-                                     "headers": plant.login(u["username"], PASSWORD)}
+    plant.person("clinician2", username="walk.clinician", full_name="Dr. Walk Other", role="clinician")
     walk = Walk(plant)
     ctx = walk.ctx
     # The gate, before the job's first build: each requirement broken, refused with its reason, mended.

@@ -167,7 +167,7 @@ def test_deleted_audit_entries_are_located(plant, story, monkeypatch, capsys):
 
 def test_failed_login_and_refused_signature_are_recorded(plant):
     r = plant.client.post("/api/v1/auth/token", data={"username": "operator", "password": "wrong-password"})
-    assert r.status_code == 401 and r.json() == {"code": "login_failed", "detail": "User id or password is not correct"}
+    assert r.status_code == 401 and r.json() == {"code": "login_failed", "detail": "User id or password is not correct, or the account is locked for a while after repeated failures"}
     it = plant.iteration(plant.design(plant.case()["id"])["id"], sign=False)
     r = plant.client.post(f"/api/v1/designs/iterations/{it['id']}/signatures", headers=plant.h("clinician"),
                           json={"password": "not-my-password"})

@@ -19,12 +19,7 @@ TODAY = date.today()
 @pytest.fixture(scope="module")
 def other_clinician(plant) -> str:
     """A second clinician, who is not the test cases' clinician: the seeded key 'clinician2'."""
-    if "clinician2" not in plant.users:
-        u = plant.call("POST", "/users", "admin", 201, json={
-            "username": "cora.clinician", "full_name": "Dr. Cora Other", "role": "clinician",
-            "password": PASSWORD})
-        plant.users["clinician2"] = {"id": u["id"], "username": u["username"], "role": "clinician",
-                                     "headers": plant.login(u["username"], PASSWORD)}
+    plant.person("clinician2", username="cora.clinician", full_name="Dr. Cora Other", role="clinician")
     return "clinician2"
 
 

@@ -76,7 +76,7 @@ def test_operator_story_by_keyboard(page, ui_server, plant, story):
     screenshot(page, "kiosk-login")
 
     login_by_keys(page, number, "9999")
-    expect(page.locator("#login-message")).to_have_text("Badge or PIN is not correct")
+    expect(page.locator("#login-message")).to_have_text("Badge or PIN is not correct, or the account is locked for a while after repeated failures")
     page.keyboard.press("Shift+Tab")  # the PIN field keeps the focus after a refusal; back to the badge
     page.keyboard.press("Control+A")
     login_by_keys(page, number, pin)

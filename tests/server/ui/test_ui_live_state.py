@@ -75,12 +75,12 @@ def test_badge_and_pin_give_a_short_kiosk_token(plant, badges, ui_server):
     assert claims["amr"] == ["badge_pin"] and claims["sub"] == str(plant.uid("operator"))
     # Without scope=kiosk the badge number is not a user id.
     r = plant.client.post("/api/v1/auth/token", data={"username": "40017", "password": "2468"})
-    assert (r.status_code, r.json()["detail"]) == (401, "User id or password is not correct")
+    assert (r.status_code, r.json()["detail"]) == (401, "User id or password is not correct, or the account is locked for a while after repeated failures")
     r = plant.client.post("/api/v1/auth/token", data={"username": "40017", "password": "0000", "scope": "kiosk"})
-    assert (r.status_code, r.json()) == (401, {"code": "login_failed", "detail": "Badge or PIN is not correct"})
+    assert (r.status_code, r.json()) == (401, {"code": "login_failed", "detail": "Badge or PIN is not correct, or the account is locked for a while after repeated failures"})
     entries = plant.call("GET", "/audit/entries", "quality_engineer",
                          params={"record_type": "user", "record_id": str(plant.uid("operator")), "limit": 1000})
-    assert json.loads(entries[-1]["new_values"]) == {"why": "wrong PIN", "failed_logins": 1}
+    assert json.loads(entries[-1]["new_values"]) == {"why": "wrong PIN", "credential": "badge"}
     r = plant.client.post("/api/v1/auth/token", data={"username": "40017", "password": "2468", "scope": "kiosk"})
     assert r.status_code == 200  # a good login resets the counter
 

@@ -200,7 +200,7 @@ def test_design_iteration_approved_by_design_engineer_and_clinician(page, ui_ser
     card = page.locator(f"#awaiting #iteration-{it['id']}")
 
     login(page, ui_server.url, "/ui/approvals", "dana.designer")  # not a user: refused in words
-    expect(page.locator("#login-message")).to_have_text("User id or password is not correct")
+    expect(page.locator("#login-message")).to_have_text("User id or password is not correct, or the account is locked for a while after repeated failures")
     page.fill("#username", "design.engineer")
     page.fill("#secret", PASSWORD)
     page.press("#secret", "Enter")

@@ -100,12 +100,57 @@ const amtrace = (() => {
                             `you are logged in as ${me.role.replace("_", " ")}.`);
       return;
     }
-    sessionStorage.setItem(KEY, JSON.stringify({ token: out.access_token, me }));
+    sessionStorage.setItem(KEY, JSON.stringify({ token: out.access_token, me,
+                                                  change: !!out.password_change_required }));
     form.reset();
     show();
   }
 
+  // The person's own password (21 CFR 11.300): required after an administrator set it, offered otherwise.
+  function askPassword(required) {
+    $("#login").hidden = true;
+    $("#app").hidden = true;
+    $("#password-card").hidden = false;
+    $("#logout").hidden = false;  // one may leave instead
+    $("#pw-cancel").hidden = required;
+    $("#password-why").textContent = required ?
+      "An administrator set your password: choose your own before you go on. Nobody else may know it: it is " +
+      "also your electronic signature." : "Nobody else may know it: your password is also your electronic signature.";
+    say("#password-message", "");
+    $("#pw-current").focus();
+  }
+
+  async function changePassword(ev) {
+    ev.preventDefault();
+    const f = ev.target.elements;
+    if (f.new.value !== f.repeat.value) { say("#password-message", "The two new passwords differ."); return; }
+    let out;
+    try {
+      out = await api("POST", "/auth/password", { json: { current_password: f.current.value, new_password: f.new.value } });
+    } catch (e) {
+      say("#password-message", e.message);
+      f.current.value = ""; f.current.focus();
+      return;
+    }
+    const s = session();
+    sessionStorage.setItem(KEY, JSON.stringify({ ...s, token: out.access_token, change: false }));
+    ev.target.reset();
+    $("#password-card").hidden = true;
+    show();
+    say(messageBox(), "Your password is changed; your other sessions have ended.", "ok");
+  }
+
+  function messageBox() {
+    return document.querySelector("#app .message[role=status]") || $("#login-message");
+  }
+
   function logout(message) {
+    const s = session();
+    if (s && s.token && message === "You are logged out.") {
+      // Ends the session on the server too (every token of this person), not only in this tab.
+      fetch("/api/v1/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${s.token}` },
+                                     credentials: "omit" }).catch(() => {});
+    }
     sessionStorage.removeItem(KEY);
     clearTimeout(idleTimer);
     onLogout();
@@ -113,6 +158,8 @@ const amtrace = (() => {
     $("#login").hidden = false;
     $("#who").textContent = "";
     $("#logout").hidden = true;
+    if ($("#change-password")) $("#change-password").hidden = true;
+    $("#password-card").hidden = true;
     clearTimeout(noticeTimer);
     if (noticeStream) { noticeStream.abort(); noticeStream = null; }
     $("#notices").hidden = true;
@@ -131,10 +178,12 @@ const amtrace = (() => {
   function show() {
     const s = session();
     if (!s || !s.me) { logout(); return; }
+    if (s.change) { askPassword(true); return; }  // an administrator's password: the person's own first
     $("#login").hidden = true;
     $("#app").hidden = false;
     $("#who").textContent = `${s.me.full_name} (${s.me.role.replace("_", " ")})`;
     $("#logout").hidden = false;
+    if ($("#change-password")) $("#change-password").hidden = false;
     touch();
     notices();
     listenNotices();
@@ -214,6 +263,9 @@ const amtrace = (() => {
     onLogout = handlers.logout || onLogout;
     $("#login-form").addEventListener("submit", login);
     $("#logout").addEventListener("click", () => logout("You are logged out."));
+    $("#password-form").addEventListener("submit", changePassword);
+    $("#pw-cancel").addEventListener("click", () => { $("#password-card").hidden = true; show(); });
+    if ($("#change-password")) $("#change-password").addEventListener("click", () => askPassword(false));
     for (const ev of ["keydown", "pointerdown", "input"]) document.addEventListener(ev, touch, true);
     const s = session();
     // sessionStorage is shared by the pages of one tab: a session made on another page counts only for our roles.
