@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import sys
 from contextlib import asynccontextmanager, suppress
 from concurrent.futures import ThreadPoolExecutor
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 
 from server.db import make_engine, make_sessionmaker
 from server.errors import DomainError, ErrorBody
@@ -82,6 +86,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse(ErrorBody(code=exc.code, detail=exc.detail).model_dump(), status_code=exc.status,
                             headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        # The default answer echoes the input, and a lone surrogate ("\udcff") in it made rendering the 422 fail
+        # with a 500: escaped JSON (ensure_ascii) carries any input.
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True, default=str)
+        return Response(body, status_code=422, media_type="application/json")
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(sqlalchemy.exc.DataError)
+    @app.exception_handler(sqlalchemy.exc.StatementError)
+    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # An id or count past 64 bits reaches the database (SQLite: OverflowError; PostgreSQL: numeric value out of
+        # range) and was a 500: it is the request that is wrong.
+        cause = getattr(exc, "orig", exc)
+        if not isinstance(cause, (OverflowError, sqlalchemy.exc.DataError)) and not isinstance(
+                exc, (OverflowError, sqlalchemy.exc.DataError)) and "out of range" not in str(cause):
+            raise exc
+        return JSONResponse(ErrorBody(code="out_of_range", detail="A number in the request is out of range: ids "
+                                      "and counts fit in 64 bits (at most 9223372036854775807)").model_dump(),
+                            status_code=422)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
