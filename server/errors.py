@@ -44,6 +44,18 @@ class NotFound(DomainError):
     status = 404
 
 
+class TooLarge(DomainError):
+    """The request carries more than the configured limit."""
+
+    status = 413
+
+
+class UnsupportedMediaType(DomainError):
+    """The content is not of a kind this endpoint takes."""
+
+    status = 415
+
+
 class TooManyRequests(DomainError):
     """Too many attempts from one client in a short time; retry_after_s says when to try again."""
 
@@ -64,6 +76,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI `responses` entries describing the error body for the given statuses."""
     text = {400: "Invalid request", 401: "Not authenticated", 403: "Not allowed for this role or agent",
             404: "Record not found", 409: "Refused by a process rule", 422: "Malformed request",
+            413: "Larger than the configured limit", 415: "Not a kind of content this endpoint takes",
             429: "Too many attempts from this client; see Retry-After"}
     return {s: {"model": ErrorBody, "description": text[s]} for s in statuses if s != 422}
 

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_STAGE_HOURS), description="Default deadline of each stage, in hours")
     overdue_check_s: float = Field(default=60.0, gt=0, le=3600, description=(
         "How often the server looks for steps that became overdue and notifies production of each, once"))
+    max_design_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description=(
+        "Largest design or build file an iteration may carry; larger uploads answer 413"))
+    max_photo_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description=(
+        "Largest photo of a nonconformity or manual step; larger ones answer 413"))
     notify_webhook_url: str | None = Field(default=None, pattern=r"^https?://", description=(
         "Where every notification is also POSTed as JSON (one per person and notice, with the person's username, "
         "for a mail, chat or pager gateway to route); none = notifications stay in amtrace"))

@@ -25,6 +25,7 @@ from server.cycles.schemas import MeasurementIn, PhotoIn
 from server.errors import Conflict, NotFound
 from server.history.influx import InfluxQL, ident, literal, time_range
 from server.history.service import data_gaps
+from server.images import check_photo
 from server.models import (Agent, AgentMachine, CycleLoadItem, CycleRecipe, Device, Machine, ManualStep,
                            Nonconformity, ProcessCycle, Signature, utcnow)
 from server.nonconformities.service import machine_wide, raise_nonconformity
@@ -368,6 +369,7 @@ def _store_photo(session: Session, photo: PhotoIn) -> dict[str, Any]:
         content = base64.b64decode(photo.content_base64, validate=True)
     except (binascii.Error, ValueError) as e:
         raise Conflict(f"Photo {photo.file_name}: content_base64 is not valid base64", code="photo_invalid") from e
+    check_photo(content, declared=None, max_bytes=settings_of(session).max_photo_bytes, what=f"Photo {photo.file_name}")
     sha = hashlib.sha256(content).hexdigest()
     folder = Path(settings_of(session).file_store) / "photos"
     folder.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +14,7 @@ from server.db import SessionDep
 from server.designs import service
 from server.designs.schemas import (CaseCreate, CaseOut, DelegateIn, DesignCreate, DesignOut, ImagingDateIn,
                                     IterationOut, IterationSignIn, SurgeryDateIn)
-from server.errors import COMMON_ERRORS
+from server.errors import COMMON_ERRORS, TooLarge
 from server.models import Design, Signature
 from server.security import Principal
 
@@ -95,8 +94,16 @@ def add_iteration(design_id: int, session: SessionDep, actor: Designer,
         staged = []
         for i, f in enumerate(files):
             path = Path(tmp) / str(i)
+            limit = session.info["settings"].max_design_file_bytes
             with open(path, "wb") as out:
-                shutil.copyfileobj(f.file, out, 1 << 20)
+                size = 0
+                while chunk := f.file.read(1 << 20):
+                    size += len(chunk)
+                    if size > limit:
+                        raise TooLarge(f"File {Path(f.filename or '').name or i} is larger than the limit of "
+                                       f"{limit / 1024 / 1024:g} MiB (AMTRACE_MAX_DESIGN_FILE_BYTES)",
+                                       code="file_too_large")
+                    out.write(chunk)
             staged.append((Path(f.filename or f"file-{i}").name, path))
         it = service.add_iteration(session, actor=actor, design_id=design_id, software_name=software_name,
                                    software_version=software_version, change_note=change_note, files=staged)

@@ -59,7 +59,8 @@ def report_nonconformity(session: SessionDep, actor: Operator,
                                ) -> NonconformityReported:
     """Report a nonconformity on the scanned device or job, with an optional photo; it blocks the device."""
     # A plain def runs in the worker pool, so the database work does not hold up the event loop.
-    data = photo.file.read(service.MAX_PHOTO_BYTES + 1) if photo is not None else None
+    # One byte past the limit is enough to refuse it; the rest of an oversized upload is never read into memory.
+    data = photo.file.read(session.info["settings"].max_photo_bytes + 1) if photo is not None else None
     return service.report_nonconformity(session, actor=actor, code=code, kind=kind, description=description,
                                         photo=data or None, photo_type=photo.content_type if photo else None)
 

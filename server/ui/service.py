@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.images import TYPES, check_photo
 from server.audit.service import record, settings_of
 from server.errors import Conflict, NotFound
 from server.gate import service as gate
@@ -32,8 +33,7 @@ from server.ui.schemas import (ApprovalRow, AtRiskRow, BuildFileCheckView, Dashb
                                VerdictReason)
 
 JOB_CODE = re.compile(r"^(?:JOB-?)?(\d{1,9})$", re.IGNORECASE)
-PHOTO_TYPES = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
-MAX_PHOTO_BYTES = 10 * 1024 * 1024
+PHOTO_TYPES = TYPES
 STAGE_LABELS = {"build": "Build", "post_processing": "Post-processing", "cleaning": "Cleaning",
                 "sterilization": "Sterilization", "inspection": "Inspection", "release": "Release",
                 "delivery": "Delivery"}
@@ -192,11 +192,7 @@ def report_nonconformity(session: Session, *, actor: Principal, code: str, kind:
     job, device = find_by_code(session, code=code)
     details: dict = {}
     if photo:
-        if photo_type not in PHOTO_TYPES:
-            raise Conflict(f"The photo must be a JPEG, PNG or WebP image, not {photo_type or 'unknown type'}",
-                           code="photo_type")
-        if len(photo) > MAX_PHOTO_BYTES:
-            raise Conflict(f"The photo is {len(photo) // 1024 // 1024} MiB; the limit is 10 MiB", code="photo_size")
+        photo_type = check_photo(photo, declared=photo_type, max_bytes=settings_of(session).max_photo_bytes)
         sha = hashlib.sha256(photo).hexdigest()
         folder = Path(settings_of(session).file_store) / "nonconformity-photos"
         folder.mkdir(parents=True, exist_ok=True)

@@ -187,10 +187,11 @@ def test_problem_report_with_photo_blocks_the_device(page, ui_server, plant, sto
     page.select_option("#nc-kind", "surface")
     page.keyboard.press("Tab")
     page.keyboard.type("Crack at the rim, 3 mm")
-    # 1×1 PNG taken with the kiosk camera (file chooser in the test)
+    # A small PNG taken with the kiosk camera (file chooser in the test); a real image: the server reads it.
+    from test_ui_workflows import png as make_png
+
     photo = tmp_path / "rim.png"
-    png = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-                        "1f15c4890000000d49444154789c6360f8cfc0f01f0005fe02fea73581e40000000049454e44ae426082")
+    png = make_png(16, 12)
     photo.write_bytes(png)
     page.set_input_files("#nc-photo", str(photo))
     screenshot(page, "kiosk-report-problem")
