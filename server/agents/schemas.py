@@ -9,11 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.validation.approvals import JobApprovals
 
+from server.limits import TEXT_MAX
+
 
 class AgentCreate(BaseModel):
     """Issue a token for an edge agent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{2,100}$")
     machine_ids: list[str] = Field(min_length=1, description="Machines this agent may act for")
@@ -39,7 +41,7 @@ class AgentIssued(AgentOut):
 class RevokeIn(BaseModel):
     """Why the token is revoked."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     reason: str = Field(min_length=3)
 
@@ -47,7 +49,7 @@ class RevokeIn(BaseModel):
 class HeartbeatIn(BaseModel):
     """The agent is alive."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     machine_ids: list[str] | None = Field(default=None, description="Machines reachable now (default: all of its)")
     agent_version: str | None = None
@@ -66,7 +68,7 @@ class HeartbeatOut(BaseModel):
 class IdentityIn(BaseModel):
     """Identity and revisions the edge read from the machine."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     # OPC 40001-1 makes Manufacturer and SerialNumber mandatory, Model and the revisions optional: a machine
     # reports what it has (None = not offered), rather than not at all.
@@ -128,7 +130,7 @@ class ContextOut(BaseModel):
 class BuildFileCheckIn(BaseModel):
     """A build-file check result."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     job_id: int | None = None
     file_name: str
@@ -156,7 +158,7 @@ class BuildFileCheckOut(BaseModel):
 class ExcursionIn(BaseModel):
     """A process signal beyond its limit."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     job_id: int | None = None
     signal: str = Field(description="E.g. chamber_o2_ppm")

@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.limits import TEXT_MAX
+
 
 class AuditEntryOut(BaseModel):
     """One audit trail entry."""
@@ -63,7 +65,7 @@ class SignatureOut(BaseModel):
 class SignIn(BaseModel):
     """Re-authentication and meaning for an electronic signature."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     password: str = Field(description="The signer's password, asked again at each signing")
     meaning: str = Field(default="approved", description="authored, reviewed, approved or performed")

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.limits import TEXT_MAX
+
 Role = Literal["operator", "production_manager", "quality_engineer", "design_engineer", "clinician", "admin"]
 
 
@@ -23,7 +25,7 @@ class TokenOut(BaseModel):
 class PasswordChangeIn(BaseModel):
     """Your current password and the new one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     current_password: str = Field(max_length=200)
     new_password: str = Field(min_length=10, max_length=200, description="At least 10 characters")
@@ -32,7 +34,7 @@ class PasswordChangeIn(BaseModel):
 class UserCreate(BaseModel):
     """A new person."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     username: str = Field(min_length=2, max_length=64, pattern=r"^[a-z0-9._-]+$", description="Unique login id")
     full_name: str = Field(min_length=2, max_length=200, description="Printed name used in signatures")
@@ -44,7 +46,7 @@ class UserCreate(BaseModel):
 class UserUpdate(BaseModel):
     """A change to a person's account; the reason goes to the audit trail."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     active: bool | None = Field(default=None, description="Deactivate (false) or reactivate (true)")
     role: Role | None = Field(default=None, description="New role")
@@ -55,7 +57,7 @@ class UserUpdate(BaseModel):
 class BadgeIn(BaseModel):
     """A kiosk credential: badge number and PIN."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     badge_number: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9-]+$",
                               description="Number printed on (and scanned from) the person's badge")
@@ -82,7 +84,7 @@ class UserOut(BaseModel):
 class AuthorisationCreate(BaseModel):
     """Authorise a trained person on a machine."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     machine_id: str = Field(description="Machine the person is trained on")
     training_reference: str = Field(min_length=1, description="Training record reference")
@@ -107,7 +109,7 @@ class AuthorisationOut(BaseModel):
 class RevokeIn(BaseModel):
     """Reason for withdrawing an authorisation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     reason: str = Field(min_length=3, description="Why the authorisation is withdrawn")
 

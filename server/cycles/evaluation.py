@@ -341,9 +341,9 @@ def evaluate_heat_treatment(p: HeatTreatmentParameters, trace: Trace) -> Verdict
 class ResidueResult(BaseModel):
     """A recorded residue test result of a cleaning cycle."""
 
-    test: str = Field(min_length=1, description="Test name as in the recipe's residue limits")
+    test: str = Field(min_length=1, max_length=200, description="Test name as in the recipe's residue limits")
     value: float = Field(description="Result")
-    unit: str = Field(description="Unit of the result")
+    unit: str = Field(max_length=32, description="Unit of the result")
 
 
 def evaluate_cleaning(p: CleaningParameters, trace: Trace, residues: list[ResidueResult]) -> Verdict:

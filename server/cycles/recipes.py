@@ -9,9 +9,11 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from server.limits import TEXT_MAX
+
 
 class _Window(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     measurement: str = Field(description="InfluxDB measurement the machine's signals are written to")
     max_gap_s: float = Field(default=5.0, gt=0, description=(
@@ -88,7 +90,7 @@ class HeatTreatmentParameters(_Window):
 class ResidueLimit(BaseModel):
     """A residue test required after cleaning and its acceptance limit."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     test: str = Field(min_length=1, description="Test name, e.g. protein_ug_cm2, toc_ppm")
     max: float = Field(description="Highest accepted result")
@@ -122,7 +124,7 @@ PROCESSES = ("steam", "ethylene_oxide", "radiation", "heat_treatment", "cleaning
 class RecipeEnvelope(BaseModel):
     """Wrapper used to validate stored or submitted parameters by their process."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     parameters: RecipeParameters
 

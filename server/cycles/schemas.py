@@ -8,12 +8,13 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from server.cycles.evaluation import Criterion, ResidueResult
+from server.limits import TEXT_MAX
 
 
 class RecipeIn(BaseModel):
     """A new version of a validated cycle recipe."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     name: str = Field(min_length=1, max_length=100, description="Recipe name, e.g. STEAM-134-4MIN")
     parameters: dict[str, Any] = Field(description="Validated window; 'process' selects the schema "
@@ -23,7 +24,7 @@ class RecipeIn(BaseModel):
 class PasswordIn(BaseModel):
     """Re-authentication for a signature."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     password: str = Field(min_length=1, description="The signer's password (21 CFR 11.200)")
 
@@ -58,7 +59,7 @@ class RecipeOut(BaseModel):
 class CycleStartIn(BaseModel):
     """Start of a cycle on a load of devices."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     machine_id: str = Field(min_length=1, max_length=64)
     recipe_id: int = Field(description="The approved recipe version the machine runs")
@@ -70,7 +71,7 @@ class CycleStartIn(BaseModel):
 class CycleCompleteIn(BaseModel):
     """Completion of a cycle, signed by the operator who started it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     password: str = Field(min_length=1)
     ended_at: AwareDatetime | None = Field(default=None, description="Cycle end (default now), with time zone")
@@ -102,7 +103,7 @@ class CycleOut(BaseModel):
 class MeasurementIn(BaseModel):
     """An inspection measurement against its tolerance."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     name: str = Field(min_length=1, max_length=100, description="Feature, e.g. cup_outer_diameter")
     nominal: float
@@ -115,7 +116,7 @@ class MeasurementIn(BaseModel):
 class PhotoIn(BaseModel):
     """A photo of the step (small JPEG/PNG), stored by SHA-256."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     file_name: str = Field(min_length=1, max_length=255)
     caption: str = Field(default="", max_length=500)
@@ -125,7 +126,7 @@ class PhotoIn(BaseModel):
 class ManualStepIn(BaseModel):
     """A manual post-processing step or inspection, signed by who performed it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     kind: str = Field(description="support_removal | surface_finishing | inspection | rework | other")
     description: str = Field(min_length=1, max_length=4000)

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.history.schemas import SignatureManifest
+from server.limits import TEXT_MAX
 
 
 class Label(BaseModel):
@@ -48,7 +49,7 @@ class ReadyDevice(BaseModel):
 class ShipmentCreate(BaseModel):
     """Released devices to send together to one clinician."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     device_codes: list[str] = Field(min_length=1, max_length=100)
     note: str = Field("", max_length=2000, description="Carrier, packaging, anything the receiver should know")
@@ -57,7 +58,7 @@ class ShipmentCreate(BaseModel):
 class DispatchIn(BaseModel):
     """Dispatch the list: production signs each device's delivery step as performed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     password: str = Field(max_length=200, description="Electronic signature (meaning performed)")
 
@@ -65,7 +66,7 @@ class DispatchIn(BaseModel):
 class AcceptIn(BaseModel):
     """The clinician signs for the devices on the list as received and accepted."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     judgement: str = Field(min_length=3, max_length=2000, description="e.g. 'received intact, labels checked'")
     password: str = Field(max_length=200, description="Electronic signature (meaning reviewed)")

@@ -15,6 +15,7 @@ from server.designs import service
 from server.designs.schemas import (CaseCreate, CaseOut, DelegateIn, DesignCreate, DesignOut, ImagingDateIn,
                                     IterationOut, IterationSignIn, SurgeryDateIn)
 from server.errors import COMMON_ERRORS, TooLarge
+from server.limits import TEXT_MAX
 from server.models import Design, Signature
 from server.security import Principal
 
@@ -85,9 +86,10 @@ def get_design(design_id: int, session: SessionDep, actor: DesignReader) -> Desi
 @router.post("/designs/{design_id}/iterations", response_model=IterationOut, status_code=201)
 def add_iteration(design_id: int, session: SessionDep, actor: Designer,
                   files: Annotated[list[UploadFile], File(description="Design and build files")],
-                  software_name: Annotated[str, Form(description="Design software used")],
-                  software_version: Annotated[str, Form(description="Its version")],
-                  change_note: Annotated[str, Form(description="What changed and why")] = "initial design"
+                  software_name: Annotated[str, Form(max_length=200, description="Design software used")],
+                  software_version: Annotated[str, Form(max_length=100, description="Its version")],
+                  change_note: Annotated[str, Form(max_length=TEXT_MAX, description="What changed and why")
+                                         ] = "initial design"
                   ) -> IterationOut:
     """Upload a new iteration; the server hashes every file (SHA-256, same code as the edge)."""
     with tempfile.TemporaryDirectory(prefix="amtrace-upload-") as tmp:

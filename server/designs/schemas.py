@@ -8,12 +8,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.audit.schemas import SignatureOut
+from server.limits import TEXT_MAX
 
 
 class CaseCreate(BaseModel):
     """Open a case; the patient is known only by a pseudonymous reference."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     patient_ref: str | None = Field(
         None, pattern=r"^[A-Z0-9][A-Z0-9-]{2,63}$",
@@ -32,7 +33,7 @@ class CaseCreate(BaseModel):
 class DelegateIn(BaseModel):
     """The clinician who may act for the case's clinician, or null to withdraw the delegation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     delegate_username: str | None = Field(max_length=64)
 
@@ -40,7 +41,7 @@ class DelegateIn(BaseModel):
 class ImagingDateIn(BaseModel):
     """When the patient was imaged."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     imaging_date: date
 
@@ -48,7 +49,7 @@ class ImagingDateIn(BaseModel):
 class SurgeryDateIn(BaseModel):
     """A new surgery date for a case, why, and the signer's password."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     surgery_date: date
     reason: str = Field(min_length=10, max_length=2000, description="Why the date moved (e.g. the hospital's notice)")
@@ -74,7 +75,7 @@ class CaseOut(BaseModel):
 class DesignCreate(BaseModel):
     """Create a design for the case."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     name: str
     process: str = Field(description="Manufacturing process, e.g. LPBF")
@@ -136,6 +137,6 @@ class IterationOut(BaseModel):
 class IterationSignIn(BaseModel):
     """Approval of an iteration by a design engineer or clinician."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     password: str = Field(description="Re-entered at signing")

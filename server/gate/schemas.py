@@ -7,11 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.limits import TEXT_MAX
+
 
 class GateRequest(BaseModel):
     """The edge (or an operator) asks before a build starts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     machine_id: str
     job_id: int

@@ -7,11 +7,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.limits import TEXT_MAX
+
 
 class Placement(BaseModel):
     """Where a part sits in the build volume."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     x_mm: float
     y_mm: float
@@ -22,7 +24,7 @@ class Placement(BaseModel):
 class DevicePlan(BaseModel):
     """One device on the job, made from one design iteration."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     design_iteration_id: int
     position: Placement | None = None
@@ -31,7 +33,7 @@ class DevicePlan(BaseModel):
 class CouponPlan(BaseModel):
     """A test coupon on the job."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     label: str
     position: Placement | None = None
@@ -40,7 +42,7 @@ class CouponPlan(BaseModel):
 class JobCreate(BaseModel):
     """Plan a job."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     machine_id: str
     material_lot_id: int
@@ -88,7 +90,7 @@ class JobOut(BaseModel):
 class CloseIn(BaseModel):
     """Close a job."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     reason: str = Field(default="build finished", min_length=3)
 
@@ -96,7 +98,7 @@ class CloseIn(BaseModel):
 class UdiIn(BaseModel):
     """A scanned or typed UDI."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     udi: str = Field(description="HRI '(01)…(21)…' or element string '01…' (GS or | between fields)")
 

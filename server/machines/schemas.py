@@ -6,11 +6,13 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.limits import TEXT_MAX
+
 
 class MachineCreate(BaseModel):
     """Register a machine."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Machine id as in configs/machines")
     manufacturer: str
@@ -46,7 +48,7 @@ class MachineOut(BaseModel):
 class RelocateIn(BaseModel):
     """A physical move of the machine."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     site: str
     room: str
@@ -56,7 +58,7 @@ class RelocateIn(BaseModel):
 class DueDatesIn(BaseModel):
     """New calibration / maintenance due dates."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     calibration_due: date | None = None
     maintenance_due: date | None = None
@@ -66,7 +68,7 @@ class DueDatesIn(BaseModel):
 class MaintenanceIn(BaseModel):
     """A maintenance intervention."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     kind: str = Field(pattern=r"^[a-z_]{2,64}$", description="E.g. filter_change, laser_replaced, optics_replaced")
     description: str = Field(min_length=3)

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from server.limits import TEXT_MAX
+
 # Surrounding blanks are dropped, and a blank value refused (a lot "with a certificate" of "   " was accepted).
 Text100 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -15,7 +17,7 @@ Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, 
 class LotCreate(BaseModel):
     """Register a material lot."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     lot_number: Text100 = Field(description="The supplier's or stores' lot number")
     material: Text100 = Field(description="Material specification, e.g. Ti-6Al-4V ELI")
@@ -30,7 +32,7 @@ class LotCreate(BaseModel):
 class LotStatusIn(BaseModel):
     """Quarantine or release a lot."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     status: Literal["released", "quarantined"]
     reason: str = Field(min_length=3, max_length=2000)

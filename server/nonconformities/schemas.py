@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.limits import TEXT_MAX
+
 Kind = Literal["build_file_mismatch", "limit_excursion", "failed_cycle", "dimensional", "surface", "material",
                "other"]
 
@@ -14,7 +16,7 @@ Kind = Literal["build_file_mismatch", "limit_excursion", "failed_cycle", "dimens
 class NonconformityIn(BaseModel):
     """A nonconformity raised by a person."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     kind: Kind
     description: str = Field(min_length=3)
@@ -28,7 +30,7 @@ class NonconformityIn(BaseModel):
 class DispositionIn(BaseModel):
     """The quality engineer's disposition and signature."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     disposition: Literal["use_as_is", "rework", "scrap", "return_to_supplier"]
     rationale: str = Field(min_length=3)

@@ -7,13 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.limits import TEXT_MAX
+
 ScopeState = Literal["unqualified", "qualified", "requalification_required", "requalifying", "suspended"]
 
 
 class ScopeCreate(BaseModel):
     """Declare a qualification scope."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     machine_id: str
     process: str = Field(description="E.g. LPBF")
@@ -62,7 +64,7 @@ class ScopeOut(BaseModel):
 class TriggerIn(BaseModel):
     """A trigger raised by a person (material or handling change, excursion…)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     kind: Literal["material_changed", "material_handling_changed", "build_prep_software_changed",
                   "process_excursion", "other"]
@@ -72,7 +74,7 @@ class TriggerIn(BaseModel):
 class ReasonIn(BaseModel):
     """A reason, recorded in the audit trail."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     reason: str = Field(min_length=3)
 
@@ -80,7 +82,7 @@ class ReasonIn(BaseModel):
 class RequalificationCreate(BaseModel):
     """Open a (re)qualification record."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     scope_id: int
     risk_decision: Literal["full", "partial", "none"]
@@ -92,7 +94,7 @@ class RequalificationCreate(BaseModel):
 class Criterion(BaseModel):
     """One acceptance criterion, fixed before results are entered."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     artefact_type: Literal["tensile_bar", "density_cube", "geometry_artefact", "surface_roughness", "other"]
     property: str = Field(description="Measured property, e.g. uts_mpa, relative_density_pct")
@@ -105,7 +107,7 @@ class Criterion(BaseModel):
 class CriteriaIn(BaseModel):
     """The acceptance criteria."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     criteria: list[Criterion] = Field(min_length=1)
 
@@ -113,7 +115,7 @@ class CriteriaIn(BaseModel):
 class ArtefactIn(BaseModel):
     """A test artefact's position, orientation and measured result."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     artefact_type: Literal["tensile_bar", "density_cube", "geometry_artefact", "surface_roughness", "other"]
     label: str
@@ -140,7 +142,7 @@ class ArtefactOut(ArtefactIn):
 class ApproveIn(BaseModel):
     """The approving quality engineer's signature."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     password: str = Field(description="Re-entered at signing")
     material_supplier: str | None = Field(default=None, description="Qualified powder supplier (baseline)")

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.limits import TEXT_MAX
+
 Stage = Literal["build", "post_processing", "cleaning", "sterilization", "inspection", "release", "delivery"]
 
 
@@ -40,7 +42,7 @@ class StepOut(BaseModel):
 class CompleteIn(BaseModel):
     """Performer's result and signature."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     result: str = Field(min_length=1, description="What was done and measured (cycle id, parameters…)")
     password: str
@@ -49,7 +51,7 @@ class CompleteIn(BaseModel):
 class AcceptIn(BaseModel):
     """Acceptor's judgement and signature."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     judgement: str = Field(min_length=1, description="Judgement of order, completeness and conformity")
     password: str
@@ -58,7 +60,7 @@ class AcceptIn(BaseModel):
 class ImpactIn(BaseModel):
     """Impact assessment of an overdue step."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     assessment: str = Field(min_length=10, max_length=4000,
                             description="Effect of the delay on the device and the surgery date")

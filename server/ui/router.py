@@ -53,7 +53,7 @@ def complete_step(step_id: int, body: CompleteWithPinIn, session: SessionDep, ac
              responses=error_responses(404, 409))
 def report_nonconformity(session: SessionDep, actor: Operator,
                                code: Annotated[str, Form(max_length=200, description="Scanned device or job code")],
-                               kind: Annotated[str, Form(description=f"One of {', '.join(KINDS)}")],
+                               kind: Annotated[str, Form(max_length=64, description=f"One of {', '.join(KINDS)}")],
                                description: Annotated[str, Form(min_length=3, max_length=2000)],
                                photo: Annotated[UploadFile | None, File(description="JPEG/PNG/WebP")] = None
                                ) -> NonconformityReported:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.limits import TEXT_MAX
 from server.live.schemas import LiveMachine
 from server.qualification.schemas import RequalificationOut
 
@@ -108,7 +109,7 @@ class StartOut(BaseModel):
 class CompleteWithPinIn(BaseModel):
     """A step's result, signed as performed with the operator's PIN."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     result: str = Field(min_length=3, max_length=2000, description="What was done and measured, e.g. cycle id")
     pin: str = Field(min_length=1, max_length=12, description="The operator's PIN (re-authentication to sign)")
