@@ -1,0 +1,57 @@
+"""Schemathesis (an implementation we did not write) fuzzes the whole API of the real server process, with data in
+it, as several roles: no answer may be a server error (issue 16). Bounded to 20 examples per operation so it runs in
+`make test`; the exit code and the summary say whether any check failed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from uikit import UiServer
+
+ST = [sys.executable, "-m", "schemathesis.cli"]
+# Logging out, changing one's password or one's own account would end the fuzzing session itself.
+EXCLUDED = ["--exclude-path", "/api/v1/auth/logout", "--exclude-path", "/api/v1/auth/password",
+            "--exclude-path-regex", r"^/api/v1/users/\{user_id\}$"]
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory, influxdb):
+    """The real server, reading the session's real InfluxDB (a history read without it answers 503, rightly)."""
+    influxdb.create_database("fuzz")
+    server = UiServer(tmp_path_factory.mktemp("fuzz-server"), env={
+        "AMTRACE_INFLUX_URL": influxdb.url, "AMTRACE_INFLUX_DATABASE": "fuzz",
+        "AMTRACE_LOGIN_RATE_PER_MIN": "1000"}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def seeded(plant):
+    """Records the fuzzer can reach: a released job with its devices, a nonconformity, a case and design."""
+    ctx = plant.ready(devices=2)
+    assert plant.gate(ctx)["allowed"]
+    plant.call("POST", "/nonconformities", "quality_engineer", 201, json={
+        "kind": "surface", "description": "fuzz target", "device_code": ctx["job"]["devices"][0]["device_code"]})
+    return ctx
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["admin", "operator", "quality_engineer", "production_manager"])
+def test_no_operation_answers_a_server_error(ui_server, plant, seeded, role, tmp_path):
+    token = plant.login(plant.users[role]["username"], "correct-horse-battery")["Authorization"]
+    run = subprocess.run([*ST, "run", f"{ui_server.url}/openapi.json", "-H", f"Authorization: {token}",
+                          "--checks", "not_a_server_error", "-n", "20", "--phases", "examples,coverage,fuzzing",
+                          "--workers", "2", "--seed", "20261204", *EXCLUDED],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    (Path(ui_server.log).parent / f"schemathesis-{role}.txt").write_text(run.stdout)
+    summary = re.search(r"(\d+) generated, (.*)", run.stdout)
+    assert summary is not None, run.stdout[-3000:]
+    assert run.returncode == 0 and "failed" not in summary.group(2), run.stdout[-6000:]
+    assert int(summary.group(1)) > 1000, "the fuzzer reached the operations"
+    log = Path(ui_server.log).read_text()
+    assert "Traceback" not in log, log[-3000:]
