@@ -587,7 +587,7 @@ def main() -> int:
         influx = localstack.InfluxDB1(work / "influx").start()
         influx.create_database(DB)
         db_path = work / "server.db"
-        env = {**os.environ, "AMTRACE_DATABASE_URL": f"sqlite:///{db_path}", "AMTRACE_FILE_STORE": str(work / "files"),
+        env = {**os.environ, "AMTRACE_ENVIRONMENT": "development", "AMTRACE_DATABASE_URL": f"sqlite:///{db_path}", "AMTRACE_FILE_STORE": str(work / "files"),
                "AMTRACE_INFLUX_URL": influx.url, "AMTRACE_INFLUX_DATABASE": DB,
                "AMTRACE_ARGON2_TIME_COST": "1", "AMTRACE_ARGON2_MEMORY_KIB": "1024", "AMTRACE_ARGON2_PARALLELISM": "1"}
         from server.app import create_app
@@ -595,7 +595,8 @@ def main() -> int:
         from server.history.influx import InfluxQL
         from server.settings import Settings
 
-        settings = Settings(database_url=env["AMTRACE_DATABASE_URL"], file_store=env["AMTRACE_FILE_STORE"],
+        settings = Settings(environment="development", database_url=env["AMTRACE_DATABASE_URL"],
+                            file_store=env["AMTRACE_FILE_STORE"],
                             influx_url=influx.url, influx_database=DB, argon2_time_cost=1, argon2_memory_kib=1024,
                             argon2_parallelism=1)
         migrate(settings.database_url)

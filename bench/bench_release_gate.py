@@ -317,7 +317,7 @@ def run_backend(name: str, url: str, work: Path, rate: float, seconds: float, wo
                 connections: int, wrk: str, db_pid: int | None = None, sweep: tuple[float, ...] = (),
                 repeat: int = 1) -> dict:
     """Migrate, start, seed, load one backend."""
-    env = {**os.environ, "AMTRACE_DATABASE_URL": url, "AMTRACE_FILE_STORE": str(work / "files"),
+    env = {**os.environ, "AMTRACE_ENVIRONMENT": "development", "AMTRACE_DATABASE_URL": url, "AMTRACE_FILE_STORE": str(work / "files"),
            "AMTRACE_ARGON2_TIME_COST": "1", "AMTRACE_ARGON2_MEMORY_KIB": "1024", "AMTRACE_ARGON2_PARALLELISM": "1"}
     subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
     port = localstack.free_port()

@@ -303,6 +303,19 @@ class Design(Base):
     anatomical_site: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
+class DesignTeamMember(Base):
+    """A design engineer the design's author named: they may add iterations to it too (issue 16: anyone could)."""
+
+    __tablename__ = "design_team"
+    __table_args__ = (UniqueConstraint("design_id", "user_id", name="uq_design_team_member"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    design_id: Mapped[int] = mapped_column(ForeignKey("designs.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    added_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class DesignIteration(Base):
     """One immutable iteration of a design: its files' hashes and the software used."""
 

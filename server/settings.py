@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AMTRACE_", extra="ignore")
 
     environment: Literal["development", "production"] = Field(
-        default="development", description="development allows the built-in secrets; production refuses them")
+        default="production", description=(
+            "production (the default) refuses to start without private keys; development, set explicitly, allows "
+            "the built-in public keys (tests, a laptop)"))
     database_url: str = Field(default="sqlite:///./var/server.db", description="SQLAlchemy URL of the records database")
     secret_key: str = Field(default=DEFAULT_SECRET_KEY, description="Key that signs access tokens (JWT HS256)")
     audit_key: str = Field(
@@ -127,12 +129,29 @@ class Settings(BaseSettings):
             if weak:
                 raise ValueError(
                     f"{', '.join(weak)} must be set to a private value of at least 32 characters "
-                    f"when AMTRACE_ENVIRONMENT={self.environment}")
+                    f"when AMTRACE_ENVIRONMENT={self.environment} (for a laptop or tests, set "
+                    f"AMTRACE_ENVIRONMENT=development explicitly)")
+            plain = [n for n, v in (("AMTRACE_SECRET_KEY", self.secret_key), ("AMTRACE_AUDIT_KEY", self.audit_key))
+                     if not looks_random(v)]
+            if plain:
+                raise ValueError(f"{', '.join(plain)} does not look random (too few different characters, or one "
+                                 f"repeated): generate it, e.g. python -c 'import secrets; "
+                                 f"print(secrets.token_urlsafe(48))'")
+            if self.secret_key == self.audit_key:
+                raise ValueError("AMTRACE_SECRET_KEY and AMTRACE_AUDIT_KEY must differ: one signs access tokens, the "
+                                 "other keys the audit chain, and knowing one must not give the other")
             if self.notify_webhook_url and len(self.notify_webhook_secret or "") < 32:
                 raise ValueError(f"AMTRACE_NOTIFY_WEBHOOK_SECRET must be set (at least 32 characters) with "
                                  f"AMTRACE_NOTIFY_WEBHOOK_URL when AMTRACE_ENVIRONMENT={self.environment}: "
                                  f"the receiver must be able to tell our messages from forged ones")
         return self
+
+
+def looks_random(key: str) -> bool:
+    """A key made by a random generator, not typed: at least 10 different characters and none more than a
+    quarter of it (refuses "aaaa…", "abab…"; any secrets.token_urlsafe(32) or token_hex(32) passes)."""
+    most = max(key.count(c) for c in set(key)) if key else 0
+    return len(set(key)) >= 10 and most <= len(key) / 4
 
 
 @lru_cache

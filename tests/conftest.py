@@ -5,10 +5,15 @@ fixtures and get their own instance."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# The server refuses its built-in public keys unless told it runs for development: the tests (and the servers
+# they start, which inherit this environment) are that. Tests of the production refusal set it themselves.
+os.environ.setdefault("AMTRACE_ENVIRONMENT", "development")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "deploy" / "local"))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from functools import lru_cache
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -31,15 +30,15 @@ MAX_SECRET = 1024  # characters: a longer "password" is an attack on the hashing
 BADGE_REFUSED = "Badge or PIN is not correct, or the account is locked for a while after repeated failures"
 
 
-@lru_cache(maxsize=8)
-def _dummy_hash(time_cost: int, memory_kib: int, parallelism: int) -> str:
-    settings = Settings(argon2_time_cost=time_cost, argon2_memory_kib=memory_kib, argon2_parallelism=parallelism)
-    return hash_password(settings, secrets.token_urlsafe(24))
+_DUMMY_HASHES: dict[tuple[int, int, int], str] = {}
 
 
 def dummy_hash(settings: Settings) -> str:
     """A hash nobody knows the password of, with the deployment's Argon2 cost: checked where an account has none."""
-    return _dummy_hash(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
+    cost = (settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
+    if cost not in _DUMMY_HASHES:
+        _DUMMY_HASHES[cost] = hash_password(settings, secrets.token_urlsafe(24))
+    return _DUMMY_HASHES[cost]
 
 
 def is_locked(user: User, now: datetime) -> bool:

@@ -13,7 +13,7 @@ from server.auth.deps import require
 from server.db import SessionDep
 from server.designs import service
 from server.designs.schemas import (CaseCreate, CaseOut, DelegateIn, DesignCreate, DesignOut, ImagingDateIn,
-                                    IterationOut, IterationSignIn, SurgeryDateIn)
+                                    IterationOut, IterationSignIn, SurgeryDateIn, TeamMemberIn)
 from server.errors import COMMON_ERRORS, TooLarge
 from server.limits import TEXT_MAX
 from server.models import Design, Signature
@@ -75,6 +75,12 @@ def read_case(case_id: int, session: SessionDep, actor: CaseReader) -> dict:
 def create_design(case_id: int, body: DesignCreate, session: SessionDep, actor: Designer) -> Design:
     """Create a design for the case."""
     return service.create_design(session, actor=actor, case_id=case_id, **body.model_dump())
+
+
+@router.post("/designs/{design_id}/team", response_model=list[str])
+def add_to_team(design_id: int, body: TeamMemberIn, session: SessionDep, actor: Designer) -> list[str]:
+    """Name another design engineer to the design's team (someone on it does): they may add iterations too."""
+    return service.add_to_team(session, actor=actor, design_id=design_id, username=body.username)
 
 
 @router.get("/designs/{design_id}", response_model=DesignOut)

@@ -38,6 +38,14 @@ class DelegateIn(BaseModel):
     delegate_username: str | None = Field(max_length=64)
 
 
+class TeamMemberIn(BaseModel):
+    """A design engineer to name to the design's team."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
+
+    username: str = Field(max_length=64)
+
+
 class ImagingDateIn(BaseModel):
     """When the patient was imaged."""
 

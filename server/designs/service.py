@@ -17,8 +17,8 @@ from edge.validation.hashing import sha256_file
 from server.audit.service import record, register_record_hasher, settings_of, sign
 from server.errors import Conflict, Forbidden, NotFound
 from server.jobs.udi import validate_gtin
-from server.models import (Case, Design, DesignFile, DesignIteration, Device, Signature, StageStep,
-                           SurgeryDateChange, User, utcnow)
+from server.models import (Case, Design, DesignFile, DesignIteration, DesignTeamMember, Device, Signature,
+                           StageStep, SurgeryDateChange, User, utcnow)
 from server.security import Principal, content_sha256
 from server.db import get_or_not_found
 
@@ -232,6 +232,48 @@ def create_design(session: Session, *, actor: Principal, case_id: int, name: str
     return design
 
 
+def on_design_team(session: Session, design: Design, actor: Principal) -> bool:
+    """True when actor is the design's author or a design engineer the team named."""
+    return actor.id == design.created_by or session.scalar(select(DesignTeamMember.id).where(
+        DesignTeamMember.design_id == design.id, DesignTeamMember.user_id == actor.id)) is not None
+
+
+def require_design_team(session: Session, design: Design, actor: Principal, doing: str) -> None:
+    """Refuse a design engineer outside the design's team: a new iteration supersedes the approved one and stops
+    the jobs built from it, so only the people responsible for the design make one."""
+    if not on_design_team(session, design, actor):
+        author = session.get(User, design.created_by)
+        raise Forbidden(f"Only the team of design {design.id} ({author.full_name} and the engineers they named) may "
+                        f"{doing}", code="not_design_team")
+
+
+def add_to_team(session: Session, *, actor: Principal, design_id: int, username: str) -> list[str]:
+    """Someone on the design's team names another design engineer to it; the team's user ids after."""
+    design = get_design(session, design_id=design_id)
+    require_design_team(session, design, actor, "name its team")
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None or not user.active or user.role != "design_engineer":
+        raise Conflict(f"{username!r} is not an active design engineer", code="not_design_engineer")
+    if not on_design_team(session, design, principal_of(user)):
+        session.add(DesignTeamMember(design_id=design.id, user_id=user.id, added_by=actor.id, added_at=utcnow()))
+        session.flush()
+        record(session, actor=actor, action="design_team_member_added", record_type="design", record_id=design.id,
+               new={"username": username})
+    return team_of(session, design)
+
+
+def team_of(session: Session, design: Design) -> list[str]:
+    """The usernames of a design's team, its author first."""
+    members = session.scalars(select(User.username).join(DesignTeamMember, DesignTeamMember.user_id == User.id)
+                              .where(DesignTeamMember.design_id == design.id).order_by(DesignTeamMember.id))
+    return [session.get(User, design.created_by).username, *members]
+
+
+def principal_of(user: User) -> Principal:
+    """A user as a principal, for asking the rules about them."""
+    return Principal(kind="user", id=user.id, name=user.username, full_name=user.full_name, role=user.role)
+
+
 def get_design(session: Session, *, design_id: int) -> Design:
     """The design with this id, or NotFound."""
     return get_or_not_found(session, Design, design_id, f"No design {design_id}", code="design_not_found")
@@ -266,6 +308,7 @@ def add_iteration(session: Session, *, actor: Principal, design_id: int, softwar
                   software_version: str, change_note: str, files: list[tuple[str, Path]]) -> DesignIteration:
     """Store a new iteration; the server hashes each file with the edge's code and keeps it by hash."""
     design = get_design(session, design_id=design_id)
+    require_design_team(session, design, actor, "add an iteration to it")
     if not files:
         raise Conflict("A design iteration needs at least one file", code="no_files")
     names = [n for n, _ in files]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from pydantic import ValidationError
 
@@ -15,11 +17,33 @@ def test_default_secrets_refused_in_production(monkeypatch):
         Settings()
     assert ("AMTRACE_SECRET_KEY, AMTRACE_AUDIT_KEY must be set to a private value of at least 32 characters "
             "when AMTRACE_ENVIRONMENT=production") in str(e.value)
-    monkeypatch.setenv("AMTRACE_SECRET_KEY", "s" * 40)
-    monkeypatch.setenv("AMTRACE_AUDIT_KEY", "a" * 40)
+    monkeypatch.setenv("AMTRACE_SECRET_KEY", secrets.token_urlsafe(48))
+    monkeypatch.setenv("AMTRACE_AUDIT_KEY", secrets.token_urlsafe(48))
     monkeypatch.setenv("AMTRACE_DATABASE_URL", "postgresql+psycopg://amtrace@db/amtrace")
     s = Settings()
     assert (s.environment, s.database_url) == ("production", "postgresql+psycopg://amtrace@db/amtrace")
+
+
+def test_production_is_the_default_and_refuses_typed_or_shared_keys(monkeypatch):
+    """Issue 16: with AMTRACE_ENVIRONMENT unset the server ran on public built-in keys (a forged admin token
+    was accepted). Unset now means production; keys that do not look random, or one key used twice, are refused."""
+    monkeypatch.delenv("AMTRACE_ENVIRONMENT")
+    with pytest.raises(ValidationError) as e:
+        Settings()
+    assert "set AMTRACE_ENVIRONMENT=development explicitly" in str(e.value)
+    monkeypatch.setenv("AMTRACE_SECRET_KEY", "a" * 48)
+    monkeypatch.setenv("AMTRACE_AUDIT_KEY", "ab" * 24)
+    with pytest.raises(ValidationError) as e:
+        Settings()
+    assert "AMTRACE_SECRET_KEY, AMTRACE_AUDIT_KEY does not look random" in str(e.value)
+    same = secrets.token_urlsafe(48)
+    monkeypatch.setenv("AMTRACE_SECRET_KEY", same)
+    monkeypatch.setenv("AMTRACE_AUDIT_KEY", same)
+    with pytest.raises(ValidationError) as e:
+        Settings()
+    assert "AMTRACE_SECRET_KEY and AMTRACE_AUDIT_KEY must differ" in str(e.value)
+    monkeypatch.setenv("AMTRACE_AUDIT_KEY", secrets.token_hex(32))
+    assert Settings().environment == "production"
 
 
 def test_default_database_is_a_sqlite_file(monkeypatch):
