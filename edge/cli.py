@@ -113,11 +113,15 @@ def cmd_status(args) -> int:
     print(f"  excursions           {st['excursions']}")
     if st["influx"].get("last_error"):
         print(f"  last write error     {st['influx']['last_error']}")
+    for key, c in st.get("open_conditions", {}).items():
+        # Lasting problems with their true start, also when it was before a restart of the agent.
+        print(f"  OPEN                 {key} since {c['since']}")
     print("  machines:")
     for mid, c in st["connections"].items():
         a = st["assignments"].get(mid)
         job = f"job {a['job']} ({len(a['devices'])} devices)" if a else "no job"
-        state = "up" if c["connected"] else "DOWN"
+        state = "up" if c["connected"] and not c.get("intake_problem") else (
+            "DOWN" if not c["connected"] else "INTAKE STOPPED")
         err = f"  last error: {c['last_error']}" if c.get("last_error") and not c["connected"] else ""
         print(f"    {mid:<16} {c['type']:<6} {state:<5} {job}{err}")
     return 0

@@ -6,11 +6,13 @@ agent was down are a recorded session loss and a gap naming the missing seq rang
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 
 import pytest
 
-from agentkit import N_SIGNALS, AgentProcess, Publisher, influx_count, machine_yaml, snapshot, wait_until, write_agent
+from agentkit import (AMTRACE_EDGE, N_SIGNALS, ROOT, AgentProcess, Publisher, influx_count, machine_yaml, snapshot,
+                      wait_until, write_agent)
 
 T0_MS = 1_767_225_600_000
 NS = 1_000_000_000
@@ -87,6 +89,9 @@ def test_kill_9_inside_an_influxdb_outage_keeps_one_outage_with_its_true_length(
     health = agent.api("GET", "/healthz")
     assert health["status"] == "degraded" and any(k.startswith("influx_link:") for k in health["open_conditions"]), \
         "the outage from before the restart is still open, and says so"
+    shown = subprocess.run([*AMTRACE_EDGE, "status", "-c", str(agent.config)], capture_output=True, text=True,
+                           cwd=ROOT, timeout=30).stdout
+    assert "OPEN                 influx_link:" in shown, shown
     pub.publish(topic, [snapshot(i, T0_MS + i * 10) for i in range(100, 150)])
     time.sleep(6.0)
     influx.start()
