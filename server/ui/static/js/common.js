@@ -216,14 +216,15 @@ const amtrace = (() => {
     noticeTimer = setTimeout(notices, noticeStream ? 300000 : 30000);
   }
 
-  // Server-sent events over fetch (EventSource cannot send an Authorization header): onEvent(name, data) for
-  // each event until the stream ends; resolves true when it ended by abort.
-  async function sse(path, onEvent, signal) {
+  // Server-sent events over fetch (EventSource cannot send an Authorization header): onOpen(response) once
+  // answered, then onEvent(name, data) for each event until the stream ends; resolves true when it ended by abort.
+  async function sse(path, onEvent, signal, onOpen) {
     const s = session();
     if (!s) return false;
     try {
       const r = await fetch(`/api/v1${path}`, { headers: { Authorization: `Bearer ${s.token}`,
         Accept: "text/event-stream" }, signal, cache: "no-store", credentials: "omit" });
+      if (onOpen) onOpen(r);
       if (!r.ok) return false;
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = "";

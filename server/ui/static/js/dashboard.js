@@ -2,7 +2,7 @@
 // token travels in a header, never in the URL), qualification, jobs, deadlines at risk, nonconformities.
 "use strict";
 (() => {
-  const { $, el, api, say, session, fmtTime, fmtDay } = amtrace;
+  const { $, el, api, say, session, sse, fmtTime, fmtDay } = amtrace;
   let overview = null;
   let stream = null;   // AbortController of the live stream
 
@@ -89,39 +89,22 @@
     if (old) old.replaceWith(machineCard(m));
   }
 
-  // Server-sent events over fetch: EventSource cannot send an Authorization header.
+  // Live machine states by server-sent events (amtrace.sse); a refused stream is said, a broken one reconnects.
   async function listen() {
     if (stream) stream.abort();
-    stream = new AbortController();
-    const s = session();
-    if (!s) return;
-    try {
-      const r = await fetch("/api/v1/live/machines/stream", { headers: { Authorization: `Bearer ${s.token}`,
-        Accept: "text/event-stream" }, signal: stream.signal, cache: "no-store", credentials: "omit" });
-      if (!r.ok) { say("#live-status", r.status === 401 ? "Your session ended. Please log in again." :
-                                       `Live updates refused (${r.status}).`); return; }
-      say("#live-status", "Live: machine states update by themselves.", "ok");
-      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buf = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buf += value;
-        let cut;
-        while ((cut = buf.indexOf("\n\n")) >= 0) {
-          const block = buf.slice(0, cut); buf = buf.slice(cut + 2);
-          let name = "message", data = "";
-          for (const line of block.split("\n")) {
-            if (line.startsWith("event: ")) name = line.slice(7);
-            else if (line.startsWith("data: ")) data += line.slice(6);
-          }
-          if (name === "snapshot") for (const [id, live] of Object.entries(JSON.parse(data))) applyLive(id, live);
-          else if (name === "machine") { const live = JSON.parse(data); applyLive(live.machine_id, live); }
-        }
-      }
-    } catch (e) {
-      if (e.name === "AbortError") return;
-    }
+    const mine = stream = new AbortController();
+    if (!session()) return;
+    let refused = false;
+    const aborted = await sse("/live/machines/stream", (name, data) => {
+      if (name === "snapshot") for (const [id, live] of Object.entries(data)) applyLive(id, live);
+      else if (name === "machine") applyLive(data.machine_id, data);
+    }, mine.signal, r => {
+      refused = !r.ok;
+      if (refused) say("#live-status", r.status === 401 ? "Your session ended. Please log in again." :
+                                       `Live updates refused (${r.status}).`);
+      else say("#live-status", "Live: machine states update by themselves.", "ok");
+    });
+    if (aborted || refused) return;
     if (session()) {
       say("#live-status", "Live updates interrupted; reconnecting…");
       setTimeout(() => { if (session()) listen(); }, 3000);
