@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from server.audit.service import record, settings_of
 from server.errors import Conflict, NotFound, Unauthorized
 from server.models import Agent, Machine, MachineAuthorisation, User, utcnow
-from server.security import AGENT_TOKEN_PREFIX, ROLES, SYSTEM, Principal, hash_password, password_matches
+from server.security import AGENT_TOKEN_PREFIX, ROLES, SYSTEM, Principal, hash_password
 from server.settings import Settings
 from server.auth import guard
 from server.db import begin_read, end_read_transaction, get_or_not_found
