@@ -46,10 +46,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from server.audit.anchors import anchor_periodically
         from server.notifications.push import push_notifications
         from server.stages.watch import watch_overdue
 
-        tasks = [asyncio.create_task(watch_overdue(app), name="overdue watch")]
+        tasks = [asyncio.create_task(watch_overdue(app), name="overdue watch"),
+                 asyncio.create_task(anchor_periodically(app), name="audit anchor")]
         if app.state.settings.notify_webhook_url:
             tasks.append(asyncio.create_task(push_notifications(app), name="notification push"))
         app.state.overdue_watch = tasks[0]

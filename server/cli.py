@@ -73,6 +73,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings()
     migrate(settings.database_url, args.revision)
     print(f"database at revision {args.revision}: {_redact(settings.database_url)}")
+    if args.revision == "head":
+        from server.audit.rows import seal_baseline
+
+        with _database() as (_, sessions), sessions() as session, session.begin():
+            sealed = seal_baseline(session)
+        if sealed:
+            print(f"sealed {sealed} existing rows into the audit chain (baseline for `audit verify`)")
     return 0
 
 
@@ -101,8 +108,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     with _database() as (_, sessions), sessions() as session:
         begin_read(session)  # walks the whole chain: a reader holds up no writer of a running server
-        report = verify(session, expect_head=args.expect_head)
-    print(f"checked {report.entries_checked} audit entries and {report.signatures_checked} signatures")
+        report = verify(session, expect_head=args.expect_head, anchor_file=args.anchors)
+    print(f"checked {report.entries_checked} audit entries, {report.signatures_checked} signatures and "
+          f"{report.rows_checked} sealed rows, stored files and the anchors in {args.anchors or _settings().anchor_path}")
     print(f"head: entry {report.head_seq} hash {report.head_hash}")
     if report.ok:
         print("audit trail intact")
@@ -112,6 +120,22 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                                                              else "chain")
         print(f"BROKEN at {where}: {b.problem}")
     return 1
+
+
+def cmd_audit_anchor(args: argparse.Namespace) -> int:
+    """Append the chain's head to the anchor file (or --out), for a copy kept outside the database."""
+    from server.audit.anchors import write_anchor
+    from server.db import begin_read
+
+    with _database() as (settings, sessions), sessions() as session:
+        begin_read(session)
+        anchor = write_anchor(session, args.out or settings.anchor_path, settings.audit_key)
+    if anchor is None:
+        print("the audit chain is empty: nothing to anchor")
+        return 0
+    print(f"anchored entry {anchor.seq} hash {anchor.hash} (key {anchor.key_fingerprint}) in "
+          f"{args.out or settings.anchor_path}")
+    return 0
 
 
 def cmd_dhr_verify(args: argparse.Namespace) -> int:
@@ -245,9 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("audit", help="audit trail tools")
     asub = a.add_subparsers(dest="audit_command", required=True)
-    v = asub.add_parser("verify", help="verify the hash chain and every signature; exit 1 when broken")
+    v = asub.add_parser("verify", help="verify the hash chain, signatures, sealed rows, stored files and anchors; "
+                                       "exit 1 naming each break")
     v.add_argument("--expect-head", default=None, help="head hash recorded earlier, to detect deleted tail entries")
+    v.add_argument("--anchors", default=None, help="anchor file to check the chain against (default: the server's)")
     v.set_defaults(func=cmd_audit_verify)
+    an = asub.add_parser("anchor", help="append the chain's head to the anchor file, to keep a copy elsewhere")
+    an.add_argument("--out", default=None, help="file to append to (default: AMTRACE_AUDIT_ANCHOR_FILE)")
+    an.set_defaults(func=cmd_audit_anchor)
 
     d = sub.add_parser("dhr", help="device history record tools")
     dsub = d.add_subparsers(dest="dhr_command", required=True)

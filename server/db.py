@@ -203,8 +203,12 @@ def end_read_transaction(session: Session) -> None:
 
 
 def make_sessionmaker(engine: Engine, settings: Settings) -> sessionmaker[Session]:
-    """Sessions carry the settings in session.info so services need no globals."""
-    return sessionmaker(engine, expire_on_commit=False, info={"settings": settings})
+    """Sessions carry the settings in session.info so services need no globals, and seal the rows they write."""
+    from server.audit import rows  # the audit package builds on this module's sessions
+
+    maker = sessionmaker(engine, expire_on_commit=False, info={"settings": settings})
+    rows.install(maker)
+    return maker
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -56,6 +57,17 @@ class Settings(BaseSettings):
     login_rate_per_min: int = Field(default=30, ge=1, description=(
         "Login attempts one client address may make per minute (per server process); more answer 429"))
     file_store: str = Field(default="./var/files", description="Folder where design files are kept by SHA-256")
+    audit_anchor_file: str | None = Field(default=None, description=(
+        "File outside the database where the head of the audit chain is written (append-only JSON lines); "
+        "`audit verify` checks the chain still holds every head written there. Copy it elsewhere too. "
+        "Default: audit-anchors.jsonl in the file store"))
+    audit_anchor_interval_s: float = Field(default=3600.0, gt=0, description=(
+        "How often a running server writes the chain head to the anchor file"))
+    @property
+    def anchor_path(self) -> str:
+        """Where the audit chain's head is anchored (audit_anchor_file, else beside the stored files)."""
+        return self.audit_anchor_file or str(Path(self.file_store) / "audit-anchors.jsonl")
+
     device_code_format: str = Field(
         default="AMT-{year}-{seq:06d}",
         description="Internal device code; fields: {year} (4 digits), {yy}, {seq} (per-year counter), {site}")

@@ -47,6 +47,7 @@ def verify(session: SessionDep, actor: Reviewer, expect_head: str | None = None)
     begin_read(session)  # walks the whole chain: on SQLite a read transaction holds up no writer meanwhile
     r = service.verify(session, expect_head=expect_head)
     return VerificationOut(ok=r.ok, entries_checked=r.entries_checked, signatures_checked=r.signatures_checked,
+                           rows_checked=r.rows_checked,
                            head_seq=r.head_seq, head_hash=r.head_hash,
                            breaks=[ChainBreakOut(seq=b.seq, signature_id=b.signature_id, problem=b.problem)
                                    for b in r.breaks])

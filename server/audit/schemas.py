@@ -42,6 +42,7 @@ class VerificationOut(BaseModel):
     ok: bool
     entries_checked: int
     signatures_checked: int
+    rows_checked: int = Field(description="Regulated rows compared with their seal in the chain")
     head_seq: int = Field(description="Sequence number of the last entry; keep it outside the database")
     head_hash: str = Field(description="Hash of the last entry; pass as expect_head later to detect tail deletion")
     breaks: list[ChainBreakOut]

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from server.audit.service import record, register_record_hasher, settings_of, sign
+from server.audit.service import record, register_record_hasher, register_stored_files, settings_of, sign
 from server.competence import require_authorised
 from server.cycles.evaluation import ResidueResult, Trace, Verdict, evaluate
 from server.cycles.recipes import RecipeParameters, parse_parameters
@@ -45,6 +45,15 @@ MAX_CYCLE = timedelta(days=7)  # a longer interval is a typo, and would make an 
 def recipe_content(r: CycleRecipe) -> dict[str, Any]:
     """What a recipe approval signature binds to."""
     return {"id": r.id, "name": r.name, "version": r.version, "process": r.process, "parameters": r.parameters}
+
+
+@register_stored_files
+def _step_photos(session: Session):
+    folder = Path(settings_of(session).file_store) / "photos"
+    for step_id, photos in session.execute(select(ManualStep.id, ManualStep.photos).order_by(ManualStep.id)):
+        for p in photos or []:
+            if isinstance(p, dict) and p.get("sha256"):
+                yield f"photo {p.get('file_name')} of manual step {step_id}", folder / p["sha256"], p["sha256"]
 
 
 @register_record_hasher("cycle_recipe")

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge.validation.hashing import sha256_file
-from server.audit.service import record, register_record_hasher, settings_of, sign
+from server.audit.service import record, register_record_hasher, register_stored_files, settings_of, sign
 from server.errors import Conflict, Forbidden, NotFound
 from server.jobs.udi import validate_gtin
 from server.models import (Case, Design, DesignFile, DesignIteration, DesignTeamMember, Device, Signature,
@@ -293,6 +293,13 @@ def iteration_content(design: Design, it: DesignIteration) -> dict[str, Any]:
     if design.intended_use is not None:  # designs from before the label data keep their signed content
         content["label"] = {"intended_use": design.intended_use, "anatomical_site": design.anatomical_site}
     return content
+
+
+@register_stored_files
+def _design_files(session: Session):
+    store = Path(settings_of(session).file_store)
+    for f in session.scalars(select(DesignFile).order_by(DesignFile.id)):
+        yield f"design file {f.file_name} (iteration {f.iteration_id})", store / f.sha256, f.sha256
 
 
 @register_record_hasher("design_iteration")

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, exists, func, literal, select, update
 from sqlalchemy.orm import Session, aliased
 
+from server.audit import rows
 from server.audit.service import changed_since, lock_chain, record, seal_is_intact
 from server.db import begin_read, is_reading, start_writing
 from server.designs.service import iteration_content
@@ -193,7 +194,7 @@ def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, 
 
 # Audit actions that the gate itself appends: they do not change what a decision depends on (a job
 # released by a concurrent decision is only released once, by the conditional update in _store).
-_GATE_ACTIONS = ("gate_decision", "job_released")
+_GATE_ACTIONS = ("gate_decision", "job_released", rows.ACTION)
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,7 @@ def _insert_decision(session: Session, actor: Principal, ask: _Ask, ev: _Evaluat
     # unit of work.
     values = {c: getattr(decision, c) for c in _DECISION_COLUMNS}
     decision.id = session.connection().execute(_INSERT_DECISION, values).scalar_one()
+    rows.touch(session, "gate_decisions", decision.id)  # outside the unit of work: its seal is noted by hand
     return decision
 
 
@@ -306,6 +308,7 @@ def _record_decision(session: Session, actor: Principal, ask: _Ask, ev: _Evaluat
         released = session.execute(update(Job).where(Job.id == ask.job_id, Job.state == "planned")
                                    .values(state="released")).rowcount
         if released:
+            rows.touch(session, "jobs", ask.job_id)
             record(session, actor=actor, action="job_released", record_type="job", record_id=ask.job_id,
                    old={"state": "planned"}, new={"state": "released"}, reason=f"gate decision {decision.id}")
     return decision

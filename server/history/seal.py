@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.audit.service import record, settings_of
+from server.audit.service import record, register_stored_files, settings_of
 from server.errors import Conflict
 from server.history.influx import InfluxQL, TimeSeriesUnavailable, ident, literal, time_range
 from server.models import AuditEntry, Device, DeviceSeal, utcnow
@@ -161,6 +161,12 @@ def records_sections(session: Session, influx: InfluxQL, *, device: Device, as_o
 
 def _manifest_path(session: Session, sha: str) -> Path:
     return Path(settings_of(session).file_store) / "seals" / f"{sha}.json.gz"
+
+
+@register_stored_files
+def _seal_manifests(session: Session):
+    for device_id, sha in session.execute(select(DeviceSeal.device_id, DeviceSeal.manifest_sha256)):
+        yield f"seal manifest of device {device_id}", _manifest_path(session, sha), sha
 
 
 @dataclass

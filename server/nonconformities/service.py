@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from server.audit.service import record, register_record_hasher, sign
+from server.audit.service import record, register_record_hasher, register_stored_files, settings_of, sign
 from server.errors import Conflict, NotFound
 from server.models import (Design, DesignIteration, Device, Job, Machine, ManualStep, MaterialLot, Nonconformity,
                            StageStep, User, utcnow)
 from server.notifications.service import notify, users_with_roles
 from server.security import Principal, content_sha256
 from server.db import get_or_not_found
+from server.images import TYPES as PHOTO_TYPES
+
+
+def photo_path(session: Session, sha: str, kind: str) -> Path:
+    """Where a nonconformity's photo is kept: by its SHA-256 and type, in the file store."""
+    return Path(settings_of(session).file_store) / "nonconformity-photos" / f"{sha}.{PHOTO_TYPES[kind]}"
+
+
+@register_stored_files
+def _photo_files(session: Session):
+    for nc_id, details in session.execute(select(Nonconformity.id, Nonconformity.details)):
+        sha, kind = (details or {}).get("photo_sha256"), (details or {}).get("photo_type")
+        if sha and kind in PHOTO_TYPES:
+            yield f"photo of nonconformity {nc_id}", photo_path(session, sha, kind), sha
 
 KINDS = ("build_file_mismatch", "limit_excursion", "failed_cycle", "dimensional", "surface", "material", "other")
 DISPOSITIONS = ("use_as_is", "rework", "scrap", "return_to_supplier")

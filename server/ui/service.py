@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,7 +20,7 @@ from server.designs import service as designs
 from server.models import (BuildFileCheck, Design, DesignIteration, Device, Job, Machine, Nonconformity,
                            QualificationScope, Requalification, Signature, StageStep, User,
                            utcnow)
-from server.nonconformities.service import blocking, raise_nonconformity
+from server.nonconformities.service import blocking, photo_path, raise_nonconformity
 from server.qualification import service as qualification
 from server.qualification.schemas import RequalificationOut
 from server.security import Principal
@@ -194,9 +193,8 @@ def report_nonconformity(session: Session, *, actor: Principal, code: str, kind:
     if photo:
         photo_type = check_photo(photo, declared=photo_type, max_bytes=settings_of(session).max_photo_bytes)
         sha = hashlib.sha256(photo).hexdigest()
-        folder = Path(settings_of(session).file_store) / "nonconformity-photos"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{sha}.{PHOTO_TYPES[photo_type]}"
+        path = photo_path(session, sha, photo_type)
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             path.write_bytes(photo)
         details = {"photo_sha256": sha, "photo_type": photo_type, "photo_bytes": len(photo)}
@@ -359,7 +357,7 @@ def nonconformity_photo(session: Session, *, actor: Principal, nonconformity_id:
     sha, kind = (nc.details or {}).get("photo_sha256"), (nc.details or {}).get("photo_type")
     if not sha or kind not in PHOTO_TYPES:
         raise NotFound(f"Nonconformity {nc.id} has no photo", code="photo_not_found")
-    path = Path(settings_of(session).file_store) / "nonconformity-photos" / f"{sha}.{PHOTO_TYPES[kind]}"
+    path = photo_path(session, sha, kind)
     if not path.is_file():
         raise NotFound(f"The photo of nonconformity {nc.id} is missing from the file store", code="photo_missing")
     data = path.read_bytes()

@@ -64,7 +64,7 @@ def test_cli_migrate_create_user_verify(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr()
     assert "created user root (id 1, role admin)" in out.out
     assert "User id 'root' exists or existed; user ids are never reused" in out.err
-    assert "checked 1 audit entries and 0 signatures" in out.out and "audit trail intact" in out.out
+    assert "checked 2 audit entries, 0 signatures and 1 sealed rows" in out.out and "audit trail intact" in out.out
 
 
 def test_cli_refuses_production_with_default_secrets(monkeypatch):

@@ -40,6 +40,7 @@ def verify(plant) -> dict:
 
 def run_cli(plant, monkeypatch, capsys, *args) -> tuple[int, str]:
     monkeypatch.setenv("AMTRACE_DATABASE_URL", plant.app.state.settings.database_url)
+    monkeypatch.setenv("AMTRACE_FILE_STORE", plant.app.state.settings.file_store)  # stored files and anchors
     code = cli_main(["audit", "verify", *args])
     return code, capsys.readouterr().out
 
@@ -100,13 +101,20 @@ def test_signed_record_changed_in_database_is_located(plant, story, monkeypatch,
                       "quality_engineer")
     with plant.app.state.engine.begin() as conn:
         conn.execute(text("UPDATE design_files SET sha256 = :s WHERE iteration_id = :i"), {"s": "0" * 64, "i": it["id"]})
+        file_id = conn.execute(text("SELECT id FROM design_files WHERE iteration_id = :i"), {"i": it["id"]}).scalar()
     report = verify(plant)
     assert report["ok"] is False
-    assert [b["problem"] for b in report["breaks"]] == [
+    problems = [b["problem"] for b in report["breaks"]]
+    assert problems[:2] == [
         f"signature {sigs[0]['id']} (approved by Dana Designer): design_iteration {it['id']} was changed after it "
         f"was signed",
         f"signature {sigs[1]['id']} (approved by Dr. Clara Clinician): design_iteration {it['id']} was changed "
         f"after it was signed"]
+    # The row itself no longer matches its seal in the chain, and no stored file has the hash it now claims.
+    assert problems[2].startswith(f"design_files row {file_id} was changed outside amtrace: it no longer matches "
+                                  f"its seal in entry ")
+    assert problems[3:] == [f"design file {story['iteration']['files'][0]['file_name']} (iteration {it['id']}): the "
+                            f"stored file {plant.app.state.settings.file_store}/{'0' * 64} is missing"]
     code, out = run_cli(plant, monkeypatch, capsys)
     assert code == 1 and f"BROKEN at signature {sigs[0]['id']}: signature {sigs[0]['id']}" in out
     with plant.app.state.engine.begin() as conn:  # put it back for the next tests
@@ -124,8 +132,10 @@ def test_signature_moved_to_another_record_is_detected(plant, story):
         conn.execute(text("UPDATE signatures SET record_id = :o WHERE id = :s"), {"o": str(other["id"]),
                                                                                   "s": sigs[1]["id"]})
     report = verify(plant)
-    assert [b["problem"] for b in report["breaks"]] == [
+    assert [b["problem"] for b in report["breaks"]][:1] == [
         f"signature {sigs[1]['id']} (approved by Dr. Clara Clinician) was altered or moved to another record"]
+    assert [b["problem"] for b in report["breaks"]][1].startswith(f"signatures row {sigs[1]['id']} was changed "
+                                                                  f"outside amtrace")
     with plant.app.state.engine.begin() as conn:
         conn.execute(text("UPDATE signatures SET record_id = :o WHERE id = :s"), {"o": str(it["id"]),
                                                                                   "s": sigs[1]["id"]})
@@ -155,7 +165,8 @@ def test_deleted_audit_entries_are_located(plant, story, monkeypatch, capsys):
     with attacker(plant) as conn:
         conn.execute(text("DELETE FROM audit_entries WHERE seq = :s"), {"s": target})
     report = verify(plant)
-    assert [(b["seq"], b["problem"]) for b in report["breaks"]] == [
+    # The gap is named first; rows whose only seal was in the deleted entry are named after it.
+    assert [(b["seq"], b["problem"]) for b in report["breaks"]][:1] == [
         (target + 1, f"entries {target} to {target} are missing (deleted from the database)")]
     # Deleting the newest entries leaves no gap: the head hash kept outside the database reveals it.
     with attacker(plant) as conn:

@@ -26,7 +26,8 @@ STEAM = {"process": "steam", "sterilization_temp_c": 134.0, "band_minus_k": 0.0,
 
 def _cli(settings) -> tuple[int, str]:
     env = {**os.environ, "AMTRACE_DATABASE_URL": settings.database_url, "AMTRACE_ENVIRONMENT": settings.environment,
-           "AMTRACE_AUDIT_KEY": settings.audit_key, "AMTRACE_SECRET_KEY": settings.secret_key}
+           "AMTRACE_AUDIT_KEY": settings.audit_key, "AMTRACE_SECRET_KEY": settings.secret_key,
+           "AMTRACE_FILE_STORE": settings.file_store}
     done = subprocess.run([sys.executable, "-m", "server.cli", "audit", "verify"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     return done.returncode, done.stdout + done.stderr
