@@ -122,6 +122,8 @@ def seed(base: str, env: dict[str, str]) -> dict:
         "devices": [{"design_iteration_id": it["id"]} for _ in range(3)]})
     body = {"machine_id": mid, "job_id": job["id"], "build_file_sha256": it["files"][0]["sha256"],
             "operator_id": operator_id}
+    # The operator scans the job at the kiosk: only then may the agent name them (valid 30 min, the bench's span).
+    call("POST", f"/kiosk/jobs/{job['id']}/presence", "operator")
     check = c.post("/gate/decisions", headers=A, json=body).json()
     assert check["allowed"] is True, check
     c.close()

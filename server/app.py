@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager, suppress
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy.exc
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for settings (read from the environment when not given)."""
     from server.agents.changes import ContextChanges
     from server.auth.ratelimit import FailedLogins
+    from server.auth.signing import precheck_signature
     from server.notifications.service import NotificationWatch
     from server.agents.router import router as agents
     from server.audit.router import router as audit
@@ -116,9 +117,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     # The release gate first: routes are matched in order, and it is asked before every build.
+    # Routers whose endpoints sign check the signer's password or PIN before the endpoint writes (auth.signing).
+    signing = [Depends(precheck_signature)]
     for router in (gate, auth, audit, machines, qualification, materials, designs, jobs, stages, nonconformities,
                    agents, cycles, history, notifications, delivery):
-        app.include_router(router, prefix=API)
+        signs = router not in (gate, auth, agents, history, notifications)
+        app.include_router(router, prefix=API, dependencies=signing if signs else None)
     _add_pages(app)
     return app
 
@@ -145,6 +149,7 @@ def create_served_app() -> FastAPI:
 
 def _add_pages(app: FastAPI) -> None:
     """Live machine state, the JSON the pages need, and the pages themselves (kiosk, dashboards) under /ui."""
+    from server.auth.signing import precheck_signature
     from server.live.router import router as live
     from server.live.state import LiveMachineStates
     from server.ui.pages import pages_app
@@ -152,5 +157,6 @@ def _add_pages(app: FastAPI) -> None:
 
     app.state.live = LiveMachineStates()
     app.include_router(live, prefix=API)
-    app.include_router(ui, prefix=API)
+    # The kiosk signs with a PIN: checked before the endpoint writes, like every signature (auth.signing).
+    app.include_router(ui, prefix=API, dependencies=[Depends(precheck_signature)])
     app.mount("/ui", pages_app())

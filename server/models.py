@@ -116,6 +116,9 @@ class Machine(Base):
     build_prep_software: Mapped[str | None] = mapped_column(String(200), nullable=True)
     calibration_due: Mapped[date | None] = mapped_column(Date, nullable=True)
     maintenance_due: Mapped[date | None] = mapped_column(Date, nullable=True)
+    # Days between preventive maintenances: logging one sets maintenance_due (issue 16: an operator could type any
+    # date and clear "maintenance overdue").
+    maintenance_interval_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     identity_reported_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -134,6 +137,22 @@ class MaintenanceRecord(Base):
     performed_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     performed_at: Mapped[datetime] = mapped_column(default=utcnow)
     next_maintenance_due: Mapped[date | None] = mapped_column(Date, nullable=True)
+    # Set when a supervisor gave the next due date instead of the computed one: why.
+    due_override_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class OperatorPresence(Base):
+    """An operator identified at the kiosk for one job on its machine: what an agent's gate request must match."""
+
+    __tablename__ = "operator_presence"
+    __table_args__ = (Index("ix_operator_presence_job_user", "job_id", "user_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    via: Mapped[str] = mapped_column(String(16), default="kiosk")
 
 
 # --- qualification ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "development-only-secret-key-change-me"
@@ -14,9 +14,30 @@ DEFAULT_AUDIT_KEY = "development-only-audit-key-change-me"
 
 # Maintenance kinds that change the machine's performance enough to need requalification
 # (FDA-AM V.F(2); 820.75(c)): laser/optics/scanner replacement and major repair.
-DEFAULT_REQUALIFYING_MAINTENANCE = [
-    "laser_replaced", "optics_replaced", "scanner_replaced", "recoater_replaced", "major_repair",
-]
+class MaintenanceKind(BaseModel):
+    """One kind of maintenance the plant logs (AMTRACE_MAINTENANCE_KINDS, JSON: {kind: {label, preventive, …}})."""
+
+    label: str = Field(min_length=3, max_length=100)
+    preventive: bool = Field(default=False, description=(
+        "The machine's planned maintenance: logging it sets the next due date to today + the machine's interval"))
+    requalifying: bool = Field(default=False, description=(
+        "Replaces or repairs something the machine's qualification relies on: its qualified scopes need "
+        "requalification"))
+
+
+DEFAULT_MAINTENANCE_KINDS = {
+    "preventive_maintenance": {"label": "Preventive maintenance (per the machine's interval)", "preventive": True},
+    "filter_change": {"label": "Filter change"},
+    "recoater_blade_change": {"label": "Recoater blade change"},
+    "inspection": {"label": "Inspection"},
+    "cleaning": {"label": "Cleaning"},
+    "minor_repair": {"label": "Minor repair"},
+    "laser_replaced": {"label": "Laser replaced", "requalifying": True},
+    "optics_replaced": {"label": "Optics replaced", "requalifying": True},
+    "scanner_replaced": {"label": "Scanner replaced", "requalifying": True},
+    "recoater_replaced": {"label": "Recoater replaced", "requalifying": True},
+    "major_repair": {"label": "Major repair", "requalifying": True},
+}
 
 # The cycles a device needs before release, per stage: which processes may serve it. Safe by default: a
 # product family without its own route must be cleaned and sterilized by a validated, recorded cycle.
@@ -74,9 +95,13 @@ class Settings(BaseSettings):
     site_code: str = Field(default="S1", description="Plant site code used in device codes")
     udi_expiry_days: int | None = Field(
         default=None, description="Days from production to expiry for AI (17); none = no expiry in the UDI")
-    requalifying_maintenance_kinds: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_REQUALIFYING_MAINTENANCE),
-        description="Maintenance kinds that move the machine's qualified scopes to requalification_required")
+    operator_presence_minutes: int = Field(default=30, ge=1, le=24 * 60, description=(
+        "How long an operator's identification at the kiosk for a job lets an edge agent name them in its gate "
+        "request for that job"))
+    maintenance_kinds: dict[str, MaintenanceKind] = Field(
+        default_factory=lambda: {k: MaintenanceKind(**v) for k, v in DEFAULT_MAINTENANCE_KINDS.items()},
+        description=("The kinds of maintenance that may be logged; requalifying ones move the machine's qualified "
+                     "scopes to requalification_required, preventive ones set the next due date"))
     stage_hours: dict[str, int] = Field(
         default_factory=lambda: dict(DEFAULT_STAGE_HOURS), description="Default deadline of each stage, in hours")
     overdue_check_s: float = Field(default=60.0, gt=0, le=3600, description=(

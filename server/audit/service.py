@@ -350,7 +350,7 @@ def sign(session: Session, *, signer: Principal, password: str, meaning: str, re
     if allowed_roles is not None and signer.role not in allowed_roles:
         raise Forbidden(f"A {signer.role} may not sign this {record_type.replace('_', ' ')} as {meaning}; "
                         f"allowed: {', '.join(allowed_roles)}", code="signature_role")
-    from server.auth import guard  # the credential guard builds on this module (settings_of)
+    from server.auth import guard, signing  # the credential guard builds on this module (settings_of)
 
     user = session.get(User, signer.id)
     settings = settings_of(session)
@@ -358,19 +358,26 @@ def sign(session: Session, *, signer: Principal, password: str, meaning: str, re
     if user is not None and user.must_change_password:
         raise Conflict("Not signed: change the password an administrator set for you first (POST /auth/password); "
                        "until then nobody but you may know your signature", code="password_change_required")
-    locked = user is not None and guard.is_locked(user, now)
-    if credential == "pin":
-        from server.auth.badge import pin_matches  # the badge module builds on this one
-
-        matches = user is not None and not locked and pin_matches(session, user=user, pin=password)
+    checked = None if user is None else signing.take(session, user_id=user.id, credential=credential,
+                                                          secret=password)
+    if checked is not None:
+        # Checked before this transaction began (server.auth.signing): attempt taken, counted and settled there.
+        locked, matches = checked.outcome == "locked", checked.outcome == "ok"
     else:
-        matches = user is not None and not locked and password_matches(settings, user.password_hash, password)
+        # Not through a signing route (the CLI, a test's session): checked here, counted after the check.
+        locked = user is not None and guard.is_locked(user, now)
+        if credential == "pin":
+            from server.auth.badge import pin_matches  # the badge module builds on this one
+
+            matches = user is not None and not locked and pin_matches(session, user=user, pin=password)
+        else:
+            matches = user is not None and not locked and password_matches(settings, user.password_hash, password)
     if user is None or not user.active or not matches:
         # Whatever the caller added for this record (a manual step, an assessment) goes with the refusal: only
         # the refusal's audit entry is committed (keep_audit), never an unsigned record.
         session.rollback()
         what = "PIN" if credential == "pin" else "password"
-        if user is not None and not locked:
+        if user is not None and not locked and checked is None:
             # A signature is a credential check like a login: it counts toward the same lockout (issue 16).
             guard.count_failure(session, user_id=user.id, now=now)
         record(session, actor=signer, action="signature_refused", record_type=record_type, record_id=record_id,

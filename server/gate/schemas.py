@@ -47,3 +47,13 @@ class GateDecisionRecord(GateDecisionOut):
     requested_by: str
     decided_at: datetime
     inputs: dict[str, Any]
+
+
+class PresenceOut(BaseModel):
+    """An operator identified at the kiosk for a job: the edge agent may name them for it until valid_until."""
+
+    job_id: int
+    machine_id: str
+    operator_id: int
+    at: datetime
+    valid_until: datetime

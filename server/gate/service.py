@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,15 +11,15 @@ from sqlalchemy import bindparam, exists, func, literal, select, update
 from sqlalchemy.orm import Session, aliased
 
 from server.audit import rows
-from server.audit.service import changed_since, lock_chain, record, seal_is_intact
+from server.audit.service import changed_since, lock_chain, record, seal_is_intact, settings_of
 from server.db import begin_read, is_reading, start_writing
 from server.designs.service import iteration_content
-from server.errors import Forbidden
+from server.errors import Forbidden, NotFound
 from server.materials.service import lot_problems
 from server.nonconformities.service import affecting_job, scope_of
 from server.models import (AuditEntry, Case, Design, DesignFile, DesignIteration, Device, GateDecision, Job, Machine,
-                           MachineAuthorisation, MaterialLot, Nonconformity, QualificationScope, Signature, User,
-                           utcnow)
+                           MachineAuthorisation, MaterialLot, Nonconformity, OperatorPresence, QualificationScope,
+                           Signature, User, utcnow)
 from server.qualification import service as qualification
 from server.security import Principal, content_sha256
 from server.stages.service import case_deadline
@@ -161,7 +161,10 @@ def decide(session: Session, *, actor: Principal, machine_id: str, job_id: int, 
             raise Forbidden("An operator can ask the release gate only for themself", code="operator_mismatch")
         operator_id = actor.id
     now = utcnow()
-    ask = _Ask(machine_id=machine_id, job_id=job_id, sha=build_file_sha256.lower(), operator_id=operator_id, now=now)
+    # The operator who asks for themself (the kiosk's start request) is identified by their own login; anyone else
+    # (the edge agent, a manager) must name an operator who identified at the kiosk for this job (issue 16).
+    ask = _Ask(machine_id=machine_id, job_id=job_id, sha=build_file_sha256.lower(), operator_id=operator_id, now=now,
+               operator_asks=actor.kind == "user" and actor.id == operator_id)
     if session.in_transaction() and not is_reading(session):
         # Inside the caller's unit of work (a kiosk step): decide and record in its transaction, under
         # the chain lock from the first read on (on SQLite the write transaction already is that lock).
@@ -206,6 +209,7 @@ class _Ask:
     sha: str
     operator_id: int | None
     now: datetime
+    operator_asks: bool = False
 
 
 @dataclass
@@ -272,7 +276,11 @@ def _evaluate(session: Session, ask: _Ask, *, may_write: bool) -> _Evaluation:
                     reasons.add("open_nonconformity", f"Open nonconformity {nc.id} ({nc.kind.replace('_', ' ')}) "
                                                       f"on {scope_of(nc, lot_number=lot_number)} must be "
                                                       f"dispositioned first: {nc.description}")
-        _check_operator(reasons, inputs, machine, ask.operator_id, _part(row, "u"))
+        user = _part(row, "u")
+        _check_operator(reasons, inputs, machine, ask.operator_id, user)
+        if not ask.operator_asks and user is not None and user.active and user.role == "operator" and \
+                job.machine_id == machine.id:
+            _check_presence(session, reasons, inputs, ask, user)
     return _Evaluation(reasons=reasons.items, inputs=inputs, job_state=None if job is None else job.state,
                        head_seq=row.head_seq)
 
@@ -441,6 +449,38 @@ def _check_cases(session: Session, reasons: Reasons, inputs: dict, devices: list
             # patient reference or the surgery date (R11: only what the step needs).
             reasons.add("case_deadline_passed", f"Case {case.id}: delivery deadline {_full(deadline)} has passed")
     inputs["cases"] = snapshot
+
+
+_PRESENCE = (select(func.max(OperatorPresence.at))
+             .where(OperatorPresence.job_id == bindparam("job_id"), OperatorPresence.user_id == bindparam("user_id"),
+                    OperatorPresence.machine_id == bindparam("machine_id"), OperatorPresence.at >= bindparam("since")))
+
+
+def _check_presence(session: Session, reasons: Reasons, inputs: dict, ask: _Ask, user: Any) -> None:
+    """The named operator identified at the kiosk for this job on this machine, recently: else anyone holding an
+    agent token could name any authorised operator for a build nobody attended."""
+    minutes = settings_of(session).operator_presence_minutes
+    seen = session.execute(_PRESENCE, {"job_id": ask.job_id, "user_id": user.id, "machine_id": ask.machine_id,
+                                       "since": ask.now - timedelta(minutes=minutes)}).scalar()
+    inputs["operator_identified_at"] = None if seen is None else seen.isoformat()
+    if seen is None:
+        reasons.add("operator_not_identified", f"{user.full_name} has not identified at the kiosk for job "
+                                               f"{ask.job_id} on machine {ask.machine_id} in the last {minutes} "
+                                               f"minutes: scan the job at the kiosk with your badge")
+
+
+def identify_operator(session: Session, *, actor: Principal, job_id: int) -> OperatorPresence:
+    """Record that this operator is at the kiosk for the job (its machine): for operator_presence_minutes the edge
+    agent may name them in the job's gate request."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"No job {job_id}", code="job_not_found")
+    presence = OperatorPresence(user_id=actor.id, machine_id=job.machine_id, job_id=job.id, at=utcnow(), via="kiosk")
+    session.add(presence)
+    session.flush()
+    record(session, actor=actor, action="operator_identified", record_type="job", record_id=job.id,
+           new={"machine_id": job.machine_id, "via": "kiosk", "presence_id": presence.id})
+    return presence
 
 
 def _check_operator(reasons: Reasons, inputs: dict, machine: Any, operator_id: int | None, user: Any) -> None:

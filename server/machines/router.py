@@ -11,8 +11,8 @@ from server.auth.deps import ANY_PERSON, require
 from server.db import SessionDep
 from server.errors import COMMON_ERRORS
 from server.machines import service
-from server.machines.schemas import (DueDatesIn, MachineCreate, MachineOut, MaintenanceIn, MaintenanceOut,
-                                     RelocateIn)
+from server.machines.schemas import (DueDatesIn, MachineCreate, MachineOut, MaintenanceIn, MaintenanceKindOut,
+                                     MaintenanceOut, RelocateIn)
 from server.models import Machine, MaintenanceRecord
 from server.security import Principal
 
@@ -34,6 +34,12 @@ def register(body: MachineCreate, session: SessionDep, actor: Manager) -> Machin
 def list_machines(session: SessionDep, actor: Reader) -> list[Machine]:
     """All machines."""
     return list(session.scalars(select(Machine).order_by(Machine.id)))
+
+
+@router.get("/maintenance/kinds", response_model=list[MaintenanceKindOut])
+def maintenance_kinds(session: SessionDep, actor: Reader) -> list[MaintenanceKindOut]:
+    """The kinds of maintenance that may be logged, and which set the due date or need requalification."""
+    return [MaintenanceKindOut(kind=k, **rule.model_dump()) for k, rule in service.maintenance_kinds(session).items()]
 
 
 @router.get("/{machine_id}", response_model=MachineOut)

@@ -22,6 +22,8 @@ class MachineCreate(BaseModel):
     room: str = Field(description="Room of the installation")
     calibration_due: date | None = None
     maintenance_due: date | None = None
+    maintenance_interval_days: int | None = Field(default=None, ge=1, le=3650, description=(
+        "Days between preventive maintenances: logging one sets the next due date"))
 
 
 class MachineOut(BaseModel):
@@ -41,6 +43,7 @@ class MachineOut(BaseModel):
     build_prep_software: str | None
     calibration_due: date | None
     maintenance_due: date | None
+    maintenance_interval_days: int | None = None
     identity_reported_at: datetime | None
     last_heartbeat_at: datetime | None
 
@@ -62,6 +65,8 @@ class DueDatesIn(BaseModel):
 
     calibration_due: date | None = None
     maintenance_due: date | None = None
+    maintenance_interval_days: int | None = Field(default=None, ge=1, le=3650, description=(
+        "New days between preventive maintenances"))
     reason: str = Field(min_length=3, description="E.g. the calibration certificate reference")
 
 
@@ -70,9 +75,13 @@ class MaintenanceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
-    kind: str = Field(pattern=r"^[a-z_]{2,64}$", description="E.g. filter_change, laser_replaced, optics_replaced")
+    kind: str = Field(pattern=r"^[a-z_]{2,64}$", description=(
+        "One of the configured kinds (GET /machines/maintenance/kinds), e.g. filter_change, laser_replaced"))
     description: str = Field(min_length=3)
-    next_maintenance_due: date | None = None
+    next_maintenance_due: date | None = Field(default=None, description=(
+        "Only to override the date computed from the machine's interval: production manager or quality engineer, "
+        "with due_override_reason"))
+    due_override_reason: str | None = Field(default=None, min_length=3, max_length=1000)
 
 
 class MaintenanceOut(BaseModel):
@@ -88,3 +97,13 @@ class MaintenanceOut(BaseModel):
     performed_by: int
     performed_at: datetime
     next_maintenance_due: date | None
+    due_override_reason: str | None = None
+
+
+class MaintenanceKindOut(BaseModel):
+    """A kind of maintenance the plant logs."""
+
+    kind: str
+    label: str
+    preventive: bool = Field(description="Logging it sets the next due date from the machine's interval")
+    requalifying: bool = Field(description="Logging it moves the machine's qualified scopes to requalification")

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record, settings_of
-from server.errors import Conflict
+from server.errors import Conflict, Forbidden
 from server.models import Machine, MaintenanceRecord, utcnow
 from server.qualification import service as qualification
 from server.security import Principal
 from server.db import get_or_not_found
+from server.settings import MaintenanceKind
+
+# Who may give the next maintenance date by hand instead of the computed one (with a reason).
+SUPERVISORS = ("production_manager", "quality_engineer")
 
 
 def get_machine(session: Session, *, machine_id: str) -> Machine:
@@ -22,17 +26,19 @@ def get_machine(session: Session, *, machine_id: str) -> Machine:
 
 def register_machine(session: Session, *, actor: Principal, machine_id: str, manufacturer: str, model: str,
                      serial_number: str, site: str, room: str, calibration_due: date | None,
-                     maintenance_due: date | None) -> Machine:
+                     maintenance_due: date | None, maintenance_interval_days: int | None = None) -> Machine:
     """Register a machine in its installation location."""
     if session.get(Machine, machine_id) is not None:
         raise Conflict(f"Machine {machine_id} is already registered", code="machine_exists")
     machine = Machine(id=machine_id, manufacturer=manufacturer, model=model, serial_number=serial_number,
-                      site=site, room=room, calibration_due=calibration_due, maintenance_due=maintenance_due)
+                      site=site, room=room, calibration_due=calibration_due, maintenance_due=maintenance_due,
+                      maintenance_interval_days=maintenance_interval_days)
     session.add(machine)
     session.flush()
     record(session, actor=actor, action="machine_registered", record_type="machine", record_id=machine_id,
            new={"manufacturer": manufacturer, "model": model, "serial_number": serial_number, "site": site,
-                "room": room, "calibration_due": calibration_due, "maintenance_due": maintenance_due})
+                "room": room, "calibration_due": calibration_due, "maintenance_due": maintenance_due,
+                "maintenance_interval_days": maintenance_interval_days})
     return machine
 
 
@@ -54,35 +60,64 @@ def relocate(session: Session, *, actor: Principal, machine_id: str, site: str, 
 
 
 def set_due_dates(session: Session, *, actor: Principal, machine_id: str, calibration_due: date | None,
-                  maintenance_due: date | None, reason: str) -> Machine:
-    """Record new calibration and preventive-maintenance due dates (after calibration, say)."""
+                  maintenance_due: date | None, reason: str, maintenance_interval_days: int | None = None) -> Machine:
+    """Record new calibration and preventive-maintenance due dates (after calibration, say) or a new interval."""
     machine = get_machine(session, machine_id=machine_id)
-    old = {"calibration_due": machine.calibration_due, "maintenance_due": machine.maintenance_due}
+    fields = ("calibration_due", "maintenance_due", "maintenance_interval_days")
+    old = {f: getattr(machine, f) for f in fields}
     if calibration_due is not None:
         machine.calibration_due = calibration_due
     if maintenance_due is not None:
         machine.maintenance_due = maintenance_due
+    if maintenance_interval_days is not None:
+        machine.maintenance_interval_days = maintenance_interval_days
     record(session, actor=actor, action="machine_due_dates_set", record_type="machine", record_id=machine_id,
-           old=old, new={"calibration_due": machine.calibration_due, "maintenance_due": machine.maintenance_due},
-           reason=reason)
+           old=old, new={f: getattr(machine, f) for f in fields}, reason=reason)
     return machine
 
 
+def maintenance_kinds(session: Session) -> dict[str, MaintenanceKind]:
+    """The kinds of maintenance this plant logs (AMTRACE_MAINTENANCE_KINDS)."""
+    return settings_of(session).maintenance_kinds
+
+
 def log_maintenance(session: Session, *, actor: Principal, machine_id: str, kind: str, description: str,
-                    next_maintenance_due: date | None) -> MaintenanceRecord:
-    """Log maintenance; kinds configured as requalifying (laser/optics replaced…) trigger requalification."""
+                    next_maintenance_due: date | None = None,
+                    due_override_reason: str | None = None) -> MaintenanceRecord:
+    """Log maintenance of a configured kind. A preventive kind sets the next due date from the machine's interval; a
+    supervisor may give another date with a reason; requalifying kinds (laser/optics replaced…) raise the trigger."""
     machine = get_machine(session, machine_id=machine_id)
-    requires = kind in settings_of(session).requalifying_maintenance_kinds
-    entry = MaintenanceRecord(machine_id=machine_id, kind=kind, description=description,
-                              requires_requalification=requires, performed_by=actor.id,
-                              next_maintenance_due=next_maintenance_due)
-    session.add(entry)
+    kinds = maintenance_kinds(session)
+    rule = kinds.get(kind)
+    if rule is None:
+        raise Conflict(f"Maintenance kind '{kind}' is not one this plant logs; one of: {', '.join(sorted(kinds))}",
+                       code="maintenance_kind_unknown")
     if next_maintenance_due is not None:
-        machine.maintenance_due = next_maintenance_due
+        if actor.role not in SUPERVISORS:
+            raise Forbidden("Only a production manager or quality engineer may give the next maintenance date; it is "
+                            "computed from the machine's maintenance interval", code="maintenance_due_override")
+        if not (due_override_reason or "").strip():
+            raise Conflict("Say why the next maintenance date differs from the machine's interval "
+                           "(due_override_reason)", code="override_reason_required")
+        due = next_maintenance_due
+    else:
+        if due_override_reason:
+            raise Conflict("due_override_reason goes with next_maintenance_due; without it the date is computed",
+                           code="override_reason_without_date")
+        interval = machine.maintenance_interval_days
+        due = utcnow().date() + timedelta(days=interval) if rule.preventive and interval else None
+    requires = rule.requalifying
+    entry = MaintenanceRecord(machine_id=machine_id, kind=kind, description=description,
+                              requires_requalification=requires, performed_by=actor.id, next_maintenance_due=due,
+                              due_override_reason=due_override_reason if next_maintenance_due is not None else None)
+    session.add(entry)
+    if due is not None:
+        machine.maintenance_due = due
     session.flush()
     record(session, actor=actor, action="maintenance_logged", record_type="machine", record_id=machine_id,
            new={"maintenance_id": entry.id, "kind": kind, "description": description,
-                "requires_requalification": requires, "next_maintenance_due": next_maintenance_due})
+                "requires_requalification": requires, "next_maintenance_due": due,
+                **({"due_override_reason": entry.due_override_reason} if entry.due_override_reason else {})})
     if requires:
         qualification.trigger_machine_scopes(
             session, actor=actor, machine_id=machine_id, kind="maintenance",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 
 from server.auth.deps import require
+from server.gate import service as gate
+from server.gate.schemas import PresenceOut
 from server.db import SessionDep
 from server.errors import COMMON_ERRORS, error_responses
 from server.nonconformities.service import KINDS
@@ -35,6 +38,17 @@ def lookup(request: Request, session: SessionDep, actor: KioskReader,
 def start_request(job_id: int, session: SessionDep, actor: Operator) -> StartOut:
     """Ask the release gate to start the job (recorded); when cleared, the build step of each device starts."""
     return service.request_start(session, actor=actor, job_id=job_id)
+
+
+@router.post("/kiosk/jobs/{job_id}/presence", response_model=PresenceOut, status_code=201,
+             responses=error_responses(404))
+def identify(job_id: int, session: SessionDep, actor: Operator) -> PresenceOut:
+    """I am at this job's machine (the kiosk says so when an operator scans the job): lets the edge agent name me in
+    the job's gate request for a while."""
+    p = gate.identify_operator(session, actor=actor, job_id=job_id)
+    minutes = session.info["settings"].operator_presence_minutes
+    return PresenceOut(job_id=p.job_id, machine_id=p.machine_id, operator_id=p.user_id, at=p.at,
+                       valid_until=p.at + timedelta(minutes=minutes))
 
 
 @router.post("/kiosk/steps/{step_id}/start", response_model=StepView, responses=error_responses(404, 409))

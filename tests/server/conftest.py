@@ -241,9 +241,16 @@ class Plant:
         return {"machine": m, "scope": scope, "lot": lot, "case": case, "design": design, "iteration": it,
                 "job": job, "sha": it["files"][0]["sha256"]}
 
+    def identify(self, ctx: dict, operator: str = "operator") -> dict:
+        """The operator scans the context's job at the kiosk: the edge agent may then name them at the gate."""
+        return self.call("POST", f"/kiosk/jobs/{ctx['job']['id']}/presence", operator, 201)
+
     def gate(self, ctx: dict, *, who: str | dict | None = None, sha: str | None = None,
              operator: str = "operator") -> dict:
-        """Ask the release gate for the context's job, as its agent by default."""
+        """Ask the release gate for the context's job, as its agent by default, naming an operator who has just
+        identified at the kiosk for the job (an operator must have, for an agent to name them)."""
+        if self.users.get(operator, {}).get("role") == "operator" and who != operator:
+            self.identify(ctx, operator)
         return self.call("POST", "/gate/decisions", who or ctx["machine"]["agent"], json={
             "machine_id": ctx["machine"]["id"], "job_id": ctx["job"]["id"], "build_file_sha256": sha or ctx["sha"],
             "operator_id": self.uid(operator)})

@@ -291,3 +291,36 @@ def test_operator_can_ask_only_for_themself(plant):
         "machine_id": ctx["machine"]["id"], "job_id": ctx["job"]["id"], "build_file_sha256": ctx["sha"],
         "operator_id": plant.uid("operator")})
     assert r.status_code == 403 and r.json()["code"] == "operator_mismatch"
+
+
+def test_an_agent_may_name_only_an_operator_identified_at_the_kiosk_for_this_job(plant):
+    """Issue 16: the agent token could name any authorised operator for a build nobody attended."""
+    from datetime import timedelta
+
+    from server.models import OperatorPresence, utcnow
+
+    ctx = plant.ready()
+    body = {"machine_id": ctx["machine"]["id"], "job_id": ctx["job"]["id"], "build_file_sha256": ctx["sha"],
+            "operator_id": plant.uid("operator")}
+    d = plant.call("POST", "/gate/decisions", ctx["machine"]["agent"], json=body)
+    assert d["allowed"] is False
+    assert [r["code"] for r in d["reasons"]] == ["operator_not_identified"]
+    assert "scan the job at the kiosk with your badge" in d["reasons"][0]["message"]
+    # Identified for another job: does not count for this one.
+    other = plant.ready()
+    plant.identify(other)
+    assert plant.call("POST", "/gate/decisions", ctx["machine"]["agent"], json=body)["allowed"] is False
+    # Identified too long ago (35 minutes; the window is 30): does not count either.
+    with plant.app.state.sessionmaker() as s, s.begin():
+        s.add(OperatorPresence(user_id=plant.uid("operator"), machine_id=ctx["machine"]["id"], job_id=ctx["job"]["id"],
+                               at=utcnow() - timedelta(minutes=35), via="kiosk"))
+    assert plant.call("POST", "/gate/decisions", ctx["machine"]["agent"], json=body)["allowed"] is False
+    presence = plant.identify(ctx)
+    assert presence["machine_id"] == ctx["machine"]["id"] and presence["operator_id"] == plant.uid("operator")
+    d = plant.call("POST", "/gate/decisions", ctx["machine"]["agent"], json=body)
+    assert d["allowed"] is True, d["reasons"]
+    record = plant.call("GET", f"/gate/decisions/{d['decision_id']}", "quality_engineer")
+    assert record["inputs"]["operator_identified_at"] is not None
+    # Only the operator themself says they are there; nobody identifies on their behalf.
+    plant.call("POST", f"/kiosk/jobs/{ctx['job']['id']}/presence", "production_manager", 403)
+    plant.call("POST", f"/kiosk/jobs/{ctx['job']['id']}/presence", ctx["machine"]["agent"], 403)

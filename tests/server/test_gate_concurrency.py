@@ -47,6 +47,7 @@ def _count(app, statement) -> int:
 
 def test_concurrent_decisions_all_answered_recorded_and_chained(plant, app, served):
     ctx = plant.ready(devices=2)
+    plant.identify(ctx)
     body = {"machine_id": ctx["machine"]["id"], "job_id": ctx["job"]["id"], "build_file_sha256": ctx["sha"],
             "operator_id": plant.uid("operator")}
     head_before = plant.call("GET", "/audit/verify", "quality_engineer")["head_seq"]
@@ -82,6 +83,7 @@ def test_concurrent_refusals_each_give_every_reason(plant, served):
     ctx = plant.ready()
     plant.call("POST", f"/materials/lots/{ctx['lot']['id']}/status", "quality_engineer",
                json={"status": "quarantined", "reason": "oxygen content out of spec"})
+    plant.identify(ctx, "operator2")
     body = {"machine_id": ctx["machine"]["id"], "job_id": ctx["job"]["id"], "build_file_sha256": "ab" * 32,
             "operator_id": plant.uid("operator2")}
 
@@ -104,6 +106,7 @@ def test_a_worker_with_a_queue_asks_clients_to_reconnect_and_an_idle_one_keeps_t
     from server.gate.router import SHED_CONNECTIONS_AT
 
     ctx = plant.ready()
+    plant.identify(ctx)
     body = {"machine_id": ctx["machine"]["id"], "job_id": ctx["job"]["id"], "build_file_sha256": ctx["sha"],
             "operator_id": plant.uid("operator")}
 

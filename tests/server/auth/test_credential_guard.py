@@ -82,6 +82,68 @@ def test_a_wrong_signature_counts_toward_the_same_lockout_and_locking_revokes_to
     assert _login(plant, u["username"], PASSWORD).status_code == 401, "and the login is locked too"
 
 
+def _signature_whys(plant, record_id: int) -> list[str]:
+    with plant.app.state.sessionmaker() as s:
+        rows = s.scalars(select(AuditEntry.new_values).where(AuditEntry.action == "signature_refused",
+                                                             AuditEntry.record_type == "design_iteration",
+                                                             AuditEntry.record_id == str(record_id)))
+        return [json.loads(v)["why"] for v in rows]
+
+
+def test_fifty_parallel_wrong_signatures_check_exactly_the_limit(plant):
+    """A signature's password is taken as an attempt before Argon2 runs, like a login: a burst of parallel wrong
+    signatures checks exactly the limit, not the limit plus the requests in flight (PostgreSQL overshot before)."""
+    ctx = plant.ready()
+    u = _person(plant, "design_engineer")
+    token = plant.login(u["username"], PASSWORD)
+    it = plant.iteration(plant.design(ctx["case"]["id"])["id"], sign=False)
+    url = f"/api/v1/designs/iterations/{it['id']}/signatures"
+
+    def guess(i: int) -> str:
+        return plant.client.post(url, headers=token, json={"password": f"guess-{i}"}).json()["code"]
+
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        codes = list(pool.map(guess, range(50)))
+    assert codes.count("signature_password") == 5, codes
+    # The rest: refused as locked, or (once the lock revoked the session) as a stale token, never checked.
+    assert set(codes) - {"signature_password"} <= {"account_locked", "token_stale"}
+    assert _signature_whys(plant, it["id"]).count("password did not match") == 5
+
+
+def test_the_signature_password_is_checked_with_no_write_transaction_open(plant, monkeypatch):
+    """Argon2 (~100 ms) must not run while the request holds SQLite's write lock or a PostgreSQL transaction: it
+    held every other writer (gate decisions) that long per signature."""
+    from server.auth import guard
+
+    ctx = plant.ready()
+    u = _person(plant, "design_engineer")
+    token = plant.login(u["username"], PASSWORD)
+    it = plant.iteration(plant.design(ctx["case"]["id"])["id"], sign=False)
+    engine = plant.app.state.engine
+    seen: list[tuple[str, object]] = []
+    real = guard.check_secret
+
+    def watching(settings, secret_hash, secret):
+        if engine.dialect.name == "sqlite":
+            from server.db import _write_lock_for
+            seen.append(("write lock held", _write_lock_for(engine.url.database).locked()))
+        else:
+            with engine.connect() as conn:
+                seen.append(("transactions open", conn.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state LIKE 'idle in transaction%'")).scalar()))
+        return real(settings, secret_hash, secret)
+
+    monkeypatch.setattr(guard, "check_secret", watching)
+    r = plant.client.post(f"/api/v1/designs/iterations/{it['id']}/signatures", headers=token,
+                          json={"password": PASSWORD})
+    assert r.status_code == 201, r.text
+    assert seen and all(not held for _, held in seen), seen
+    sigs = plant.call("GET", f"/audit/signatures?record_type=design_iteration&record_id={it['id']}",
+                      "quality_engineer")
+    assert [s["printed_name"] for s in sigs] == [u["full_name"]]
+
+
 def test_a_lockout_ends_by_itself_one_try_then_and_each_failure_doubles_it(plant):
     u = _person(plant)
     for _ in range(5):

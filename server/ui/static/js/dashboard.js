@@ -75,7 +75,15 @@
     if (keepS) scopeSel.value = keepS;
   }
 
+  // The kinds the plant configured (AMTRACE_MAINTENANCE_KINDS): the server refuses any other.
+  async function loadKinds() {
+    const kinds = await api("GET", "/machines/maintenance/kinds");
+    $("#maint-kind").replaceChildren(...kinds.map(k => el("option", { value: k.kind, text: k.label +
+      (k.requalifying ? " (needs requalification)" : k.preventive ? " (sets the next due date)" : "") })));
+  }
+
   async function load() {
+    if (!$("#maint-kind").options.length) loadKinds().catch(e => say("#maint-message", e.message));
     try { overview = await api("GET", "/dashboard/overview"); render(); }
     catch (e) { say("#live-status", e.message); }
   }

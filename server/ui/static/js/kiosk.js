@@ -18,6 +18,9 @@
       return;
     }
     render();
+    // An operator who scans a job is at its machine: the edge agent may then name them when it asks the release
+    // gate for this job. Other roles are not operators of the build: the server refuses them, which changes nothing.
+    if (view.job) api("POST", `/kiosk/jobs/${view.job.id}/presence`).catch(() => {});
   }
 
   function render() {
