@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import re
 import sys
 from contextlib import asynccontextmanager, suppress
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy.exc
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, Response
 
 from server.db import make_engine, make_sessionmaker
@@ -90,6 +93,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(ErrorBody(code=exc.code, detail=exc.detail).model_dump(), status_code=exc.status,
                             headers=headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:
+            # A body that is not JSON (or form data) at all: the same error body as every other refusal.
+            return JSONResponse(ErrorBody(code="body_unreadable", detail=(
+                f"The request body could not be read as {request.headers.get('content-type') or 'JSON'}: "
+                f"{exc.detail}")).model_dump(), status_code=400)
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route on the path (GET and POST of /agents are two
+            # routes): a client, or a proxy, must learn every method the resource has (RFC 9110 §15.5.6).
+            exc = StarletteHTTPException(405, exc.detail, headers={**(exc.headers or {}),
+                                                                   "Allow": _allowed_methods(app, request.url.path)})
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         # The default answer echoes the input, and a lone surrogate ("\udcff") in it made rendering the 422 fail
@@ -145,6 +162,18 @@ def create_served_app() -> FastAPI:
     # (median of 7 runs each, docs/benchmarks.md); 0.5 ms was worse again (more switching than work).
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     return app
+
+
+def _allowed_methods(app: FastAPI, path: str) -> str:
+    """Every method the OpenAPI schema documents for the resource at path, for a 405's Allow header."""
+    table = getattr(app.state, "allow_table", None)
+    if table is None:
+        table = app.state.allow_table = [
+            (re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"), sorted(ops))
+            for template, ops in app.openapi()["paths"].items()]
+    methods = sorted({m.upper() for pattern, ops in table if pattern.match(path) for m in ops
+                      if m in ("get", "put", "post", "delete", "patch", "head")})
+    return ", ".join(methods)
 
 
 def _add_pages(app: FastAPI) -> None:

@@ -81,4 +81,5 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
     return {s: {"model": ErrorBody, "description": text[s]} for s in statuses if s != 422}
 
 
-COMMON_ERRORS = error_responses(401, 403, 404, 409)
+# 400: a body that is not JSON or form data at all (rendered as ErrorBody by the app's handler, code body_unreadable).
+COMMON_ERRORS = error_responses(400, 401, 403, 404, 409)

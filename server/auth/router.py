@@ -27,8 +27,9 @@ class LoginForm:
     """The OAuth2 password form (RFC 6749 §4.3) with every field bounded: a megabyte user id is a 422, never a
     record in the audit trail."""
 
-    def __init__(self, username: Annotated[str, Form(max_length=64, description="User id, or badge number")],
-                 password: Annotated[str, Form(max_length=1024, description="Password, or PIN")],
+    def __init__(self, username: Annotated[str, Form(min_length=1, max_length=64,
+                                                     description="User id, or badge number")],
+                 password: Annotated[str, Form(min_length=1, max_length=1024, description="Password, or PIN")],
                  scope: Annotated[str, Form(max_length=64, description="kiosk: badge number and PIN")] = "",
                  grant_type: Annotated[str | None, Form(pattern="^password$", max_length=8)] = None,
                  client_id: Annotated[str | None, Form(max_length=64)] = None,

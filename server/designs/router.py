@@ -92,8 +92,8 @@ def get_design(design_id: int, session: SessionDep, actor: DesignReader) -> Desi
 @router.post("/designs/{design_id}/iterations", response_model=IterationOut, status_code=201)
 def add_iteration(design_id: int, session: SessionDep, actor: Designer,
                   files: Annotated[list[UploadFile], File(description="Design and build files")],
-                  software_name: Annotated[str, Form(max_length=200, description="Design software used")],
-                  software_version: Annotated[str, Form(max_length=100, description="Its version")],
+                  software_name: Annotated[str, Form(min_length=1, max_length=200, description="Design software used")],
+                  software_version: Annotated[str, Form(min_length=1, max_length=100, description="Its version")],
                   change_note: Annotated[str, Form(max_length=TEXT_MAX, description="What changed and why")
                                          ] = "initial design"
                   ) -> IterationOut:

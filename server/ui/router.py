@@ -66,10 +66,14 @@ def complete_step(step_id: int, body: CompleteWithPinIn, session: SessionDep, ac
 @router.post("/kiosk/nonconformities", response_model=NonconformityReported, status_code=201,
              responses=error_responses(404, 409))
 def report_nonconformity(session: SessionDep, actor: Operator,
-                               code: Annotated[str, Form(max_length=200, description="Scanned device or job code")],
-                               kind: Annotated[str, Form(max_length=64, description=f"One of {', '.join(KINDS)}")],
+                               code: Annotated[str, Form(min_length=1, max_length=200,
+                                                         description="Scanned device or job code")],
+                               kind: Annotated[str, Form(min_length=1, max_length=64,
+                                                         description=f"One of {', '.join(KINDS)}")],
                                description: Annotated[str, Form(min_length=3, max_length=2000)],
-                               photo: Annotated[UploadFile | None, File(description="JPEG/PNG/WebP")] = None
+                               # Optional by its default, not by "| None": a null in the schema is a multipart
+                               # field of text "null" to a client (Schemathesis sent one), not an absent file.
+                               photo: Annotated[UploadFile, File(description="JPEG/PNG/WebP, optional")] = None
                                ) -> NonconformityReported:
     """Report a nonconformity on the scanned device or job, with an optional photo; it blocks the device."""
     # A plain def runs in the worker pool, so the database work does not hold up the event loop.
