@@ -107,7 +107,7 @@ def seed(base: str, env: dict[str, str]) -> dict:
         "reuse_limit": 5})
     lot = call("POST", f"/materials/lots/{lot['id']}/status", "quality_engineer", json={
         "status": "released", "reason": "incoming inspection", "password": PASSWORD})
-    case = call("POST", "/cases", "clinician", json={"institution": "H", "surgery_date": str(TODAY + timedelta(days=30))})
+    case = call("POST", "/cases", "clinician", json={"institution": "Bench Hospital", "surgery_date": str(TODAY + timedelta(days=30))})
     design = call("POST", f"/cases/{case['id']}/designs", "design_engineer", json={
         "name": "cup", "process": "LPBF", "material": "Ti64", "product_family": "cup",
         "regulatory_category": "patient_matched", "gtin": "09506000134352",

@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for settings (read from the environment when not given)."""
     from server.agents.changes import ContextChanges
     from server.auth.ratelimit import FailedLogins
-    from server.auth.signing import precheck_signature
+    from server.auth.deps import precheck_signature
     from server.notifications.service import NotificationWatch
     from server.agents.router import router as agents
     from server.audit.router import router as audit
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from server.audit.anchors import anchor_periodically
+        from server.audit.watch import anchor_periodically
         from server.notifications.push import push_notifications
         from server.stages.watch import watch_overdue
 
@@ -178,7 +178,7 @@ def _allowed_methods(app: FastAPI, path: str) -> str:
 
 def _add_pages(app: FastAPI) -> None:
     """Live machine state, the JSON the pages need, and the pages themselves (kiosk, dashboards) under /ui."""
-    from server.auth.signing import precheck_signature
+    from server.auth.deps import precheck_signature
     from server.live.router import router as live
     from server.live.state import LiveMachineStates
     from server.ui.pages import pages_app

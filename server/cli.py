@@ -103,7 +103,8 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Verify the audit chain and signatures; exit 1 and say where it breaks."""
-    from server.audit.service import verify
+    import server.registry  # noqa: F401 - every domain registers how to rehash its signed records and files
+    from server.audit.verify import verify
     from server.db import begin_read
 
     with _database() as (_, sessions), sessions() as session:

@@ -1,7 +1,7 @@
 """Anchors of the audit chain outside the database: its head (sequence and hash) written to a file now and then.
 
 Deleting the last entries of the chain leaves a chain that verifies by itself; only a head remembered
-elsewhere shows the tail is gone. A running server appends the head to `audit_anchor_file` every
+elsewhere shows the tail is gone. A running server (server/audit/watch.py) appends the head to `audit_anchor_file` every
 `audit_anchor_interval_s` and `amtrace-server audit anchor` does it on demand; `audit verify` then checks that
 every anchored head is still in the chain. The file is plain JSON lines so an operator can mail or copy it to
 another system (a write-once store is better still); each line also carries the fingerprint of the audit key,
@@ -10,11 +10,9 @@ so a verifier holding the wrong key is told so instead of seeing every entry "al
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
-import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,8 +22,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.models import AuditEntry, utcnow
-
-log = logging.getLogger(__name__)
 
 
 def key_fingerprint(key: str) -> str:
@@ -81,26 +77,6 @@ def read_anchors(path: str | Path) -> tuple[list[Anchor], list[str]]:
         except (ValueError, KeyError, TypeError) as e:
             problems.append(f"anchor file {path} line {n} is not an anchor ({e.__class__.__name__})")
     return anchors, problems
-
-
-async def anchor_periodically(app) -> None:
-    """Write the chain head to the anchor file every audit_anchor_interval_s while the server runs."""
-    settings = app.state.settings
-    while True:
-        try:
-            await asyncio.to_thread(_anchor_once, app)
-        except Exception:  # noqa: BLE001 - a full disk must not stop the server; the next round tries again
-            log.exception("could not write the audit chain anchor to %s", settings.anchor_path)
-        await asyncio.sleep(settings.audit_anchor_interval_s)
-
-
-def _anchor_once(app) -> None:
-    from server.db import begin_read
-
-    settings = app.state.settings
-    with app.state.sessionmaker() as session:
-        begin_read(session)
-        write_anchor(session, settings.anchor_path, settings.audit_key)
 
 
 def anchored_time(anchor: Anchor) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from server.agents.service import principal_for_token as agent_principal
+from server.auth import signing
 from server.auth.service import principal_from_token, token_claims
 from server.db import SessionDep, begin_read, end_read_transaction
 from server.errors import Forbidden, Unauthorized
@@ -125,3 +128,24 @@ def require_machine_scope(principal: Principal, machine_id: str) -> None:
 
 
 ANY_PERSON = ("operator", "production_manager", "quality_engineer", "design_engineer", "clinician", "admin")
+
+
+async def precheck_signature(request: Request, session: SessionDep,
+                             principal: Annotated[Principal, Depends(current_principal)]) -> None:
+    """Check a signing request's password or PIN before the endpoint runs (no-op for other requests)."""
+    if principal.kind != "user" or request.method not in ("POST", "PUT", "PATCH"):
+        return
+    if "application/json" not in request.headers.get("content-type", ""):
+        return
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return  # the endpoint's own validation answers 422
+    if not isinstance(body, dict):
+        return
+    for field, credential in (("pin", "pin"), ("password", "password")):
+        secret = body.get(field)
+        if isinstance(secret, str) and secret:
+            await run_in_threadpool(signing.check_before_writing, session, user_id=principal.id, credential=credential,
+                                    secret=secret)
+            return

@@ -3,31 +3,24 @@
 Argon2 takes ~100 ms by design. Checked inside the request's write transaction (where `sign()` is reached, after the
 record to sign was written), it held SQLite's only write lock that long for every signature, and on PostgreSQL a
 burst of parallel wrong signatures was counted only after each check, so it could exceed the lockout by the number
-of requests in flight. This dependency runs first, like a login: it takes one credential attempt under the row
+of requests in flight. The check runs first, like a login: it takes one credential attempt under the row
 lock in a short transaction of its own (`guard.reserve_attempt`), checks the password or PIN with no transaction
 open, settles the count, and leaves the outcome for `sign()`, which then only compares a digest of the secret.
 
-It runs on every route of the routers that sign (app.py) and does nothing unless a person sends a JSON body with a
-`password` or `pin`: the field every signing request model carries.
+`server.auth.deps.precheck_signature` runs it on every route of the routers that sign (app.py) and does nothing unless
+a person sends a JSON body with a `password` or `pin`: the field every signing request model carries.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from server.audit.service import settings_of
 from server.auth import guard
-from server.auth.deps import current_principal
-from server.db import SessionDep
 from server.models import User, utcnow
-from server.security import Principal
 
 _CHECK = "amtrace_signature_check"
 
@@ -44,27 +37,6 @@ class SignatureCheck:
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-async def precheck_signature(request: Request, session: SessionDep,
-                             principal: Annotated[Principal, Depends(current_principal)]) -> None:
-    """Check a signing request's password or PIN before the endpoint runs (no-op for other requests)."""
-    if principal.kind != "user" or request.method not in ("POST", "PUT", "PATCH"):
-        return
-    if "application/json" not in request.headers.get("content-type", ""):
-        return
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return  # the endpoint's own validation answers 422
-    if not isinstance(body, dict):
-        return
-    for field, credential in (("pin", "pin"), ("password", "password")):
-        secret = body.get(field)
-        if isinstance(secret, str) and secret:
-            await run_in_threadpool(check_before_writing, session, user_id=principal.id, credential=credential,
-                                    secret=secret)
-            return
 
 
 def check_before_writing(session: Session, *, user_id: int, credential: str, secret: str) -> SignatureCheck:

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from server.audit.service import record, register_record_hasher, register_stored_files, settings_of, sign
+from server.audit.service import record, register_record_hasher, register_stored_files, settings_of
+from server.auth.esign import sign
 from server.competence import require_authorised
 from server.cycles.evaluation import ResidueResult, Trace, Verdict, evaluate
 from server.cycles.recipes import RecipeParameters, parse_parameters

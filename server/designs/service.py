@@ -6,7 +6,7 @@ import os
 import re
 import secrets
 import shutil
-from datetime import date
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge.validation.hashing import sha256_file
-from server.audit.service import record, register_record_hasher, register_stored_files, settings_of, sign
+from server.audit.service import record, register_record_hasher, register_stored_files, settings_of
+from server.auth.esign import sign
 from server.errors import Conflict, Forbidden, NotFound
 from server.jobs.udi import validate_gtin
 from server.models import (Case, Design, DesignFile, DesignIteration, DesignTeamMember, Device, Signature,
@@ -52,6 +53,12 @@ def _clinician(session: Session, username: str, what: str) -> User:
         raise Conflict(f"{user.full_name} ({username}) is a {user.role.replace('_', ' ')}, not a clinician: the "
                        f"case's {what} must be a clinician", code="clinician_role")
     return user
+
+
+def case_deadline(session: Session, case: Case) -> datetime:
+    """When the case's devices must be delivered: the configured margin before the surgery date."""
+    day = case.surgery_date - timedelta(days=settings_of(session).delivery_margin_days)
+    return datetime.combine(day, time(0, 0), tzinfo=timezone.utc)
 
 
 def is_case_clinician(case: Case, actor: Principal) -> bool:
@@ -167,8 +174,6 @@ def change_surgery_date(session: Session, *, actor: Principal, case_id: int, sur
                         password: str) -> Case:
     """Move a case's surgery date, with the reason and a signature; the deadlines of its devices' open steps move
     with it (R9: a job blocked by a passed date is no longer blocked for ever)."""
-    from server.stages.service import case_deadline
-
     case = _case(session, case_id)
     require_case_clinician(session, case, actor, "move its surgery date")
     if surgery_date < utcnow().date():

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session, aliased
 from server.audit import rows
 from server.audit.service import changed_since, lock_chain, record, seal_is_intact, settings_of
 from server.db import begin_read, is_reading, start_writing
-from server.designs.service import iteration_content
 from server.errors import Forbidden, NotFound
 from server.materials.service import lot_problems
 from server.nonconformities.service import affecting_job, scope_of
@@ -22,7 +21,7 @@ from server.models import (AuditEntry, Case, Design, DesignFile, DesignIteration
                            Signature, User, utcnow)
 from server.qualification import service as qualification
 from server.security import Principal, content_sha256
-from server.stages.service import case_deadline
+from server.designs.service import case_deadline, iteration_content
 
 # Triggers whose own words already carry their date ("qualification expired on 25 Nov 2026"): adding
 # the day the trigger was noted would read "expired on 25 Nov 2026 on 26 Nov".
@@ -299,7 +298,8 @@ def _insert_decision(session: Session, actor: Principal, ask: _Ask, ev: _Evaluat
     # unit of work.
     values = {c: getattr(decision, c) for c in _DECISION_COLUMNS}
     decision.id = session.connection().execute(_INSERT_DECISION, values).scalar_one()
-    rows.touch(session, "gate_decisions", decision.id)  # outside the unit of work: its seal is noted by hand
+    # Outside the unit of work: sealed from the values written, in the decision's own audit entry.
+    rows.seal_known(session, "gate_decisions", decision.id, {**values, "id": decision.id})
     return decision
 
 

@@ -286,7 +286,7 @@ def _at(t: int) -> str:
 
 def verify_device(session: Session, influx: InfluxQL, *, device_code: str) -> SealCheck:
     """Recompute a released device's digests and name every point changed, added or deleted since release."""
-    from server.audit.service import _entry_fields
+    from server.audit.service import entry_fields
     from server.security import seal as hmac_seal
     import hmac
 
@@ -299,7 +299,7 @@ def verify_device(session: Session, influx: InfluxQL, *, device_code: str) -> Se
     check = SealCheck(device_code, True)
     entry = session.get(AuditEntry, seal.audit_seq)
     if entry is None or entry.action != "device_sealed" or entry.record_id != device_code or not hmac.compare_digest(
-            hmac_seal(settings_of(session).audit_key, _entry_fields(entry)), entry.entry_hash):
+            hmac_seal(settings_of(session).audit_key, entry_fields(entry)), entry.entry_hash):
         check.problems.append(f"the audit entry {seal.audit_seq} holding the seal is missing or was altered")
         return check
     sealed = json.loads(entry.new_values)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from server.audit.service import record, settings_of
 from server.errors import Conflict
 from server.history import service
+from server.history.cycle_plots import cycle_plot
 from server.history.influx import InfluxQL
 from server.history.schemas import SOURCE_LIVE, SOURCE_STORED, BuildSummary, DataGap, PlotSeries, StoredSummary
 from server.models import AuditEntry, BuildSummaryRecord, Device, StageStep, utcnow
@@ -31,7 +32,6 @@ AUDIT_ACTION = "build_summary_stored"
 def compute(session: Session, influx: InfluxQL, *, device: Device) -> StoredSummary:
     """The summary a DHR shows, computed now from InfluxDB: build signals, events, plots, and every cycle's plot."""
     from server.cycles.service import cycles_of_device
-    from server.history.dhr import cycle_plot
 
     build = service.build_summary(session, influx, device_code=device.device_code, plots=True)
     ended = [c for c in cycles_of_device(session, device_id=device.id) if c.ended_at]
@@ -73,7 +73,7 @@ def stored_row(session: Session, *, device: Device) -> BuildSummaryRecord | None
 
 def check(session: Session, *, device: Device, row: BuildSummaryRecord) -> list[str]:
     """What is wrong with a stored summary: its text against its hash, and that hash against the audit entry."""
-    from server.audit.service import _entry_fields
+    from server.audit.service import entry_fields
     from server.security import seal as hmac_seal
 
     problems = []
@@ -83,7 +83,7 @@ def check(session: Session, *, device: Device, row: BuildSummaryRecord) -> list[
                         f"(recorded {row.summary_sha256[:16]}…, now {actual[:16]}…)")
     entry = session.get(AuditEntry, row.audit_seq)
     if entry is None or entry.action != AUDIT_ACTION or entry.record_id != device.device_code or \
-            not hmac.compare_digest(hmac_seal(settings_of(session).audit_key, _entry_fields(entry)), entry.entry_hash):
+            not hmac.compare_digest(hmac_seal(settings_of(session).audit_key, entry_fields(entry)), entry.entry_hash):
         problems.append(f"the audit entry {row.audit_seq} holding the stored build summary's SHA-256 is missing "
                         f"or was altered")
     elif json.loads(entry.new_values).get("summary_sha256") != actual:

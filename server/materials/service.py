@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.audit.service import record, register_record_hasher, sign
+from server.audit.service import record, register_record_hasher
+from server.auth.esign import sign
 from server.errors import Conflict
 from server.models import MaterialLot, utcnow
 from server.security import Principal, content_sha256

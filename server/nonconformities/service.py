@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from server.audit.service import record, register_record_hasher, register_stored_files, settings_of, sign
+from server.audit.service import record, register_record_hasher, register_stored_files, settings_of
+from server.auth.esign import sign
 from server.errors import Conflict, NotFound
 from server.models import (Design, DesignIteration, Device, Job, Machine, ManualStep, MaterialLot, Nonconformity,
                            StageStep, User, utcnow)

@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from server.audit.service import record, register_record_hasher, sign
+from server.audit.service import record, register_record_hasher
+from server.auth.esign import sign
 from server.errors import Conflict, NotFound
 from server.models import (Machine, QualificationScope, Requalification, RequalificationTrigger, TestArtefact,
                            utcnow)

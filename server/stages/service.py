@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.audit.service import record, register_record_hasher, settings_of, sign
+from server.audit.service import record, register_record_hasher, settings_of
+from server.auth.esign import sign
 from server.competence import require_authorised
 from server.delivery import rules as delivery
+from server.designs.service import case_deadline
 from server.errors import Conflict, Forbidden
 from server.materials.service import lot_problems, status_problems
 from server.models import Case, Device, ImpactAssessment, Job, MaterialLot, Notification, Shipment, StageStep, utcnow
@@ -35,12 +37,6 @@ ACCEPTORS = {"build": ("production_manager", "quality_engineer"),
 def words(stage: str) -> str:
     """Stage name for people."""
     return stage.replace("_", "-")
-
-
-def case_deadline(session: Session, case: Case) -> datetime:
-    """When the device must be delivered: the configured margin before the surgery date."""
-    day = case.surgery_date - timedelta(days=settings_of(session).delivery_margin_days)
-    return datetime.combine(day, time(0, 0), tzinfo=timezone.utc)
 
 
 def create_steps(session: Session, *, device: Device) -> list[StageStep]:

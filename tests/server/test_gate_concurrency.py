@@ -68,15 +68,15 @@ def test_concurrent_decisions_all_answered_recorded_and_chained(plant, app, serv
     # Only the first allowed decision releases the job, however the requests interleave.
     assert actions.count("job_released") == 1
     assert plant.call("GET", f"/jobs/{job}", "operator")["state"] == "released"
-    # Every new entry is in the chain, gap-free, each linked to the one before: each decision's entry and the
-    # seal of the rows its transaction wrote (the decision, and the job for the one that released it).
+    # Every new entry is in the chain, gap-free, each linked to the one before: each decision's entry (which seals
+    # the decision row itself) and, for the one that released the job, its entry and the seal of the job row.
     assert _count(app, select(func.count()).select_from(AuditEntry)
-                  .where(AuditEntry.seq > head_before, AuditEntry.action == "rows_sealed")) == CONCURRENT
+                  .where(AuditEntry.seq > head_before, AuditEntry.action == "rows_sealed")) == 1
     assert _count(app, select(func.count()).select_from(AuditEntry)
-                  .where(AuditEntry.seq > head_before)) == 2 * CONCURRENT + 1
+                  .where(AuditEntry.seq > head_before)) == CONCURRENT + 2
     verified = plant.call("GET", "/audit/verify", "quality_engineer")
     assert verified["ok"] is True and verified["breaks"] == []
-    assert verified["head_seq"] == head_before + 2 * CONCURRENT + 1
+    assert verified["head_seq"] == head_before + CONCURRENT + 2
 
 
 def test_concurrent_refusals_each_give_every_reason(plant, served):
