@@ -19,7 +19,9 @@ from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.readings import OutboxFull
 from edge.retag import Retagger
-from edge.serverlink import LiveState, ObservedSink, ServerLink
+from edge.live import LiveState
+from edge.parts import AgentParts
+from edge.serverlink import ObservedSink, ServerLink
 from edge.writer import InfluxWriter
 
 log = logging.getLogger("amtrace.agent")
@@ -66,13 +68,16 @@ class EdgeAgent:
         self.retagger = Retagger(self.state_dir / "retag.sqlite", cfg.influx, self.outbox, self.pipeline.event)
         self.connectors: dict[str, Connector] = {}
         self.live = LiveState(self.machines)
+        self.parts = AgentParts(agent_id=cfg.id, machines=self.machines, state_dir=self.state_dir, outbox=self.outbox,
+                                assignments=self.assignments, pipeline=self.pipeline, writer=self.writer,
+                                retagger=self.retagger, live=self.live, connectors=self.connectors)
         self.server_link: ServerLink | None = None
         if cfg.server is not None:
             token = os.environ.get(cfg.server.token_env)
             if not token:
                 raise ConfigError(f"server: the agent token must be in the environment variable "
                                   f"{cfg.server.token_env} (tokens never sit in configuration files)")
-            self.server_link = ServerLink(self, url=cfg.server.url, token=token, interval_s=cfg.server.interval_s)
+            self.server_link = ServerLink(self.parts, url=cfg.server.url, token=token, interval_s=cfg.server.interval_s)
         self.sink = ObservedSink(self.pipeline, self.live, self.server_link)
         self.api_token = ensure_api_token(cfg)
         self.http = None
@@ -102,8 +107,11 @@ class EdgeAgent:
         # With a server, it is the source of approvals; the local file is for running without one. The guard
         # makes the watched folders: before the local API answers, so a healthy agent has them.
         approvals = self.server_link or (LocalApprovals(self.cfg.approvals_file) if self.cfg.approvals_file else None)
-        self.build_file_guard = BuildFileGuard(self, approvals)
-        self.http = LocalApi(self, self.cfg.http.host, self.cfg.http.port)
+        self.build_file_guard = BuildFileGuard(self.parts, self.sink, approvals, server_link=self.server_link)
+        if self.server_link is not None:
+            self.server_link.on_clearance_change = self.build_file_guard.reconcile
+        self.http = LocalApi(self.parts, api_token=self.api_token, status=self.status, host=self.cfg.http.host,
+                             port=self.cfg.http.port)
         self.http.start()
         self._link_task = asyncio.create_task(self.server_link.run()) if self.server_link else None
         self._guard_task = (asyncio.create_task(self.build_file_guard.run())

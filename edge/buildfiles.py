@@ -29,7 +29,8 @@ from edge.validation.hashing import sha256_file
 from edge.validation.verify import VerificationResult, verify_build_file
 
 if TYPE_CHECKING:
-    from edge.agent import EdgeAgent
+    from edge.parts import AgentParts
+    from edge.serverlink import ObservedSink, ServerLink
 
 log = logging.getLogger("amtrace.buildfiles")
 
@@ -99,11 +100,14 @@ class CheckOutcome:
 class BuildFileGuard:
     """Polls each machine's build-file folder and checks every new or changed file once it is stable."""
 
-    def __init__(self, agent: "EdgeAgent", approvals: ApprovalsSource | None, *, poll_s: float = 0.5):
-        self.agent = agent
+    def __init__(self, parts: "AgentParts", sink: "ObservedSink", approvals: ApprovalsSource | None, *,
+                 server_link: "ServerLink | None" = None, poll_s: float = 0.5):
+        self.parts = parts
+        self.sink = sink
+        self.server_link = server_link
         self.approvals = approvals
         self.poll_s = poll_s
-        self.machines = [m for m in agent.machines
+        self.machines = [m for m in parts.machines
                          if (m.build_files and (m.build_files.folder or m.build_files.mqtt_topic))
                          or any(s.role == "build_file_path" for s in m.signals)]
         self._by_id = {m.id: m for m in self.machines}
@@ -122,7 +126,7 @@ class BuildFileGuard:
     async def run(self) -> None:
         """Watch until cancelled: folders by polling, MQTT topics and machine variables by callback."""
         self._loop = asyncio.get_running_loop()
-        self.agent.live.on_build_file_path = self.announce
+        self.parts.live.on_build_file_path = self.announce
         folders = [m for m in self.machines if m.build_files and m.build_files.folder]
         for m in folders:
             log.info("machine %s: watching %s for build files", m.id, m.build_files.folder)
@@ -158,7 +162,7 @@ class BuildFileGuard:
         import paho.mqtt.client as mqtt
 
         conn = machine.connection
-        incoming = self.agent.state_dir / "build-files" / machine.id
+        incoming = self.parts.state_dir / "build-files" / machine.id
         incoming.mkdir(parents=True, exist_ok=True)
         limit = machine.build_files.max_bytes
 
@@ -189,10 +193,10 @@ class BuildFileGuard:
                     os.fsync(f.fileno())
                 self.announce(machine.id, str(target))
             except (ValueError, UnicodeDecodeError) as e:
-                self.agent.sink.quarantine(source="buildfile", origin=msg.topic, raw=bytes(msg.payload[:65536]),
+                self.sink.quarantine(source="buildfile", origin=msg.topic, raw=bytes(msg.payload[:65536]),
                                            reason=f"build-file message refused: {e}", machine_id=machine.id)
 
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"amtrace-{self.agent.cfg.id}-{machine.id}-buildfiles",
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"amtrace-{self.parts.agent_id}-{machine.id}-buildfiles",
                              protocol=mqtt.MQTTv5 if conn.protocol == "5" else mqtt.MQTTv311,
                              clean_session=None if conn.protocol == "5" else False)
         if conn.username:
@@ -236,7 +240,7 @@ class BuildFileGuard:
 
     async def check(self, machine: MachineConfig, path: Path) -> CheckOutcome:
         """Verify one build file for the job on machine, record it, and set the interlock."""
-        assignment = self.agent.assignments.current(machine.id)
+        assignment = self.parts.assignments.current(machine.id)
         approvals = None
         if assignment is not None and self.approvals is not None:
             approvals = self.approvals.lookup(machine.id, assignment.job)
@@ -255,7 +259,7 @@ class BuildFileGuard:
                                    result.sha256, iteration, None)
         outcome.job = assignment.job if assignment else None
         self._apply_clearance(outcome)
-        link = getattr(self.agent, "server_link", None)
+        link = self.server_link
         if link is not None and outcome.job is not None:
             link.report_build_file_check(machine.id, outcome.job, Path(outcome.file).name, outcome.sha256,
                                          outcome.allowed, "; ".join(outcome.reasons))
@@ -267,7 +271,7 @@ class BuildFileGuard:
 
     def _apply_clearance(self, outcome: CheckOutcome) -> None:
         """Start is enabled only if the file passed and the server (when there is one) clears the machine."""
-        link = getattr(self.agent, "server_link", None)
+        link = self.server_link
         if link is None:
             outcome.start_enabled, outcome.server_reasons = outcome.allowed, None
             return
@@ -280,7 +284,7 @@ class BuildFileGuard:
         last = self._last.get(machine_id)
         if last is None:
             return
-        current = self.agent.assignments.current(machine_id)
+        current = self.parts.assignments.current(machine_id)
         if current is not None and current.job != last.job and Path(last.file).exists():
             # A new job on the machine: the file loaded on it is checked again, now against that job.
             await self.check(self._by_id[machine_id], Path(last.file))
@@ -338,7 +342,7 @@ class BuildFileGuard:
         return None
 
     async def _interlock(self, machine: MachineConfig, outcome: CheckOutcome) -> str:
-        connector = self.agent.connectors.get(machine.id)
+        connector = self.parts.connectors.get(machine.id)
         reason = (f"build file {Path(outcome.file).name}: " + "; ".join(outcome.reasons + (outcome.server_reasons or [])))[:500]
         if connector is None:
             return "no connector"
@@ -350,7 +354,7 @@ class BuildFileGuard:
             msg = f"interlock not set: {e}"
             log.error("machine %s: %s", machine.id, msg)
             if not outcome.start_enabled:
-                self.agent.sink.event(Event(machine.id, "interlock_failed",
+                self.sink.event(Event(machine.id, "interlock_failed",
                                                 f"build could not be blocked on the machine: {e}",
                                                 time.time_ns(), "alarm", {"file": outcome.file}))
             return msg
@@ -362,5 +366,5 @@ class BuildFileGuard:
         fields = {"file": outcome.file, "verdict": outcome.verdict, "allowed": outcome.allowed,
                   "start_enabled": outcome.start_enabled, "sha256": outcome.sha256,
                   "design_iteration": outcome.design_iteration, "interlock": outcome.interlock}
-        self.agent.sink.event(Event(machine.id, kind, message[:2000], time.time_ns(),
+        self.sink.event(Event(machine.id, kind, message[:2000], time.time_ns(),
                                     "info" if outcome.start_enabled else "alarm", fields))

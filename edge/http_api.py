@@ -13,7 +13,7 @@ import logging
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from edge.assignments import AssignmentRequest
 
 if TYPE_CHECKING:
-    from edge.agent import EdgeAgent
+    from edge.parts import AgentParts
 
 log = logging.getLogger("amtrace.http")
 MAX_BODY = 64 * 1024
@@ -31,12 +31,12 @@ MAX_BODY = 64 * 1024
 class AgentCollector:
     """Prometheus view of the agent's counters, read at scrape time."""
 
-    def __init__(self, agent: "EdgeAgent"):
-        self.agent = agent
+    def __init__(self, parts: "AgentParts"):
+        self.parts = parts
 
     def collect(self):
         """Yield the metric families."""
-        a = self.agent
+        a = self.parts
         ps, ob, ws = a.pipeline.stats, a.outbox.stats(), a.writer.stats
 
         def counter(name, doc, value):
@@ -77,10 +77,12 @@ class AgentCollector:
 class LocalApi:
     """ThreadingHTTPServer on loopback serving the agent's local API."""
 
-    def __init__(self, agent: "EdgeAgent", host: str, port: int):
-        self.agent = agent
+    def __init__(self, parts: "AgentParts", *, api_token: str, status: Callable[[], dict], host: str, port: int):
+        self.parts = parts
+        self.api_token = api_token
+        self.status = status
         self.registry = CollectorRegistry()
-        self.registry.register(AgentCollector(agent))
+        self.registry.register(AgentCollector(parts))
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -134,7 +136,7 @@ class LocalApi:
 
     def _authorised(self, h: BaseHTTPRequestHandler) -> bool:
         got = h.headers.get("Authorization", "")
-        want = f"Bearer {self.agent.api_token}"
+        want = f"Bearer {self.api_token}"
         return hmac.compare_digest(got.encode(), want.encode())
 
     def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
@@ -143,7 +145,7 @@ class LocalApi:
         query = h.path.split("?", 1)[1] if "?" in h.path else ""
         try:
             if method == "GET" and path == "/healthz":
-                st = self.agent.status()
+                st = self.status()
                 healthy = (all(c["connected"] and not c["intake_problem"] for c in st["connections"].values())
                            and not st["outbox"]["full"] and not st["open_conditions"])
                 return self._send(h, 200, {"status": "ok" if healthy else "degraded",
@@ -155,21 +157,21 @@ class LocalApi:
             if not self._authorised(h):
                 return self._send(h, 401, {"error": "missing or wrong local API token (see <state_dir>/api-token)"})
             if method == "GET" and path == "/status":
-                return self._send(h, 200, self.agent.status())
+                return self._send(h, 200, self.status())
             if method == "GET" and path == "/assignments":
-                return self._send(h, 200, [a.as_dict() for a in self.agent.assignments.history()])
+                return self._send(h, 200, [a.as_dict() for a in self.parts.assignments.history()])
             if method == "GET" and path == "/quarantine":
                 params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
                 limit = min(int(params.get("limit", 100)), 1000)
-                entries = self.agent.outbox.quarantine_entries(limit=limit, offset=int(params.get("offset", 0)))
+                entries = self.parts.outbox.quarantine_entries(limit=limit, offset=int(params.get("offset", 0)))
                 return self._send(h, 200, [_entry_json(e) for e in entries])
             m = re.fullmatch(r"/machines/([a-z0-9][a-z0-9\-_]*)/assignment", path)
             if m:
                 machine = m.group(1)
-                if machine not in self.agent.pipeline.machines:
+                if machine not in self.parts.pipeline.machines:
                     return self._send(h, 404, {"error": f"machine {machine} is not configured on this agent"})
                 if method == "GET":
-                    a = self.agent.assignments.current(machine)
+                    a = self.parts.assignments.current(machine)
                     return self._send(h, 200, a.as_dict() if a else None)
                 if method == "PUT":
                     length = int(h.headers.get("Content-Length") or 0)
@@ -177,7 +179,7 @@ class LocalApi:
                         return self._send(h, 413, {"error": f"body of {length} bytes exceeds {MAX_BODY}"})
                     try:
                         req = AssignmentRequest.model_validate_json(h.rfile.read(length))
-                        a = self.agent.assignments.assign(machine, req)
+                        a = self.parts.assignments.assign(machine, req)
                     except ValidationError as e:
                         return self._send(h, 422, {"error": "invalid assignment", "details": json.loads(e.json())})
                     except ValueError as e:
@@ -185,7 +187,7 @@ class LocalApi:
                     log.info("machine %s: job %s assigned with devices %s", machine, a.job, ", ".join(a.devices))
                     return self._send(h, 200, a.as_dict())
                 if method == "DELETE":
-                    a = self.agent.assignments.release(machine)
+                    a = self.parts.assignments.release(machine)
                     if a:
                         log.info("machine %s: job %s released", machine, a.job)
                     return self._send(h, 200, a.as_dict() if a else None)

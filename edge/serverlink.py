@@ -19,16 +19,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
 
 import httpx
 
 from edge.assignments import Assignment, AssignmentBook, AssignmentRequest
+from edge.live import LiveState
 from edge.readings import Event, Ingest
 from edge.validation.approvals import JobApprovals
 
 if TYPE_CHECKING:
-    from edge.agent import EdgeAgent
+    from edge.parts import AgentParts
 
 log = logging.getLogger("amtrace.serverlink")
 
@@ -37,10 +38,6 @@ API = "/api/v1"
 IDLE_STATES = {"idle", "ready", "standby", "end", "completed", "complete", "done", "aborted", "stopped", "off", ""}
 IDENTITY_FIELDS = ("manufacturer", "model", "serial_number", "software_revision", "hardware_revision")
 REQUIRED_IDENTITY = ("manufacturer", "serial_number")
-# Conditions that stay on the dashboard until the event that clears them (raised kind -> clearing kind), rather
-# than scrolling away behind newer alerts: a machine whose identity cannot be read stays "requalification
-# triggers are blind" for as long as it is so.
-STANDING = {"identity_unknown": "identity"}
 # How long the server may hold a context request open (long poll) before answering "unchanged".
 LONG_POLL_S = 25.0
 
@@ -96,74 +93,6 @@ class Clearance:
 
     allowed: bool
     reasons: list[str] = field(default_factory=list)
-
-
-@dataclass
-class MachineLive:
-    """What the dashboard shows about one machine, kept from the readings as they pass."""
-
-    layer: int | None = None
-    layers_total: int | None = None
-    machine_state: str | None = None
-    alerts: list[dict] = field(default_factory=list)
-    standing: dict[str, dict] = field(default_factory=dict)  # conditions shown until cleared (see STANDING)
-    updated_ns: int | None = None
-
-
-class LiveState:
-    """The latest values of the signals that carry a live role (layer, state …), per machine."""
-
-    def __init__(self, machines):
-        self.roles = {m.id: {s.name: s.role for s in m.signals if getattr(s, "role", None)} for m in machines}
-        self.machines: dict[str, MachineLive] = {m.id: MachineLive() for m in machines}
-        self.build_file_paths: dict[str, str] = {}
-        self.on_build_file_path = None  # callback(machine_id, path) when a machine reports a new build file
-
-    def observe(self, ingests: Sequence[Ingest]) -> None:
-        """Keep the newest value of each role signal (cheap: a dict lookup per reading)."""
-        for ing in ingests:
-            roles = self.roles.get(ing.machine_id)
-            if not roles:
-                continue
-            live = self.machines[ing.machine_id]
-            for r in ing.readings:
-                role = roles.get(r.signal)
-                if role is None or r.value is None or r.quality == "bad":
-                    continue
-                if role == "layer":
-                    live.layer = int(r.value)
-                elif role == "layers_total":
-                    live.layers_total = int(r.value)
-                elif role == "machine_state":
-                    live.machine_state = str(r.value)
-                elif role == "build_file_path":
-                    path = str(r.value)
-                    if path and self.build_file_paths.get(ing.machine_id) != path:
-                        self.build_file_paths[ing.machine_id] = path
-                        if self.on_build_file_path is not None:
-                            self.on_build_file_path(ing.machine_id, path)
-                live.updated_ns = ing.received_ns
-
-    def alert(self, event: Event) -> None:
-        """Keep the last few warnings and alarms of a machine, and its standing conditions until they clear."""
-        live = self.machines.get(event.machine_id)
-        if live is None:
-            return
-        for raised, cleared_by in STANDING.items():
-            if event.kind == cleared_by:
-                live.standing.pop(raised, None)
-        if event.severity not in ("warning", "alarm"):
-            return
-        alert = {"severity": event.severity, "kind": event.kind, "message": event.message, "ts_ns": event.ts_ns}
-        if event.kind in STANDING:
-            live.standing[event.kind] = alert
-        live.alerts = (live.alerts + [alert])[-5:]
-
-    def alerts_of(self, machine_id: str) -> list[dict]:
-        """What the dashboard shows: the standing conditions first, then the latest alerts."""
-        live = self.machines[machine_id]
-        standing = list(live.standing.values())
-        return standing + [a for a in live.alerts if a not in standing]
 
 
 SERVER_LINK = "server_link"  # the condition key of an outage of the link to the server
@@ -223,13 +152,13 @@ class ObservedSink:
 class ServerLink:
     """Heartbeat, job context and reports between one agent and the server."""
 
-    def __init__(self, agent: "EdgeAgent", *, url: str, token: str, interval_s: float = 2.0):
-        self.agent = agent
+    def __init__(self, parts: "AgentParts", *, url: str, token: str, interval_s: float = 2.0):
+        self.parts = parts
         self.url = url.rstrip("/")
         self.interval_s = interval_s
         self.client = httpx.AsyncClient(base_url=self.url + API, timeout=5.0,
                                         headers={"Authorization": f"Bearer {token}"})
-        self.queue = ReportQueue(agent.state_dir / "server-reports.sqlite")
+        self.queue = ReportQueue(parts.state_dir / "server-reports.sqlite")
         self.contexts: dict[str, dict] = {}
         self.scope_problems: dict[str, list[str]] = {}
         self.connected = False
@@ -237,7 +166,9 @@ class ServerLink:
         self._down_since: int | None = None
         self._wake = asyncio.Event()
         self.long_poll_s = LONG_POLL_S
-        self.delivery = DeliveryMarks(agent.outbox)
+        self.delivery = DeliveryMarks(parts.outbox)
+        # The build-file guard re-applies a machine's start interlock when its clearance changes (set by the agent).
+        self.on_clearance_change: Callable[[str], Awaitable[None]] | None = None
 
     # -- what others ask ---------------------------------------------------------------------
     def lookup(self, machine_id: str, job_id: str) -> JobApprovals | None:
@@ -266,7 +197,7 @@ class ServerLink:
     def on_event(self, event: Event) -> None:
         """Queue what the server must know about an event (called from any thread)."""
         if event.kind in ("identity", "identity_changed"):
-            conn = self.agent.connectors.get(event.machine_id)
+            conn = self.parts.connectors.get(event.machine_id)
             ident = dict(getattr(conn, "identity", {}) or {})
             # Manufacturer and serial number identify the machine (mandatory in OPC 40001-1); the rest is
             # optional there, so a machine without e.g. HardwareRevision still reports its software revision.
@@ -274,7 +205,7 @@ class ServerLink:
                 self.queue.put("identity", event.machine_id, {f: ident.get(f) or None for f in IDENTITY_FIELDS})
         elif event.kind == "excursion" and event.severity == "alarm":
             f = event.fields
-            a = self.agent.assignments.active_at(event.machine_id, event.ts_ns)
+            a = self.parts.assignments.active_at(event.machine_id, event.ts_ns)
             self.queue.put("excursion", event.machine_id, {
                 "job_id": _server_job_id(a.job if a else None), "signal": str(f.get("signal")),
                 "value": float(f.get("value", 0.0)), "limit": float(f.get("limit", 0.0)),
@@ -303,7 +234,7 @@ class ServerLink:
         """Talk to the server until cancelled; never raises for an unreachable server."""
         self._loop = asyncio.get_running_loop()
         watchers = [asyncio.create_task(self._watch_context(m.id), name=f"context {m.id}")
-                    for m in self.agent.machines]
+                    for m in self.parts.machines]
         try:
             while True:
                 try:
@@ -357,7 +288,7 @@ class ServerLink:
             now = time.time_ns()
             # A lasting condition: an outage that began before a restart of the agent ends here too, with its
             # true start.
-            self.agent.pipeline.close_condition(SERVER_LINK, lambda since: Event(
+            self.parts.pipeline.close_condition(SERVER_LINK, lambda since: Event(
                 "", "server_restored", f"server {self.url} reachable again after {(now - since) / 1e9:.1f} s", now,
                 "info", {"down_since_ns": since, "down_s": round((now - since) / 1e9, 3)}))
             self.connected, self._down_since, self.last_error = True, None, None
@@ -366,7 +297,7 @@ class ServerLink:
         self.last_error = f"{type(e).__name__}: {e}"
         if self.connected or self._down_since is None:
             self._down_since = time.time_ns()
-            self.agent.pipeline.open_condition(SERVER_LINK, Event(
+            self.parts.pipeline.open_condition(SERVER_LINK, Event(
                 "", "server_unreachable", f"server {self.url}: {self.last_error}", self._down_since, "warning", {}))
             log.warning("server %s not reachable: %s", self.url, self.last_error)
         self.connected = False
@@ -386,7 +317,7 @@ class ServerLink:
                 # 4xx: the server will never take this report (e.g. identity serial mismatch, 409);
                 # it is recorded on the server side and here, and must not block the ones behind it.
                 log.error("server refused %s report for %s: %s %s", kind, machine_id, r.status_code, r.text[:500])
-                self.agent.pipeline.event(Event(machine_id, "server_refused_report",
+                self.parts.pipeline.event(Event(machine_id, "server_refused_report",
                                                 f"server refused the {kind} report: {r.text[:300]}",
                                                 time.time_ns(), "alarm", {"status": r.status_code}))
                 self.queue.done(report_id)
@@ -403,17 +334,17 @@ class ServerLink:
             self._reconcile(machine_id)
 
     async def _heartbeat(self) -> None:
-        status = {"machines": self.live_status(), "outbox_lines": self.agent.outbox.stats().lines,
+        status = {"machines": self.live_status(), "outbox_lines": self.parts.outbox.stats().lines,
                   "reports_waiting": self.queue.count(), "delivered_until_ns": self.delivery.until()}
         await self._call("POST", "/agents/heartbeat", json={"agent_version": "amtrace-edge 0.1", "status": status})
 
     def live_status(self) -> dict:
         """Each machine's live state in the shape the server's dashboard reads."""
         out = {}
-        for m in self.agent.machines:
-            conn = self.agent.connectors.get(m.id)
-            live = self.agent.live.machines[m.id]
-            a = self.agent.assignments.current(m.id)
+        for m in self.parts.machines:
+            conn = self.parts.connectors.get(m.id)
+            live = self.parts.live.machines[m.id]
+            a = self.parts.assignments.current(m.id)
             connected = bool(conn and conn.state.connected)
             state = live.machine_state.lower() if live.machine_state else None
             if not connected:
@@ -428,7 +359,7 @@ class ServerLink:
                          "layers_total": live.layers_total,
                          "software_revision": (getattr(conn, "identity", {}) or {}).get("software_revision"),
                          "machine_state": live.machine_state,
-                         "alerts": self.agent.live.alerts_of(m.id), "updated_ns": live.updated_ns or time.time_ns()}
+                         "alerts": self.parts.live.alerts_of(m.id), "updated_ns": live.updated_ns or time.time_ns()}
         return out
 
     def _apply_context(self, machine_id: str, ctx: dict) -> None:
@@ -440,13 +371,13 @@ class ServerLink:
             # identity report (before, the start stayed blocked until the machine reconnected).
             self._note_scopes(machine_id, ctx)
         booked_at = time.time_ns()
-        booked = apply_server_job(self.agent.assignments, machine_id, ctx)
-        stretches = retag_stretches(self.agent.assignments, machine_id, ctx.get("recent_cycles") or [])
+        booked = apply_server_job(self.parts.assignments, machine_id, ctx)
+        stretches = retag_stretches(self.parts.assignments, machine_id, ctx.get("recent_cycles") or [])
         if booked is not None and booked.start_ns < booked_at:
             # Booked from its recorded start: what the agent stored since then went out without these tags.
             stretches.append((booked.job, list(booked.devices), booked.start_ns, booked_at))
         for job, devices, start, end in stretches:
-            self.agent.retagger.request(machine_id, job, devices, start, end)
+            self.parts.retagger.request(machine_id, job, devices, start, end)
         if before is None or self.clearance_key(before) != self.clearance_key(ctx):
             self._reconcile(machine_id)
 
@@ -457,9 +388,8 @@ class ServerLink:
                 tuple(ctx.get("blocking_reasons") or ()))
 
     def _reconcile(self, machine_id: str) -> None:
-        guard = getattr(self.agent, "build_file_guard", None)
-        if guard is not None:
-            asyncio.get_running_loop().create_task(guard.reconcile(machine_id))
+        if self.on_clearance_change is not None:
+            asyncio.get_running_loop().create_task(self.on_clearance_change(machine_id))
 
     async def close(self) -> None:
         """Close the HTTP client and the queue."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from edge.readings import Event
-from edge.serverlink import LiveState
+from edge.live import LiveState
 
 
 def _live() -> LiveState:
