@@ -19,6 +19,7 @@ from edge.config import MachineConfig, SignalConfig
 from edge.lineprotocol import check_timestamp, render_fields, render_line, series_key
 from edge.outbox import Outbox
 from edge.readings import Event, Ingest, OutboxFull, Reading, Value
+from edge.values import coerce
 
 log = logging.getLogger("amtrace.pipeline")
 
@@ -45,35 +46,6 @@ class PipelineStats:
     backpressure_refusals: int = 0
     last_error: str | None = None
     per_machine_readings: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-
-def _coerce(signal: SignalConfig, value: Value) -> Value:
-    """Bring a protocol value to the signal's declared type, or raise ValueError saying why."""
-    t = signal.type
-    if t == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"expected a number, got {type(value).__name__} {value!r}")
-        v = float(value)
-        if not math.isfinite(v):
-            raise ValueError(f"{v} is not a measurement")
-        return v
-    if t == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"expected an integer, got {type(value).__name__} {value!r}")
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise ValueError(f"expected an integer, got {value!r}")
-            value = int(value)
-        return value
-    if t == "bool":
-        if not isinstance(value, bool):
-            raise ValueError(f"expected true/false, got {type(value).__name__} {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"expected text, got {type(value).__name__} {value!r}")
-    if "\n" in value or "\r" in value:
-        raise ValueError("text with a line break cannot be stored in line protocol")
-    return value
 
 
 class Pipeline:
@@ -308,7 +280,7 @@ class Pipeline:
         if r.value is None:
             return
         try:
-            value = _coerce(sig, r.value)
+            value = coerce(sig.type, r.value)
         except ValueError as e:
             self.stats.rejected_values += 1
             fields[f"{sig.field}_status"] = f"rejected: {e}"[:200]

@@ -64,7 +64,7 @@ def test_bad_status_is_recorded_as_such_never_as_a_value(pipe):
 
 def test_wrong_type_is_refused_with_a_status_not_written_as_a_value(pipe):
     pipe.submit([Ingest("lpbf-t", [Reading("layer", 2.5, 10)], received_ns=11)])
-    assert _lines(pipe) == ['lpbf,machine=lpbf-t layer_status="rejected: expected an integer, got 2.5" 10']
+    assert _lines(pipe) == ['lpbf,machine=lpbf-t layer_status="rejected: expected an integer, got number 2.5" 10']
     assert pipe.stats.rejected_values == 1
 
 

@@ -18,11 +18,12 @@ from paho.mqtt.client import topic_matches_sub
 
 from edge.config import ConfigError, MachineConfig, SignalConfig
 from edge.readings import Ingest, Reading
+from edge.values import INT64, coerce, describe
 
 _TOP_LEVEL = ("ts", "seq", "values")
 _TS_MIN_NS = 946_684_800 * 10**9  # 2000-01-01T00:00:00Z: earlier is no machine clock we trust
 _TS_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the end of RFC 3339
-_INT64 = 2**63
+_INT64 = INT64  # the bound of edge.values, used by the fast path below too
 _FLOAT_MAX_INT = 2**1023  # below float max: float() of an integer this size never overflows
 _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
@@ -179,24 +180,7 @@ def signal_map(machine: MachineConfig) -> SignalMap:
 
 
 def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean {'true' if value else 'false'}"
-    if isinstance(value, int):
-        return f"integer {value}" if abs(value) < 10**18 else f"integer of {len(str(abs(value)))} digits"
-    if isinstance(value, float):
-        return f"number {value!r}"
-    if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return f"string {shown!r}"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, _NonFinite):
-        return value.literal
-    return type(value).__name__
+    return value.literal if isinstance(value, _NonFinite) else describe(value)
 
 
 def _format_ts(ns: int) -> str:
@@ -262,36 +246,10 @@ def _reading(signal: SignalConfig, value: Any, path: str, ts_ns: int | None) -> 
     if value is None:
         # null = the machine says it has no value (sensor failure); a visible bad-quality point.
         return Reading(signal.name, None, ts_ns, quality="bad", status="null in payload")
-    kind = signal.type
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise MalformedPayload(f"{path}: expected a number, got {_describe(value)}")
-        try:
-            return Reading(signal.name, float(value), ts_ns)
-        except OverflowError:
-            raise MalformedPayload(f"{path}: {_describe(value)} is too large for a measurement") from None
-    if kind == "int":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # 12.0 from a PLC that writes every number as a double
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise MalformedPayload(f"{path}: expected an integer, got {_describe(value)}")
-        if not -_INT64 <= value < _INT64:
-            raise MalformedPayload(f"{path}: {_describe(value)} does not fit in 64 bits")
-        return Reading(signal.name, value, ts_ns)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise MalformedPayload(f"{path}: expected true or false, got {_describe(value)}")
-        return Reading(signal.name, value, ts_ns)
-    if not isinstance(value, str):
-        raise MalformedPayload(f"{path}: expected a string, got {_describe(value)}")
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise MalformedPayload(f"{path}: string holds an unpaired surrogate \\u{ord(value[e.start]):04x}") from None
-    if "\n" in value or "\r" in value:
-        # InfluxDB line protocol cannot carry a line break in a value: stored, it would be refused for ever.
-        raise MalformedPayload(f"{path}: string holds a line break, which the time-series database cannot store")
-    return Reading(signal.name, value, ts_ns)
+        return Reading(signal.name, coerce(signal.type, value), ts_ns)
+    except ValueError as e:
+        raise MalformedPayload(f"{path}: {e}") from None
 
 
 def _walk(obj: dict, tree: dict, prefix: str, machine_id: str, ts_ns: int | None, out: list[Reading]) -> None:

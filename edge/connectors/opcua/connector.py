@@ -33,6 +33,7 @@ from edge.connectors.base import Backoff, Connector, ConnectorError
 from edge.connectors.opcua.addressing import AddressError, resolve
 from edge.connectors.opcua.config import OpcUaConfig
 from edge.readings import Event, Ingest, OutboxFull, Reading, ReadingSink
+from edge.values import coerce, describe
 
 log = logging.getLogger(__name__)
 
@@ -755,7 +756,7 @@ class OpcUaConnector(Connector):
             value = _coerce(raw, sig.type)
         except (TypeError, ValueError):
             self.stats.bad_quality += 1
-            return Reading(sig.name, None, ts, "bad", f"BadTypeMismatch: {type(raw).__name__} {raw!r} is not {sig.type}")
+            return Reading(sig.name, None, ts, "bad", f"BadTypeMismatch: {describe(raw)} is not {sig.type}")
         return Reading(sig.name, value, ts, quality, status)
 
     # --- identity -----------------------------------------------------------------------
@@ -977,23 +978,17 @@ class OpcUaConnector(Connector):
 
 
 def _coerce(raw: Any, type_: str):
+    """OPC UA's own types first (text, time, a Boolean read as a number, a number as a Boolean, numbers in text
+    nodes as text), then the one rule every connector follows (edge.values.coerce)."""
     if isinstance(raw, ua.LocalizedText):
         raw = raw.Text
-    if type_ == "float":
-        if isinstance(raw, bool):
-            return 1.0 if raw else 0.0
-        return float(raw)
-    if type_ == "int":
-        if isinstance(raw, float) and not raw.is_integer():
-            raise ValueError("not an integer")
-        return int(raw)
-    if type_ == "bool":
-        if isinstance(raw, (bool, int)):
-            return bool(raw)
-        raise ValueError("not a boolean")
-    if isinstance(raw, datetime):
-        return raw.isoformat()
-    return str(raw)
+    if type_ == "float" and isinstance(raw, bool):
+        raw = 1.0 if raw else 0.0
+    elif type_ == "bool" and isinstance(raw, int):
+        raw = bool(raw)
+    elif type_ == "str" and not isinstance(raw, str):
+        raw = raw.isoformat() if isinstance(raw, datetime) else str(raw)
+    return coerce(type_, raw)
 
 
 def _text(v: Any) -> str:
