@@ -298,7 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the amtrace-server console script."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    import sqlalchemy.exc
+
+    try:
+        return args.func(args)
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as e:
+        if "no such table" not in str(e.orig) and "does not exist" not in str(e.orig):
+            raise
+        # Pointed at a database amtrace never created (a wrong AMTRACE_DATABASE_URL): say so, not a traceback.
+        print(f"amtrace-server: the database {_redact(_settings().database_url)} has no amtrace records "
+              f"({str(e.orig).splitlines()[0]}): check AMTRACE_DATABASE_URL, or create it with "
+              f"`amtrace-server migrate`", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

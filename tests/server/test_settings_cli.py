@@ -72,3 +72,14 @@ def test_cli_refuses_production_with_default_secrets(monkeypatch):
     with pytest.raises(SystemExit) as e:
         main(["audit", "verify"])
     assert "settings refused" in str(e.value)
+
+
+def test_a_cli_pointed_at_a_database_amtrace_never_created_says_so(tmp_path, monkeypatch, capsys):
+    """A wrong AMTRACE_DATABASE_URL answered `audit verify` with a SQLAlchemy traceback."""
+    from server.cli import main
+
+    monkeypatch.setenv("AMTRACE_DATABASE_URL", f"sqlite:///{tmp_path}/not-amtrace.db")
+    assert main(["audit", "verify"]) == 2
+    err = capsys.readouterr().err
+    assert "has no amtrace records (no such table: audit_entries)" in err and "amtrace-server migrate" in err
+    assert "Traceback" not in err
