@@ -14,6 +14,7 @@ from pathlib import Path
 from edge.assignments import AssignmentBook
 from edge.config import AgentConfig, ConfigError, MachineConfig, load_machines
 from edge.connectors.base import Connector
+from edge.connectors.plugin import ConnectorContext
 from edge.connectors.registry import connector_class
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
@@ -85,11 +86,9 @@ class EdgeAgent:
 
     def build_connector(self, machine: MachineConfig) -> Connector:
         """Instantiate the registered connector for a machine."""
-        cls = connector_class(machine.connection.type)
-        kwargs = {"agent_id": self.cfg.id}
-        if machine.connection.type == "mqtt":
-            kwargs["group_commit_ms"] = self.cfg.outbox.group_commit_ms
-        return cls(machine, self.sink, **kwargs)
+        context = ConnectorContext(agent_id=self.cfg.id, state_dir=self.state_dir,
+                                   group_commit_ms=self.cfg.outbox.group_commit_ms)
+        return connector_class(machine.connection.type).from_context(machine, self.sink, context)
 
     async def start(self) -> None:
         """Start writer, connectors and HTTP endpoint; returns once they run."""

@@ -159,7 +159,7 @@ class BuildFileGuard:
         """A persistent MQTT session on the machine's broker for its build-file topic."""
         import base64
 
-        import paho.mqtt.client as mqtt
+        from edge.connectors.mqtt.client import connect_kwargs, make_client
 
         conn = machine.connection
         incoming = self.parts.state_dir / "build-files" / machine.id
@@ -196,27 +196,13 @@ class BuildFileGuard:
                 self.sink.quarantine(source="buildfile", origin=msg.topic, raw=bytes(msg.payload[:65536]),
                                            reason=f"build-file message refused: {e}", machine_id=machine.id)
 
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"amtrace-{self.parts.agent_id}-{machine.id}-buildfiles",
-                             protocol=mqtt.MQTTv5 if conn.protocol == "5" else mqtt.MQTTv311,
-                             clean_session=None if conn.protocol == "5" else False)
-        if conn.username:
-            client.username_pw_set(conn.username, os.environ.get(conn.password_env or "", None))
-        if conn.tls is not None:
-            import ssl
-
-            client.tls_set(ca_certs=conn.tls.ca_file, certfile=conn.tls.cert_file, keyfile=conn.tls.key_file,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        # The connector's client setup (TLS, credentials, persistent session); paho reconnects this side
+        # channel within the project's backoff bounds, and the session keeps what arrives meanwhile.
+        client = make_client(conn, f"amtrace-{self.parts.agent_id}-{machine.id}-buildfiles", machine_id=machine.id,
+                             reconnect=True)
         client.on_message = on_message
         client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(machine.build_files.mqtt_topic, qos=1)
-        if conn.protocol == "5":
-            from paho.mqtt.properties import Properties
-            from paho.mqtt.packettypes import PacketTypes
-
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = conn.session_expiry_s
-            client.connect_async(conn.host, conn.port, keepalive=conn.keepalive_s, clean_start=False, properties=props)
-        else:
-            client.connect_async(conn.host, conn.port, keepalive=conn.keepalive_s)
+        client.connect_async(**connect_kwargs(conn))
         client.loop_start()
         log.info("machine %s: build files announced on MQTT topic %s", machine.id, machine.build_files.mqtt_topic)
         return client

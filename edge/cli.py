@@ -191,9 +191,33 @@ def cmd_quarantine(args) -> int:
 def cmd_assign(args) -> int:
     """Put a job with its device codes on a machine (local assignment through the agent)."""
     cfg = _load_agent_config(args.config)
-    a = _api(cfg, "PUT", f"/machines/{args.machine}/assignment", {"job": args.job, "devices": args.device, "source": "cli"})
+    body = {"job": args.job, "devices": args.device, "source": "cli"}
+    if args.since:
+        try:
+            body["start_ns"] = _since_ns(args.since)
+        except ValueError as e:
+            print(f"amtrace-edge assign: --since: {e}", file=sys.stderr)
+            return 2
+    a = _api(cfg, "PUT", f"/machines/{args.machine}/assignment", body)
     print(f"machine {a['machine']}: job {a['job']} with {len(a['devices'])} device(s): {', '.join(a['devices'])}")
     return 0
+
+
+def _since_ns(text: str) -> int:
+    """'-30m', '-2h', '-90s' (before now) or an ISO 8601 time with offset, in Unix ns."""
+    import re
+    from datetime import datetime
+
+    m = re.fullmatch(r"-(\d+(?:\.\d+)?)([smh])", text.strip())
+    if m:
+        return time.time_ns() - int(float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)] * 1e9)
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"'{text}' is neither -<n>s/m/h nor an ISO 8601 time") from None
+    if dt.tzinfo is None:
+        raise ValueError(f"'{text}' has no UTC offset (write e.g. 2026-12-04T09:30:00+01:00)")
+    return int(dt.timestamp() * 1e6) * 1000
 
 
 def cmd_release(args) -> int:
@@ -206,16 +230,26 @@ def cmd_release(args) -> int:
 
 def cmd_simulate(args) -> int:
     """Run simulated machines."""
-    module = importlib.import_module(f"edge.simulators.{args.protocol}")
-    return module.run(args)
+    from edge.connectors.registry import plugin
+
+    return importlib.import_module(plugin(args.protocol).simulator).run(args)
+
+
+def cmd_protocols(args) -> int:
+    """List the protocols this agent speaks (the plugin registry)."""
+    from edge.connectors.registry import PLUGINS
+
+    for p in PLUGINS.values():
+        print(f"{p.type:<8} {p.summary}" + (f"\n{'':<8} simulator: amtrace-edge simulate {p.type}" if p.simulator else ""))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     p = argparse.ArgumentParser(
         prog="amtrace-edge",
-        description="amtrace edge agent: machine data (MQTT, OPC UA) into InfluxDB under each device's code, "
-                    "with nothing lost; build-file checks; simulated machines.",
+        description="amtrace edge agent: machine data (MQTT, OPC UA, Modbus TCP, cycle-log files) into InfluxDB "
+                    "under each device's code, with nothing lost; build-file checks; simulated machines.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -248,19 +282,27 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("machine", help="machine id")
     a.add_argument("--job", required=True, help="job id")
     a.add_argument("--device", action="append", required=True, help="device code (repeat for each device)")
+    a.add_argument("--since", help="when the load went in, if earlier than now: -30m, -2h or an ISO 8601 time "
+                                    "with offset (data a machine logs after the fact lands under these codes)")
     a.set_defaults(func=cmd_assign)
 
     rl = with_config(sub.add_parser("release", help="end the job on a machine"))
     rl.add_argument("machine", help="machine id")
     rl.set_defaults(func=cmd_release)
 
-    sim = sub.add_parser("simulate", help="run simulated machines (mqtt publishers or opcua servers)")
+    sub.add_parser("protocols", help="list the machine protocols (connector plugins) this agent speaks"
+                   ).set_defaults(func=cmd_protocols)
+
+    from edge.connectors.registry import PLUGINS
+
+    sim = sub.add_parser("simulate", help=f"run simulated machines ({', '.join(p.type for p in PLUGINS.values() if p.simulator)})")
     simsub = sim.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
-    for proto, text in (("mqtt", "MQTT machines: furnace, washer, steam sterilizer, SLA printer"),
-                        ("opcua", "OPC UA machines: LPBF printer, heat-treatment furnace")):
-        sp = simsub.add_parser(proto, help=text)
+    for plugin in PLUGINS.values():
+        if not plugin.simulator:
+            continue
+        sp = simsub.add_parser(plugin.type, help=plugin.summary)
         try:
-            importlib.import_module(f"edge.simulators.{proto}").add_arguments(sp)
+            importlib.import_module(plugin.simulator).add_arguments(sp)
         except ModuleNotFoundError:
             sp.description = "not available in this build"
         sp.set_defaults(func=cmd_simulate)

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edge.connectors.mqtt.config import MqttConfig, MqttSource
-from edge.connectors.opcua.config import OpcUaConfig, OpcUaSource
+from edge.connectors.registry import PLUGINS
 
 
 class ConfigError(ValueError):
@@ -68,20 +67,11 @@ class Limits(BaseModel):
         return None
 
 
-def _source_kind(value) -> str | None:
-    if isinstance(value, dict):
-        return "opcua" if ("node_id" in value or "browse_path" in value) else "mqtt"
-    if isinstance(value, OpcUaSource):
-        return "opcua"
-    if isinstance(value, MqttSource):
-        return "mqtt"
-    return None
-
-
-SignalSource = Annotated[
-    Union[Annotated[MqttSource, Tag("mqtt")], Annotated[OpcUaSource, Tag("opcua")]],
-    Discriminator(_source_kind),
-]
+# The protocols' models, joined from the registry: a machine file names its protocol in connection.type and each
+# source carries the same tag (written by the machine model when the file leaves it out), so a mistake is
+# reported against the right protocol's fields.
+SignalSource = Annotated[Union[tuple(p.source for p in PLUGINS.values())], Field(discriminator="type")]
+ConnectionConfig = Annotated[Union[tuple(p.config for p in PLUGINS.values())], Field(discriminator="type")]
 
 
 class SignalConfig(BaseModel):
@@ -92,7 +82,7 @@ class SignalConfig(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Signal name, unique within the machine")
     description: str | None = Field(default=None, description="What the signal is, in words")
     source: SignalSource = Field(
-        description="MQTT: {path, topic?}; OPC UA: {node_id | browse_path, sampling_interval_ms?, queue_size?, deadband?}"
+        description="Where the value comes from, in the connection's protocol (see each connector's README)"
     )
     measurement: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="InfluxDB measurement")
     field: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="InfluxDB field")
@@ -110,9 +100,6 @@ class SignalConfig(BaseModel):
         if self.limits is not None and self.type not in ("float", "int"):
             raise ValueError(f"limits are only allowed on numeric signals, not on type '{self.type}'")
         return self
-
-
-ConnectionConfig = Annotated[Union[MqttConfig, OpcUaConfig], Field(discriminator="type")]
 
 
 class BuildVolume(BaseModel):
@@ -151,7 +138,8 @@ class MachineConfig(BaseModel):
     model: str = Field(description="Model as on the nameplate")
     serial: str = Field(description="Serial number as on the nameplate")
     site: str | None = Field(default=None, description="Site and room where the machine is installed")
-    connection: ConnectionConfig = Field(description="Protocol and connection; 'type' is mqtt or opcua")
+    connection: ConnectionConfig = Field(
+        description=f"Protocol and connection; 'type' is one of {', '.join(PLUGINS)}")
     signals: list[SignalConfig] = Field(min_length=1, description="Signal map")
     build_volume: BuildVolume | None = Field(default=None, description="Build volume (printers)")
     build_files: BuildFileWatch | None = Field(default=None, description="Where build files are detected (printers)")
@@ -160,18 +148,33 @@ class MachineConfig(BaseModel):
         description="Whether a build file with the approved geometry but different bytes may build; off by default",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _tag_sources(cls, data: Any) -> Any:
+        """A source without `type` is in the connection's protocol (the usual file leaves it out)."""
+        if not isinstance(data, dict) or not isinstance(data.get("signals"), list):
+            return data
+        protocol = data.get("connection", {}).get("type") if isinstance(data.get("connection"), dict) else None
+        if isinstance(protocol, str) and protocol not in PLUGINS:
+            # One clear line instead of one "cannot tell the protocol" per signal.
+            raise ValueError(f"connection.type '{protocol}' is not a known protocol (known: {', '.join(PLUGINS)})")
+        if protocol is None:
+            return data  # the connection's own error says what is wrong
+        signals = [{**s, "source": {"type": protocol, **s["source"]}}
+                   if isinstance(s, dict) and isinstance(s.get("source"), dict) else s for s in data["signals"]]
+        return {**data, "signals": signals}
+
     @model_validator(mode="after")
     def _consistent(self) -> "MachineConfig":
         seen: set[str] = set()
         targets: dict[tuple[str, str], str] = {}
-        want = type(self.connection).__name__.replace("Config", "Source")
         for s in self.signals:
             if s.name in seen:
                 raise ValueError(f"signal name '{s.name}' is used twice")
             seen.add(s.name)
-            if type(s.source).__name__ != want:
+            if s.source.type != self.connection.type:
                 raise ValueError(
-                    f"signal '{s.name}' has a {_source_kind(s.source)} source but the connection type is "
+                    f"signal '{s.name}' has a {s.source.type} source but the connection type is "
                     f"'{self.connection.type}'"
                 )
             key = (s.measurement, s.field)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from edge.config import MachineConfig
+    from edge.connectors.plugin import ConnectorContext
     from edge.readings import ReadingSink
 
 
@@ -59,6 +60,11 @@ class Connector(ABC):
         self.machine = machine
         self.sink = sink
         self.state = ConnectionState()
+
+    @classmethod
+    def from_context(cls, machine: "MachineConfig", sink: "ReadingSink", context: "ConnectorContext") -> "Connector":
+        """The connector as the agent makes it; a protocol that uses more of the context overrides this."""
+        return cls(machine, sink, agent_id=context.agent_id)
 
     @abstractmethod
     async def start(self) -> None:

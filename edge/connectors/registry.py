@@ -1,18 +1,27 @@
-"""Connector registry: the YAML `type` names the folder and the class (one line per protocol)."""
+"""The protocol registry: one line per protocol; the machine-file models are built from it (edge/config.py)."""
 
 from __future__ import annotations
 
-import importlib
+from edge.connectors import mqtt, opcua
+from edge.connectors.plugin import ProtocolPlugin
 
-from edge.connectors.base import Connector
+PLUGINS: dict[str, ProtocolPlugin] = {p.type: p for p in (
+    mqtt.PLUGIN,
+    opcua.PLUGIN,
+)}
 
-CONNECTORS: dict[str, str] = {
-    "mqtt": "edge.connectors.mqtt.connector:MqttConnector",
-    "opcua": "edge.connectors.opcua.connector:OpcUaConnector",
-}
+for _plugin in PLUGINS.values():
+    _plugin.check()
 
 
-def connector_class(type_: str) -> type[Connector]:
-    """The Connector class registered for a connection type."""
-    module, _, name = CONNECTORS[type_].partition(":")
-    return getattr(importlib.import_module(module), name)
+def plugin(type_: str) -> ProtocolPlugin:
+    """The plugin registered for a connection type (KeyError naming the known ones if none)."""
+    try:
+        return PLUGINS[type_]
+    except KeyError:
+        raise KeyError(f"no protocol {type_!r}; known: {', '.join(sorted(PLUGINS))}") from None
+
+
+def connector_class(type_: str) -> type:
+    """The Connector class (edge.connectors.base.Connector) registered for a connection type."""
+    return plugin(type_).connector_class()

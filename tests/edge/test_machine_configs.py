@@ -85,8 +85,14 @@ INVALID = [
      "  - signals.4.type: Input should be 'float', 'int', 'bool' or 'str' (got 'double')"),
     ("signal name twice", lambda d: _signal(d, "step").update(name="program"), "washer-01",
      "  - <file>: Value error, signal name 'program' is used twice"),
+    # A source is read in the connection's protocol, so an OPC UA key on an MQTT machine is named as such.
     ("OPC UA source on an MQTT machine", lambda d: _signal(d, "bath_temp_c").update(source={"node_id": "ns=2;s=T"}),
+     "washer-01", "  - signals.4.source.mqtt.node_id: Extra inputs are not permitted (got 'ns=2;s=T')"),
+    ("source says another protocol",
+     lambda d: _signal(d, "bath_temp_c").update(source={"type": "opcua", "node_id": "ns=2;s=T"}),
      "washer-01", "  - <file>: Value error, signal 'bath_temp_c' has a opcua source but the connection type is 'mqtt'"),
+    ("unknown protocol", lambda d: d["connection"].update(type="profinet"), "washer-01",
+     "  - <file>: Value error, connection.type 'profinet' is not a known protocol (known: mqtt, opcua)"),
     ("two signals, one InfluxDB field", lambda d: _signal(d, "ultrasonic_power_w").update(field="bath_temp_c"),
      "washer-01", "  - <file>: Value error, signals 'bath_temp_c' and 'ultrasonic_power_w' both write cleaning.bath_temp_c"),
     ("no signals", lambda d: d.update(signals=[]), "washer-01",
@@ -106,6 +112,19 @@ def test_invalid_machine_file_is_refused_naming_file_and_field(tmp_path, case, c
     message = str(caught.value)
     assert message.startswith(f"{path}: ")
     assert problem in message.splitlines() or message == f"{path}: {problem}"
+
+
+def test_a_typo_in_an_opc_ua_source_is_named_in_opc_ua_terms(tmp_path):
+    """The source is read in the connection's protocol: a misspelt OPC UA key is not reported as a missing MQTT path."""
+    data = yaml.safe_load((MACHINES_DIR / "furnace-02.yaml").read_text())
+    _signal(data, "setpoint")["source"] = {"nodeid": "ns=2;s=T"}
+    path = tmp_path / "furnace-02.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError) as caught:
+        load_machine(path)
+    lines = str(caught.value).splitlines()
+    assert "  - signals.2.source.opcua.nodeid: Extra inputs are not permitted (got 'ns=2;s=T')" in lines
+    assert not any("mqtt" in line for line in lines)
 
 
 def test_not_yaml_is_refused_with_line_and_column(tmp_path):

@@ -61,6 +61,8 @@ class MqttSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    type: Literal["mqtt"] = Field(description="Protocol of the source; taken from connection.type when not written")
+
     path: str = Field(
         pattern=r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$",
         description="Dotted path of the value inside the payload's 'values' object, e.g. 'chamber.o2_ppm'",

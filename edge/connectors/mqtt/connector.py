@@ -15,22 +15,18 @@ import asyncio
 import collections
 import json
 import logging
-import os
 import queue
-import socket
-import ssl
 import threading
 import time
 from dataclasses import dataclass, replace
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.config import MachineConfig
 from edge.connectors.base import Backoff, Connector, ConnectorError
+from edge.connectors.mqtt.client import connect_kwargs, describe_error, make_client
 from edge.connectors.mqtt.payload import MalformedPayload, parse_with_seq, signal_map
 from edge.readings import Event, Ingest, OutboxFull, ReadingSink
 
@@ -129,6 +125,11 @@ class MqttConnector(Connector):
                              "subscriptions": list(self.subscriptions), "session_present": None,
                              "subscribed": False}
 
+    @classmethod
+    def from_context(cls, machine: MachineConfig, sink: ReadingSink, context) -> "MqttConnector":
+        """The agent's connector: its id in the client id, the outbox's group commit for the intake."""
+        return cls(machine, sink, agent_id=context.agent_id, group_commit_ms=context.group_commit_ms)
+
     # ------------------------------------------------------------------ public
     @property
     def stats(self) -> MqttStats:
@@ -191,34 +192,8 @@ class MqttConnector(Connector):
 
     # ------------------------------------------------------------------ connection
     def _make_client(self) -> mqtt.Client:
-        v5 = self.config.protocol == "5"
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else False,  # 3.1.1: persistent session
-            manual_ack=True,
-            reconnect_on_failure=False,  # the supervisor reconnects, with base.Backoff
-        )
+        client = make_client(self.config, self.client_id, machine_id=self.machine.id, manual_ack=True)
         client.enable_logger(log)
-        tls = self.config.tls
-        if tls is not None:
-            try:
-                client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file,
-                               cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            except (OSError, ssl.SSLError) as e:
-                raise ConnectorError(f"machine {self.machine.id}: TLS files cannot be used: {e}") from None
-            if tls.insecure_skip_verify:
-                client.tls_insecure_set(True)
-        if self.config.username:
-            password = None
-            if self.config.password_env:
-                password = os.environ.get(self.config.password_env)
-                if password is None:
-                    raise ConnectorError(
-                        f"machine {self.machine.id}: environment variable {self.config.password_env} "
-                        f"(password of MQTT user {self.config.username}) is not set")
-            client.username_pw_set(self.config.username, password)
         if self.config.command_topic:
             # If the agent vanishes (crash, network), the broker tells the machine: no start unwatched.
             client.will_set(self.config.command_topic, self._command(False, f"agent connection to {self.broker} lost"),
@@ -232,19 +207,11 @@ class MqttConnector(Connector):
     def _supervise(self) -> None:
         client = self._client
         assert client is not None
-        v5 = self.config.protocol == "5"
         while not self._stopping.is_set():
             self._keep_intake_running()
             self._lost.clear()
             try:
-                if v5:
-                    props = Properties(PacketTypes.CONNECT)
-                    props.SessionExpiryInterval = self.config.session_expiry_s
-                    props.ReceiveMaximum = RECEIVE_MAXIMUM
-                    client.connect(self.config.host, self.config.port, self.config.keepalive_s,
-                                   clean_start=False, properties=props)
-                else:
-                    client.connect(self.config.host, self.config.port, self.config.keepalive_s)
+                client.connect(**connect_kwargs(self.config, receive_maximum=RECEIVE_MAXIMUM))
             except (OSError, ValueError) as e:
                 self._connection_failed(self._words(e))
                 self._stopping.wait(self._backoff.next_delay())
@@ -278,20 +245,7 @@ class MqttConnector(Connector):
         self.state.intake_problem = None
 
     def _words(self, e: BaseException) -> str:
-        where = f"broker {self.broker}"
-        if isinstance(e, ssl.SSLCertVerificationError):
-            return f"{where}: TLS certificate not accepted: {e.verify_message}"
-        if isinstance(e, ssl.SSLError):
-            return f"{where}: TLS handshake failed: {e.reason or e}"
-        if isinstance(e, ConnectionRefusedError):
-            return f"{where} is unreachable: connection refused (is the broker running?)"
-        if isinstance(e, (socket.timeout, TimeoutError)):
-            return f"{where} did not answer within {self._client.connect_timeout if self._client else 5:g} s"
-        if isinstance(e, socket.gaierror):
-            return f"{where}: host name {self.config.host} not found ({e.strerror})"
-        if isinstance(e, OSError):
-            return f"{where} is unreachable: {e.strerror or e}"
-        return f"{where}: {e}"
+        return describe_error(e, self.config, timeout_s=self._client.connect_timeout if self._client else 5)
 
     def _connection_failed(self, error: str) -> None:
         now = _now_ns()

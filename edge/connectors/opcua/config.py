@@ -86,6 +86,8 @@ class OpcUaSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    type: Literal["opcua"] = Field(description="Protocol of the source; taken from connection.type when not written")
+
     node_id: str | None = Field(
         default=None, description="Node id; prefer 'nsu=<namespace URI>;s=...' so renumbered namespaces still resolve"
     )
