@@ -63,10 +63,14 @@ def _machine_configs(ports: dict) -> Path:
         conn = data["connection"]
         if conn["type"] == "mqtt":
             conn["host"], conn["port"] = "127.0.0.1", ports["mosquitto"]
-        else:
+        elif conn["type"] == "opcua":
             port = ports.setdefault(f"opcua:{data['id']}", localstack.free_port())
             path = conn["endpoint"].split("/", 3)[3] if conn["endpoint"].count("/") >= 3 else ""
             conn["endpoint"] = f"opc.tcp://127.0.0.1:{port}/{path}"
+        elif conn["type"] == "folder":
+            conn["path"] = str(VAR / "shares" / data["id"])
+        elif conn["type"] == "modbus":
+            conn["host"], conn["port"] = "127.0.0.1", ports.setdefault(f"modbus:{data['id']}", localstack.free_port())
         if data.get("build_files", {}) and data["build_files"].get("folder"):
             folder = VAR / "build-files" / data["id"]
             folder.mkdir(parents=True, exist_ok=True)
@@ -162,6 +166,11 @@ def _up(args) -> int:
         state["pids"][f"sim-{m['id']}"] = _spawn(
             f"sim-{m['id']}", [str(BIN / "amtrace-edge"), "simulate", "opcua", "--machine", m["id"],
                                "--port", str(port), "--job", job_arg])
+    for m in (m for m in machines if m["connection"]["type"] == "modbus"):
+        step(f"starting the simulated Modbus TCP machine {m['id']}")
+        state["pids"][f"sim-{m['id']}"] = _spawn(
+            f"sim-{m['id']}", [str(BIN / "amtrace-edge"), "simulate", "modbus", "--machine", m["id"],
+                               "--machines-dir", str(machines_dir), "--port", str(m["connection"]["port"])])
     state["pids"]["sim-mqtt"] = _spawn(
         "sim-mqtt", [str(BIN / "amtrace-edge"), "simulate", "mqtt", "--port", str(mosq.port),
                      "--machines-dir", str(machines_dir), "--rate", "2"])
@@ -193,6 +202,15 @@ def _up(args) -> int:
             subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), machine,
                             "--job", job, *sum((["--device", d] for d in devices), [])], check=True, cwd=ROOT,
                            stdout=subprocess.DEVNULL)
+    for m in (m for m in machines if m["connection"]["type"] == "folder"):
+        # The washer logs each program when it ends, so the load went in before the first log's samples.
+        subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), m["id"], "--job",
+                        f"WASH-DEMO-{m['id']}", "--since", "-2h", *sum((["--device", d] for d in devices), [])],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        step(f"{m['id']} drops a CSV cycle log into {m['connection']['path']} every 2 minutes")
+        state["pids"][f"sim-{m['id']}"] = _spawn(
+            f"sim-{m['id']}", [str(BIN / "amtrace-edge"), "simulate", "folder", "--machine", m["id"],
+                               "--machines-dir", str(machines_dir), "--every", "120"])
     if "sla-01" in known:
         subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), "sla-01",
                         "--job", "SLA-DEMO-1", "--device", "AMT-GUIDE-0001"], check=True, cwd=ROOT,

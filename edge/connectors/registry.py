@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from edge.connectors import mqtt, opcua
+from edge.connectors import modbus, mqtt, opcua
 from edge.connectors.plugin import ProtocolPlugin
 
 PLUGINS: dict[str, ProtocolPlugin] = {p.type: p for p in (
     mqtt.PLUGIN,
     opcua.PLUGIN,
+    modbus.PLUGIN,
 )}
 
 for _plugin in PLUGINS.values():
