@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from edge.connectors import modbus, mqtt, opcua
+from edge.connectors import folder, modbus, mqtt, opcua
 from edge.connectors.plugin import ProtocolPlugin
 
 PLUGINS: dict[str, ProtocolPlugin] = {p.type: p for p in (
     mqtt.PLUGIN,
     opcua.PLUGIN,
     modbus.PLUGIN,
+    folder.PLUGIN,
 )}
 
 for _plugin in PLUGINS.values():

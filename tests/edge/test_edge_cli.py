@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -107,3 +108,16 @@ def test_agent_refuses_to_start_on_an_invalid_machine_file(tmp_path, influxdb):
     assert done.returncode == 2
     assert "refusing to start" in done.stderr and "broken-1.yaml" in done.stderr
     assert "signals.0.limits: Value error, alarm_high must not be below warn_high" in done.stderr
+
+
+def test_assign_since_takes_a_relative_or_an_offset_time_and_refuses_a_naive_one():
+    """A load booked late (a washer's log arrives after the program) starts when it went in, not now."""
+    from edge.cli import _since_ns
+
+    now = time.time_ns()
+    assert abs(_since_ns("-30m") - (now - 1800 * 10**9)) < 5 * 10**9
+    assert _since_ns("2026-12-04T09:30:00+01:00") == 1_796_373_000 * 10**9
+    with pytest.raises(ValueError, match="no UTC offset"):
+        _since_ns("2026-12-04T09:30:00")
+    with pytest.raises(ValueError, match="neither"):
+        _since_ns("yesterday")

@@ -92,7 +92,7 @@ INVALID = [
      lambda d: _signal(d, "bath_temp_c").update(source={"type": "opcua", "node_id": "ns=2;s=T"}),
      "washer-01", "  - <file>: Value error, signal 'bath_temp_c' has a opcua source but the connection type is 'mqtt'"),
     ("unknown protocol", lambda d: d["connection"].update(type="profinet"), "washer-01",
-     "  - <file>: Value error, connection.type 'profinet' is not a known protocol (known: mqtt, opcua, modbus)"),
+     "  - <file>: Value error, connection.type 'profinet' is not a known protocol (known: mqtt, opcua, modbus, folder)"),
     ("two signals, one InfluxDB field", lambda d: _signal(d, "ultrasonic_power_w").update(field="bath_temp_c"),
      "washer-01", "  - <file>: Value error, signals 'bath_temp_c' and 'ultrasonic_power_w' both write cleaning.bath_temp_c"),
     ("no signals", lambda d: d.update(signals=[]), "washer-01",
