@@ -282,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("machine", help="machine id")
     a.add_argument("--job", required=True, help="job id")
     a.add_argument("--device", action="append", required=True, help="device code (repeat for each device)")
-    a.add_argument("--since", help="when the load went in, if earlier than now: -30m, -2h or an ISO 8601 time "
-                                    "with offset (data a machine logs after the fact lands under these codes)")
+    a.add_argument("--since", help="when the load went in, if earlier than now: --since=-30m, --since=-2h or an "
+                                    "ISO 8601 time with offset (data a machine logs after the fact lands under "
+                                    "these codes)")
     a.set_defaults(func=cmd_assign)
 
     rl = with_config(sub.add_parser("release", help="end the job on a machine"))

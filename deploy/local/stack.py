@@ -205,7 +205,7 @@ def _up(args) -> int:
     for m in (m for m in machines if m["connection"]["type"] == "folder"):
         # The washer logs each program when it ends, so the load went in before the first log's samples.
         subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), m["id"], "--job",
-                        f"WASH-DEMO-{m['id']}", "--since", "-2h", *sum((["--device", d] for d in devices), [])],
+                        f"WASH-DEMO-{m['id']}", "--since=-2h", *sum((["--device", d] for d in devices), [])],
                        check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         step(f"{m['id']} drops a CSV cycle log into {m['connection']['path']} every 2 minutes")
         state["pids"][f"sim-{m['id']}"] = _spawn(
