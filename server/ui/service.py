@@ -83,20 +83,24 @@ NOT_CHECKED = VerdictReason(code="build_file_not_checked",
 def preview_verdict(session: Session, *, actor: Principal, job: Job) -> Verdict:
     """Ask the release gate what it would decide now, without recording or releasing anything."""
     sha = _verdict_sha(_latest_checks(session, job))
-    # The gate's own rules run inside a savepoint that is rolled back: the operator sees exactly what the
-    # gate would say, and only a start request leaves a decision (and a release) in the records.
-    savepoint = session.begin_nested()
-    try:
-        decision = gate.decide(session, actor=actor, machine_id=job.machine_id, job_id=job.id,
-                               build_file_sha256=sha or "0" * 64,
-                               operator_id=actor.id if actor.role == "operator" else None)
-        reasons = [VerdictReason(**r) for r in decision.reasons
-                   if not (sha is None and r["code"] == "build_file_not_approved")]
-        if actor.role != "operator":
-            # A manager looking at the kiosk is not the operator; the operator check applies at start.
-            reasons = [r for r in reasons if r.code not in ("operator_unknown", "operator_not_authorised")]
-    finally:
-        savepoint.rollback()
+    operator_id = actor.id if actor.role == "operator" else None
+    # The gate's own checks on the gate's own snapshot, read only: the operator sees what the gate would say,
+    # and only a start request leaves a decision (and a release) in the records.
+    found = gate.preview(session, machine_id=job.machine_id, job_id=job.id, build_file_sha256=sha or "0" * 64,
+                         operator_id=operator_id, operator_asks=operator_id is not None)
+    if found is None:
+        # An expiry has to be recorded before the gate can say what follows from it (the scopes move): decide
+        # inside a savepoint and roll it back.
+        savepoint = session.begin_nested()
+        try:
+            found = gate.decide(session, actor=actor, machine_id=job.machine_id, job_id=job.id,
+                                build_file_sha256=sha or "0" * 64, operator_id=operator_id).reasons
+        finally:
+            savepoint.rollback()
+    reasons = [VerdictReason(**r) for r in found if not (sha is None and r["code"] == "build_file_not_approved")]
+    if actor.role != "operator":
+        # A manager looking at the kiosk is not the operator; the operator check applies at start.
+        reasons = [r for r in reasons if r.code not in ("operator_unknown", "operator_not_authorised")]
     if sha is None:
         reasons.append(NOT_CHECKED)
     return Verdict(cleared=not reasons, reasons=reasons, build_file_sha256=sha)

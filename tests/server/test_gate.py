@@ -324,3 +324,14 @@ def test_an_agent_may_name_only_an_operator_identified_at_the_kiosk_for_this_job
     # Only the operator themself says they are there; nobody identifies on their behalf.
     plant.call("POST", f"/kiosk/jobs/{ctx['job']['id']}/presence", "production_manager", 403)
     plant.call("POST", f"/kiosk/jobs/{ctx['job']['id']}/presence", ctx["machine"]["agent"], 403)
+
+
+def test_a_job_that_does_not_exist_is_the_one_reason_whoever_is_named(plant):
+    """Machine and job come first: with no job, neither the operator nor their presence is judged."""
+    ctx = plant.ready()
+    body = {"machine_id": ctx["machine"]["id"], "job_id": 999_999, "build_file_sha256": ctx["sha"],
+            "operator_id": plant.uid("operator")}
+    d = plant.call("POST", "/gate/decisions", ctx["machine"]["agent"], json=body)
+    assert d["allowed"] is False and [r["code"] for r in d["reasons"]] == ["job_unknown"]
+    d = plant.call("POST", "/gate/decisions", ctx["machine"]["agent"], json={**body, "operator_id": None})
+    assert [r["code"] for r in d["reasons"]] == ["job_unknown"]
