@@ -20,6 +20,19 @@ COMMAND_MODULES = [
 
 DEFAULT_CONFIG = "configs/agent.yaml"
 
+# Import name -> distribution, for the edge extra (tests/test_packaging.py keeps the two lists in step). Only
+# check-config and protocols work without them (they read configuration files).
+EDGE_LIBRARIES = {"paho": "paho-mqtt", "asyncua": "asyncua", "pymodbus": "pymodbus",
+                  "influxdb_client": "influxdb-client", "prometheus_client": "prometheus-client", "numpy": "numpy",
+                  "stl": "numpy-stl", "trimesh": "trimesh", "defusedxml": "defusedxml", "cryptography": "cryptography"}
+
+
+def missing_libraries() -> list[str]:
+    """Distributions of the edge extra that are not installed."""
+    import importlib.util
+
+    return [dist for module, dist in EDGE_LIBRARIES.items() if importlib.util.find_spec(module) is None]
+
 
 def _load_agent_config(path: str):
     from edge.config import ConfigError, load_agent
@@ -305,14 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             importlib.import_module(plugin.simulator).add_arguments(sp)
         except ModuleNotFoundError:
-            sp.description = "not available in this build"
+            sp.description = "not available in this install (pip install 'amtrace[edge]')"
         sp.set_defaults(func=cmd_simulate)
 
     for module in COMMAND_MODULES:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != module:
+            # Absent from this build, or its library is not installed (main says which extra to install).
+            if e.name != module and (e.name or "").split(".")[0] not in EDGE_LIBRARIES:
                 raise
             continue
         mod.register(sub)
@@ -322,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the amtrace-edge console script."""
     args = build_parser().parse_args(argv)
+    lacking = [] if args.func in (cmd_check_config, cmd_protocols) else missing_libraries()
+    if lacking:
+        print(f"amtrace-edge: this install lacks the edge's libraries ({', '.join(lacking)}); install them with: "
+              f"pip install 'amtrace[edge]'", file=sys.stderr)
+        return 3
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
