@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -79,3 +81,56 @@ class Connector(ABC):
 
         Raises ConnectorError when the machine offers no interlock or the write was not confirmed."""
         raise ConnectorError(f"machine {self.machine.id} offers no start interlock over {self.type}")
+
+
+class TaskConnector(Connector):
+    """A connector that is one asyncio task (a polling protocol, a watched folder): start, stop, a sleep that
+    stop interrupts, and the record's calls made off the event loop."""
+
+    def __init__(self, machine: "MachineConfig", sink: "ReadingSink"):
+        super().__init__(machine, sink)
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Start the task (after prepare(), e.g. reading saved state); returns at once."""
+        if self._task is not None:
+            return
+        await self.prepare()
+        self._stopping.clear()
+        self._task = asyncio.create_task(self.run(), name=f"{self.type}-{self.machine.id}")
+
+    async def stop(self) -> None:
+        """Ask the task to end and wait for it; what it took in is stored already."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        await self._task
+        self._task = None
+
+    async def prepare(self) -> None:
+        """Before the task starts (default: nothing)."""
+
+    @abstractmethod
+    async def run(self) -> None:
+        """The connector's work until self.stopping is set."""
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stop() was asked."""
+        return self._stopping.is_set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait, or less if stop() is asked."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def durably(self, store, *args) -> None:
+        """Call a sink method (event, condition) off the event loop; a failure is logged, the work goes on."""
+        try:
+            await asyncio.to_thread(store, *args)
+        except Exception:  # noqa: BLE001 - the record of one event must not stop the connector
+            logging.getLogger(f"amtrace.{self.type}").exception(
+                "%s: could not record %s", self.machine.id, getattr(args[-1], "kind", "an event"))

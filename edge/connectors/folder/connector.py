@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.config import MachineConfig
-from edge.connectors.base import Connector, ConnectorError
+from edge.connectors.base import ConnectorError, TaskConnector
 from edge.connectors.folder.config import FolderConfig
 from edge.connectors.folder.parse import LogError, parse
 from edge.readings import Event, Ingest, OutboxFull, ReadingSink
@@ -38,7 +38,7 @@ class FolderStats:
     samples_stored: int = 0
 
 
-class FolderConnector(Connector):
+class FolderConnector(TaskConnector):
     """Watches one machine's cycle-log folder and stores every complete log once."""
 
     type = "folder"
@@ -57,39 +57,23 @@ class FolderConnector(Connector):
         self._pending: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, unchanged since)
         self._link_key = f"folder_link:{machine.id}"
         self._backpressure_key = f"backpressure:{machine.id}"
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task | None = None
         self.state.detail = {"folder": str(self.folder), "format": self.config.format}
 
-    async def start(self) -> None:
-        """Start watching the folder (returns at once)."""
-        if self._task is not None:
-            return
+    async def prepare(self) -> None:
+        """Read which logs the outbox holds already (by content hash)."""
         saved = await asyncio.to_thread(self.sink.saved_state, self._prefix)
         self._stored = {k[len(self._prefix):] for k in saved}
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name=f"folder-{self.machine.id}")
 
-    async def stop(self) -> None:
-        """Stop watching; a file half processed is taken again at the next start (exactly once)."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        await self._task
-        self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
+    async def run(self) -> None:
+        """Look at the folder every poll_interval_s until stopped; a failed look is logged, not fatal."""
+        while not self.stopping:
             try:
                 await self._scan()
             except OSError as e:
                 await self._unreachable(f"folder {self.folder} cannot be read: {e.strerror or e}")
             except Exception:  # noqa: BLE001 - one bad scan must not end the watching
                 log.exception("%s: scanning %s failed", self.machine.id, self.folder)
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self.config.poll_interval_s)
-            except asyncio.TimeoutError:
-                pass
+            await self.sleep(self.config.poll_interval_s)
 
     async def _scan(self) -> None:
         names = await asyncio.to_thread(self._listing)
@@ -104,7 +88,7 @@ class FolderConnector(Connector):
                 continue
             if await self._take(self.folder / name, size):
                 self._pending.pop(name, None)
-            if self._stopping.is_set():
+            if self.stopping:
                 return
         listed = {n for n, _, _ in names}
         for gone in [n for n in self._pending if n not in listed]:
@@ -189,20 +173,20 @@ class FolderConnector(Connector):
 
     async def _full(self, name: str) -> None:
         # Opened once (the sink stores nothing when the condition is open already); the file waits upstream.
-        await self._durably(self.sink.open_condition, self._backpressure_key, Event(
+        await self.durably(self.sink.open_condition, self._backpressure_key, Event(
             self.machine.id, "backpressure", f"the outbox is full: cycle log {name} waits in the folder",
             time.time_ns(), "warning"))
 
     async def _drained(self) -> None:
         now = time.time_ns()
-        await self._durably(self.sink.close_condition, self._backpressure_key, lambda since: Event(
+        await self.durably(self.sink.close_condition, self._backpressure_key, lambda since: Event(
             self.machine.id, "backpressure_cleared", "the outbox takes data again; waiting cycle logs are stored",
             now, "info", {"since_ns": since}))
 
     async def _unreachable(self, reason: str) -> None:
         if self.state.connected or self.state.last_error is None:
             log.warning("%s: %s", self.machine.id, reason)
-            await self._durably(self.sink.open_condition, self._link_key, Event(
+            await self.durably(self.sink.open_condition, self._link_key, Event(
                 self.machine.id, "connection_lost", reason, time.time_ns(), "warning", {"folder": str(self.folder)}))
         self.state.connected = False
         self.state.last_error = reason
@@ -212,19 +196,13 @@ class FolderConnector(Connector):
             return
         now = time.time_ns()
         self.state.connected, self.state.since_ns, self.state.last_error = True, now, None
-        await self._durably(self.sink.close_condition, self._link_key, lambda since: Event(
+        await self.durably(self.sink.close_condition, self._link_key, lambda since: Event(
             self.machine.id, "connection_restored", f"folder {self.folder} readable again after "
             f"{(now - since) / 1e9:.1f} s; logs written meanwhile are taken now", now, "info",
             {"folder": str(self.folder), "down_since_ns": since}))
 
     async def _record(self, event: Event) -> None:
-        await self._durably(self.sink.event, event)
-
-    async def _durably(self, store, *args) -> None:
-        try:
-            await asyncio.to_thread(store, *args)
-        except Exception:  # noqa: BLE001 - the record of one event must not stop the watching
-            log.exception("%s: could not record %s", self.machine.id, getattr(args[-1], "kind", "an event"))
+        await self.durably(self.sink.event, event)
 
 
 def _head(path: Path) -> bytes:

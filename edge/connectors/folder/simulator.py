@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from edge.config import ConfigError, MachineConfig, load_machine
+from edge.config import ConfigError, MachineConfig
+from edge.connectors.simulate import add_machine_arguments, machine_to_simulate
 
 # (phase, seconds, chamber temperature target °C)
 PROGRAM = [("Vorspülen", 120, 25.0), ("Reinigen", 300, 55.0), ("Neutralisieren", 120, 40.0),
@@ -85,8 +86,7 @@ def write_log(machine: MachineConfig, folder: Path, end_ns: int, *, pause_s: flo
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `amtrace-edge simulate folder`."""
-    p.add_argument("--machine", required=True, help="machine id (a file with connection type folder)")
-    p.add_argument("--machines-dir", default="configs/machines", help="folder of machine files")
+    add_machine_arguments(p, "folder")
     p.add_argument("--every", type=float, default=60.0, help="seconds between two cycle logs")
     p.add_argument("--count", type=int, default=0, help="stop after this many logs (0 = run until interrupted)")
 
@@ -94,12 +94,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write cycle logs until interrupted."""
     try:
-        machine = load_machine(f"{args.machines_dir}/{args.machine}.yaml")
+        machine = machine_to_simulate(args, "folder")
     except ConfigError as e:
         print(e, file=sys.stderr)
-        return 2
-    if machine.connection.type != "folder":
-        print(f"machine {machine.id}: connection type is {machine.connection.type}, not folder", file=sys.stderr)
         return 2
     folder = Path(machine.connection.path)
     folder.mkdir(parents=True, exist_ok=True)

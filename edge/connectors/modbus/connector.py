@@ -16,7 +16,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from edge.config import MachineConfig, SignalConfig
-from edge.connectors.base import Backoff, Connector, ConnectorError
+from edge.connectors.base import Backoff, ConnectorError, TaskConnector
 from edge.connectors.modbus.config import ModbusConfig, ModbusSource
 from edge.readings import Event, Ingest, OutboxFull, Reading, ReadingSink
 from edge.values import coerce
@@ -92,7 +92,7 @@ def physical(signal: SignalConfig, raw) -> float | int | bool:
     return coerce(signal.type, value)
 
 
-class ModbusConnector(Connector):
+class ModbusConnector(TaskConnector):
     """Polls one machine's registers into the sink; every missed poll is a gap in the record."""
 
     type = "modbus"
@@ -111,8 +111,6 @@ class ModbusConnector(Connector):
         self.blocks = plan_reads(machine.signals, max_registers=self.config.max_block_registers,
                                  max_gap=self.config.max_block_gap)
         self.stats = ModbusStats()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task | None = None
         self._client: AsyncModbusTcpClient | None = None
         self._link_key = f"modbus_link:{machine.id}"
         self._backpressure_key = f"backpressure:{machine.id}"
@@ -124,31 +122,20 @@ class ModbusConnector(Connector):
         self.state.detail = {"endpoint": self.endpoint, "unit_id": self.config.unit_id,
                              "poll_interval_ms": self.config.poll_interval_ms, "requests_per_poll": len(self.blocks)}
 
-    async def start(self) -> None:
-        """Start polling in the background (connecting with backoff); return at once."""
-        if self._task is not None:
-            return
+    async def prepare(self) -> None:
+        """Read what the outbox kept from before: the last poll stored."""
         saved = await asyncio.to_thread(self.sink.saved_state, self._alive_key)
         if saved.get(self._alive_key):
             self._last_good_ns = int(saved[self._alive_key])
             self._restarted = True
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name=f"modbus-{self.machine.id}")
-
-    async def stop(self) -> None:
-        """Stop polling and close the connection (every poll taken is stored already)."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        await self._task
-        self._task = None
 
     # ------------------------------------------------------------------ loop
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Connect, poll on a fixed schedule, and after a loss reconnect with the shared backoff, until stopped."""
         backoff = Backoff()
         interval = self.config.poll_interval_ms / 1000
         failing = False
-        while not self._stopping.is_set():
+        while not self.stopping:
             client = AsyncModbusTcpClient(self.config.host, port=self.config.port, timeout=self.config.timeout_s,
                                           retries=0, reconnect_delay=0)
             self._client = client
@@ -160,7 +147,7 @@ class ModbusConnector(Connector):
                 backoff.reset()
                 failing = False
                 next_tick = time.monotonic()
-                while not self._stopping.is_set():
+                while not self.stopping:
                     taken_ns = time.time_ns()
                     readings = await self._poll(client)
                     await self._store(readings, taken_ns)
@@ -173,7 +160,7 @@ class ModbusConnector(Connector):
                         await self._gap(taken_ns, time.time_ns(), f"{missed} poll(s) missed: the poll took "
                                         f"{late + interval:.1f} s for an interval of {interval:g} s")
                         next_tick = time.monotonic()
-                    await self._sleep(max(0.0, next_tick - time.monotonic()))
+                    await self.sleep(max(0.0, next_tick - time.monotonic()))
             except (ModbusException, ConnectionError, OSError, asyncio.TimeoutError) as e:
                 self.stats.failed_polls += 1
                 if not failing:
@@ -182,14 +169,8 @@ class ModbusConnector(Connector):
             finally:
                 client.close()
                 self._client = None
-            await self._sleep(backoff.next_delay())
+            await self.sleep(backoff.next_delay())
         self.state.connected = False
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
 
     async def _poll(self, client: AsyncModbusTcpClient) -> list[Reading]:
         readings: list[Reading] = []
@@ -224,7 +205,7 @@ class ModbusConnector(Connector):
             self.stats.dropped_polls += 1
             if self._refused_since is None:
                 self._refused_since = taken_ns
-                await self._durably(self.sink.open_condition, self._backpressure_key, Event(
+                await self.durably(self.sink.open_condition, self._backpressure_key, Event(
                     self.machine.id, "backpressure", "the outbox is full: Modbus polls are dropped until it drains",
                     taken_ns, "alarm"))
             return
@@ -232,7 +213,7 @@ class ModbusConnector(Connector):
         self.stats.values += len(readings)
         if self._refused_since is not None:
             start, self._refused_since = self._refused_since, None
-            await self._durably(self.sink.close_condition, self._backpressure_key, lambda since: Event(
+            await self.durably(self.sink.close_condition, self._backpressure_key, lambda since: Event(
                 self.machine.id, "backpressure_cleared", "the outbox takes data again", taken_ns, "info",
                 {"since_ns": since}))
             await self._gap(start, taken_ns, "the outbox was full (back-pressure)")
@@ -256,7 +237,7 @@ class ModbusConnector(Connector):
             return Event(self.machine.id, "connection_restored",
                          f"Modbus connection to {self.endpoint} restored after {(now - since) / 1e9:.1f} s", now,
                          "info", {"endpoint": self.endpoint, "down_since_ns": since})
-        await self._durably(self.sink.close_condition, self._link_key, restored)
+        await self.durably(self.sink.close_condition, self._link_key, restored)
         if self._last_good_ns is not None and now - self._last_good_ns > 2 * self.config.poll_interval_ms * 1e6:
             cause = "the agent was not running" if self._restarted and down_since is None else \
                 f"no connection to {self.endpoint}"
@@ -268,14 +249,14 @@ class ModbusConnector(Connector):
         self.state.connected = False
         self.state.last_error = reason
         log.warning("%s: %s", self.machine.id, reason)
-        await self._durably(self.sink.open_condition, self._link_key, Event(
+        await self.durably(self.sink.open_condition, self._link_key, Event(
             self.machine.id, "connection_lost", f"Modbus connection lost: {reason}", now, "warning",
             {"cause": reason, "endpoint": self.endpoint}))
 
     async def _gap(self, start: int, end: int, cause: str) -> None:
         """Record polls that did not happen: Modbus keeps no history, so nothing of them is recovered."""
         self.stats.gaps += 1
-        await self._durably(self.sink.event, Event(
+        await self.durably(self.sink.event, Event(
             self.machine.id, "gap", f"no data from {self.machine.id} for {(end - start) / 1e9:.1f} s: {cause}; "
             f"recovery none: Modbus keeps no history", end, "warning",
             {"start_ns": start, "end_ns": end, "cause": cause, "recovery": "none"}))
@@ -286,7 +267,7 @@ class ModbusConnector(Connector):
             return
         self._reported_exceptions.add(key)
         names = ", ".join(s.name for s in block.signals)
-        await self._durably(self.sink.event, Event(
+        await self.durably(self.sink.event, Event(
             self.machine.id, "read_error", f"{block.table} registers {block.start}..{block.start + block.count - 1} "
             f"({names}): {status}", time.time_ns(), "alarm",
             {"table": block.table, "start": block.start, "count": block.count, "exception_code": code}))
@@ -297,9 +278,3 @@ class ModbusConnector(Connector):
         text = str(e) or type(e).__name__
         return text if self.endpoint in text else f"Modbus server {self.endpoint}: {text}"
 
-    async def _durably(self, store, *args) -> None:
-        """Store an event or condition off the event loop; a failure is logged, polling goes on."""
-        try:
-            await asyncio.to_thread(store, *args)
-        except Exception:  # noqa: BLE001 - the record of one event must not stop the polling
-            log.exception("%s: could not record %s", self.machine.id, getattr(args[-1], "kind", "an event"))

@@ -17,7 +17,8 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from edge.config import ConfigError, MachineConfig, load_machine
+from edge.config import ConfigError, MachineConfig
+from edge.connectors.simulate import add_machine_arguments, machine_to_simulate
 from edge.connectors.modbus.config import ModbusSource
 
 _FUNC = {"holding": 16, "input": 4}
@@ -109,8 +110,7 @@ class ModbusMachineSimulator:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `amtrace-edge simulate modbus`."""
-    p.add_argument("--machine", required=True, help="machine id (a file with connection type modbus)")
-    p.add_argument("--machines-dir", default="configs/machines", help="folder of machine files")
+    add_machine_arguments(p, "modbus")
     p.add_argument("--host", default="127.0.0.1", help="listen address (loopback)")
     p.add_argument("--port", type=int, default=None, help="listen port (default: the machine file's)")
 
@@ -118,12 +118,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve the machine's registers until interrupted."""
     try:
-        machine = load_machine(f"{args.machines_dir}/{args.machine}.yaml")
+        machine = machine_to_simulate(args, "modbus")
     except ConfigError as e:
         print(e, file=sys.stderr)
-        return 2
-    if machine.connection.type != "modbus":
-        print(f"machine {machine.id}: connection type is {machine.connection.type}, not modbus", file=sys.stderr)
         return 2
 
     async def serve() -> None:
