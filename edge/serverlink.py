@@ -23,10 +23,13 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
 
 import httpx
 
+from pydantic import ValidationError
+
 from edge.assignments import Assignment, AssignmentBook, AssignmentRequest
+from edge.contract import (AgentContext, BuildFileCheckIn, CycleWindow, ExcursionIn, HeartbeatIn, IdentityIn,
+                           IdentityOut, JobApprovals, ScopeBrief)
 from edge.live import LiveState
 from edge.readings import Event, Ingest
-from edge.validation.approvals import JobApprovals
 
 if TYPE_CHECKING:
     from edge.parts import AgentParts
@@ -159,7 +162,7 @@ class ServerLink:
         self.client = httpx.AsyncClient(base_url=self.url + API, timeout=5.0,
                                         headers={"Authorization": f"Bearer {token}"})
         self.queue = ReportQueue(parts.state_dir / "server-reports.sqlite")
-        self.contexts: dict[str, dict] = {}
+        self.contexts: dict[str, AgentContext] = {}
         self.scope_problems: dict[str, list[str]] = {}
         self.connected = False
         self.last_error: str | None = None
@@ -174,9 +177,9 @@ class ServerLink:
     def lookup(self, machine_id: str, job_id: str) -> JobApprovals | None:
         """Approved files of the job on the machine, from the last context the server sent."""
         ctx = self.contexts.get(machine_id)
-        if not ctx or ctx.get("job_id") != job_id or not ctx.get("approvals"):
+        if ctx is None or ctx.job_id != job_id:
             return None
-        return JobApprovals.model_validate(ctx["approvals"])
+        return ctx.approvals
 
     def clearance(self, machine_id: str) -> Clearance:
         """Whether the server lets the machine start now."""
@@ -184,14 +187,14 @@ class ServerLink:
         ctx = self.contexts.get(machine_id)
         if ctx is None:
             reasons.append("the server has not been reached yet: start stays blocked")
-        elif ctx.get("job_id") is None:
+        elif ctx.job_id is None:
             reasons.append("the server has no open job on this machine")
-        elif ctx.get("job_state") != "released":
-            reasons.append(f"job {ctx['job_id']} is not released by the release gate (state {ctx.get('job_state')})")
-        for nc in (ctx or {}).get("open_nonconformities", []):
-            reasons.append(f"open nonconformity {nc['id']} ({nc['kind'].replace('_', ' ')}) must be dispositioned first")
-        if ctx is not None and ctx.get("job_id") is not None:
-            reasons.extend(ctx.get("blocking_reasons") or [])
+        elif ctx.job_state != "released":
+            reasons.append(f"job {ctx.job_id} is not released by the release gate (state {ctx.job_state})")
+        for nc in ctx.open_nonconformities if ctx is not None else []:
+            reasons.append(f"open nonconformity {nc.id} ({nc.kind.replace('_', ' ')}) must be dispositioned first")
+        if ctx is not None and ctx.job_id is not None:
+            reasons.extend(ctx.blocking_reasons)
         return Clearance(not reasons, reasons)
 
     def on_event(self, event: Event) -> None:
@@ -202,15 +205,23 @@ class ServerLink:
             # Manufacturer and serial number identify the machine (mandatory in OPC 40001-1); the rest is
             # optional there, so a machine without e.g. HardwareRevision still reports its software revision.
             if all(ident.get(f) for f in REQUIRED_IDENTITY):
-                self.queue.put("identity", event.machine_id, {f: ident.get(f) or None for f in IDENTITY_FIELDS})
+                try:
+                    body = IdentityIn(**{f: ident.get(f) or None for f in IDENTITY_FIELDS})
+                except ValidationError as e:
+                    # Refused here as the server would refuse it (a field too long): said once, not retried.
+                    self.parts.pipeline.event(Event(event.machine_id, "server_refused_report",
+                                                    f"the machine's identity cannot be reported: {e.errors()[0]['msg']} "
+                                                    f"({'.'.join(map(str, e.errors()[0]['loc']))})",
+                                                    time.time_ns(), "alarm", {}))
+                    return
+                self.queue.put("identity", event.machine_id, body.model_dump(mode="json"))
         elif event.kind == "excursion" and event.severity == "alarm":
             f = event.fields
             a = self.parts.assignments.active_at(event.machine_id, event.ts_ns)
-            self.queue.put("excursion", event.machine_id, {
-                "job_id": _server_job_id(a.job if a else None), "signal": str(f.get("signal")),
-                "value": float(f.get("value", 0.0)), "limit": float(f.get("limit", 0.0)),
-                "unit": str(f.get("unit", "")), "description": event.message,
-                "device_codes": list(a.devices) if a else []})
+            self.queue.put("excursion", event.machine_id, ExcursionIn(
+                job_id=_server_job_id(a.job if a else None), signal=str(f.get("signal")),
+                value=float(f.get("value", 0.0)), limit=float(f.get("limit", 0.0)), unit=str(f.get("unit", "")),
+                description=event.message[:2000], device_codes=list(a.devices) if a else []).model_dump(mode="json"))
         else:
             return
         self._poke()
@@ -220,8 +231,9 @@ class ServerLink:
         """Queue a build-file check result for the server (a failed one opens a nonconformity there)."""
         if sha256 is None:
             return
-        self.queue.put("build_file_check", machine_id, {"job_id": _server_job_id(job), "file_name": file_name,
-                                                        "sha256": sha256, "passed": passed, "detail": detail[:2000]})
+        self.queue.put("build_file_check", machine_id, BuildFileCheckIn(
+            job_id=_server_job_id(job), file_name=file_name, sha256=sha256, passed=passed,
+            detail=detail[:2000]).model_dump(mode="json"))
         self._poke()
 
     def _poke(self) -> None:
@@ -268,7 +280,14 @@ class ServerLink:
                     log.error("server refused the context of %s: %s %s", machine_id, r.status_code, r.text[:300])
                     await asyncio.sleep(self.interval_s)
                     continue
-                self._apply_context(machine_id, r.json())
+                try:
+                    ctx = AgentContext.model_validate_json(r.content)
+                except ValidationError as e:
+                    # A server of another version, or a broken proxy: not a context to act on; the start stays
+                    # as it is and the link says why.
+                    raise ServerRefused(f"the context of {machine_id} is not what this agent reads: "
+                                        f"{e.errors()[0]['msg']} at {'.'.join(map(str, e.errors()[0]['loc']))}")
+                self._apply_context(machine_id, ctx)
                 etag = r.headers.get("ETag")
                 if etag is None:
                     # A server without the long poll: ask again after the interval, as a poll.
@@ -324,11 +343,15 @@ class ServerLink:
                 continue
             self.queue.done(report_id)
             if kind == "identity":
-                self._note_scopes(machine_id, r.json())
+                try:
+                    self._note_scopes(machine_id, IdentityOut.model_validate_json(r.content).scopes)
+                except ValidationError as e:
+                    log.error("the server's answer to the identity of %s is not what this agent reads: %s",
+                              machine_id, e)
 
-    def _note_scopes(self, machine_id: str, answer: dict) -> None:
-        problems = [f"scope {s.get('id')}: {s.get('state')}" + (f" ({s['state_reason']})" if s.get("state_reason") else "")
-                    for s in answer.get("scopes", []) if s.get("state") != "qualified"]
+    def _note_scopes(self, machine_id: str, scopes: list[ScopeBrief]) -> None:
+        problems = [f"scope {s.id}: {s.state}" + (f" ({s.state_reason})" if s.state_reason else "")
+                    for s in scopes if s.state != "qualified"]
         if problems != self.scope_problems.get(machine_id):
             self.scope_problems[machine_id] = problems
             self._reconcile(machine_id)
@@ -336,7 +359,8 @@ class ServerLink:
     async def _heartbeat(self) -> None:
         status = {"machines": self.live_status(), "outbox_lines": self.parts.outbox.stats().lines,
                   "reports_waiting": self.queue.count(), "delivered_until_ns": self.delivery.until()}
-        await self._call("POST", "/agents/heartbeat", json={"agent_version": "amtrace-edge 0.1", "status": status})
+        await self._call("POST", "/agents/heartbeat",
+                         json=HeartbeatIn(agent_version="amtrace-edge 0.1", status=status).model_dump(mode="json"))
 
     def live_status(self) -> dict:
         """Each machine's live state in the shape the server's dashboard reads."""
@@ -362,17 +386,17 @@ class ServerLink:
                          "alerts": self.parts.live.alerts_of(m.id), "updated_ns": live.updated_ns or time.time_ns()}
         return out
 
-    def _apply_context(self, machine_id: str, ctx: dict) -> None:
+    def _apply_context(self, machine_id: str, ctx: AgentContext) -> None:
         """Turn a context from the server into assignments, re-tag requests and, when it changed, the interlock."""
         before = self.contexts.get(machine_id)
         self.contexts[machine_id] = ctx
-        if "scopes" in ctx:
+        if "scopes" in ctx.model_fields_set:
             # The scopes' states by push: a requalification lets the start go without waiting for the next
             # identity report (before, the start stayed blocked until the machine reconnected).
-            self._note_scopes(machine_id, ctx)
+            self._note_scopes(machine_id, ctx.scopes)
         booked_at = time.time_ns()
         booked = apply_server_job(self.parts.assignments, machine_id, ctx)
-        stretches = retag_stretches(self.parts.assignments, machine_id, ctx.get("recent_cycles") or [])
+        stretches = retag_stretches(self.parts.assignments, machine_id, ctx.recent_cycles)
         if booked is not None and booked.start_ns < booked_at:
             # Booked from its recorded start: what the agent stored since then went out without these tags.
             stretches.append((booked.job, list(booked.devices), booked.start_ns, booked_at))
@@ -382,10 +406,9 @@ class ServerLink:
             self._reconcile(machine_id)
 
     @staticmethod
-    def clearance_key(ctx: dict) -> tuple:
+    def clearance_key(ctx: AgentContext) -> tuple:
         """What in a context decides the clearance (a change re-applies the interlock)."""
-        return (ctx.get("job_id"), ctx.get("job_state"), tuple(n["id"] for n in ctx.get("open_nonconformities", [])),
-                tuple(ctx.get("blocking_reasons") or ()))
+        return (ctx.job_id, ctx.job_state, tuple(n.id for n in ctx.open_nonconformities), tuple(ctx.blocking_reasons))
 
     def _reconcile(self, machine_id: str) -> None:
         if self.on_clearance_change is not None:
@@ -425,17 +448,17 @@ def _server_job_id(job: str | None) -> int | None:
     return int(job) if job is not None and job.isdigit() else None
 
 
-def apply_server_job(book: AssignmentBook, machine_id: str, ctx: dict) -> Assignment | None:
+def apply_server_job(book: AssignmentBook, machine_id: str, ctx: AgentContext) -> Assignment | None:
     """Put the job or cycle the server says runs on the machine into the assignment book, once; the new entry."""
     current = book.current(machine_id)
-    job, devices = ctx.get("job_id"), ctx.get("device_codes") or []
+    job, devices = ctx.job_id, ctx.device_codes
     if job and devices:
         if current is None or current.job != job or list(current.devices) != devices:
             # From the job's own start when the server says it (a cycle that began before this poll),
             # but never inside the latest assignment, running or ended: the timeline is append-only, and
             # a row slipped in before an ended job would never become current (it was appended again
             # on every poll).
-            start = book.earliest_start(machine_id, ctx.get("started_ns"))
+            start = book.earliest_start(machine_id, ctx.started_ns)
             booked = book.assign(machine_id, AssignmentRequest(job=job, devices=devices, source="server",
                                                                start_ns=start))
             log.info("machine %s: job %s from the server with devices %s", machine_id, job, ", ".join(devices))
@@ -443,16 +466,16 @@ def apply_server_job(book: AssignmentBook, machine_id: str, ctx: dict) -> Assign
     elif current is not None and current.source == "server":
         # At the recorded end when the server has it (a cycle's end as typed in), not when we noticed:
         # readings that arrive late, or out of order, are then answered for the right time.
-        ended = next((w["end_ns"] for w in ctx.get("recent_cycles") or []
-                      if w["job_id"] == current.job and w.get("end_ns")), None)
+        ended = next((w.end_ns for w in ctx.recent_cycles if w.job_id == current.job and w.end_ns), None)
         book.release(machine_id, max(ended, current.start_ns + 1) if ended else None)
         log.info("machine %s: job %s closed on the server", machine_id, current.job)
     return None
 
 
-def retag_stretches(book: AssignmentBook, machine_id: str, windows: list[dict]) -> list[tuple[str, list[str], int, int]]:
+def retag_stretches(book: AssignmentBook, machine_id: str,
+                    windows: list[CycleWindow]) -> list[tuple[str, list[str], int, int]]:
     """(job, devices, start, end) of each recorded cycle that began and ended without the agent booking it
     (recorded afterwards, or between two looks at the server): its readings went out without its tags."""
     booked = {a.job for a in book.history(machine_id)}
-    return [(w["job_id"], list(w["device_codes"]), w["start_ns"], w["end_ns"]) for w in windows
-            if w["job_id"] not in booked and w.get("end_ns") is not None]
+    return [(w.job_id, list(w.device_codes), w.start_ns, w.end_ns) for w in windows
+            if w.job_id not in booked and w.end_ns is not None]

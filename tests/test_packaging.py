@@ -74,3 +74,15 @@ def test_the_commands_name_the_missing_extra():
     check = run("import sys; sys.modules['asyncua'] = sys.modules['pymodbus'] = None\n"
                 "from edge.cli import main; raise SystemExit(main(['check-config']))")
     assert check.returncode == 0 and "hip-01.yaml: ok (hip_press, modbus" in check.stdout, check.stderr
+
+
+def test_the_agent_and_the_server_share_one_contract():
+    """The server's agent API serves the models the edge reads (edge/contract.py), and both bound text alike."""
+    from edge import contract
+    from server.agents import schemas
+    from server.limits import TEXT_MAX
+
+    for name in ("AgentContext", "HeartbeatIn", "IdentityIn", "IdentityOut", "BuildFileCheckIn", "ExcursionIn",
+                 "ExcursionOut", "CycleWindow"):
+        assert getattr(schemas, name) is getattr(contract, name), name
+    assert contract.TEXT_MAX == TEXT_MAX

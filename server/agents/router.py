@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from server.agents import service
 from server.agents.schemas import (AgentCreate, AgentIssued, AgentOut, BuildFileCheckIn, BuildFileCheckOut,
-                                   ContextOut, ExcursionIn, ExcursionOut, HeartbeatIn, HeartbeatOut, IdentityIn,
+                                   AgentContext, ExcursionIn, ExcursionOut, HeartbeatIn, HeartbeatOut, IdentityIn,
                                    IdentityOut, RevokeIn)
 from server.auth.deps import Credentials, require, require_later
 from server.db import SessionDep, session_scope
@@ -71,13 +71,13 @@ def identity(machine_id: str, body: IdentityIn, session: SessionDep, actor: Agen
                        build_prep_software=m.build_prep_software, scopes=service.scopes_of(session, machine_id=m.id))
 
 
-@router.get("/machines/{machine_id}/context", response_model=ContextOut)
+@router.get("/machines/{machine_id}/context", response_model=AgentContext)
 async def context(machine_id: str, request: Request, response: Response, asker: AgentLater,
                   wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description=(
                       "Long poll: when the context still matches `known`, wait up to this many seconds "
                       "for it to change before answering"))] = 0,
                   known: Annotated[str | None, Query(max_length=64, description=(
-                      "The ETag of the context the agent holds"))] = None) -> ContextOut:
+                      "The ETag of the context the agent holds"))] = None) -> AgentContext:
     """Current job, device codes on the machine now, approved build files and recent cycles (ETag header).
 
     With wait_s and known, a long poll: answered the moment a commit changes the context, so the agent
@@ -103,7 +103,7 @@ async def context(machine_id: str, request: Request, response: Response, asker: 
             changes.forget(machine_id, waiter)
 
 
-def _context_now(maker, asker: Credentials, machine_id: str) -> ContextOut:
+def _context_now(maker, asker: Credentials, machine_id: str) -> AgentContext:
     with session_scope(maker) as session:
         actor = asker.check(session)
         return service.context(session, actor=actor, machine_id=machine_id)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from server.agents.schemas import ContextOut, CycleWindow
+from server.agents.schemas import AgentContext, CycleWindow
 from server.audit.service import record
 from server.cycles.service import MAX_CYCLE, load_of
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized
@@ -99,7 +99,7 @@ def report_identity(session: Session, *, actor: Principal, machine_id: str, **id
     return machines.report_identity(session, actor=actor, machine_id=machine_id, **identity)
 
 
-def context(session: Session, *, actor: Principal, machine_id: str) -> ContextOut:
+def context(session: Session, *, actor: Principal, machine_id: str) -> AgentContext:
     """What is on the machine now: its job (or, on a furnace, washer or sterilizer, its running cycle),
     the device codes, approved files, open nonconformities and the recent cycles with their recorded times."""
     check_scope(actor, machine_id)
@@ -114,14 +114,14 @@ def context(session: Session, *, actor: Principal, machine_id: str) -> ContextOu
                                                            ProcessCycle.state == "running")
                                 .order_by(ProcessCycle.started_at.desc()).limit(1)).first()
         if cycle is not None:
-            return ContextOut(machine_id=machine_id, job_id=f"cycle-{cycle.id}", job_state="running",
+            return AgentContext(machine_id=machine_id, job_id=f"cycle-{cycle.id}", job_state="running",
                               device_codes=load_of(session, cycle_id=cycle.id), approvals=None,
                               started_ns=unix_ns(cycle.started_at), recent_cycles=recent, scopes=scopes)
-        return ContextOut(machine_id=machine_id, job_id=None, job_state=None, device_codes=[], approvals=None,
+        return AgentContext(machine_id=machine_id, job_id=None, job_state=None, device_codes=[], approvals=None,
                           recent_cycles=recent, scopes=scopes)
     ncs = open_for_job(session, job_id=job.id)
     lot = session.get(MaterialLot, job.material_lot_id)
-    return ContextOut(machine_id=machine_id, job_id=str(job.id), job_state=job.state,
+    return AgentContext(machine_id=machine_id, job_id=str(job.id), job_state=job.state,
                       blocking_reasons=lot_problems(lot, today=utcnow().date()),
                       device_codes=[d.device_code for d in job.devices],
                       approvals=jobs.job_approvals(session, job=job),
@@ -136,7 +136,7 @@ def scopes_of(session: Session, *, machine_id: str) -> list[dict[str, Any]]:
                                      .order_by(QualificationScope.id))]
 
 
-def context_etag(ctx: ContextOut) -> str:
+def context_etag(ctx: AgentContext) -> str:
     """A short digest of a context: the agent sends it back and waits until the context differs."""
     return hashlib.sha256(ctx.model_dump_json().encode()).hexdigest()[:32]
 

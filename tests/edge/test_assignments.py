@@ -49,6 +49,13 @@ def test_request_refuses_empty_devices_and_odd_job_ids():
         AssignmentRequest(job="J 1; drop", devices=["D1"])
 
 
+def _context(**fields):
+    """A context as the server sends it (edge/contract.py), with what the test does not care about empty."""
+    from edge.contract import AgentContext
+
+    return AgentContext.model_validate({"machine_id": "s-1", "job_state": None, "approvals": None, **fields})
+
+
 def test_a_server_cycle_that_started_before_the_last_job_ended_is_booked_once_and_is_current(tmp_path):
     """Issue 12 item 8: the server's cycle began before the previous assignment ended. The book took a row
     before the ended job, which therefore never became current, so every context poll appended it again
@@ -60,7 +67,7 @@ def test_a_server_cycle_that_started_before_the_last_job_ended_is_booked_once_an
     book.release("sterilizer-01", end_ns=5_000)
     with pytest.raises(ValueError, match="before job cycle-1 ended"):
         book.assign("sterilizer-01", AssignmentRequest(job="cycle-2", devices=["D2"], start_ns=4_000))
-    ctx = {"job_id": "cycle-2", "device_codes": ["D2"], "started_ns": 4_000}
+    ctx = _context(job_id="cycle-2", device_codes=["D2"], started_ns=4_000)
     for _ in range(3):  # three polls of the same context
         apply_server_job(book, "sterilizer-01", ctx)
     assert [(a.job, a.start_ns, a.end_ns) for a in book.history("sterilizer-01")] == [
@@ -72,8 +79,8 @@ def test_a_server_cycle_is_released_at_its_recorded_end_not_when_the_agent_notic
     from edge.serverlink import apply_server_job
 
     book = AssignmentBook(tmp_path / "a.sqlite")
-    apply_server_job(book, "s-1", {"job_id": "cycle-4", "device_codes": ["D1"], "started_ns": 1_000})
-    apply_server_job(book, "s-1", {"job_id": None, "device_codes": [], "recent_cycles": [
-        {"job_id": "cycle-4", "device_codes": ["D1"], "start_ns": 1_000, "end_ns": 9_000}]})
+    apply_server_job(book, "s-1", _context(job_id="cycle-4", device_codes=["D1"], started_ns=1_000))
+    apply_server_job(book, "s-1", _context(job_id=None, device_codes=[], recent_cycles=[
+        {"job_id": "cycle-4", "device_codes": ["D1"], "start_ns": 1_000, "end_ns": 9_000}]))
     assert [(a.job, a.start_ns, a.end_ns) for a in book.history("s-1")] == [("cycle-4", 1_000, 9_000)]
     assert book.active_at("s-1", 8_999).job == "cycle-4" and book.active_at("s-1", 9_000) is None

@@ -101,8 +101,10 @@ def test_only_cycles_that_ran_unbooked_are_re_tagged_whole(tmp_path):
     book = AssignmentBook(tmp_path / "book.sqlite")
     book.assign("s-1", AssignmentRequest(job="cycle-1", devices=["D1"], start_ns=100, source="server"))
     book.release("s-1", end_ns=200)
-    windows = [{"job_id": "cycle-3", "device_codes": ["D3"], "start_ns": 500, "end_ns": None},
-               {"job_id": "cycle-2", "device_codes": ["D2", "D4"], "start_ns": 300, "end_ns": 400},
-               {"job_id": "cycle-1", "device_codes": ["D1"], "start_ns": 90, "end_ns": 200}]
+    from edge.contract import CycleWindow
+
+    windows = [CycleWindow(job_id="cycle-3", device_codes=["D3"], start_ns=500, end_ns=None),
+               CycleWindow(job_id="cycle-2", device_codes=["D2", "D4"], start_ns=300, end_ns=400),
+               CycleWindow(job_id="cycle-1", device_codes=["D1"], start_ns=90, end_ns=200)]
     assert retag_stretches(book, "s-1", windows) == [("cycle-2", ["D2", "D4"], 300, 400)]
     book.close()
