@@ -592,7 +592,7 @@ def main() -> int:
                "AMTRACE_ARGON2_TIME_COST": "1", "AMTRACE_ARGON2_MEMORY_KIB": "1024", "AMTRACE_ARGON2_PARALLELISM": "1"}
         from server.app import create_app
         from server.db import migrate
-        from server.history.influx import InfluxQL
+        from server.timeseries.influx import InfluxQL
         from server.settings import Settings
 
         settings = Settings(environment="development", database_url=env["AMTRACE_DATABASE_URL"],

@@ -142,7 +142,7 @@ def cmd_audit_anchor(args: argparse.Namespace) -> int:
 def cmd_dhr_verify(args: argparse.Namespace) -> int:
     """Recompute a released device's seal; exit 1 naming every point changed, added or deleted since release."""
     from server.db import begin_read
-    from server.history.influx import InfluxQL, TimeSeriesUnavailable
+    from server.timeseries.influx import InfluxQL, TimeSeriesUnavailable
     from server.history.seal import verify_device
 
     try:
@@ -200,7 +200,7 @@ def cmd_dhr_summarize(args: argparse.Namespace) -> int:
     from server.db import begin_read
     from server.errors import DomainError
     from server.history import summaries
-    from server.history.influx import InfluxQL
+    from server.timeseries.influx import InfluxQL
     from server.models import BuildSummaryRecord, Device, DeviceSeal
     from server.security import SYSTEM
 

@@ -10,3 +10,6 @@ from server.materials import service as _materials  # noqa: F401 - material_lot 
 from server.nonconformities import service as _nonconformities  # noqa: F401
 from server.qualification import service as _qualification  # noqa: F401
 from server.stages import service as _stages  # noqa: F401
+# Not a rehasher: subscribes to accepted releases, so a release seals its device history record (and is refused
+# if nothing subscribed).
+from server.history import seal as _history_seal  # noqa: F401,E402

@@ -14,7 +14,7 @@ from server.cycles.schemas import (CycleCompleteIn, CycleOut, CycleStartIn, Manu
                                    PasswordIn, RecipeIn, RecipeOut, SignatureOut)
 from server.db import SessionDep
 from server.errors import COMMON_ERRORS, ErrorBody, NotFound
-from server.history.influx import InfluxQL
+from server.timeseries.influx import InfluxQL
 from server.models import CycleLoadItem, CycleRecipe, Device, ManualStep, Nonconformity, ProcessCycle, Signature
 from server.security import Principal
 

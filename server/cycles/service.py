@@ -24,8 +24,8 @@ from server.cycles.evaluation import ResidueResult, Trace, Verdict, evaluate
 from server.cycles.recipes import RecipeParameters, parse_parameters
 from server.cycles.schemas import MeasurementIn, PhotoIn
 from server.errors import Conflict, NotFound
-from server.history.influx import InfluxQL, ident, literal, time_range
-from server.history.service import data_gaps
+from server.timeseries.influx import InfluxQL, ident, literal, time_range
+from server.timeseries.gaps import data_gaps
 from server.images import check_photo
 from server.models import (Agent, AgentMachine, CycleLoadItem, CycleRecipe, Device, Machine, ManualStep,
                            Nonconformity, ProcessCycle, Signature, utcnow)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from server.cycles.processes import process_of
 from server.cycles.service import parameters_of
 from server.history import service
-from server.history.influx import InfluxQL
+from server.timeseries.influx import InfluxQL
 from server.history.schemas import PlotSeries
 from server.models import CycleRecipe, ProcessCycle
 

@@ -7,8 +7,9 @@ from sqlalchemy.orm import Session
 
 from server.cycles.service import cycles_of_device, load_of, steps_of_device
 from server.history import service, summaries
+from server.timeseries.gaps import data_gaps
 from server.history.cycle_plots import cycle_plot
-from server.history.influx import InfluxQL
+from server.timeseries.influx import InfluxQL
 from server.history.schemas import (BuildSummary, DeviceHistoryRecord, DhrBuildFileCheck, DhrCase, DhrCycle,
                                     DhrDesign, DhrDesignFile, DhrDevice, DhrGateDecision, DhrMachine, DhrManualStep,
                                     DhrMaterialLot, DhrNonconformity, DhrProcessMonitoring, DhrSeal, DhrStage,
@@ -88,7 +89,7 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
         if monitoring and c.ended_at:
             gaps = (mon.cycle_gaps or {}).get(c.id)  # stored at release, else read now
             if gaps is None:
-                gaps = service.data_gaps(influx, machine_id=c.machine_id, start=c.started_at, end=c.ended_at)
+                gaps = data_gaps(influx, machine_id=c.machine_id, start=c.started_at, end=c.ended_at)
         cycles.append(DhrCycle(cycle_id=c.id, process=c.process, machine_id=c.machine_id, recipe=recipe.name,
                                recipe_version=recipe.version, cycle_ref=c.cycle_ref,
                                load=load_of(session, cycle_id=c.id), started_at=c.started_at, ended_at=c.ended_at,

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from server.timeseries.gaps import DataGap  # noqa: F401 - part of the history schemas (re-exported)
+
 DHR_SCHEMA_VERSION = "1.0"  # part of the sealed records sections: an addition must not change it
 SOURCE_STORED = "stored at release"
 SOURCE_LIVE = "live"
@@ -70,18 +72,6 @@ class BuildEvent(BaseModel):
     message: str
     value: float | None
     limit: float | None
-
-
-class DataGap(BaseModel):
-    """An outage of a machine's data as its edge agent recorded it, and what of it was recovered."""
-
-    machine_id: str
-    start: datetime
-    end: datetime
-    seconds: float
-    recovery: str = Field(description="As the agent recorded it: full | partial | none")
-    outcome: str = Field(description="What a reader concludes: recovered | partly lost | lost")
-    cause: str
 
 
 class PlotSeries(BaseModel):

@@ -23,9 +23,10 @@ from sqlalchemy.orm import Session
 
 from server.audit.service import record, register_stored_files, settings_of
 from server.errors import Conflict
-from server.history.influx import InfluxQL, TimeSeriesUnavailable, ident, literal, time_range
+from server.timeseries.influx import InfluxQL, TimeSeriesUnavailable, ident, literal, time_range
 from server.models import AuditEntry, Device, DeviceSeal, utcnow
 from server.security import SYSTEM, Principal, canonical_json, content_sha256
+from server.stages import release_hooks
 
 BUCKET_NS = 10 * 1_000_000_000
 TAGS_NOT_HASHED = ()  # every tag and field is part of a point's identity and content
@@ -280,7 +281,7 @@ class SealCheck:
 
 
 def _at(t: int) -> str:
-    from server.history.service import datetime_from_ns
+    from server.timeseries.gaps import datetime_from_ns
     return datetime_from_ns(t).isoformat(timespec="microseconds") + f" ({t} ns)"
 
 
@@ -347,3 +348,17 @@ def _name_changes(session: Session, sealed: dict, now: SeriesDigest) -> list[str
                 continue  # explained by an added or deleted point
             problems.append(f"value changed: {m} field {col} in a point between {_at(lo)} and {_at(hi)}")
     return problems or ["the time series differ from the sealed digest"]
+
+
+def _prepare_release(session: Session, device: Device) -> SeriesRead | TimeSeriesUnavailable:
+    try:
+        return read_series(session, device=device)
+    except TimeSeriesUnavailable as e:
+        return e  # the seal is then deferred, and says why
+
+
+# The record seals itself when a release is accepted: the stages announce, they do not call history.
+release_hooks.subscribe(release_hooks.ReleaseSubscriber(
+    name="device_history_record", prepare=_prepare_release,
+    accepted=lambda session, actor, device, prepared: seal_on_release(session, actor=actor, device=device,
+                                                                      series=prepared)))

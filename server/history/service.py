@@ -10,8 +10,9 @@ from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from server.errors import Conflict, NotFound
-from server.history.influx import InfluxQL, ident, literal, ns, time_range
-from server.history.schemas import (BuildEvent, BuildRow, BuildSummary, DataGap, HistoryPage, PlotSeries,
+from server.timeseries.gaps import EVENTS, data_gaps, datetime_from_ns
+from server.timeseries.influx import InfluxQL, ident, literal, ns, time_range
+from server.history.schemas import (BuildEvent, BuildRow, BuildSummary, HistoryPage, PlotSeries,
                                     SignalSummary)
 from server.models import (Design, DesignIteration, Device, Job, MaterialLot, Nonconformity, StageStep, utcnow)
 
@@ -19,7 +20,6 @@ STATUSES = ("released", "blocked", "nonconforming", "in_production", "delivered"
 SORTS = {"started": Job.created_at, "device_code": Device.device_code, "machine": Job.machine_id}
 NUMERIC = ("float", "int")
 MAX_PLOT_POINTS = 400
-EVENTS = "amtrace_events"
 SIGNAL_MAP = "amtrace_signal_map"
 
 
@@ -233,45 +233,8 @@ def events_of(influx: InfluxQL, *, machine_id: str, device_code: str, start: dat
 
 
 # What a reader should conclude from the recovery the agent recorded; a gap without one (older agents) is lost.
-GAP_OUTCOME = {"full": "recovered", "partial": "partly lost", "none": "lost"}
-# A gap event is stamped at the gap's end: look this far past a window for gaps that began inside it.
-GAP_LOOKAHEAD_NS = 86_400 * 1_000_000_000
-
-
-def data_gaps(influx: InfluxQL, *, machine_id: str, start: datetime, end: datetime) -> list[DataGap]:
-    """Each outage of the machine's data overlapping [start, end], by machine and time (not by device: the
-    event of an outage that began inside a job may be stamped after it), with what was recovered."""
-    (series,) = influx.query(
-        f"SELECT * FROM {EVENTS} WHERE {ident('machine')} = {literal(machine_id)} AND {ident('kind')} = 'gap' "
-        f"AND {time_range(ns(start), ns(end) + GAP_LOOKAHEAD_NS)}")
-    seen: dict[tuple, DataGap] = {}
-    for s in series:
-        for r in s.rows():
-            gap_end = int(r.get("end_ns") or r["time"])
-            gap_start = int(r.get("start_ns") or gap_end)
-            if gap_start > ns(end) or gap_end < ns(start):
-                continue
-            recovery = str(r.get("recovery") or "none")
-            key = (gap_start, gap_end, recovery, r.get("signal"))
-            if key in seen:  # one event point per device of the job: the same gap
-                continue
-            cause = str(r.get("cause") or "")
-            if r.get("signal"):
-                cause = f"{r['signal']}: {cause}"
-            seen[key] = DataGap(machine_id=machine_id, start=datetime_from_ns(gap_start),
-                                end=datetime_from_ns(gap_end), seconds=round((gap_end - gap_start) / 1e9, 3),
-                                recovery=recovery, outcome=GAP_OUTCOME.get(recovery, "lost"), cause=cause)
-    return sorted(seen.values(), key=lambda g: (g.start, g.end))
-
-
 def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def datetime_from_ns(t: int) -> datetime:
-    """UTC datetime of a nanosecond timestamp (microsecond precision)."""
-    from datetime import timezone
-    return datetime.fromtimestamp(t // 1000 / 1e6, tz=timezone.utc)
 
 
 def plot_series(influx: InfluxQL, *, machine_id: str, device_code: str, start: datetime, end: datetime,

@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 from server.audit.service import record, settings_of
 from server.errors import Conflict
 from server.history import service
+from server.timeseries.gaps import data_gaps
 from server.history.cycle_plots import cycle_plot
-from server.history.influx import InfluxQL
+from server.timeseries.influx import InfluxQL
 from server.history.schemas import SOURCE_LIVE, SOURCE_STORED, BuildSummary, DataGap, PlotSeries, StoredSummary
 from server.models import AuditEntry, BuildSummaryRecord, Device, StageStep, utcnow
 from server.security import Principal, canonical_json
@@ -36,7 +37,7 @@ def compute(session: Session, influx: InfluxQL, *, device: Device) -> StoredSumm
     build = service.build_summary(session, influx, device_code=device.device_code, plots=True)
     ended = [c for c in cycles_of_device(session, device_id=device.id) if c.ended_at]
     cycles = {c.id: cycle_plot(session, influx, cycle=c, device_code=device.device_code) for c in ended}
-    gaps = {c.id: service.data_gaps(influx, machine_id=c.machine_id, start=c.started_at, end=c.ended_at)
+    gaps = {c.id: data_gaps(influx, machine_id=c.machine_id, start=c.started_at, end=c.ended_at)
             for c in ended}
     return StoredSummary(build=build, cycle_plots=cycles, cycle_gaps=gaps)
 

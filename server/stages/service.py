@@ -18,7 +18,7 @@ from server.materials.service import lot_problems, status_problems
 from server.models import Case, Device, ImpactAssessment, Job, MaterialLot, Notification, Shipment, StageStep, utcnow
 from server.notifications.service import notify, users_with_roles
 from server.nonconformities.service import blocking, rework_pending, scope_of
-from server.stages import evidence
+from server.stages import evidence, release_hooks
 from server.security import Principal, content_sha256
 from server.db import get_or_not_found
 
@@ -219,13 +219,11 @@ def read_release_series(session: Session, *, actor: Principal, step_id: int, pas
     """Before accepting a release: read the device's time series for its seal, in a read transaction.
 
     A full-rate build takes tens of seconds to read from InfluxDB; in accept()'s write transaction that
-    would hold SQLite's one write lock (and every gate decision) for as long. Returns what
-    history.seal.read_series read, the TimeSeriesUnavailable met, or None when accept() will refuse
-    anyway (not a completed release step, already sealed, wrong password: no point reading).
+    would hold SQLite's one write lock (and every gate decision) for as long. Returns what each release
+    subscriber prepared (release_hooks.prepare), or None when accept() will refuse anyway (not a completed
+    release step, already sealed, wrong password: no point reading).
     """
     from server.db import begin_read, end_read_transaction
-    from server.history import seal
-    from server.history.influx import TimeSeriesUnavailable
     from server.models import DeviceSeal, User
     from server.security import password_matches
 
@@ -241,10 +239,7 @@ def read_release_series(session: Session, *, actor: Principal, step_id: int, pas
         if (user is None or session.scalar(select(DeviceSeal.id).where(DeviceSeal.device_id == device.id))
                 or not password_matches(settings_of(session), user.password_hash, password)):
             return None  # accept() refuses, and records a refused signature, without the wait
-        try:
-            return seal.read_series(session, device=device)
-        except TimeSeriesUnavailable as e:
-            return e
+        return release_hooks.prepare(session, device)
     finally:
         end_read_transaction(session)
         # accept() must see the rows as they are in its own transaction, not as read here.
@@ -255,7 +250,7 @@ def accept(session: Session, *, actor: Principal, step_id: int, judgement: str, 
            series: Any = None) -> StageStep:
     """Accept a completed step: a named second person signs the judgement; an overdue step needs an impact assessment.
 
-    series: for a release, what read_release_series read before this transaction (read here otherwise).
+    series: for a release, what read_release_series prepared before this transaction (prepared here otherwise).
     """
     step = get_step(session, step_id=step_id)
     device = session.get(Device, step.device_id)
@@ -288,9 +283,8 @@ def accept(session: Session, *, actor: Principal, step_id: int, judgement: str, 
         device.state = "delivered"
         delivery.after_acceptance(session, actor=actor, shipment=shipment)
     if step.stage == "release":
-        # Seal the record: digest of the device's time series and records into the audit chain (issue #6).
-        from server.history.seal import seal_on_release
-        seal_on_release(session, actor=actor, device=device, series=series)
+        # Announced to the subscribers: the device history record seals itself (server/history/seal.py).
+        release_hooks.accepted(session, actor=actor, device=device, prepared=series)
     return step
 
 

@@ -135,7 +135,7 @@ def test_device_code_cannot_inject_influxql(plant, made):
     evil = made["code"] + "' OR \"device\" != 'x"
     r = plant.client.get(f"/api/v1/history/devices/{quote(evil)}/build", headers=plant.h("quality_engineer"))
     assert r.status_code == 404 and r.json()["code"] == "device_not_found"
-    from server.history.influx import InfluxQL, literal
+    from server.timeseries.influx import InfluxQL, literal
     client = InfluxQL.from_settings(plant.app.state.settings)
     (series,) = client.query(f"SELECT count(resin_temp_c) FROM print_process WHERE device = {literal(evil)}")
     client.close()

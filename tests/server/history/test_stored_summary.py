@@ -21,7 +21,7 @@ from edge_feed import NS, feed, machine
 from stagekit import STAGES, backdate_job, run_stage, sla_with_resin_excursion
 from server.cli import main as server_cli
 from server.history import service
-from server.history.influx import InfluxQL
+from server.timeseries.influx import InfluxQL
 from server.models import AuditEntry, BuildSummaryRecord, Device
 
 
