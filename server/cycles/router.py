@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from server.auth.deps import ANY_PERSON, require
 from server.cycles import service
+from server.cycles.views import cycle_view, cycle_views, manual_steps_of, step_view
 from server.cycles.schemas import (CycleCompleteIn, CycleOut, CycleStartIn, ManualStepIn, ManualStepOut,
-                                   PasswordIn, RecipeIn, RecipeOut, SignatureOut)
+                                   PasswordIn, RecipeIn, RecipeOut)
 from server.db import SessionDep
-from server.errors import COMMON_ERRORS, ErrorBody, NotFound
+from server.errors import COMMON_ERRORS, ErrorBody
 from server.timeseries.influx import InfluxQL
-from server.models import CycleLoadItem, CycleRecipe, Device, ManualStep, Nonconformity, ProcessCycle, Signature
+from server.models import CycleRecipe
 from server.security import Principal
 
 router = APIRouter(tags=["cycles"], responses={
@@ -34,37 +33,6 @@ def influx_client(request: Request) -> InfluxQL:
 
 
 Influx = Annotated[InfluxQL, Depends(influx_client)]
-
-
-def _sig(session: Session, sig_id: int | None) -> SignatureOut | None:
-    if sig_id is None:
-        return None
-    s = session.get(Signature, sig_id)
-    return SignatureOut(id=s.id, printed_name=s.printed_name, role=s.signer_role, meaning=s.meaning,
-                        signed_at=s.signed_at)
-
-
-def cycle_out(session: Session, c: ProcessCycle) -> CycleOut:
-    """A cycle with its load, verdict and signature."""
-    recipe = session.get(CycleRecipe, c.recipe_id)
-    load = select(CycleLoadItem.device_id).where(CycleLoadItem.cycle_id == c.id)
-    ncs = [n.id for n in session.scalars(select(Nonconformity).where(Nonconformity.kind == "failed_cycle",
-                                                                     Nonconformity.device_id.in_(load)))
-           if n.details.get("cycle_id") == c.id]
-    return CycleOut(id=c.id, machine_id=c.machine_id, process=c.process, recipe_id=recipe.id,
-                    recipe_name=recipe.name, recipe_version=recipe.version, cycle_ref=c.cycle_ref,
-                    device_codes=service.load_of(session, cycle_id=c.id), state=c.state, started_at=c.started_at,
-                    ended_at=c.ended_at, operator_id=c.operator_id, verdict=c.verdict,
-                    criteria=c.evaluation.get("criteria", []), samples=c.evaluation.get("samples"),
-                    signature=_sig(session, c.performed_signature_id), nonconformity_ids=sorted(ncs))
-
-
-def step_out(session: Session, s: ManualStep) -> ManualStepOut:
-    """A manual step with its signature."""
-    return ManualStepOut(id=s.id, device_code=session.get(Device, s.device_id).device_code, kind=s.kind,
-                         description=s.description, measurements=s.measurements, photos=s.photos, result=s.result,
-                         performed_by=s.performed_by, performed_at=s.performed_at,
-                         signature=_sig(session, s.signature_id), nonconformity_id=s.nonconformity_id)
 
 
 @router.post("/cycles/recipes", response_model=RecipeOut, status_code=201)
@@ -94,21 +62,21 @@ def approve_recipe(recipe_id: int, body: PasswordIn, session: SessionDep, actor:
 @router.post("/cycles", response_model=CycleOut, status_code=201)
 def start_cycle(body: CycleStartIn, session: SessionDep, actor: Performer) -> CycleOut:
     """Record the start of a cycle on a load of devices."""
-    return cycle_out(session, service.start_cycle(session, actor=actor, **body.model_dump()))
+    return cycle_view(session, service.start_cycle(session, actor=actor, **body.model_dump()))
 
 
 @router.get("/cycles", response_model=list[CycleOut])
 def list_cycles(session: SessionDep, actor: Reader, machine_id: str | None = None, device_code: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[CycleOut]:
     """Cycles, newest first, by machine and/or device code."""
-    return [cycle_out(session, c) for c in service.list_cycles(session, machine_id=machine_id,
-                                                               device_code=device_code, limit=limit)]
+    return cycle_views(session, service.list_cycles(session, machine_id=machine_id, device_code=device_code,
+                                                    limit=limit))
 
 
 @router.get("/cycles/{cycle_id}", response_model=CycleOut)
 def get_cycle(cycle_id: int, session: SessionDep, actor: Reader) -> CycleOut:
     """One cycle with its verdict."""
-    return cycle_out(session, service.get_cycle(session, cycle_id=cycle_id))
+    return cycle_view(session, service.get_cycle(session, cycle_id=cycle_id))
 
 
 @router.post("/cycles/{cycle_id}/complete", response_model=CycleOut)
@@ -117,7 +85,7 @@ def complete_cycle(cycle_id: int, body: CycleCompleteIn, session: SessionDep, ac
     """Complete a cycle: evaluate it from InfluxDB, sign it, raise nonconformities when it failed."""
     c = service.complete_cycle(session, actor=actor, influx=influx, cycle_id=cycle_id, password=body.password,
                                ended_at=body.ended_at, residue_results=body.residue_results)
-    return cycle_out(session, c)
+    return cycle_view(session, c)
 
 
 @router.post("/devices/{device_code}/manual-steps", response_model=ManualStepOut, status_code=201)
@@ -126,13 +94,10 @@ def record_manual_step(device_code: str, body: ManualStepIn, session: SessionDep
     s = service.record_manual_step(session, actor=actor, device_code=device_code, kind=body.kind,
                                    description=body.description, measurements=body.measurements,
                                    photos=body.photos, password=body.password)
-    return step_out(session, s)
+    return step_view(session, s)
 
 
 @router.get("/devices/{device_code}/manual-steps", response_model=list[ManualStepOut])
 def list_manual_steps(device_code: str, session: SessionDep, actor: Reader) -> list[ManualStepOut]:
     """A device's manual steps in time order."""
-    device = session.scalar(select(Device).where(Device.device_code == device_code))
-    if device is None:
-        raise NotFound(f"No device {device_code}", code="device_not_found")
-    return [step_out(session, s) for s in service.steps_of_device(session, device_id=device.id)]
+    return manual_steps_of(session, device_code=device_code)

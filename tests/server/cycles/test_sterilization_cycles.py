@@ -438,3 +438,33 @@ def test_a_cycle_is_not_judged_while_its_agent_still_holds_its_readings(cell, st
     plant.call("POST", "/agents/heartbeat", agent, json={"status": {"delivered_until_ns": time.time_ns()}})
     out = plant.call("POST", f"/cycles/{c['id']}/complete", "operator", json=complete)
     assert out["verdict"] == "pass", _criteria(out)
+
+
+def test_listing_cycles_costs_the_same_queries_for_one_cycle_or_all_of_them(cell, sterilizer, plant):
+    """cycle_out once made three or four queries per cycle listed (recipe, load, nonconformities, signature)."""
+    from sqlalchemy import event
+
+    cfg, recipe = sterilizer
+    for _ in range(3):
+        cell.run(cfg=cfg, recipe_id=recipe, devices=cell.codes[:2], seconds=240, step_s=2.0,
+                 state=lambda t: {"chamber_temp_c": 135.0, "chamber_pressure_kpa": 313.0, "phase": "plateau"})
+    engine = plant.app.state.engine
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        one = plant.call("GET", f"/cycles?machine_id={cfg.id}&limit=1", "quality_engineer")
+        for_one = len(statements)
+        statements.clear()
+        listed = plant.call("GET", f"/cycles?machine_id={cfg.id}&limit=100", "quality_engineer")
+        for_all = len(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(one) == 1 and len(listed) >= 3
+    assert for_all == for_one, (for_one, for_all)
+    assert listed[0]["signature"] is not None and listed[0]["device_codes"] == sorted(cell.codes[:2])
+    failed = [c for c in listed if c["verdict"] == "fail"]
+    assert all(c["nonconformity_ids"] for c in failed)
