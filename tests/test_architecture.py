@@ -91,3 +91,18 @@ def test_import_contracts_hold():
     lint = Path(sys.executable).with_name("lint-imports")  # import-linter's console script, in the same venv
     done = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "0 broken" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def test_routers_hold_no_query():
+    """Thin routers: HTTP in, one service call, the answer out; every query and rule lives in a service."""
+    found = []
+    for path in sorted((ROOT / "server").glob("*/router.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            on_session = isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "session"
+            if name == "select" or (on_session and name in ("get", "scalar", "scalars", "execute", "query")):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    assert not found, found

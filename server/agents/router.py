@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
-from sqlalchemy import select
 
 from server.agents import service
 from server.agents.schemas import (AgentCreate, AgentIssued, AgentOut, BuildFileCheckIn, BuildFileCheckOut,
@@ -44,7 +43,7 @@ def issue(body: AgentCreate, session: SessionDep, actor: Admin) -> AgentIssued:
 @router.get("", response_model=list[AgentOut])
 def list_agents(session: SessionDep, actor: Admin) -> list[AgentOut]:
     """All agents."""
-    return [AgentOut(**_agent_out(a)) for a in session.scalars(select(Agent).order_by(Agent.id))]
+    return [AgentOut(**_agent_out(a)) for a in service.list_agents(session)]
 
 
 @router.post("/{agent_id}/revoke", response_model=AgentOut)

@@ -207,3 +207,8 @@ def recent_cycles(session: Session, *, machine_id: str) -> list[CycleWindow]:
     return [CycleWindow(job_id=f"cycle-{c.id}", device_codes=load_of(session, cycle_id=c.id),
                         start_ns=unix_ns(c.started_at), end_ns=unix_ns(c.ended_at) if c.ended_at else None)
             for c in cycles]
+
+
+def list_agents(session: Session) -> list[Agent]:
+    """Every agent ever issued a token, revoked ones included."""
+    return list(session.scalars(select(Agent).order_by(Agent.id)))

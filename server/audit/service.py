@@ -193,3 +193,31 @@ def signature_is_intact(session: Session, sig: Signature) -> bool:
 def seal_is_intact(session: Session, sig: Signature) -> bool:
     """True when the signature row is as it was signed (not edited or moved); no record rehash."""
     return hmac.compare_digest(seal(settings_of(session).audit_key, signature_fields(sig)), sig.seal)
+
+
+CASE_READS = ("case_read", "case_data_read")
+
+
+def review_entries(session: Session, *, actor: Principal, record_type: str | None, record_id: str | None,
+                   after_seq: int, limit: int) -> list[AuditEntry]:
+    """Entries after after_seq (optionally of one record) for review; reading case entries is audited."""
+    q = select(AuditEntry).where(AuditEntry.seq > after_seq)
+    if record_type:
+        q = q.where(AuditEntry.record_type == record_type)
+    if record_id:
+        q = q.where(AuditEntry.record_id == record_id)
+    entries = list(session.scalars(q.order_by(AuditEntry.seq).limit(limit)))
+    # Entries about cases carry case data (pseudonym, clinician, surgery date): reading them is a read of the
+    # case, audited like GET /cases/{id} (R11). Read entries themselves carry only ids, so polling stays quiet.
+    cases = sorted({e.record_id for e in entries if e.record_type == "case" and e.action not in CASE_READS},
+                   key=lambda c: int(c) if c.isdigit() else 0)
+    if cases:
+        record(session, actor=actor, action="case_data_read", record_type="case",
+               record_id=",".join(cases)[:64], new={"via": "audit trail", "cases": cases})
+    return entries
+
+
+def signatures_on(session: Session, *, record_type: str, record_id: str) -> list[Signature]:
+    """Every signature on one record, in signing order."""
+    return list(session.scalars(select(Signature).where(Signature.record_type == record_type,
+                                                        Signature.record_id == record_id).order_by(Signature.id)))

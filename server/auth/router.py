@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi import Form
-from sqlalchemy import select
 
 from server.auth import badge, service
 from server.auth.deps import ANY_PERSON, require
@@ -98,7 +97,7 @@ def create_user(body: UserCreate, session: SessionDep, actor: Admin) -> User:
 @router.get("/users", response_model=list[UserOut])
 def list_users(session: SessionDep, actor: Trainer) -> list[User]:
     """All people, including deactivated ones."""
-    return list(session.scalars(select(User).order_by(User.id)))
+    return service.list_users(session)
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
@@ -124,8 +123,7 @@ def authorise(user_id: int, body: AuthorisationCreate, session: SessionDep,
 @router.get("/users/{user_id}/machine-authorisations", response_model=list[AuthorisationOut])
 def list_authorisations(user_id: int, session: SessionDep, actor: Trainer) -> list[MachineAuthorisation]:
     """A person's machine authorisations, current and withdrawn."""
-    return list(session.scalars(select(MachineAuthorisation).where(MachineAuthorisation.user_id == user_id)
-                                .order_by(MachineAuthorisation.id)))
+    return service.authorisations_of(session, user_id=user_id)
 
 
 @router.post("/machine-authorisations/{authorisation_id}/revoke", response_model=AuthorisationOut)

@@ -198,3 +198,12 @@ def revoke_authorisation(session: Session, *, actor: Principal, authorisation_id
     return auth
 
 
+def list_users(session: Session) -> list[User]:
+    """Every user account, active or not."""
+    return list(session.scalars(select(User).order_by(User.id)))
+
+
+def authorisations_of(session: Session, *, user_id: int) -> list[MachineAuthorisation]:
+    """A person's machine authorisations, current and withdrawn."""
+    return list(session.scalars(select(MachineAuthorisation).where(MachineAuthorisation.user_id == user_id)
+                                .order_by(MachineAuthorisation.id)))

@@ -9,10 +9,9 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from server.auth.deps import Credentials, require, require_later
 from server.db import SessionDep, session_scope
-from server.errors import COMMON_ERRORS, NotFound
+from server.errors import COMMON_ERRORS
 from server.gate import service
 from server.gate.schemas import GateDecisionOut, GateDecisionRecord, GateRequest, Reason
-from server.models import GateDecision
 from server.security import Principal
 
 router = APIRouter(prefix="/gate", tags=["release gate"], responses=COMMON_ERRORS)
@@ -57,9 +56,7 @@ def _decide(maker, asker: Credentials, body: GateRequest) -> GateDecisionOut:
 @router.get("/decisions/{decision_id}", response_model=GateDecisionRecord)
 def get_decision(decision_id: int, session: SessionDep, actor: Reviewer) -> GateDecisionRecord:
     """A recorded decision with its inputs."""
-    d = session.get(GateDecision, decision_id)
-    if d is None:
-        raise NotFound(f"No gate decision {decision_id}", code="decision_not_found")
+    d = service.get_decision(session, decision_id=decision_id)
     return GateDecisionRecord(allowed=d.allowed, reasons=[Reason(**r) for r in d.reasons], decision_id=d.id,
                               machine_id=d.machine_id, job_id=d.job_id, build_file_sha256=d.build_file_sha256,
                               operator_id=d.operator_id, requested_by=d.requested_by, decided_at=d.decided_at,

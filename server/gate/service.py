@@ -158,3 +158,11 @@ def identify_operator(session: Session, *, actor: Principal, job_id: int) -> Ope
     record(session, actor=actor, action="operator_identified", record_type="job", record_id=job.id,
            new={"machine_id": job.machine_id, "via": "kiosk", "presence_id": presence.id})
     return presence
+
+
+def get_decision(session: Session, *, decision_id: int) -> GateDecision:
+    """A recorded decision (NotFound when there is none)."""
+    d = session.get(GateDecision, decision_id)
+    if d is None:
+        raise NotFound(f"No gate decision {decision_id}", code="decision_not_found")
+    return d

@@ -16,7 +16,6 @@ from server.designs.service import require_case_clinician
 from server.errors import COMMON_ERRORS, ErrorBody, Forbidden
 from server.history import dhr, seal, service, summaries
 from server.history.schemas import BuildSummary, DeviceHistoryRecord, HistoryPage
-from server.models import Case
 from server.security import Principal
 
 router = APIRouter(tags=["history"], responses={
@@ -33,7 +32,7 @@ def _clinician_may_read(session, actor: Principal, device_code: str) -> None:
         if device.case_id is None:
             raise Forbidden(f"{device_code} is a {device.kind}: a clinician reads the records of their cases' devices",
                             code="not_case_clinician")
-        require_case_clinician(session, session.get(Case, device.case_id), actor, "read its devices' records")
+        require_case_clinician(session, service.case_of(session, device), actor, "read its devices' records")
 
 
 class SealCheckOut(BaseModel):

@@ -271,3 +271,10 @@ def build_summary(session: Session, influx: InfluxQL, *, device_code: str, plots
     return BuildSummary(device_code=device_code, machine_id=w.machine_id, job_id=w.job_id, start=w.start, end=w.end,
                         signals=summaries, events=events, plots=series,
                         data_gaps=data_gaps(influx, machine_id=w.machine_id, start=w.start, end=w.end))
+
+
+def case_of(session: Session, device: Device):
+    """The case a device is made for (None for a coupon or a stock part)."""
+    from server.models import Case
+
+    return session.get(Case, device.case_id) if device.case_id is not None else None

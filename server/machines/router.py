@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import select
 
 from server.auth.deps import ANY_PERSON, require
 from server.db import SessionDep
@@ -33,7 +32,7 @@ def register(body: MachineCreate, session: SessionDep, actor: Manager) -> Machin
 @router.get("", response_model=list[MachineOut])
 def list_machines(session: SessionDep, actor: Reader) -> list[Machine]:
     """All machines."""
-    return list(session.scalars(select(Machine).order_by(Machine.id)))
+    return service.list_machines(session)
 
 
 @router.get("/maintenance/kinds", response_model=list[MaintenanceKindOut])

@@ -167,3 +167,8 @@ def report_identity(session: Session, *, actor: Principal, machine_id: str, manu
                old=old, new=new)
     qualification.check_machine_against_baselines(session, actor=actor, machine=machine)
     return machine
+
+
+def list_machines(session: Session) -> list[Machine]:
+    """Every registered machine."""
+    return list(session.scalars(select(Machine).order_by(Machine.id)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import select
 
 from server.auth.deps import ANY_PERSON, require
 from server.db import SessionDep
@@ -30,7 +29,7 @@ def register(body: LotCreate, session: SessionDep, actor: Stores) -> MaterialLot
 @router.get("/lots", response_model=list[LotOut])
 def list_lots(session: SessionDep, actor: Reader) -> list[MaterialLot]:
     """All lots."""
-    return list(session.scalars(select(MaterialLot).order_by(MaterialLot.id)))
+    return service.list_lots(session)
 
 
 @router.get("/lots/{lot_id}", response_model=LotOut)

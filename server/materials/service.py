@@ -114,3 +114,8 @@ def lot_problems(lot: MaterialLot, *, today: date) -> list[str]:
         problems.append(f"material lot {lot.lot_number} has been used {lot.reuse_count} times, "
                         f"its reuse limit is {lot.reuse_limit}")
     return problems
+
+
+def list_lots(session: Session) -> list[MaterialLot]:
+    """Every material lot."""
+    return list(session.scalars(select(MaterialLot).order_by(MaterialLot.id)))

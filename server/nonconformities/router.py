@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import select
 
 from server.auth.deps import require
 from server.db import SessionDep
@@ -33,10 +32,7 @@ def raise_nc(body: NonconformityIn, session: SessionDep, actor: Raiser) -> Nonco
 @router.get("", response_model=list[NonconformityOut])
 def list_ncs(session: SessionDep, actor: Reader, state: str | None = None) -> list[Nonconformity]:
     """Nonconformities, optionally only open or dispositioned ones."""
-    q = select(Nonconformity).order_by(Nonconformity.id)
-    if state:
-        q = q.where(Nonconformity.state == state)
-    return [nc for nc in session.scalars(q) if service.may_read(session, actor=actor, nc=nc)]
+    return service.readable(session, actor=actor, state=state)
 
 
 @router.get("/{nc_id}", response_model=NonconformityOut)

@@ -266,3 +266,11 @@ def disposition(session: Session, *, actor: Principal, nc_id: int, disposition: 
                old={"state": device.state}, new={"state": "scrapped"}, reason=f"nonconformity {nc.id}")
         device.state = "scrapped"
     return nc
+
+
+def readable(session: Session, *, actor: Principal, state: str | None = None) -> list[Nonconformity]:
+    """The nonconformities this person may read (optionally in one state)."""
+    q = select(Nonconformity).order_by(Nonconformity.id)
+    if state:
+        q = q.where(Nonconformity.state == state)
+    return [nc for nc in session.scalars(q) if may_read(session, actor=actor, nc=nc)]

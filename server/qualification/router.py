@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import select
 
 from server.auth.deps import ANY_PERSON, require
 from server.db import SessionDep
@@ -33,10 +32,7 @@ def create_scope(body: ScopeCreate, session: SessionDep, actor: Quality) -> Qual
 @router.get("/scopes", response_model=list[ScopeOut])
 def list_scopes(session: SessionDep, actor: Reader, machine_id: str | None = None) -> list[QualificationScope]:
     """Scopes with their state and validity."""
-    q = select(QualificationScope).order_by(QualificationScope.id)
-    if machine_id:
-        q = q.where(QualificationScope.machine_id == machine_id)
-    return list(session.scalars(q))
+    return service.list_scopes(session, machine_id=machine_id)
 
 
 @router.get("/scopes/{scope_id}", response_model=ScopeOut)
@@ -48,9 +44,7 @@ def get_scope(scope_id: int, session: SessionDep, actor: Reader) -> Qualificatio
 @router.get("/scopes/{scope_id}/triggers", response_model=list[TriggerOut])
 def scope_triggers(scope_id: int, session: SessionDep, actor: Reader) -> list[RequalificationTrigger]:
     """Every trigger ever recorded on the scope, oldest first."""
-    service.get_scope(session, scope_id=scope_id)
-    return list(session.scalars(select(RequalificationTrigger).where(RequalificationTrigger.scope_id == scope_id)
-                                .order_by(RequalificationTrigger.id)))
+    return service.triggers_of(session, scope_id=scope_id)
 
 
 @router.post("/scopes/{scope_id}/triggers", response_model=TriggerOut, status_code=201)

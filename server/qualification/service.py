@@ -434,3 +434,18 @@ def reject(session: Session, *, actor: Principal, requalification_id: int, reaso
     if scope.state == "requalifying":
         transition(session, actor=actor, scope=scope, to="suspended", reason=f"requalification {req.id} rejected")
     return req
+
+
+def list_scopes(session: Session, *, machine_id: str | None = None) -> list[QualificationScope]:
+    """Qualification scopes, of one machine or all."""
+    q = select(QualificationScope).order_by(QualificationScope.id)
+    if machine_id:
+        q = q.where(QualificationScope.machine_id == machine_id)
+    return list(session.scalars(q))
+
+
+def triggers_of(session: Session, *, scope_id: int) -> list[RequalificationTrigger]:
+    """Every trigger ever recorded on the scope, oldest first (NotFound for an unknown scope)."""
+    get_scope(session, scope_id=scope_id)
+    return list(session.scalars(select(RequalificationTrigger).where(RequalificationTrigger.scope_id == scope_id)
+                                .order_by(RequalificationTrigger.id)))

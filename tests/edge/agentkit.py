@@ -14,6 +14,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import yaml
 
+import waiting
+
 ROOT = Path(__file__).resolve().parents[2]
 AMTRACE_EDGE = [sys.executable, "-m", "edge.cli"]
 N_SIGNALS = 12
@@ -152,12 +154,7 @@ def influx_count(influx, db: str, where: str, measurement: str = "e2e_process") 
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.25):
-    """Poll predicate until it is truthy; fail with what it last returned."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    """tests/waiting.py's rule, polling more slowly: these predicates query InfluxDB or the agent."""
+    return waiting.wait_until(predicate, timeout, what, interval)
+
+

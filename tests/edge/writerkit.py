@@ -14,13 +14,7 @@ def as_blocks(all_lines: list[str], per_block: int) -> list[tuple[str, int]]:
             for i in range(0, len(all_lines), per_block)]
 
 
-def wait_until(cond, timeout: float = 60.0, what: str = "condition") -> None:
-    """Poll cond until true; fail naming what did not happen."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+from waiting import wait_until  # noqa: E402,F401 - the one waiting rule (tests/waiting.py)
 
 
 class Events:

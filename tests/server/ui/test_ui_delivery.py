@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 from stagekit import PASSWORD, STAGES, run_stage
 from test_ui_workflows import login, log_out_and_in
 from uikit import screenshot
+from waiting import wait_until
 
 
 def test_production_dispatches_a_delivery_list_and_the_clinician_signs_for_it(page, ui_server, plant):
@@ -23,8 +24,9 @@ def test_production_dispatches_a_delivery_list_and_the_clinician_signs_for_it(pa
     row.locator("input[type=checkbox]").check()
     page.fill("#ready-note", "courier, sterile barrier checked")
     page.click("#ready-form button[type=submit]")
-    [listed] = [s for s in plant.call("GET", "/shipments?state=open", "production_manager")
-                if s["items"][0]["device_code"] == code]
+    # The form posts in the background: wait for the list to exist rather than race the request.
+    [listed] = wait_until(lambda: [s for s in plant.call("GET", "/shipments?state=open", "production_manager")
+                                   if s["items"][0]["device_code"] == code], 15, "the dispatched delivery list")
     card = page.locator(f"#list-{listed['id']}")
     expect(card.locator("[data-state]").first).to_have_attribute("data-state", "open")
     expect(card).to_contain_text("total hip arthroplasty, cementless acetabular component")

@@ -74,12 +74,7 @@ def machine(port: int, **conn) -> MachineConfig:
     return MachineConfig.model_validate(data)
 
 
-async def until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
+from waiting import until  # noqa: E402 - the one waiting rule (tests/waiting.py)
 
 
 def test_the_sample_machine_file_is_a_modbus_machine_and_the_registry_finds_its_connector():

@@ -87,14 +87,7 @@ class SqliteSink(MemoryJournal):
         return [k for (k,) in self.rows("SELECT kind FROM events ORDER BY rowid")]
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll until predicate() is true; fail with `what` after timeout (a deadline, not a speed check)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+from waiting import wait_until  # noqa: E402,F401 - the one waiting rule (tests/waiting.py)
 
 
 def machine(topic: str, port: int, *, protocol: str = "5", client_id: str | None = None, **conn) -> MachineConfig:

@@ -46,13 +46,7 @@ def machine(name: str, endpoint: str, **connection) -> MachineConfig:
     return MachineConfig.model_validate({**m.model_dump(), "connection": conn})
 
 
-async def until(predicate, timeout: float, what: str) -> None:
-    """Poll until predicate() is true; fail naming what did not happen."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+from waiting import until  # noqa: E402,F401 - the one waiting rule (tests/waiting.py)
 
 
 class TcpCut:
