@@ -18,10 +18,10 @@ from sqlalchemy import bindparam, exists, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from server.audit.service import seal_is_intact, settings_of
+from server.competence import current_authorisation
 from server.designs.service import case_deadline, iteration_content
-from server.models import (AuditEntry, Case, Design, DesignFile, DesignIteration, Device, Job, Machine,
-                           MachineAuthorisation, MaterialLot, Nonconformity, OperatorPresence, QualificationScope,
-                           RequalificationTrigger, Signature, User)
+from server.models import (AuditEntry, Case, Design, DesignFile, DesignIteration, Device, Job, Machine, MaterialLot,
+                           Nonconformity, OperatorPresence, QualificationScope, RequalificationTrigger, Signature, User)
 from server.nonconformities.service import affecting_job, scope_of
 from server.qualification import service as qualification
 from server.security import content_sha256
@@ -256,11 +256,8 @@ _ASK = (select(
     QualificationScope.qualified_software_revision.label("s_qualified_software_revision"),
     User.id.label("u_id"), User.username.label("u_username"), User.full_name.label("u_full_name"),
     User.role.label("u_role"), User.active.label("u_active"),
-    # The same rule as server.competence.is_authorised_on (tests/server/test_gate.py pins revoked and expired).
-    exists().where(MachineAuthorisation.user_id == User.id, MachineAuthorisation.machine_id == bindparam("machine_id"),
-                   MachineAuthorisation.revoked_at.is_(None),
-                   (MachineAuthorisation.valid_until.is_(None)
-                    | (MachineAuthorisation.valid_until >= bindparam("today")))).label("u_authorised"))
+    # The rule of server.competence.is_authorised_on, the same expression (tests pin revoked and expired).
+    current_authorisation(User.id, bindparam("machine_id"), bindparam("today")).label("u_authorised"))
     .select_from(_ONE)
     .outerjoin(Machine, Machine.id == bindparam("machine_id"))
     .outerjoin(Job, Job.id == bindparam("job_id"))
