@@ -29,7 +29,7 @@ from edge.validation.hashing import sha256_file
 from edge.validation.verify import VerificationResult, verify_build_file
 
 if TYPE_CHECKING:
-    from edge.parts import AgentParts
+    from edge.parts import GuardParts
     from edge.serverlink import ObservedSink, ServerLink
 
 log = logging.getLogger("amtrace.buildfiles")
@@ -100,7 +100,7 @@ class CheckOutcome:
 class BuildFileGuard:
     """Polls each machine's build-file folder and checks every new or changed file once it is stable."""
 
-    def __init__(self, parts: "AgentParts", sink: "ObservedSink", approvals: ApprovalsSource | None, *,
+    def __init__(self, parts: "GuardParts", sink: "ObservedSink", approvals: ApprovalsSource | None, *,
                  server_link: "ServerLink | None" = None, poll_s: float = 0.5):
         self.parts = parts
         self.sink = sink

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from edge.assignments import AssignmentRequest
 
 if TYPE_CHECKING:
-    from edge.parts import AgentParts
+    from edge.parts import ApiParts
 
 log = logging.getLogger("amtrace.http")
 MAX_BODY = 64 * 1024
@@ -31,7 +31,7 @@ MAX_BODY = 64 * 1024
 class AgentCollector:
     """Prometheus view of the agent's counters, read at scrape time."""
 
-    def __init__(self, parts: "AgentParts"):
+    def __init__(self, parts: "ApiParts"):
         self.parts = parts
 
     def collect(self):
@@ -77,7 +77,7 @@ class AgentCollector:
 class LocalApi:
     """ThreadingHTTPServer on loopback serving the agent's local API."""
 
-    def __init__(self, parts: "AgentParts", *, api_token: str, status: Callable[[], dict], host: str, port: int):
+    def __init__(self, parts: "ApiParts", *, api_token: str, status: Callable[[], dict], host: str, port: int):
         self.parts = parts
         self.api_token = api_token
         self.status = status

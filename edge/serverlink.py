@@ -32,7 +32,7 @@ from edge.live import LiveState
 from edge.readings import Event, Ingest
 
 if TYPE_CHECKING:
-    from edge.parts import AgentParts
+    from edge.parts import LinkParts
 
 log = logging.getLogger("amtrace.serverlink")
 
@@ -155,7 +155,7 @@ class ObservedSink:
 class ServerLink:
     """Heartbeat, job context and reports between one agent and the server."""
 
-    def __init__(self, parts: "AgentParts", *, url: str, token: str, interval_s: float = 2.0):
+    def __init__(self, parts: "LinkParts", *, url: str, token: str, interval_s: float = 2.0):
         self.parts = parts
         self.url = url.rstrip("/")
         self.interval_s = interval_s
