@@ -16,7 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from server.db import make_engine, make_sessionmaker
 from server.errors import DomainError, ErrorBody
@@ -130,8 +130,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
-        """Liveness check without authentication."""
+        """Liveness: the process answers (without authentication). Whether it can serve is /readyz."""
         return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "Not ready, with every reason"}})
+    def readyz() -> JSONResponse:
+        """Readiness: the database is reachable and at the code's schema (the keys were checked at start: production
+        refuses to start without its own)."""
+        from server.db import schema_problem
+
+        problems = [p for p in (schema_problem(app.state.engine),) if p]
+        return JSONResponse({"status": "not ready" if problems else "ready", "problems": problems,
+                             "environment": app.state.settings.environment},
+                            status_code=503 if problems else 200)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        """People who type the server's address land on the pages."""
+        return RedirectResponse("/ui/", status_code=307)
 
     # The release gate first: routes are matched in order, and it is asked before every build.
     # Routers whose endpoints sign check the signer's password or PIN before the endpoint writes (auth.signing).

@@ -14,10 +14,17 @@ from server.settings import Settings
 
 
 def _settings() -> Settings:
+    from pydantic import ValidationError
+
     try:
         return Settings()
-    except ValueError as e:  # pydantic's error already names the variable
-        sys.exit(f"amtrace-server: settings refused: {e}")
+    except ValidationError as e:
+        # One line per problem, naming the environment variable, instead of pydantic's report.
+        lines = []
+        for err in e.errors():
+            where = f"AMTRACE_{'_'.join(map(str, err['loc'])).upper()}: " if err["loc"] else ""
+            lines.append(f"amtrace-server: settings refused: {where}{err['msg'].removeprefix('Value error, ')}")
+        sys.exit("\n".join(lines))
 
 
 @contextmanager
@@ -26,11 +33,23 @@ def _database() -> Iterator[tuple[Settings, Any]]:
     from server.db import make_engine, make_sessionmaker
 
     settings = _settings()
+    _refuse_missing_database(settings)
     engine = make_engine(settings.database_url)
     try:
         yield settings, make_sessionmaker(engine, settings)
     finally:
         engine.dispose()
+
+
+def _refuse_missing_database(settings: Settings) -> None:
+    """Exit with one line when the SQLite file does not exist: connecting would create an empty database there
+    (`audit verify` without settings once left ./var/server.db behind)."""
+    from server.db import missing_sqlite_file
+
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None:
+        sys.exit(f"amtrace-server: no database at {missing} (AMTRACE_DATABASE_URL={_redact(settings.database_url)}): "
+                 f"point AMTRACE_DATABASE_URL at the server's database, or create one with `amtrace-server migrate`")
 
 
 def _device(session, device_code: str):
@@ -53,7 +72,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from server.app import create_served_app
 
-    _settings()  # refuse bad settings here, before uvicorn starts
+    settings = _settings()  # refuse bad settings here, before uvicorn starts
+    _refuse_missing_database(settings)
+    from server.db import make_engine, schema_problem
+
+    engine = make_engine(settings.database_url)
+    try:
+        problem = schema_problem(engine)
+    finally:
+        engine.dispose()
+    if problem:
+        # Serving would answer every call with a 500 and /healthz "ok": refuse, in one line, with what to do.
+        print(f"amtrace-server: not serving {_redact(settings.database_url)}: {problem}", file=sys.stderr)
+        return 2
     if args.workers > 1:
         # Each worker process builds its own app from the same AMTRACE_* environment.
         uvicorn.run("server.app:create_served_app", factory=True, host=args.host, port=args.port,

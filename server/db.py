@@ -100,6 +100,16 @@ def _write_lock_for(path: str) -> threading.Lock:
         return _WRITE_LOCKS.setdefault(key, threading.Lock())
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names when it does not exist yet (connecting would create it empty), else None."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1]
+    if not path or path == ":memory:" or Path(path).exists():
+        return None
+    return Path(path)
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, full fsync, foreign keys and one writer at a time (BEGIN IMMEDIATE)."""
     if url.startswith("sqlite"):
@@ -246,6 +256,35 @@ def migrate(url: str, revision: str = "head") -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(cfg, revision)
+
+
+def schema_state(engine: Engine) -> tuple[str | None, str]:
+    """(the database's Alembic revision or None, the code's head revision); raises the driver's error when the
+    database cannot be reached."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """Why this database cannot serve (unreachable, never migrated, behind the code), or None when it can."""
+    try:
+        current, head = schema_state(engine)
+    except Exception as e:  # noqa: BLE001 - any driver error means: not reachable as configured
+        first = str(getattr(e, "orig", e)).strip().splitlines()
+        return f"the database cannot be reached: {first[0] if first else type(e).__name__}"
+    if current is None:
+        return "the database has no amtrace schema: run `amtrace-server migrate`"
+    if current != head:
+        return f"the database schema is at {current}, the code needs {head}: run `amtrace-server migrate`"
+    return None
 
 
 from typing import Annotated  # noqa: E402

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "development-only-secret-key-change-me"
@@ -139,6 +139,22 @@ class Settings(BaseSettings):
     influx_password: str | None = Field(default=None, description=(
         "InfluxDB password or API token; set AMTRACE_INFLUX_PASSWORD in the environment, never in a file"))
     influx_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one InfluxQL request")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(v)
+        except ArgumentError:
+            raise ValueError("not a database URL (e.g. sqlite:///var/server.db or "
+                             "postgresql+psycopg://user@host/amtrace)") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(f"{url.get_backend_name()} is not a database amtrace runs on (sqlite or "
+                             f"postgresql)")
+        return v
 
     @model_validator(mode="after")
     def _check_routes(self) -> "Settings":

@@ -78,8 +78,81 @@ def test_a_cli_pointed_at_a_database_amtrace_never_created_says_so(tmp_path, mon
     """A wrong AMTRACE_DATABASE_URL answered `audit verify` with a SQLAlchemy traceback."""
     from server.cli import main
 
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "not-amtrace.db").close()  # a database, but not one amtrace made
     monkeypatch.setenv("AMTRACE_DATABASE_URL", f"sqlite:///{tmp_path}/not-amtrace.db")
     assert main(["audit", "verify"]) == 2
     err = capsys.readouterr().err
     assert "has no amtrace records (no such table: audit_entries)" in err and "amtrace-server migrate" in err
     assert "Traceback" not in err
+
+
+def test_a_cli_pointed_at_no_database_file_says_so_and_creates_none(tmp_path, monkeypatch):
+    """`audit verify` without settings once left an empty ./var/server.db behind."""
+    from server.cli import main
+
+    target = tmp_path / "var" / "server.db"
+    monkeypatch.setenv("AMTRACE_DATABASE_URL", f"sqlite:///{target}")
+    with pytest.raises(SystemExit) as e:
+        main(["audit", "verify"])
+    assert f"no database at {target}" in str(e.value) and "amtrace-server migrate" in str(e.value)
+    assert not target.exists() and not target.parent.exists()
+
+
+@pytest.mark.parametrize("url, words", [
+    ("nonsense", "AMTRACE_DATABASE_URL: not a database URL"),
+    ("mysql://u@h/db", "AMTRACE_DATABASE_URL: mysql is not a database amtrace runs on"),
+])
+def test_an_unusable_database_url_is_one_line_naming_the_setting(monkeypatch, url, words):
+    from server.cli import main
+
+    monkeypatch.setenv("AMTRACE_DATABASE_URL", url)
+    with pytest.raises(SystemExit) as e:
+        main(["audit", "verify"])
+    message = str(e.value)
+    assert message.startswith("amtrace-server: settings refused: ") and words in message
+    assert len(message.splitlines()) == 1 and "pydantic" not in message
+
+
+def test_serve_refuses_a_database_that_is_not_migrated_and_readyz_says_why(tmp_path, monkeypatch, capsys):
+    """It used to start, answer /healthz ok, and every call with a 500."""
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.cli import main
+    from server.db import migrate
+
+    sqlite3.connect(tmp_path / "empty.db").close()
+    monkeypatch.setenv("AMTRACE_DATABASE_URL", f"sqlite:///{tmp_path}/empty.db")
+    assert main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("the database has no amtrace schema: run `amtrace-server migrate`") and "\n" not in err
+
+    # A database one migration behind the code: serve refuses, and a running server's /readyz says so.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from server.db import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    before = ScriptDirectory.from_config(cfg).get_revision(head).down_revision
+    url = f"sqlite:///{tmp_path}/behind.db"
+    migrate(url, before)
+    monkeypatch.setenv("AMTRACE_DATABASE_URL", url)
+    assert main(["serve", "--port", "0"]) == 2
+    assert f"schema is at {before}, the code needs {head}" in capsys.readouterr().err
+    with TestClient(create_app(Settings())) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json()["status"] == "not ready"
+        assert "run `amtrace-server migrate`" in r.json()["problems"][0]
+        migrate(url)
+        r = client.get("/readyz")
+        assert r.status_code == 200 and r.json() == {"status": "ready", "problems": [],
+                                                     "environment": "development"}
+        assert client.get("/", follow_redirects=False).headers["location"] == "/ui/"
