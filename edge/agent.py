@@ -33,6 +33,11 @@ def api_token_path(cfg: AgentConfig) -> Path:
     return Path(cfg.state_dir) / "api-token"
 
 
+def api_port_path(cfg: AgentConfig) -> Path:
+    """Where the running agent notes the port its local API listens on."""
+    return Path(cfg.state_dir) / "api-port"
+
+
 def ensure_api_token(cfg: AgentConfig) -> str:
     """Return the local API token, creating it (mode 0600) on first start."""
     path = api_token_path(cfg)
@@ -112,6 +117,8 @@ class EdgeAgent:
         self.http = LocalApi(self.parts, api_token=self.api_token, status=self.status, host=self.cfg.http.host,
                              port=self.cfg.http.port)
         self.http.start()
+        # The port it really listens on (http.port 0 picks a free one): `amtrace-edge status` and friends read it.
+        api_port_path(self.cfg).write_text(f"{self.http.port}\n")
         self._link_task = asyncio.create_task(self.server_link.run()) if self.server_link else None
         self._guard_task = (asyncio.create_task(self.build_file_guard.run())
                             if self.build_file_guard.machines else None)

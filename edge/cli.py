@@ -79,10 +79,17 @@ def cmd_check_config(args) -> int:
 
 
 def _api(cfg, method: str, path: str, body: dict | None = None):
-    from edge.agent import api_token_path
+    from edge.agent import api_port_path, api_token_path
 
     host = "[::1]" if cfg.http.host == "::1" else "127.0.0.1"
-    url = f"http://{host}:{cfg.http.port}{path}"
+    port = cfg.http.port
+    if port == 0:
+        # A free port the agent picked at start and noted in its state folder.
+        noted = api_port_path(cfg)
+        if not noted.exists():
+            raise SystemExit(f"amtrace-edge: http.port is 0 and no port is noted at {noted}; is the agent running?")
+        port = int(noted.read_text().strip())
+    url = f"http://{host}:{port}{path}"
     token_file = api_token_path(cfg)
     if not token_file.exists():
         raise SystemExit(f"amtrace-edge: no local API token at {token_file}; has the agent ever started?")
@@ -345,9 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # output piped into head & co.: not an error of ours
-        sys.stderr.close()
-        return 0
+    except BrokenPipeError:
+        # Output piped into head & co. and cut off: never a success code (for `verify`, 0 means "identical"), but
+        # the shell's own code for it (128 + SIGPIPE) and no traceback at interpreter exit.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -121,3 +121,38 @@ def test_assign_since_takes_a_relative_or_an_offset_time_and_refuses_a_naive_one
         _since_ns("2026-12-04T09:30:00")
     with pytest.raises(ValueError, match="neither"):
         _since_ns("yesterday")
+
+
+def test_output_cut_off_by_a_closed_pipe_is_never_a_success():
+    """`amtrace-edge verify … | head` exited 0 (which means "identical") when head stopped reading."""
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "protocols"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the command writes
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141, err
+    assert b"Traceback" not in err
+
+
+def test_status_finds_an_agent_that_picked_a_free_port(tmp_path, mosquitto, influxdb):
+    """With http.port 0 the agent listens on a free port; status used to say it was not reachable."""
+    import signal
+
+    import yaml
+
+    influxdb.create_database("cli_port0")
+    cfg_path = write_agent(tmp_path, machines=[machine_yaml("washer-p0", mosquitto.port)], influx_url=influxdb.url,
+                           database="cli_port0")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["http"]["port"] = 0
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "-c", str(cfg_path)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = tmp_path / "state" / "api-port"
+        wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 30, "the noted port")
+        assert int(port_file.read_text()) > 0
+        st = json.loads(cli("status", "-c", str(cfg_path), "--json").stdout)
+        assert st["agent"] == "test-edge" and "washer-p0" in st["connections"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
