@@ -17,6 +17,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi_offline import FastAPIOffline
 
 from server.db import make_engine, make_sessionmaker
 from server.errors import DomainError, ErrorBody
@@ -67,11 +68,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts from the fastapi-offline package, not a CDN: a shop-floor network is
+    # often offline (FastAPI's own pages stayed blank there).
+    app = FastAPIOffline(
         lifespan=lifespan,
         title="amtrace server",
         version="0.1.0",
         description="Decides what may be built where: qualification, designs, jobs, release gate, audit trail.",
+        static_url="/docs-assets",
     )
     engine = make_engine(settings.database_url)
     app.state.settings = settings

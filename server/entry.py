@@ -12,7 +12,7 @@ import sys
 SERVER_LIBRARIES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "sqlalchemy": "sqlalchemy", "alembic": "alembic",
                     "pydantic_settings": "pydantic-settings", "argon2": "argon2-cffi", "jwt": "pyjwt",
                     "reportlab": "reportlab", "matplotlib": "matplotlib", "PIL": "pillow", "jinja2": "jinja2",
-                    "iapws": "iapws"}
+                    "fastapi_offline": "fastapi-offline", "iapws": "iapws"}
 
 
 def missing() -> list[str]:
