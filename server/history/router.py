@@ -48,15 +48,18 @@ class SealCheckOut(BaseModel):
 
 @router.get("/history/builds", response_model=HistoryPage)
 def builds(session: SessionDep, actor: HistoryReader, device_code: str | None = None, machine_id: str | None = None,
-           material_lot: str | None = None, design_iteration_id: int | None = None,
+           material_lot: str | None = None, job: Annotated[str | None, Query(max_length=40, description=(
+               "Job number, e.g. 12 or JOB-12"))] = None, design_iteration_id: int | None = None,
            since: AwareDatetime | None = None, until: AwareDatetime | None = None,
            status: Literal["released", "blocked", "nonconforming", "in_production", "delivered", "scrapped"] | None = None,
            sort: Literal["started", "-started", "device_code", "-device_code", "machine", "-machine"] = "-started",
            page: Annotated[int, Query(ge=1)] = 1,
            page_size: Annotated[int, Query(ge=1, le=500)] = 50) -> HistoryPage:
-    """Build history by device code, machine, material lot, design iteration, time range and status."""
+    """Build history by device code, machine and material lot (case-insensitive, from the start), job, design
+    iteration, time range and status."""
     begin_read(session)
     return service.build_history(session, device_code=device_code, machine_id=machine_id, material_lot=material_lot,
+                                 job=job,
                                  design_iteration_id=design_iteration_id, since=since, until=until, status=status,
                                  sort=sort, page=page, page_size=page_size)
 

@@ -40,10 +40,13 @@ def _released(device=Device):
 
 
 def build_history(session: Session, *, device_code: str | None = None, machine_id: str | None = None,
-                  material_lot: str | None = None, design_iteration_id: int | None = None,
+                  material_lot: str | None = None, job: str | None = None, design_iteration_id: int | None = None,
                   since: datetime | None = None, until: datetime | None = None, status: str | None = None,
                   sort: str = "-started", page: int = 1, page_size: int = 50) -> HistoryPage:
-    """Devices and the builds that made them, filtered, sorted and paginated."""
+    """Devices and the builds that made them, filtered, sorted and paginated.
+
+    Device code, machine and lot match case-insensitively from the start ("amt-2026", "lpbf"); job takes a job
+    number as people write it ("12", "JOB-12")."""
     key = sort.lstrip("-")
     if key not in SORTS:
         raise Conflict(f"sort must be one of {', '.join(SORTS)} (prefix - for descending), not {sort!r}",
@@ -57,11 +60,16 @@ def build_history(session: Session, *, device_code: str | None = None, machine_i
          .outerjoin(Design, Design.id == DesignIteration.design_id))
     conds = []
     if device_code:
-        conds.append(Device.device_code == device_code)
+        conds.append(Device.device_code.istartswith(device_code.strip(), autoescape=True))
     if machine_id:
-        conds.append(Job.machine_id == machine_id)
+        conds.append(Job.machine_id.istartswith(machine_id.strip(), autoescape=True))
     if material_lot:
-        conds.append(MaterialLot.lot_number == material_lot)
+        conds.append(MaterialLot.lot_number.istartswith(material_lot.strip(), autoescape=True))
+    if job:
+        number = job.strip().upper().removeprefix("JOB").strip(" -#")
+        if not number.isdigit() or len(number) > 18:
+            raise Conflict(f"job must be a job number such as 12 or JOB-12, not {job!r}", code="history_job")
+        conds.append(Job.id == int(number))
     if design_iteration_id is not None:
         conds.append(Device.design_iteration_id == design_iteration_id)
     if since:

@@ -113,6 +113,16 @@ def test_build_history_queries(plant, made):
     assert plant.call("GET", f"/history/builds?design_iteration_id={it}&status=released",
                       "production_manager")["total"] == 1
     assert plant.call("GET", f"/history/builds?device_code={code}&status=blocked", "quality_engineer")["total"] == 0
+    # People type codes as they read them: lower case, the start only (issue 13: these found nothing).
+    for query in (f"device_code={code.lower()}", f"device_code={code[:8].lower()}", f"machine_id={mid[:5].upper()}",
+                  f"material_lot={lot.lower()}", f"job=JOB-{made['ctx']['job']['id']}",
+                  f"job=job {made['ctx']['job']['id']}", f"job={made['ctx']['job']['id']}"):
+        found = [r["device_code"] for r in plant.call("GET", f"/history/builds?{query}", "quality_engineer")["items"]]
+        assert code in found, query
+    assert plant.call("GET", f"/history/builds?machine_id={mid[1:]}", "quality_engineer")["total"] == 0  # from the start
+    assert plant.call("GET", "/history/builds?device_code=%25", "quality_engineer")["total"] == 0  # % is a character
+    r = plant.client.get("/api/v1/history/builds?job=twelve", headers=plant.h("quality_engineer"))
+    assert r.status_code == 409 and "JOB-12" in r.json()["detail"]
     r = plant.client.get("/api/v1/history/builds?sort=colour", headers=plant.h("quality_engineer"))
     assert r.status_code == 422
     r = plant.client.get("/api/v1/history/builds", headers=plant.h("operator"))

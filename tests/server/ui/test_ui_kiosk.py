@@ -216,6 +216,8 @@ def test_problem_report_with_photo_blocks_the_device(page, ui_server, plant, sto
 def test_kiosk_logs_out_after_inactivity(page, ui_server, badges):
     page.clock.install()  # the page's timers run on a clock the test moves: no waiting, no timing
     page.goto(ui_server.url + "/ui/kiosk")
+    # Badges read like B-1001: the field must not open a digits-only keypad on a tablet (issue 13).
+    assert page.locator("#username").get_attribute("inputmode") is None
     login_by_keys(page, "40018", "1357")
     expect(page.locator("#who")).to_have_text("Olga Operator (operator)")
     page.clock.run_for(119_000)

@@ -7,7 +7,7 @@
 
   async function search(form) {
     const query = {};
-    for (const name of ["device_code", "machine_id", "material_lot", "status"]) {
+    for (const name of ["device_code", "machine_id", "material_lot", "job", "status"]) {
       const v = form.elements[name].value.trim();
       if (v) query[name] = v;
     }
