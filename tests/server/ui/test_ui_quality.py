@@ -107,8 +107,11 @@ def test_audit_page_verifies_the_chain(page, ui_server, plant, built):
     report = plant.call("GET", "/audit/verify", "quality_engineer")
     result = page.locator("#verify-result [data-verified]")
     expect(result).to_have_attribute("data-verified", "intact")
-    assert result.inner_text().startswith("Intact: ") and " entries and " in result.inner_text()
+    assert result.inner_text().startswith("Intact: ") and " record rows checked." in result.inner_text()
     assert report["ok"] is True
+    # Issue 13: a literal "null" after the verdict, and a table wider than the window.
+    assert "null" not in page.locator("#verify-result").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
     screenshot(page, "audit")
 
 

@@ -13,13 +13,16 @@
     let r;
     try { r = await api("GET", "/audit/verify", { query: expectHead ? { expect_head: expectHead } : undefined }); }
     catch (e) { say("#verify-result", e.message); return null; }
-    $("#verify-result").replaceChildren(
+    // Only nodes: replaceChildren writes a null as the text "null".
+    $("#verify-result").replaceChildren(...[
       el("p", { class: "message " + (r.ok ? "ok" : "error"), "data-verified": r.ok ? "intact" : "broken",
-                text: r.ok ? `Intact: ${r.entries_checked} entries and ${r.signatures_checked} signatures checked.` :
+                text: r.ok ? `Intact: ${r.entries_checked} entries, ${r.signatures_checked} signatures and ` +
+                             `${r.rows_checked} record rows checked.` :
                              `Broken in ${r.breaks.length} place${r.breaks.length === 1 ? "" : "s"}:` }),
       r.ok ? null : el("ul", { class: "reasons warn" }, r.breaks.map(b => el("li", { text: b.problem }))),
       el("p", { class: "hint", text: `Head: entry ${r.head_seq}, hash ${r.head_hash}. Keep this hash outside ` +
-                                     `the database and enter it next time to detect deleted newest entries.` }));
+                                     `the database and enter it next time to detect deleted newest entries.` }),
+    ].filter(Boolean));
     return r;
   }
 
