@@ -229,3 +229,23 @@ def test_kiosk_logs_out_after_inactivity(page, ui_server, badges):
     assert page.locator("#login").is_visible() and page.locator("#app").is_hidden()
     assert page.locator("#login-message").inner_text() == "You were logged out after 2 minutes without activity."
     assert page.evaluate("sessionStorage.getItem('amtrace.session')") is None
+
+
+@pytest.mark.parametrize("width, height", [(360, 740), (390, 844), (1920, 1080)])
+def test_the_kiosk_fits_phone_to_wall_screens_without_sideways_scrolling(browser, ui_server, badges, width, height):
+    """Issue 13: at 390 px the page was 453 px wide and "Log out" was off screen."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        page.goto(ui_server.url + "/ui/kiosk")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        login_by_keys(page, "40018", "1357")
+        expect(page.locator("#who")).to_have_text("Olga Operator (operator)")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
+        box = page.locator("#logout").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, box
+        page.locator("#logout").click()  # reachable, and it works
+        expect(page.locator("#login")).to_be_visible()
+    finally:
+        context.close()
