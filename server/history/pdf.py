@@ -28,6 +28,13 @@ def _plot(series: list[PlotSeries], title: str) -> Image | None:
     fig, axes = plt.subplots(len(series), 1, figsize=(7.2, 1.6 * len(series) + 0.4), sharex=True, squeeze=False)
     for ax, s in zip(axes[:, 0], series):
         times = [datetime.fromtimestamp(t / 1e9, tz=timezone.utc) for t in s.times_ns]
+        if len(s.lows) == len(times) == len(s.highs):
+            # The min–max envelope: a one-sample spike stays visible where the mean would hide it.
+            ax.fill_between(times, s.lows, s.highs, color="#1f4e79", alpha=0.25, linewidth=0)
+        for e in s.excursions:
+            ax.axvspan(datetime.fromtimestamp(e.start_ns / 1e9, tz=timezone.utc),
+                       datetime.fromtimestamp(e.end_ns / 1e9, tz=timezone.utc),
+                       color=LIMIT_STYLE["alarm" if e.severity == "alarm" else "warn"][0], alpha=0.25, linewidth=0)
         ax.plot(times, s.values, linewidth=0.8, color="#1f4e79")
         for key, value in sorted(s.limits.items()):
             color, style = LIMIT_STYLE["alarm" if key.startswith("alarm") else "warn"]

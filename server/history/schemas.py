@@ -74,8 +74,22 @@ class BuildEvent(BaseModel):
     limit: float | None
 
 
+class PlotExcursion(BaseModel):
+    """A stretch of a plot where the signal was beyond a limit (from the bucket extremes: no sample is missed)."""
+
+    start_ns: int
+    end_ns: int
+    severity: Literal["warning", "alarm"]
+    side: Literal["low", "high"]
+    limit: float
+    extreme: float = Field(description="The lowest (low side) or highest (high side) value in the stretch")
+
+
 class PlotSeries(BaseModel):
-    """A signal over time for a plot, with its limits."""
+    """A signal over time for a plot, with its limits.
+
+    values are the mean per interval; lows and highs the minimum and maximum in the same interval (the envelope a
+    plot draws, so a one-sample spike is never averaged away); excursions every stretch beyond a limit."""
 
     measurement: str
     field: str
@@ -84,6 +98,9 @@ class PlotSeries(BaseModel):
     limits: dict[str, float]
     times_ns: list[int]
     values: list[float]
+    lows: list[float] = Field(default_factory=list, description="Minimum per interval (empty in older summaries)")
+    highs: list[float] = Field(default_factory=list, description="Maximum per interval (empty in older summaries)")
+    excursions: list[PlotExcursion] = Field(default_factory=list, description="Stretches beyond a limit")
 
 
 class BuildSummary(BaseModel):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from server.errors import Conflict, NotFound
 from server.timeseries.gaps import EVENTS, data_gaps, datetime_from_ns
 from server.timeseries.influx import InfluxQL, ident, literal, ns, time_range
-from server.history.schemas import (BuildEvent, BuildRow, BuildSummary, HistoryPage, PlotSeries,
+from server.history.schemas import (BuildEvent, BuildRow, BuildSummary, HistoryPage, PlotExcursion, PlotSeries,
                                     SignalSummary)
 from server.models import (Design, DesignIteration, Device, Job, MaterialLot, Nonconformity, StageStep, utcnow)
 
@@ -247,20 +247,47 @@ def _num(v: Any) -> float | None:
 
 def plot_series(influx: InfluxQL, *, machine_id: str, device_code: str, start: datetime, end: datetime,
                 fields: list[tuple[str, str, str, str, dict[str, float]]]) -> list[PlotSeries]:
-    """Signals over time for plots: mean per interval, at most MAX_PLOT_POINTS points each.
+    """Signals over time for plots: mean, minimum and maximum per interval, at most MAX_PLOT_POINTS intervals each,
+    and every excursion beyond a limit found in the extremes (a mean alone hid a one-sample alarm spike).
 
     fields: (measurement, field, label, unit, limits)."""
     seconds = max(1, int((ns(end) - ns(start)) / 1e9 / MAX_PLOT_POINTS) + 1)
     where = (f"{ident('machine')} = {literal(machine_id)} AND {ident('device')} = {literal(device_code)} AND "
              f"{time_range(start, end)}")
-    statements = [f"SELECT mean({ident(f)}) FROM {ident(m)} WHERE {where} GROUP BY time({seconds}s) fill(none)"
-                  for m, f, *_ in fields]
+    statements = [f"SELECT mean({ident(f)}), min({ident(f)}), max({ident(f)}) FROM {ident(m)} WHERE {where} "
+                  f"GROUP BY time({seconds}s) fill(none)" for m, f, *_ in fields]
     out = []
     for (m, f, label, unit, limits), series in zip(fields, influx.query(*statements)):
-        pts = [(row[0], row[1]) for s in series for row in s.values if row[1] is not None]
-        out.append(PlotSeries(measurement=m, field=f, label=label, unit=unit, limits=limits,
-                              times_ns=[p[0] for p in pts], values=[p[1] for p in pts]))
+        pts = [(row[0], row[1], row[2], row[3]) for s in series for row in s.values if row[1] is not None]
+        times, lows, highs = [p[0] for p in pts], [p[2] for p in pts], [p[3] for p in pts]
+        out.append(PlotSeries(measurement=m, field=f, label=label, unit=unit, limits=limits, times_ns=times,
+                              values=[p[1] for p in pts], lows=lows, highs=highs,
+                              excursions=plot_excursions(times, lows, highs, limits, step_ns=seconds * 10**9)))
     return out
+
+
+def plot_excursions(times: list[int], lows: list[float], highs: list[float], limits: dict[str, float], *,
+                    step_ns: int) -> list[PlotExcursion]:
+    """Stretches of consecutive intervals beyond each limit, by severity and side, with the extreme value."""
+    found: list[PlotExcursion] = []
+    for key, limit in limits.items():
+        if key not in ("warn_low", "warn_high", "alarm_low", "alarm_high"):
+            continue
+        severity, side = ("alarm" if key.startswith("alarm") else "warning"), key.split("_")[1]
+        beyond = [(hi > limit) if side == "high" else (lo < limit) for lo, hi in zip(lows, highs)]
+        i = 0
+        while i < len(times):
+            if not beyond[i]:
+                i += 1
+                continue
+            j = i
+            while j + 1 < len(times) and beyond[j + 1] and times[j + 1] - times[j] <= step_ns:
+                j += 1
+            extreme = max(highs[i:j + 1]) if side == "high" else min(lows[i:j + 1])
+            found.append(PlotExcursion(start_ns=times[i], end_ns=times[j] + step_ns, severity=severity, side=side,
+                                       limit=limit, extreme=extreme))
+            i = j + 1
+    return sorted(found, key=lambda e: (e.start_ns, e.severity != "alarm"))
 
 
 def build_summary(session: Session, influx: InfluxQL, *, device_code: str, plots: bool = False) -> BuildSummary:

@@ -35,9 +35,30 @@
     svg.setAttribute("class", "plot");
     if (!t.length) return svg;
     const lim = Object.values(series.limits);
-    const lo = Math.min(...v, ...lim), hi = Math.max(...v, ...lim), t0 = t[0], t1 = t[t.length - 1] || t0 + 1;
+    // The min–max envelope of each interval: a one-sample spike shows even where the mean cannot.
+    const lows = series.lows && series.lows.length === t.length ? series.lows : v;
+    const highs = series.highs && series.highs.length === t.length ? series.highs : v;
+    const lo = Math.min(...lows, ...lim), hi = Math.max(...highs, ...lim), t0 = t[0], t1 = t[t.length - 1] || t0 + 1;
     const x = tt => pad + (w - 2 * pad) * ((tt - t0) / Math.max(1, t1 - t0));
     const y = vv => h - pad - (h - 2 * pad) * ((vv - lo) / Math.max(1e-9, hi - lo));
+    for (const e of series.excursions || []) {
+      const band = document.createElementNS(SVG, "rect");
+      const x0 = x(e.start_ns), x1 = Math.max(x0 + 2, x(Math.min(e.end_ns, t1)));
+      band.setAttribute("x", x0.toFixed(1)); band.setAttribute("width", (x1 - x0).toFixed(1));
+      band.setAttribute("y", pad); band.setAttribute("height", h - 2 * pad);
+      band.setAttribute("class", `plot-excursion ${e.severity}`);
+      band.dataset.severity = e.severity; band.dataset.extreme = e.extreme;
+      const tip = document.createElementNS(SVG, "title");
+      tip.textContent = `${e.severity}: ${series.label} ${e.side === "high" ? "rose to" : "fell to"} ${e.extreme} ` +
+                        `${series.unit} (limit ${e.limit}) at ${fmtTime(new Date(e.start_ns / 1e6).toISOString())}`;
+      band.append(tip);
+      svg.append(band);
+    }
+    const envelope = document.createElementNS(SVG, "polygon");
+    envelope.setAttribute("points", [...t.map((tt, i) => `${x(tt).toFixed(1)},${y(highs[i]).toFixed(1)}`),
+      ...t.map((tt, i) => `${x(tt).toFixed(1)},${y(lows[i]).toFixed(1)}`).reverse()].join(" "));
+    envelope.setAttribute("class", "plot-envelope");
+    svg.append(envelope);
     const line = document.createElementNS(SVG, "polyline");
     line.setAttribute("points", t.map((tt, i) => `${x(tt).toFixed(1)},${y(v[i]).toFixed(1)}`).join(" "));
     line.setAttribute("class", "plot-line");
