@@ -16,13 +16,20 @@ STYLES = getSampleStyleSheet()
 
 
 def text(value) -> str:
-    """A value as printed: UTC times, 4 significant digits, a dash for none."""
+    """A value as printed: UTC times, 4 significant digits, a dash for none, yes/no, and mappings and lists in words
+    (a printed record must never show Python's own notation: `None`, `{'x_mm': 40.0}`)."""
     if value is None:
         return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{str(k).replace('_', ' ')} {text(v)}" for k, v in value.items()) or "—"
+    if isinstance(value, (list, tuple)):
+        return "; ".join(text(v) for v in value) or "—"
     return str(value)
 
 

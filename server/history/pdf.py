@@ -87,7 +87,8 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
     q = m.qualification_at_build or {}
     story += [_p("Machine at build time", h2), _table(["field", "value"], [
         ["machine", f"{m.machine_id}: {m.manufacturer} {m.model}, serial {m.serial_number}"],
-        ["location", f"{m.site}, {m.room}"], ["software / firmware", f"{m.software_at_build} / {m.firmware_at_build}"],
+        ["location", f"{m.site}, {m.room}"],
+        ["software / firmware", f"{_t(m.software_at_build)} / {_t(m.firmware_at_build)}"],
         ["build preparation software", m.build_prep_software_at_build],
         ["qualification", f"{q.get('state', '—')} (scope {q.get('id', '—')}, valid until {q.get('valid_until', '—')})"]],
         [45, 135])]

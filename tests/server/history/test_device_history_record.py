@@ -198,6 +198,9 @@ def test_dhr_pdf_renders_with_the_values(plant, made, tmp_path):
         assert expected in flat, expected
     pages = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
     assert int(next(l for l in pages.splitlines() if l.startswith("Pages:")).split()[1]) >= 3
+    # Issue 13: no Python notation in a printed record ("4.2.0 / None", "{'x_mm': 40.0, …}").
+    for python in (" None", "{'", "':", "True", "False"):
+        assert python not in flat, python
 
 
 def test_dhr_verify_finds_a_point_altered_after_release(plant, made, influxdb, influx_database, monkeypatch, capsys):
