@@ -9,7 +9,7 @@ from server.cycles.service import cycles_of_device, load_of, steps_of_device
 from server.history import service, summaries
 from server.timeseries.gaps import data_gaps
 from server.history.cycle_plots import cycle_plot
-from server.timeseries.influx import InfluxQL
+from server.timeseries.influx import InfluxQL, TimeSeriesUnavailable
 from server.history.schemas import (BuildSummary, DeviceHistoryRecord, DhrBuildFileCheck, DhrCase, DhrCycle,
                                     DhrDesign, DhrDesignFile, DhrDevice, DhrGateDecision, DhrMachine, DhrManualStep,
                                     DhrMaterialLot, DhrNonconformity, DhrProcessMonitoring, DhrSeal, DhrStage,
@@ -96,6 +96,17 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
                                verdict=c.verdict, criteria=c.evaluation.get("criteria", []),
                                performed_by=manifest(session, c.performed_signature_id), plot=plot,
                                data_gaps=gaps))
+    unrecorded, unrecorded_check = [], None
+    if monitoring:
+        try:
+            unrecorded = service.unrecorded_process_data(
+                influx, device_code=device_code, build_machine=w.machine_id,
+                recorded=[(c.machine_id, c.started_at, c.ended_at)
+                          for c in cycles_of_device(session, device_id=device.id)])
+            unrecorded_check = "checked against InfluxDB for this document"
+        except TimeSeriesUnavailable as e:
+            # A released record reads without InfluxDB; it then says it could not look, rather than "none".
+            unrecorded_check = f"not checked: {e.detail}"
     steps = [DhrManualStep(step_id=s.id, kind=s.kind, description=s.description, measurements=s.measurements,
                            photos=s.photos, result=s.result, performed_at=s.performed_at,
                            signature=manifest(session, s.signature_id))
@@ -131,7 +142,8 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
                                                 data_gaps=summary.data_gaps, source=summary.source,
                                                 computed_at=summary.computed_at,
                                                 summary_sha256=summary.summary_sha256, note=summary.note),
-        cycles=cycles, manual_steps=steps, stages=stages,
+        cycles=cycles, unrecorded_process_data=unrecorded, unrecorded_check=unrecorded_check, manual_steps=steps,
+        stages=stages,
         nonconformities=[_nc(session, n) for n in ncs],
         related_nonconformities=[_nc(session, n) for n in related],
         delivery=next((s for s in stages if s.stage == "delivery"), None),

@@ -132,8 +132,19 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
             story += [Spacer(0, 2 * mm), img]
         if c.ended_at:
             story += [_p(_gaps_text(c.data_gaps, c.machine_id, f"cycle {c.cycle_id}")), *_gaps_table(c.data_gaps)]
+    if d.unrecorded_process_data:
+        # Data under this device code that no recorded cycle covers: said, never silence (issue 13).
+        story += [_p("Process data without a recorded cycle", "Heading3"),
+                  _p("Data was stored under this device code on these machines at times no recorded cycle covers: "
+                     "a process step may have run without its cycle record."),
+                  _table(["machine", "measurement", "from", "to", "minutes with data"],
+                         [[u.machine_id, u.measurement, u.start, u.end, u.minutes] for u in d.unrecorded_process_data],
+                         [35, 35, 40, 40, 30])]
+    if d.unrecorded_check and d.unrecorded_check.startswith("not checked"):
+        story.append(_p(f"Process data without a recorded cycle: {d.unrecorded_check}."))
     if not d.cycles:
-        story.append(_p("No cycles recorded."))
+        story.append(_p("No cycles recorded." if not d.unrecorded_process_data else
+                        "No cycles recorded, although process data exists (above)."))
     story.append(_p("Manual steps", h2))
     story.append(_table(["step", "kind", "description", "result", "measurements", "signature"], [
         [s.step_id, s.kind, s.description, s.result, "; ".join(

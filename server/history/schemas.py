@@ -337,6 +337,16 @@ class DhrSeal(BaseModel):
     audit_seq: int
 
 
+class DhrUnrecordedData(BaseModel):
+    """Process data stored under the device's code on a machine, outside the build and every recorded cycle."""
+
+    machine_id: str
+    measurement: str
+    start: datetime
+    end: datetime
+    minutes: int = Field(description="Minutes with data in the stretch")
+
+
 class DeviceHistoryRecord(BaseModel):
     """Everything recorded about how one device was made (schema version in schema_version)."""
 
@@ -357,6 +367,11 @@ class DeviceHistoryRecord(BaseModel):
     manual_steps: list[DhrManualStep]
     stages: list[DhrStage]
     nonconformities: list[DhrNonconformity]
+    unrecorded_process_data: list[DhrUnrecordedData] = Field(default_factory=list, description=(
+        "Process data under the device code with no recorded cycle for it (e.g. a furnace run nobody recorded): "
+        "said, never silently left out; read from InfluxDB with the process monitoring"))
+    unrecorded_check: str | None = Field(default=None, description=(
+        "Whether unrecorded_process_data was looked for: checked, or not checked and why (InfluxDB unreachable)"))
     related_nonconformities: list[DhrNonconformity] = Field(default_factory=list, description=(
         "Nonconformities of the device's machine (raised while its job was there), material lot or design "
         "iteration: they stop the device too"))

@@ -308,6 +308,48 @@ def build_summary(session: Session, influx: InfluxQL, *, device_code: str, plots
                         data_gaps=data_gaps(influx, machine_id=w.machine_id, start=w.start, end=w.end))
 
 
+def unrecorded_process_data(influx: InfluxQL, *, device_code: str, build_machine: str,
+                            recorded: list[tuple[str, datetime, datetime | None]]) -> list:
+    """Stretches of data under the device code on machines other than the build machine that no recorded cycle
+    covers (recorded: machine, start, end of each cycle), by minute: a DHR must say there is process data it has
+    no cycle for, not "no cycles"."""
+    from datetime import timedelta
+
+    from server.history.schemas import DhrUnrecordedData
+
+    (series,) = influx.query(f"SHOW SERIES WHERE {ident('device')} = {literal(device_code)}")
+    pairs = set()
+    for s in series:
+        for row in s.values:
+            key = str(row[0])
+            measurement, _, tags = key.partition(",")
+            tag = dict(t.split("=", 1) for t in tags.split(",") if "=" in t)
+            if measurement not in (EVENTS, SIGNAL_MAP) and tag.get("machine") and tag["machine"] != build_machine:
+                pairs.add((measurement, tag["machine"]))
+    if not pairs:
+        return []
+    ordered = sorted(pairs)
+    statements = [f"SELECT count(*) FROM {ident(m)} WHERE {ident('device')} = {literal(device_code)} AND "
+                  f"{ident('machine')} = {literal(machine)} GROUP BY time(60s) fill(none)" for m, machine in ordered]
+    out = []
+    minute = timedelta(seconds=60)
+    for (measurement, machine), result in zip(ordered, influx.query(*statements)):
+        windows = [(a, b or utcnow()) for mid, a, b in recorded if mid == machine]
+        minutes = sorted(datetime_from_ns(row[0]) for s in result for row in s.values
+                         if any(isinstance(v, (int, float)) and v for v in row[1:]))
+        # A minute with data, not inside any recorded cycle (a minute bucket overlapping a cycle counts as in it).
+        loose = [t for t in minutes if not any(a - minute < t <= b for a, b in windows)]
+        stretch: list[datetime] = []
+        for t in loose + [None]:
+            if stretch and (t is None or t - stretch[-1] > minute):
+                out.append(DhrUnrecordedData(machine_id=machine, measurement=measurement, start=stretch[0],
+                                             end=stretch[-1] + minute, minutes=len(stretch)))
+                stretch = []
+            if t is not None:
+                stretch.append(t)
+    return sorted(out, key=lambda u: (u.start, u.machine_id))
+
+
 def case_of(session: Session, device: Device):
     """The case a device is made for (None for a coupon or a stock part)."""
     from server.models import Case

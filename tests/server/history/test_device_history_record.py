@@ -244,3 +244,31 @@ def test_dhr_says_per_machine_which_data_gaps_were_recovered_and_which_lost(plan
     assert "PARTLY LOST" in txt
     for c in d["cycles"]:
         assert f"Data gaps of {c['machine_id']} during cycle {c['cycle_id']}: none recorded by its edge agent" in txt
+
+
+def test_process_data_without_a_recorded_cycle_is_said_not_silenced(plant, made, influxdb, influx_database,
+                                                                   tmp_path):
+    """Issue 13: "No cycles recorded" while furnace data stood under the same device codes in InfluxDB."""
+    code = made["code"]
+    before = plant.call("GET", f"/history/devices/{code}/dhr?plots=false", "quality_engineer")
+    assert before["unrecorded_process_data"] == []  # every cycle of this device is recorded: nothing to say
+    # A furnace ran with this device in its load, and nobody recorded the cycle.
+    from edge.simulators.profiles import FurnaceCycle
+
+    furnace = machine("furnace-01").model_copy(update={"id": "furnace-unrecorded"})
+    t0 = (int(time.time()) - 90 * 60) * NS
+    profile = FurnaceCycle()
+    feed(url=influxdb.url, database=influx_database, machine_cfg=furnace, job="HT-NOBODY", devices=[code],
+         start_ns=t0, seconds=20 * 60, step_s=10.0, state=profile.state, noise=False)
+    d = plant.call("GET", f"/history/devices/{code}/dhr?plots=false", "quality_engineer")
+    (u,) = d["unrecorded_process_data"]
+    assert u["machine_id"] == "furnace-unrecorded" and u["minutes"] >= 19
+    start = datetime.fromisoformat(u["start"].replace("Z", "+00:00")).timestamp()
+    end = datetime.fromisoformat(u["end"].replace("Z", "+00:00")).timestamp()
+    assert abs(start - t0 / NS) <= 60 and abs(end - (t0 / NS + 20 * 60)) <= 120
+    r = plant.client.get(f"/api/v1/history/devices/{code}/dhr.pdf", headers=plant.h("quality_engineer"))
+    pdf = tmp_path / "unrecorded.pdf"
+    pdf.write_bytes(r.content)
+    flat = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                                   check=True).stdout.split())
+    assert "Process data without a recorded cycle" in flat and "furnace-unrecorded" in flat

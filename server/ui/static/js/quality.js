@@ -112,6 +112,10 @@
         el("p", { text: "No process data recorded." }),
       pm ? el("div", { class: "plots" }, pm.plots.map(p => el("figure", {}, plot(p),
         el("figcaption", { text: `${p.label} (${p.unit}); dashed lines: limits` })))) : null,
+      (d.unrecorded_process_data || []).length ? el("div", { id: "unrecorded", class: "message warn" },
+        el("p", { text: "Process data without a recorded cycle: a step may have run without its cycle record." }),
+        el("ul", {}, d.unrecorded_process_data.map(u => el("li", { "data-machine": u.machine_id,
+          text: `${u.machine_id} (${u.measurement}): ${fmtTime(u.start)} to ${fmtTime(u.end)}, ${u.minutes} minute(s) with data` })))) : null,
       el("div", { id: "data-gaps" }, el("h3", { text: "Data gaps" }),
         gapsOf(d.machine ? d.machine.machine_id : "the build machine", "the build", pm ? pm.data_gaps : []),
         (d.cycles || []).filter(c => c.ended_at).map(c =>

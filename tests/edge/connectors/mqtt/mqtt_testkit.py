@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -87,6 +89,7 @@ class SqliteSink(MemoryJournal):
         return [k for (k,) in self.rows("SELECT kind FROM events ORDER BY rowid")]
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # tests/: also for child processes run from here
 from waiting import wait_until  # noqa: E402,F401 - the one waiting rule (tests/waiting.py)
 
 
