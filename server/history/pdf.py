@@ -109,7 +109,10 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
     story += [_p("Process monitoring", h2), _p(f"Build from {_t(pm.start)} to {_t(pm.end)}. {source}"),
               _table(["signal", "unit", "samples", "min", "max", "mean", "s outside warn", "s outside alarm"], [
                   [s.signal, s.unit, s.samples, s.min, s.max, s.mean, s.seconds_outside_warning,
-                   s.seconds_outside_alarm] for s in pm.signals if s.samples], [38, 14, 18, 20, 20, 20, 25, 25])]
+                   s.seconds_outside_alarm] if s.samples else
+                  # A mapped signal that sent nothing during the build is said, not left out.
+                  [s.signal, s.unit, 0, "no data", "no data", "no data", "—", "—"]
+                  for s in pm.signals], [38, 14, 18, 20, 20, 20, 25, 25])]
     img = _plot(pm.plots, f"Build {d.job_id} on {m.machine_id}: key signals with limits")
     if img:
         story += [Spacer(0, 2 * mm), img]

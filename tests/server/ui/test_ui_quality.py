@@ -74,6 +74,13 @@ def test_qe_searches_a_device_opens_its_dhr_and_downloads_the_pdf(page, ui_serve
     signal = page.locator("#signals tr[data-signal='chamber_o2'] td")
     expect(signal).to_have_text(["chamber_o2", "ppm", "20", "400", "590", "495.00", "0"])
     expect(page.locator(".plots svg polyline")).to_have_count(1)
+    # Issue 13: the plot has a time axis (HH:MM UTC at start, middle and end) and its min–max envelope.
+    times = page.locator(".plots svg text.plot-time").all_text_contents()
+    assert len(times) == 3 and times[-1].endswith(" UTC") and all(len(t.split()[0]) == 5 for t in times), times
+    expect(page.locator(".plots svg polygon.plot-envelope")).to_have_count(1)
+    empty = page.locator("#signals tr.no-data")
+    for i in range(empty.count()):  # a signal that sent nothing says so instead of blank cells
+        expect(empty.nth(i).locator("td").nth(3)).to_have_text("no data during the build")
     # Not released yet: the summary is read from InfluxDB now, and the page says so.
     expect(page.locator("#pm-source")).to_have_text(
         "Computed live from InfluxDB for this view: provisional until the device is released and sealed.")

@@ -74,6 +74,15 @@
       label.setAttribute("x", 2); label.setAttribute("y", yy); label.textContent = text;
       svg.append(label);
     }
+    // A time axis: start, middle and end of the plotted span in UTC (a plot without one cannot be read against
+    // the events and gaps listed beside it).
+    for (const [tt, anchor] of [[t0, "start"], [(t0 + t1) / 2, "middle"], [t1, "end"]]) {
+      const label = document.createElementNS(SVG, "text");
+      label.setAttribute("x", x(tt)); label.setAttribute("y", h - 8); label.setAttribute("text-anchor", anchor);
+      label.setAttribute("class", "plot-time");
+      label.textContent = new Date(tt / 1e6).toISOString().slice(11, 16) + (anchor === "end" ? " UTC" : "");
+      svg.append(label);
+    }
     return svg;
   }
 
@@ -106,9 +115,12 @@
         ? `Computed live from InfluxDB for this view: provisional until the device is released and sealed.${pm.note ? " " + pm.note : ""}`
         : `Stored at release (computed ${fmtDay(pm.computed_at)}, SHA-256 ${(pm.summary_sha256 || "").slice(0, 12)}…, checked against the audit trail).` }) : null,
       pm ? el("table", { id: "signals" }, el("thead", {}, el("tr", {}, ["Signal", "Unit", "Samples", "Min", "Max", "Mean", "Outside alarm (s)"].map(t => el("th", { text: t })))),
-        el("tbody", {}, pm.signals.map(s => el("tr", { "data-signal": s.signal }, el("td", { text: s.signal }), el("td", { text: s.unit }),
+        el("tbody", {}, pm.signals.map(s => s.samples ? el("tr", { "data-signal": s.signal }, el("td", { text: s.signal }), el("td", { text: s.unit }),
           el("td", { text: s.samples }), el("td", { text: s.min }), el("td", { text: s.max }),
-          el("td", { text: s.mean == null ? "–" : s.mean.toFixed(2) }), el("td", { text: s.seconds_outside_alarm }))))) :
+          el("td", { text: s.mean == null ? "–" : s.mean.toFixed(2) }), el("td", { text: s.seconds_outside_alarm }))
+          // A signal the machine map has but that sent nothing during the build: said, not a blank row.
+          : el("tr", { "data-signal": s.signal, class: "no-data" }, el("td", { text: s.signal }), el("td", { text: s.unit }),
+              el("td", { text: "0" }), el("td", { colspan: 4, text: "no data during the build" }))))) :
         el("p", { text: "No process data recorded." }),
       pm ? el("div", { class: "plots" }, pm.plots.map(p => el("figure", {}, plot(p),
         el("figcaption", { text: `${p.label} (${p.unit}); dashed lines: limits` })))) : null,
