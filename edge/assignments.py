@@ -31,6 +31,9 @@ class AssignmentRequest(BaseModel):
     )
     start_ns: int | None = Field(default=None, description="Start of the assignment; default now")
     source: str = Field(default="local", description="Who set it: local, cli, server")
+    force: bool = Field(default=False, description=(
+        "Override the server on a machine whose jobs come from it (needs a reason; recorded as an event)"))
+    reason: str | None = Field(default=None, max_length=500, description="Why the server is overridden")
 
 
 @dataclass(frozen=True)

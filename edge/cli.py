@@ -101,6 +101,10 @@ def _api(cfg, method: str, path: str, body: dict | None = None):
             return json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         detail = e.read().decode(errors="replace")
+        try:
+            detail = json.loads(detail).get("error", detail)  # the agent's own words, not its JSON
+        except (ValueError, AttributeError):
+            pass
         raise SystemExit(f"amtrace-edge: agent answered {e.code}: {detail}") from e
     except urllib.error.URLError as e:
         raise SystemExit(f"amtrace-edge: the agent is not reachable at {url} ({e.reason}); is it running?") from e
@@ -212,6 +216,8 @@ def cmd_assign(args) -> int:
     """Put a job with its device codes on a machine (local assignment through the agent)."""
     cfg = _load_agent_config(args.config)
     body = {"job": args.job, "devices": args.device, "source": "cli"}
+    if args.force:
+        body.update(force=True, reason=args.reason)
     if args.since:
         try:
             body["start_ns"] = _since_ns(args.since)
@@ -302,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("machine", help="machine id")
     a.add_argument("--job", required=True, help="job id")
     a.add_argument("--device", action="append", required=True, help="device code (repeat for each device)")
+    a.add_argument("--force", action="store_true",
+                   help="override the server on a machine whose jobs come from it (needs --reason; recorded)")
+    a.add_argument("--reason", help="why the server's job context is overridden (with --force)")
     a.add_argument("--since", help="when the load went in, if earlier than now: --since=-30m, --since=-2h or an "
                                     "ISO 8601 time with offset (data a machine logs after the fact lands under "
                                     "these codes)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import time
 import logging
 import re
 import threading
@@ -20,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import ValidationError
 
 from edge.assignments import AssignmentRequest
+from edge.readings import Event
 
 if TYPE_CHECKING:
     from edge.parts import ApiParts
@@ -77,8 +79,12 @@ class AgentCollector:
 class LocalApi:
     """ThreadingHTTPServer on loopback serving the agent's local API."""
 
-    def __init__(self, parts: "ApiParts", *, api_token: str, status: Callable[[], dict], host: str, port: int):
+    def __init__(self, parts: "ApiParts", *, api_token: str, status: Callable[[], dict], host: str, port: int,
+                 server_managed: bool = False):
         self.parts = parts
+        # With a server, it gives each machine its jobs and device codes: a local assignment would tag the data
+        # under codes it did not give (issue 13: for 1.5 s the data went under the wrong device).
+        self.server_managed = server_managed
         self.api_token = api_token
         self.status = status
         self.registry = CollectorRegistry()
@@ -179,12 +185,26 @@ class LocalApi:
                         return self._send(h, 413, {"error": f"body of {length} bytes exceeds {MAX_BODY}"})
                     try:
                         req = AssignmentRequest.model_validate_json(h.rfile.read(length))
+                        if self.server_managed and req.source != "server":
+                            if not (req.force and req.reason and len(req.reason.strip()) >= 10):
+                                return self._send(h, 409, {"error": (
+                                    f"machine {machine} takes its jobs and device codes from the server: a local "
+                                    f"assignment would tag its data under codes the server did not give. To override, "
+                                    f"repeat with --force and --reason (at least 10 characters); the override is "
+                                    f"recorded as an event under the devices")})
                         a = self.parts.assignments.assign(machine, req)
                     except ValidationError as e:
                         return self._send(h, 422, {"error": "invalid assignment", "details": json.loads(e.json())})
                     except ValueError as e:
                         return self._send(h, 409, {"error": str(e)})
                     log.info("machine %s: job %s assigned with devices %s", machine, a.job, ", ".join(a.devices))
+                    if self.server_managed and req.source != "server":
+                        # Recorded under the devices it tags (the DHR lists it among the build's events).
+                        self.parts.pipeline.event(Event(
+                            machine, "local_override", f"local assignment of job {a.job} (devices "
+                            f"{', '.join(a.devices)}) overrides the server's job context: {req.reason.strip()}",
+                            max(a.start_ns, time.time_ns()), "warning",
+                            {"job": a.job, "devices": ",".join(a.devices), "reason": req.reason.strip()}))
                     return self._send(h, 200, a.as_dict())
                 if method == "DELETE":
                     a = self.parts.assignments.release(machine)

@@ -33,6 +33,9 @@ BIN = ROOT / ".venv" / "bin"
 DEMO_PASSWORD = "amtrace-demo-2026"  # demo accounts only; printed at the end of `make demo`
 # Post-processing loads (machine: local job id) that carry the devices of the server's build job.
 # The LPBF printer takes its job from the server; the SLA printer gets a local one.
+# The demo books post-processing loads at the agent, not through server-recorded cycles: on a server-managed
+# agent that is an override, said with its reason (and recorded as an event under the devices).
+DEMO_OVERRIDE = ["--force", "--reason", "demo: post-processing load booked at the machine, not through the server"]
 DEMO_LOADS = {"furnace-01": "HT-DEMO-1", "furnace-02": "HT-DEMO-2", "washer-01": "WASH-DEMO-1",
               "sterilizer-01": "STER-DEMO-1"}
 
@@ -199,21 +202,21 @@ def _up(args) -> int:
     known = {m["id"] for m in machines}
     for machine, job in DEMO_LOADS.items():
         if machine in known:
-            subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), machine,
-                            "--job", job, *sum((["--device", d] for d in devices), [])], check=True, cwd=ROOT,
+            subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), *DEMO_OVERRIDE,
+                            machine, "--job", job, *sum((["--device", d] for d in devices), [])], check=True, cwd=ROOT,
                            stdout=subprocess.DEVNULL)
     for m in (m for m in machines if m["connection"]["type"] == "folder"):
         # The washer logs each program when it ends, so the load went in before the first log's samples.
-        subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), m["id"], "--job",
-                        f"WASH-DEMO-{m['id']}", "--since=-2h", *sum((["--device", d] for d in devices), [])],
+        subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), *DEMO_OVERRIDE, m["id"],
+                        "--job", f"WASH-DEMO-{m['id']}", "--since=-2h", *sum((["--device", d] for d in devices), [])],
                        check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         step(f"{m['id']} drops a CSV cycle log into {m['connection']['path']} every 2 minutes")
         state["pids"][f"sim-{m['id']}"] = _spawn(
             f"sim-{m['id']}", [str(BIN / "amtrace-edge"), "simulate", "folder", "--machine", m["id"],
                                "--machines-dir", str(machines_dir), "--every", "120"])
     if "sla-01" in known:
-        subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), "sla-01",
-                        "--job", "SLA-DEMO-1", "--device", "AMT-GUIDE-0001"], check=True, cwd=ROOT,
+        subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), *DEMO_OVERRIDE,
+                        "sla-01", "--job", "SLA-DEMO-1", "--device", "AMT-GUIDE-0001"], check=True, cwd=ROOT,
                        stdout=subprocess.DEVNULL)
     STATE.write_text(json.dumps(state, indent=1))
 

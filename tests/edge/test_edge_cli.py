@@ -156,3 +156,41 @@ def test_status_finds_an_agent_that_picked_a_free_port(tmp_path, mosquitto, infl
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_a_machine_whose_jobs_come_from_the_server_refuses_a_local_assignment_unless_forced(
+        tmp_path, mosquitto, influxdb, monkeypatch):
+    """Issue 13: `assign lpbf-01 --job X --device AMT-1` on a server-managed machine was taken silently and tagged
+    1.5 s of data with the wrong device code."""
+    import yaml
+
+    influxdb.create_database("cli_override")
+    cfg_path = write_agent(tmp_path, machines=[machine_yaml("washer-srv", mosquitto.port)], influx_url=influxdb.url,
+                           database="cli_override")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["server"] = {"url": "http://127.0.0.1:9", "interval_s": 5}  # configured, unreachable: still server-managed
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("AMTRACE_AGENT_TOKEN", "test-token-not-used")
+    agent = AgentProcess(cfg_path).start()
+    try:
+        refused = cli("assign", "-c", str(cfg_path), "washer-srv", "--job", "X", "--device", "AMT-1", check=False)
+        assert refused.returncode != 0
+        assert "takes its jobs and device codes from the server" in refused.stderr and "--force" in refused.stderr
+        assert agent.api("GET", "/machines/washer-srv/assignment") is None  # nothing was booked
+        short = cli("assign", "-c", str(cfg_path), "washer-srv", "--job", "X", "--device", "AMT-1", "--force",
+                    "--reason", "why", check=False)
+        assert short.returncode != 0  # a reason of substance, not a word
+        done = cli("assign", "-c", str(cfg_path), "washer-srv", "--job", "X", "--device", "AMT-1", "--force",
+                   "--reason", "server down during the night shift; job sheet 4471")
+        assert "job X with 1 device(s): AMT-1" in done.stdout
+
+        def override_events():
+            res = influxdb.query("SELECT message, reason FROM amtrace_events WHERE kind='local_override'",
+                                 db="cli_override")
+            series = res.get("results", [{}])[0].get("series")
+            return series[0]["values"] if series else []
+
+        (event,) = wait_until(override_events, 30, "the override event")
+        assert "overrides the server's job context" in event[1] and event[2].startswith("server down")
+    finally:
+        agent.stop()
