@@ -143,7 +143,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refuses to start without its own)."""
         from server.db import schema_problem
 
-        problems = [p for p in (schema_problem(app.state.engine),) if p]
+        # Open, like /healthz, for load balancers and orchestrators: it says what is wrong, not where (no hosts).
+        problems = [p for p in (schema_problem(app.state.engine, detail=False),) if p]
         return JSONResponse({"status": "not ready" if problems else "ready", "problems": problems,
                              "environment": app.state.settings.environment},
                             status_code=503 if problems else 200)

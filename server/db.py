@@ -273,11 +273,15 @@ def schema_state(engine: Engine) -> tuple[str | None, str]:
     return current, head
 
 
-def schema_problem(engine: Engine) -> str | None:
-    """Why this database cannot serve (unreachable, never migrated, behind the code), or None when it can."""
+def schema_problem(engine: Engine, *, detail: bool = True) -> str | None:
+    """Why this database cannot serve (unreachable, never migrated, behind the code), or None when it can.
+
+    detail=False leaves the driver's words out (hosts, users): for the unauthenticated readiness probe."""
     try:
         current, head = schema_state(engine)
     except Exception as e:  # noqa: BLE001 - any driver error means: not reachable as configured
+        if not detail:
+            return "the database cannot be reached"
         first = str(getattr(e, "orig", e)).strip().splitlines()
         return f"the database cannot be reached: {first[0] if first else type(e).__name__}"
     if current is None:

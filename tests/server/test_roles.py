@@ -7,7 +7,8 @@ import re
 from fastapi.routing import APIRoute
 
 ROLES = ("admin", "operator", "production_manager", "quality_engineer", "design_engineer", "clinician")
-OPEN = {("POST", "/api/v1/auth/token"), ("GET", "/healthz")}
+# Open by design: logging in, and the liveness and readiness probes of load balancers.
+OPEN = {("POST", "/api/v1/auth/token"), ("GET", "/healthz"), ("GET", "/readyz")}
 
 
 def guard_of(route):
@@ -25,6 +26,8 @@ def api_routes(app):
     """(full path, APIRoute) for every route; included routers are mounted under /api/v1."""
     for route in app.routes:
         if isinstance(route, APIRoute):
+            if not route.include_in_schema:
+                continue  # the API's own documentation pages and the redirect to the pages: no data behind them
             yield route.path, route
         elif hasattr(route, "original_router"):  # FastAPI's included-router wrapper
             for sub in route.original_router.routes:
