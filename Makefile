@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test deps venv stop bench clean
+.PHONY: demo test deps venv stop bench clean screenshots
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "amtrace: $(PYTHON) not found; install Python 3.11+ (Debian: apt-get install python3 python3-venv)"; exit 1; }
@@ -30,6 +30,10 @@ stop:
 ## make test: the whole test suite against real services on free loopback ports
 test: deps venv
 	deploy/local/run-tests.sh
+
+## make screenshots: refresh docs/screenshots from the page tests (make test writes them under var/ only)
+screenshots: deps venv
+	AMTRACE_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/server/ui -k "not schemathesis"
 
 bench: deps venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "deploy" / "local"))
 import localstack  # noqa: E402
 
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Tests write their screenshots under var/ (a test run never rewrites the documentation); `make screenshots`
+# runs the page tests with AMTRACE_SCREENSHOTS=docs/screenshots to refresh the copies the docs show.
+SCREENSHOTS = ROOT / os.environ.get("AMTRACE_SCREENSHOTS", "var/screenshots")
 SIZES = ((1280, 800), (1920, 1080))
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -64,7 +66,7 @@ class UiServer:
 
 
 def screenshot(page, name: str) -> list[Path]:
-    """Write docs/screenshots/<name>-<w>x<h>.png at both sizes; return the files."""
+    """Write <SCREENSHOTS>/<name>-<w>x<h>.png at both sizes (var/screenshots unless refreshing the docs)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     original = page.viewport_size
     out = []
