@@ -21,6 +21,12 @@ from server.pdfkit import para as _p, signature as _sig, table as _table, text a
 LIMIT_STYLE = {"warn": ("#d08000", "--"), "alarm": ("#c00000", "-")}
 
 
+def _words(value: str | None) -> str | None:
+    """An enumerated value (stage, state, kind) as words: "post_processing" is one unbreakable token in a narrow
+    column and was split mid-word ("post_processi/ng")."""
+    return value.replace("_", " ") if isinstance(value, str) else value
+
+
 def _plot(series: list[PlotSeries], title: str) -> Image | None:
     series = [s for s in series if s.values]
     if not series:
@@ -67,8 +73,8 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
                       f"Status: {d.device.status}.")]
     dev = d.device
     story += [_p("Device", h2), _table(["field", "value"], [
-        ["device code", dev.device_code], ["UDI", dev.udi_hri], ["kind", dev.kind],
-        ["regulatory category", dev.regulatory_category], ["position on plate", dev.position], ["job", d.job_id],
+        ["device code", dev.device_code], ["UDI", dev.udi_hri], ["kind", _words(dev.kind)],
+        ["regulatory category", _words(dev.regulatory_category)], ["position on plate", dev.position], ["job", d.job_id],
         ["build parameters", d.build_parameters]], [45, 135])]
     if d.case:
         story += [_p("Case (pseudonymous)", h2), _table(["patient reference", "institution", "clinician", "surgery"], [
@@ -118,7 +124,7 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
         story += [Spacer(0, 2 * mm), img]
     if pm.events:
         story += [_p("Events", "Heading3"), _table(["time", "kind", "severity", "message"], [
-            [e.at, e.kind, e.severity, e.message] for e in pm.events], [35, 25, 18, 102])]
+            [e.at, _words(e.kind), e.severity, e.message] for e in pm.events], [35, 25, 18, 102])]
     story += [_p("Data gaps", "Heading3"), _p(_gaps_text(pm.data_gaps, m.machine_id, "the build")),
               *_gaps_table(pm.data_gaps)]
     story.append(_p("Post-processing, cleaning and sterilization cycles", h2))
@@ -150,14 +156,16 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
                         "No cycles recorded, although process data exists (above)."))
     story.append(_p("Manual steps", h2))
     story.append(_table(["step", "kind", "description", "result", "measurements", "signature"], [
-        [s.step_id, s.kind, s.description, s.result, "; ".join(
+        [s.step_id, _words(s.kind), s.description, s.result, "; ".join(
             f"{x['name']} {x['measured']:g} {x['unit']} ({'ok' if x['passed'] else 'OUT'})" for x in s.measurements),
          _sig(s.signature)] for s in d.manual_steps] or [["none", "", "", "", "", ""]], [12, 22, 40, 12, 45, 49]))
     story += [_p("Stage gates", h2), _table(["stage", "state", "performed", "result", "accepted", "judgement"], [
-        [s.stage, s.state, _sig(s.performed), s.result, _sig(s.accepted), s.judgement] for s in d.stages],
+        [_words(s.stage), _words(s.state), _sig(s.performed), s.result, _sig(s.accepted), s.judgement]
+        for s in d.stages],
         [22, 18, 45, 25, 45, 25])]
     story += [_p("Nonconformities", h2), _table(["id", "kind", "description", "state", "disposition", "signature"], [
-        [n.nonconformity_id, n.kind, n.description, n.state, f"{n.disposition or '—'}: {n.rationale or ''}",
+        [n.nonconformity_id, _words(n.kind), n.description, _words(n.state),
+         f"{n.disposition or '—'}: {n.rationale or ''}",
          _sig(n.signature)] for n in d.nonconformities] or [["none", "", "", "", "", ""]], [10, 22, 60, 18, 30, 40])]
     if d.related_nonconformities:
         story += [_p("Nonconformities of its machine, material lot or design", "Heading3"),

@@ -198,6 +198,8 @@ def test_dhr_pdf_renders_with_the_values(plant, made, tmp_path):
         assert expected in flat, expected
     pages = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
     assert int(next(l for l in pages.splitlines() if l.startswith("Pages:")).split()[1]) >= 3
+    # Issue 13: stages print as words, never cut inside a word ("post_processi/ng").
+    assert "post processing" in flat and "post_processi" not in flat
     # Issue 13: no Python notation in a printed record ("4.2.0 / None", "{'x_mm': 40.0, …}").
     for python in (" None", "{'", "':", "True", "False"):
         assert python not in flat, python
