@@ -188,6 +188,8 @@ async def test_an_outage_is_a_lasting_condition_and_a_gap_and_an_agent_restart_i
         sim = ModbusMachineSimulator(m, port=port)
         await sim.start()
         await until(lambda: "connection_restored" in sink.kinds(), 30, "connection_restored")
+        # The gap is recorded right after the restoration, from another thread: wait for it, do not race it.
+        await until(lambda: "gap" in sink.kinds(), 10, "the outage's gap")
         gap = next(e for e in sink.events if e.kind == "gap")
         assert gap.fields["recovery"] == "none" and gap.fields["start_ns"] <= down_at
         assert gap.fields["end_ns"] - gap.fields["start_ns"] >= 1.0e9
