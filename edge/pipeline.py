@@ -75,11 +75,12 @@ class Pipeline:
         self._refusing = self.conditions().get(OUTBOX_FULL) is not None
 
     # -- ReadingSink -----------------------------------------------------------------------
-    def submit(self, ingests: Sequence[Ingest], *, state: Mapping[str, str | None] | None = None) -> None:
+    def submit(self, ingests: Sequence[Ingest], *, state: Mapping[str, str | None] | None = None) -> list[Event]:
         """Render and store all ingests in one durable transaction; OutboxFull under back-pressure.
 
         state: the connector's agent state that describes these ingests (e.g. the last seq per topic), stored in
-        the same transaction, so after a crash state and data agree."""
+        the same transaction, so after a crash state and data agree. Returns the limit excursions they raised
+        (start and end), for the live alerts and the server."""
         blocks: list[tuple[str, int]] = []
         values = 0
         readings = 0
@@ -126,6 +127,7 @@ class Pipeline:
                 self.stats.per_machine_readings[ing.machine_id] += len(ing.readings)
         for ev in excursion_events:
             self._log_event(ev)
+        return excursion_events
 
     def quarantine(self, *, source: str, origin: str, raw: bytes, reason: str, machine_id: str | None = None) -> None:
         """Keep a malformed input with its reason (durable), count it, log it."""

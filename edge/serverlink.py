@@ -98,6 +98,7 @@ class Clearance:
     reasons: list[str] = field(default_factory=list)
 
 
+TRENDS_EVERY_S = 15.0  # the sparklines' minute buckets change slowly: sent with every few heartbeats only
 SERVER_LINK = "server_link"  # the condition key of an outage of the link to the server
 
 
@@ -111,7 +112,8 @@ class ObservedSink:
 
     def submit(self, ingests: Sequence[Ingest], *, state: Mapping[str, str | None] | None = None) -> None:
         """Store durably (pipeline), then note live values."""
-        self.pipeline.submit(ingests, state=state)
+        for event in self.pipeline.submit(ingests, state=state):
+            self._observed(event)  # limit excursions: an alert on the dashboard, an alarm reported to the server
         self.live.observe(ingests)
 
     def saved_state(self, prefix: str) -> dict[str, str]:
@@ -159,6 +161,7 @@ class ServerLink:
         self.parts = parts
         self.url = url.rstrip("/")
         self.interval_s = interval_s
+        self._trends_sent = float("-inf")
         self.client = httpx.AsyncClient(base_url=self.url + API, timeout=5.0,
                                         headers={"Authorization": f"Bearer {token}"})
         self.queue = ReportQueue(parts.state_dir / "server-reports.sqlite")
@@ -357,14 +360,20 @@ class ServerLink:
             self._reconcile(machine_id)
 
     async def _heartbeat(self) -> None:
-        status = {"machines": self.live_status(), "outbox_lines": self.parts.outbox.stats().lines,
+        now = time.monotonic()
+        with_trends = now - self._trends_sent >= TRENDS_EVERY_S
+        if with_trends:
+            self._trends_sent = now
+        status = {"machines": self.live_status(with_trends=with_trends), "outbox_lines": self.parts.outbox.stats().lines,
                   "reports_waiting": self.queue.count(), "delivered_until_ns": self.delivery.until()}
         await self._call("POST", "/agents/heartbeat",
                          json=HeartbeatIn(agent_version="amtrace-edge 0.1", status=status).model_dump(mode="json"))
 
-    def live_status(self) -> dict:
-        """Each machine's live state in the shape the server's dashboard reads."""
+    def live_status(self, *, with_trends: bool = True) -> dict:
+        """Each machine's live state in the shape the server's dashboard reads; the trends (a few kB per machine,
+        changing once a minute) only when with_trends, the server keeping the last ones it got."""
         out = {}
+        now = time.time_ns()
         for m in self.parts.machines:
             conn = self.parts.connectors.get(m.id)
             live = self.parts.live.machines[m.id]
@@ -378,12 +387,17 @@ class ServerLink:
             elif state in IDLE_STATES:
                 shown = "idle"
             else:
-                shown = "building"  # any active phase: printing, ramp/hold, prevacuum, plateau, washing …
-            out[m.id] = {"connected": connected, "state": shown, "job": a.job if a else None, "layer": live.layer,
-                         "layers_total": live.layers_total,
+                # Only a printer builds; a furnace heats or holds, a washer washes: the machine's own word is the
+                # phase, the state says whether it is working at all.
+                shown = "building" if m.kind.endswith("_printer") else "active"
+            out[m.id] = {"connected": connected, "state": shown, "phase": live.machine_state, "kind": m.kind,
+                         "job": a.job if a else None, "layer": live.layer, "layers_total": live.layers_total,
                          "software_revision": (getattr(conn, "identity", {}) or {}).get("software_revision"),
                          "machine_state": live.machine_state,
-                         "alerts": self.parts.live.alerts_of(m.id), "updated_ns": live.updated_ns or time.time_ns()}
+                         "alerts": self.parts.live.alerts_of(m.id, now),
+                         "last_data_ns": live.last_data_ns, "updated_ns": live.updated_ns or now}
+            if with_trends:
+                out[m.id]["trends"] = self.parts.live.trends_of(m.id, now)
         return out
 
     def _apply_context(self, machine_id: str, ctx: AgentContext) -> None:

@@ -201,11 +201,11 @@ def _add_pages(app: FastAPI) -> None:
     """Live machine state, the JSON the pages need, and the pages themselves (kiosk, dashboards) under /ui."""
     from server.auth.deps import precheck_signature
     from server.live.router import router as live
-    from server.live.state import LiveMachineStates
+    from server.live.state import LiveFeed
     from server.ui.pages import pages_app
     from server.ui.router import router as ui
 
-    app.state.live = LiveMachineStates()
+    app.state.live = LiveFeed(app.state.sessionmaker)
     app.include_router(live, prefix=API)
     # The kiosk signs with a PIN: checked before the endpoint writes, like every signature (auth.signing).
     app.include_router(ui, prefix=API, dependencies=[Depends(precheck_signature)])

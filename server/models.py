@@ -742,3 +742,33 @@ class BuildSummaryRecord(Base):
     summary: Mapped[str] = mapped_column(Text)
     summary_sha256: Mapped[str] = mapped_column(String(64))
     audit_seq: Mapped[int] = mapped_column(Integer)
+
+
+class LiveMachineState(Base):
+    """A machine's latest live state as its agent reported it: one row per machine, shared by every server instance.
+
+    Not a record (left out of the row seals): it is overwritten by each heartbeat and read by the dashboards."""
+
+    __tablename__ = "live_machine_states"
+
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(100))
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column()
+
+
+class DisplayToken(Base):
+    """A wall display's read-only access to the live dashboard, created and revoked by a production manager.
+
+    Known by the SHA-256 of its secret (shown once); it never expires by time, only by revocation."""
+
+    __tablename__ = "display_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str] = mapped_column(String(100))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    revoke_reason: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -16,13 +16,15 @@ from server.settings import Settings
 
 ROLES = ("operator", "production_manager", "quality_engineer", "design_engineer", "clinician", "admin")
 AGENT_TOKEN_PREFIX = "amtagent_"
+DISPLAY_TOKEN_PREFIX = "amtdisplay_"
+DISPLAY_ROLE = "wall_display"  # a screen, not a person: admitted only by the dashboard's read endpoints
 
 
 @dataclass(frozen=True)
 class Principal:
     """The authenticated caller: a user with a role, an edge agent with its machines, or the server."""
 
-    kind: Literal["user", "agent", "system"]
+    kind: Literal["user", "agent", "display", "system"]
     id: int
     name: str
     full_name: str

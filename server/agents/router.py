@@ -55,10 +55,8 @@ def revoke(agent_id: int, body: RevokeIn, session: SessionDep, actor: Admin) -> 
 @router.post("/heartbeat", response_model=HeartbeatOut)
 def heartbeat(body: HeartbeatIn, session: SessionDep, actor: AgentOnly, request: Request) -> HeartbeatOut:
     """The agent is alive; status.machines (live machine state) goes to the dashboards."""
-    status = {**body.status, "agent_version": body.agent_version}
-    service.heartbeat(session, actor=actor, machine_ids=body.machine_ids, status=status)
-    problems = request.app.state.live.apply_heartbeat(agent=actor.name, allowed_machine_ids=actor.machine_ids,
-                                                      status=body.status)
+    problems = service.heartbeat(session, actor=actor, machine_ids=body.machine_ids, status=body.status,
+                                 agent_version=body.agent_version)
     return HeartbeatOut(agent=actor.name, server_time=utcnow(), live_status_problems=problems)
 
 

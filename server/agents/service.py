@@ -15,6 +15,7 @@ from server.audit.service import record
 from server.cycles.service import MAX_CYCLE, load_of
 from server.errors import Conflict, Forbidden, NotFound, Unauthorized
 from server.jobs import service as jobs
+from server.live import state as live
 from server.machines import service as machines
 from server.materials.service import lot_problems
 from server.models import (Agent, AgentMachine, BuildFileCheck, Job, Machine, MaterialLot, Nonconformity,
@@ -80,17 +81,20 @@ def revoke(session: Session, *, actor: Principal, agent_id: int, reason: str) ->
     return agent
 
 
-def heartbeat(session: Session, *, actor: Principal, machine_ids: list[str] | None,
-              status: dict[str, Any]) -> Agent:
-    """Note that the agent (and the machines it reports for) is alive."""
+def heartbeat(session: Session, *, actor: Principal, machine_ids: list[str] | None, status: dict[str, Any],
+              agent_version: str) -> list[str]:
+    """Note that the agent (and the machines it reports for) is alive and store its machines' live state; return
+    one sentence per live-state entry refused."""
     for m in machine_ids or []:
         check_scope(actor, m)
     now = utcnow()
     agent = session.get(Agent, actor.id)
-    agent.last_seen_at, agent.last_status = now, status
+    # The machines' live state has its own table (shared by every server instance); the agent row keeps the rest.
+    agent.last_seen_at = now
+    agent.last_status = {**{k: v for k, v in status.items() if k != "machines"}, "agent_version": agent_version}
     for m in machine_ids or sorted(actor.machine_ids):
         session.get(Machine, m).last_heartbeat_at = now
-    return agent
+    return live.apply_heartbeat(session, agent=actor.name, allowed_machine_ids=actor.machine_ids, status=status)
 
 
 def report_identity(session: Session, *, actor: Principal, machine_id: str, **identity: Any) -> Machine:

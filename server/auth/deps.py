@@ -11,11 +11,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2Pas
 from sqlalchemy.orm import Session
 
 from server.agents.service import principal_for_token as agent_principal
-from server.auth import signing
+from server.auth import display, signing
 from server.auth.service import principal_from_token, token_claims
 from server.db import SessionDep, begin_read, end_read_transaction
 from server.errors import Forbidden, Unauthorized
-from server.security import AGENT_TOKEN_PREFIX, Principal
+from server.security import AGENT_TOKEN_PREFIX, DISPLAY_ROLE, DISPLAY_TOKEN_PREFIX, Principal
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False,
                                      description="People: OAuth2 password flow, short-lived JWT")
@@ -36,6 +36,8 @@ def authenticate(session: Session, token: str | None, *, then_write: bool = Fals
         begin_read(session, then_write=then_write)
     if token.startswith(AGENT_TOKEN_PREFIX):
         principal = agent_principal(session, token=token)
+    elif token.startswith(DISPLAY_TOKEN_PREFIX):
+        principal = display.principal_for_token(session, token=token)
     else:
         principal = principal_from_token(session, token=token)
     if not then_write:
@@ -111,6 +113,8 @@ def require_later(*roles: str, agents: bool = False):
         if token.startswith(AGENT_TOKEN_PREFIX):
             if not agents:
                 raise Forbidden("Edge agents may not use this endpoint", code="agent_not_allowed")
+        elif token.startswith(DISPLAY_TOKEN_PREFIX):
+            raise _role_refused(DISPLAY_ROLE, roles)
         else:
             role = token_claims(request.app.state.settings, token).get("role")
             if role not in roles:

@@ -7,14 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi import Form
 
-from server.auth import badge, service
+from server.auth import badge, display, service
 from server.auth.deps import ANY_PERSON, require
-from server.auth.schemas import (AuthorisationCreate, AuthorisationOut, BadgeIn, MeOut, PasswordChangeIn,
-                                 RevokeIn, TokenOut, UserCreate, UserOut, UserUpdate)
+from server.auth.schemas import (AuthorisationCreate, AuthorisationOut, BadgeIn, DisplayTokenCreate,
+                                 DisplayTokenIssued, DisplayTokenOut, MeOut, PasswordChangeIn, RevokeIn, TokenOut,
+                                 UserCreate, UserOut, UserUpdate)
 from server.db import SessionDep
 from server.auth.ratelimit import FailedLogins
 from server.errors import COMMON_ERRORS, TooManyRequests, Unauthorized, error_responses
-from server.models import MachineAuthorisation, User
+from server.models import DisplayToken, MachineAuthorisation, User
 from server.security import Principal
 
 router = APIRouter(tags=["auth and people"], responses=COMMON_ERRORS)
@@ -131,3 +132,26 @@ def revoke(authorisation_id: int, body: RevokeIn, session: SessionDep, actor: Tr
     """Withdraw a machine authorisation (kept in history)."""
     return service.revoke_authorisation(session, actor=actor, authorisation_id=authorisation_id,
                                         reason=body.reason)
+
+
+DisplayManager = Annotated[Principal, Depends(require("production_manager", "admin"))]
+
+
+@router.post("/display-tokens", response_model=DisplayTokenIssued, status_code=201)
+def create_display_token(body: DisplayTokenCreate, session: SessionDep, actor: DisplayManager) -> DisplayTokenIssued:
+    """Create read-only live-dashboard access for a wall display; the secret is shown once."""
+    row, token = display.create(session, actor=actor, label=body.label)
+    return DisplayTokenIssued(**DisplayTokenOut.model_validate(row).model_dump(), token=token,
+                              url=f"/ui/wall#token={token}")
+
+
+@router.get("/display-tokens", response_model=list[DisplayTokenOut])
+def list_display_tokens(session: SessionDep, actor: DisplayManager) -> list[DisplayToken]:
+    """Every wall-display token, newest first, revoked ones included."""
+    return display.list_tokens(session)
+
+
+@router.post("/display-tokens/{token_id}/revoke", response_model=DisplayTokenOut)
+def revoke_display_token(token_id: int, body: RevokeIn, session: SessionDep, actor: DisplayManager) -> DisplayToken:
+    """Withdraw a wall display's access: its live stream ends and it is refused from then on."""
+    return display.revoke(session, actor=actor, token_id=token_id, reason=body.reason)

@@ -123,3 +123,31 @@ class MeOut(BaseModel):
     full_name: str
     role: str | None
     machine_ids: list[str]
+
+
+class DisplayTokenCreate(BaseModel):
+    """A wall display to create read-only dashboard access for."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
+
+    label: str = Field(min_length=3, max_length=100, description="Where the screen hangs, e.g. 'Hall 2 wall'")
+
+
+class DisplayTokenOut(BaseModel):
+    """A wall-display token (never its secret, except once at creation)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    label: str
+    created_by: int
+    created_at: datetime
+    revoked_at: datetime | None
+    revoke_reason: str | None
+
+
+class DisplayTokenIssued(DisplayTokenOut):
+    """A new wall-display token with its secret, shown once, and the page to open on the screen."""
+
+    token: str = Field(description="The secret (amtdisplay_…); only its SHA-256 is kept")
+    url: str = Field(description="Path to open on the screen; the token travels in the fragment, never to a log")

@@ -97,7 +97,7 @@ def authenticate(session: Session, *, username: str, password: str) -> User:
     return user
 
 
-def issue_access_token(session: Session, *, user: User, minutes: int | None = None,
+def issue_access_token(session: Session, *, user: User, minutes: float | None = None,
                        method: str = "password") -> tuple[str, int]:
     """A signed short-lived JWT for user and its lifetime in seconds (kiosk logins pass a shorter lifetime)."""
     settings = settings_of(session)

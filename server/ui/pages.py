@@ -39,6 +39,8 @@ PAGES = {
     "qualification": ("qualification.html", "Qualification", ("quality_engineer",), "password"),
     "recipes": ("recipes.html", "Recipe approval", ("quality_engineer",), "password"),
     "delivery": ("delivery.html", "Delivery", ("production_manager", "clinician"), "password"),
+    # A screen, not a person: the display token from its link (created on the dashboard), no log-in, no actions.
+    "wall": ("wall.html", "Machines", ("wall_display",), "display"),
 }
 
 

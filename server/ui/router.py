@@ -13,7 +13,8 @@ from server.gate.schemas import PresenceOut
 from server.db import SessionDep
 from server.errors import COMMON_ERRORS, error_responses
 from server.nonconformities.service import KINDS
-from server.security import Principal
+from server.live.state import snapshot as live_snapshot
+from server.security import DISPLAY_ROLE, Principal
 from server.ui import service
 from server.ui.schemas import (ApprovalRow, CompleteWithPinIn, DashboardOverview, KioskView, NonconformityReported,
                                RecipeRow, RequalificationView, ScopeRecords, StartOut, StepView)
@@ -23,15 +24,17 @@ KioskReader = Annotated[Principal, Depends(require("operator", "production_manag
 Operator = Annotated[Principal, Depends(require("operator", kiosk=True))]
 Manager = Annotated[Principal, Depends(require("production_manager", "quality_engineer", "admin"))]
 DesignReviewer = Annotated[Principal, Depends(require("design_engineer", "clinician", "quality_engineer"))]
+DashboardReader = Annotated[Principal, Depends(require("production_manager", "quality_engineer", "admin",
+                                                      DISPLAY_ROLE))]
 Quality = Annotated[Principal, Depends(require("quality_engineer"))]
 QualificationReader = Annotated[Principal, Depends(require("quality_engineer", "production_manager"))]
 
 
 @router.get("/kiosk/lookup", response_model=KioskView, responses=error_responses(404, 409))
-def lookup(request: Request, session: SessionDep, actor: KioskReader,
+def lookup(session: SessionDep, actor: KioskReader,
            code: Annotated[str, Query(max_length=200, description="Device code, GS1 UDI or JOB-<n>")]) -> KioskView:
     """Machine, job, devices, build-file checks and the release gate's verdict for a scanned code."""
-    return service.kiosk_view(session, actor=actor, code=code, live=request.app.state.live.snapshot())
+    return service.kiosk_view(session, actor=actor, code=code, live=live_snapshot(session))
 
 
 @router.post("/kiosk/jobs/{job_id}/start-request", response_model=StartOut, responses=error_responses(404, 409))
@@ -84,11 +87,11 @@ def report_nonconformity(session: SessionDep, actor: Operator,
 
 
 @router.get("/dashboard/overview", response_model=DashboardOverview)
-def dashboard(request: Request, session: SessionDep, actor: Manager,
+def dashboard(session: SessionDep, actor: DashboardReader,
               at_risk_hours: Annotated[int, Query(ge=1, le=24 * 14, description="Deadline horizon")] = 24
               ) -> DashboardOverview:
     """Every machine (live and qualification state), open jobs, deadlines at risk and open nonconformities."""
-    return service.overview(session, live=request.app.state.live.snapshot(), at_risk_hours=at_risk_hours)
+    return service.overview(session, live=live_snapshot(session), at_risk_hours=at_risk_hours)
 
 
 @router.get("/design-approvals", response_model=list[ApprovalRow])

@@ -372,14 +372,84 @@ def test_a_machine_whose_identity_cannot_be_read_is_an_alert_on_the_dashboard(pl
     machine["connection"]["endpoint"] = sim.endpoint
     agent = _mqtt_agent(tmp_path, machine, token, influxdb.url, "identity_link", server_url)
     try:
-        def alerts():
+        def identity_alert():
             live = plant.call("GET", "/live/machines", "production_manager").get("lpbf-09")
-            return live and live["alerts"]
-        shown = wait_until(alerts, 30, "an alert for lpbf-09 on the dashboard")
-        assert shown[0]["severity"] == "alarm"
-        assert shown[0]["message"].startswith("identity unknown: requalification triggers are blind")
+            return live and [a for a in live["alerts"] if a["key"] == "identity"]
+        [shown] = wait_until(identity_alert, 30, "an identity alert for lpbf-09 on the dashboard")
+        assert (shown["severity"], shown["state"]) == ("alarm", "active")
+        assert shown["message"].startswith("identity unknown: requalification triggers are blind")
         assert plant.call("GET", "/machines/lpbf-09", "quality_engineer")["software_revision"] is None
     finally:
         agent.stop()
         loop.run(sim.close())
         loop.close()
+
+
+def test_a_limit_excursion_is_an_alert_that_clears_an_nc_and_a_trend_on_the_dashboard(plant, server_url, mosquitto,
+                                                                                      influxdb, tmp_path):
+    """Machine → agent → server → dashboard: a sterilizer's chamber goes above its alarm limit during a cycle. The
+    dashboard shows the sterilizer's own phase, an active alarm and the spike in the chamber's trend; the server
+    raises a nonconformity on each device of the load; back within limits, the alert is cleared with the time."""
+    import json
+    import random
+
+    import paho.mqtt.client as mqtt
+
+    from edge.config import load_machine
+    from edge.simulators.mqtt import messages_for
+
+    influxdb.create_database("excursion_link")
+    ctx = plant.ready(devices=2)
+    load = [d["device_code"] for d in ctx["job"]["devices"]]
+    machine, token, recipe = _sterilizer(plant, mosquitto, 4)
+    plant.call("POST", "/cycles", "operator", 201,
+               json={"machine_id": "sterilizer-04", "recipe_id": recipe["id"], "device_codes": load})
+    agent = _mqtt_agent(tmp_path, machine, token, influxdb.url, "excursion_link", server_url)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-excursion")
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    m = load_machine(tmp_path / "machines" / "sterilizer-04.yaml")
+    rng = random.Random(3)
+    seq = 0
+
+    def send(chamber_temp_c: float | None) -> None:
+        nonlocal seq
+        for topic, payload in messages_for(m, 700.0, rng, ts_ms=time.time_ns() // 1_000_000, seq=seq):
+            body = json.loads(payload)
+            if chamber_temp_c is not None and "chamber" in body["values"]:
+                body["values"]["chamber"]["temp_c"] = chamber_temp_c
+            pub.publish(topic, json.dumps(body), qos=1).wait_for_publish(10)
+        seq += 1
+
+    def live():
+        return plant.call("GET", "/live/machines", "production_manager").get("sterilizer-04") or {}
+
+    try:
+        wait_until(lambda: agent.status()["assignments"]["sterilizer-04"], 30, "the cycle on the agent")
+        send(135.2)
+        send(139.4)
+        alert = wait_until(lambda: [a for a in live().get("alerts", []) if a["key"] == "excursion:chamber_temp_c"],
+                           30, "the excursion alert on the dashboard")[0]
+        assert (alert["state"], alert["severity"]) == ("active", "alarm")
+        assert "139.4" in alert["message"]
+        def chamber_trend():
+            return [t for t in live().get("trends") or [] if t["signal"] == "chamber_temp_c" and t["points"]]
+        [trend] = wait_until(chamber_trend, 40, "the chamber's trend on the dashboard (sent every 15 s)")
+        assert max(p[2] for p in trend["points"]) == 139.4 and trend["limits"]["alarm_high"] == 138.0
+        state = live()
+        assert (state["state"], state["phase"]) == ("active", "plateau"), "a sterilizer is not 'building'"
+        ncs = wait_until(lambda: [n for n in plant.call("GET", "/nonconformities", "quality_engineer")
+                                  if n["kind"] == "limit_excursion" and n["machine_id"] == "sterilizer-04"],
+                         30, "the excursion's nonconformities on the server")
+        assert sorted(n["device_id"] for n in ncs) == sorted(d["id"] for d in ctx["job"]["devices"]), \
+            "one nonconformity per device of the load"
+        assert all(n["source"] == "edge" and n["details"]["value"] == 139.4 for n in ncs)
+        send(135.0)
+        cleared = wait_until(lambda: [a for a in live().get("alerts", [])
+                                      if a["key"] == "excursion:chamber_temp_c" and a["state"] == "cleared"],
+                             30, "the alert cleared")[0]
+        assert cleared["cleared_ns"] >= cleared["since_ns"]
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        agent.stop()

@@ -60,8 +60,16 @@ def test_machine_state_updates_without_reload(page, ui_server, plant, floor):
     heartbeat(plant, ctx["machine"], state="building", job=f"JOB-{ctx['job']['id']}", layer=1500, layers_total=2000,
               alerts=[{"severity": "alarm", "message": "chamber O2 1210 ppm above 1000 ppm", "ts_ns": NS}])
     expect(card.locator(".layer")).to_have_text("Layer 1500 of 2000 (75 %)")
-    expect(card.locator(".alerts li")).to_have_text(["alarm: chamber O2 1210 ppm above 1000 ppm"])
-    heartbeat(plant, ctx["machine"], state="idle", connected=True)
+    expect(card.locator(".alerts li")).to_have_count(1)
+    expect(card.locator(".alerts li")).to_contain_text("ALARM since")
+    expect(card.locator(".alerts li")).to_contain_text("chamber O2 1210 ppm above 1000 ppm")
+    expect(card.locator(".alerts li")).to_have_attribute("data-alert-state", "active")
+    # The cause ended: the alert says so, with the time, instead of staying as if it were still true.
+    heartbeat(plant, ctx["machine"], state="idle", connected=True, alerts=[{
+        "severity": "alarm", "message": "chamber O2 1210 ppm above 1000 ppm", "ts_ns": NS, "state": "cleared",
+        "key": "excursion:chamber_o2", "since_ns": NS, "cleared_ns": NS + 60 * 10**9}])
+    expect(card.locator(".alerts li")).to_have_attribute("data-alert-state", "cleared")
+    expect(card.locator(".alerts li")).to_contain_text("cleared ")
     expect(card.locator("[data-live-state]")).to_have_text("idle")
     expect(card.locator(".layer")).to_have_count(0)
     assert page.evaluate("window.notReloaded") is True  # the same page, updated by server-sent events

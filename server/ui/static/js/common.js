@@ -218,11 +218,12 @@ const amtrace = (() => {
 
   // Server-sent events over fetch (EventSource cannot send an Authorization header): onOpen(response) once
   // answered, then onEvent(name, data) for each event until the stream ends; resolves true when it ended by abort.
-  async function sse(path, onEvent, signal, onOpen) {
-    const s = session();
-    if (!s) return false;
+  // token: another bearer token than the person's session (the wall display's).
+  async function sse(path, onEvent, signal, onOpen, token) {
+    const bearer = token || (session() || {}).token;
+    if (!bearer) return false;
     try {
-      const r = await fetch(`/api/v1${path}`, { headers: { Authorization: `Bearer ${s.token}`,
+      const r = await fetch(`/api/v1${path}`, { headers: { Authorization: `Bearer ${bearer}`,
         Accept: "text/event-stream" }, signal, cache: "no-store", credentials: "omit" });
       if (onOpen) onOpen(r);
       if (!r.ok) return false;

@@ -2,35 +2,19 @@
 // token travels in a header, never in the URL), qualification, jobs, deadlines at risk, nonconformities.
 "use strict";
 (() => {
-  const { $, el, api, say, session, sse, fmtTime, fmtDay } = amtrace;
+  const { $, el, api, say, session, fmtTime, fmtDay } = amtrace;
   let overview = null;
   let stream = null;   // AbortController of the live stream
 
+  // The live part of a card is amtrace.live's (shared with the wall display); qualification and NCs are added here.
   function machineCard(m) {
-    const live = m.live;
-    const state = live ? live.state : "unknown";
-    const card = el("article", { class: "machine", id: `machine-${m.id}`, "data-machine": m.id },
-      el("h3", {}, m.id, " ", el("span", { class: "hint", text: m.name })),
-      el("p", {}, el("span", { class: `badge ${state}`, "data-live-state": state, text: state }),
-        live && live.job ? ` job ${live.job}` : ""),
-      live && live.layer != null && live.layers_total ? [
-        el("div", { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
-                    "aria-valuenow": live.progress_pct, "aria-label": `Build progress of ${m.id}` },
-          el("span", { style: null })),
-        el("p", { class: "layer", text: `Layer ${live.layer} of ${live.layers_total} (${live.progress_pct} %)` })] : null,
-      el("p", { class: "hint", text: `Software ${(live && live.software_revision) || m.software_revision || "not reported"}` +
-                                    (live ? ` · last report ${fmtTime(live.received_at)}` : " · no live report yet") }),
+    return amtrace.live.machineCard(m, [
       el("ul", { class: "scopes" }, m.scopes.map(s => el("li", {},
         el("span", { class: `badge ${s.state}`, text: s.state.replaceAll("_", " ") }), " ", s.label,
         s.valid_until ? el("span", { class: "hint" }, ` · valid until ${fmtDay(s.valid_until)}` +
           (s.expires_in_days != null && s.expires_in_days <= 30 ? ` (${s.expires_in_days} days left)` : "")) : null))),
-      live && live.alerts.length ? el("ul", { class: "alerts" }, live.alerts.map(a =>
-        el("li", { text: `${a.severity}: ${a.message}` }))) : null,
       m.open_nonconformities ? el("p", { class: "overdue", text: `${m.open_nonconformities} open nonconformit` +
-                                                                  (m.open_nonconformities === 1 ? "y" : "ies") }) : null);
-    const bar = card.querySelector(".progress > span");
-    if (bar) bar.style.width = `${live.progress_pct}%`;  // CSSOM, allowed by the style-src 'self' policy
-    return card;
+                                                                  (m.open_nonconformities === 1 ? "y" : "ies") }) : null]);
   }
 
   // The photo is fetched with the bearer token and shown from a blob: URL; there is no public path to it.
@@ -97,26 +81,37 @@
     if (old) old.replaceWith(machineCard(m));
   }
 
-  // Live machine states by server-sent events (amtrace.sse); a refused stream is said, a broken one reconnects.
+  // Live machine states by server-sent events; a session that ends (expired, logged out elsewhere) says so and
+  // returns to the log-in, a broken stream reconnects, the status line never says "Live" for a stream that ended.
   async function listen() {
     if (stream) stream.abort();
     const mine = stream = new AbortController();
     if (!session()) return;
-    let refused = false;
-    const aborted = await sse("/live/machines/stream", (name, data) => {
-      if (name === "snapshot") for (const [id, live] of Object.entries(data)) applyLive(id, live);
-      else if (name === "machine") applyLive(data.machine_id, data);
-    }, mine.signal, r => {
-      refused = !r.ok;
-      if (refused) say("#live-status", r.status === 401 ? "Your session ended. Please log in again." :
-                                       `Live updates refused (${r.status}).`);
-      else say("#live-status", "Live: machine states update by themselves.", "ok");
-    });
-    if (aborted || refused) return;
-    if (session()) {
-      say("#live-status", "Live updates interrupted; reconnecting…");
-      setTimeout(() => { if (session()) listen(); }, 3000);
-    }
+    const how = await amtrace.live.listen({ onMachine: applyLive, signal: mine.signal,
+      status: (text, kind) => say("#live-status", text, kind),
+      onEnded: e => {
+        say("#live-status", `Live updates stopped: ${e.detail}`);
+        if (e.status === 401 || e.code) amtrace.logout(`Your session ended: ${e.detail}`);
+      } });
+    if (how === "broken" && session() && stream === mine) setTimeout(() => { if (session()) listen(); }, 3000);
+  }
+
+  // Wall displays: read-only links a manager creates here and can revoke; the secret is shown once.
+  async function loadDisplays() {
+    let rows;
+    try { rows = await api("GET", "/display-tokens"); } catch (e) { say("#display-message", e.message); return; }
+    $("#displays").replaceChildren(...(rows.length ? rows.map(d => el("tr", { "data-display": d.id },
+      el("td", { text: d.label }), el("td", { text: fmtTime(d.created_at) }),
+      el("td", { text: d.revoked_at ? `revoked ${fmtTime(d.revoked_at)}: ${d.revoke_reason}` : "active" }),
+      el("td", {}, d.revoked_at ? null : el("button", { type: "button", class: "button secondary", text: "Revoke",
+        onclick: async () => {
+          const reason = window.prompt(`Why is the display "${d.label}" revoked?`);
+          if (!reason) return;
+          try { await api("POST", `/display-tokens/${d.id}/revoke`, { json: { reason } }); }
+          catch (e) { say("#display-message", e.message); return; }
+          say("#display-message", `Display "${d.label}" revoked: its screen stops within seconds.`, "ok");
+          loadDisplays();
+        } })))) : [el("tr", {}, el("td", { colspan: 4, text: "No wall displays." }))]));
   }
 
   $("#maint-form").addEventListener("submit", async ev => {
@@ -143,8 +138,21 @@
     load();
   });
 
+  $("#display-form").addEventListener("submit", async ev => {
+    ev.preventDefault();
+    const f = ev.target.elements;
+    let out;
+    try { out = await api("POST", "/display-tokens", { json: { label: f.label.value.trim() } }); }
+    catch (e) { say("#display-message", e.message); return; }
+    const link = `${location.origin}${out.url}`;
+    $("#display-link").replaceChildren(el("p", { text: "Open this link on the wall display (shown once; it works " +
+      "until revoked):" }), el("code", { class: "display-link", text: link }));
+    f.label.value = "";
+    loadDisplays();
+  });
+
   amtrace.start({
-    ready: () => { load().then(listen); },
+    ready: me => { load().then(listen); if (me.role !== "quality_engineer") { $("#displays-card").hidden = false; loadDisplays(); } },
     logout: () => { if (stream) stream.abort(); overview = null; },
   });
 })();
