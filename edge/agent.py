@@ -115,7 +115,8 @@ class EdgeAgent:
         if self.server_link is not None:
             self.server_link.on_clearance_change = self.build_file_guard.reconcile
         self.http = LocalApi(self.parts, api_token=self.api_token, status=self.status, host=self.cfg.http.host,
-                             port=self.cfg.http.port, server_managed=self.server_link is not None)
+                             port=self.cfg.http.port, server_managed=self.server_link is not None,
+                             record_event=self.sink.event)
         self.http.start()
         # The port it really listens on (http.port 0 picks a free one): `amtrace-edge status` and friends read it.
         api_port_path(self.cfg).write_text(f"{self.http.port}\n")

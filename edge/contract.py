@@ -142,6 +142,25 @@ class ExcursionIn(BaseModel):
     requires_requalification: bool = False
 
 
+class LocalOverrideIn(BaseModel):
+    """A local assignment that overrode the server's job context on a server-managed machine: a nonconformity
+    candidate for each device it tagged; sent again with end_ns once the local assignment ended."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
+
+    job: str = Field(max_length=100, description="The job label given locally")
+    device_codes: list[str] = Field(max_length=1000, description="The device codes the data was tagged with")
+    reason: str = Field(min_length=10, description="Why the operator overrode the server")
+    start_ns: int = Field(ge=0, description="From when the data carried these codes")
+    end_ns: int | None = Field(default=None, ge=0, description="Until when; none while it lasts")
+
+
+class LocalOverrideOut(BaseModel):
+    """The nonconformities that record the override."""
+
+    nonconformity_ids: list[int]
+
+
 class ExcursionOut(BaseModel):
     """Nonconformities raised for the excursion."""
 

@@ -80,8 +80,10 @@ class LocalApi:
     """ThreadingHTTPServer on loopback serving the agent's local API."""
 
     def __init__(self, parts: "ApiParts", *, api_token: str, status: Callable[[], dict], host: str, port: int,
-                 server_managed: bool = False):
+                 server_managed: bool = False, record_event: Callable[[Event], None] | None = None):
         self.parts = parts
+        # The agent's observed sink: the event is stored, shown as a live alert and reported to the server.
+        self.record_event = record_event or parts.pipeline.event
         # With a server, it gives each machine its jobs and device codes: a local assignment would tag the data
         # under codes it did not give (issue 13: for 1.5 s the data went under the wrong device).
         self.server_managed = server_managed
@@ -200,11 +202,14 @@ class LocalApi:
                     log.info("machine %s: job %s assigned with devices %s", machine, a.job, ", ".join(a.devices))
                     if self.server_managed and req.source != "server":
                         # Recorded under the devices it tags (the DHR lists it among the build's events).
-                        self.parts.pipeline.event(Event(
+                        # Through the observed sink: a dashboard alert, and a report to the server, which records a
+                        # nonconformity candidate for each device it tagged.
+                        self.record_event(Event(
                             machine, "local_override", f"local assignment of job {a.job} (devices "
                             f"{', '.join(a.devices)}) overrides the server's job context: {req.reason.strip()}",
                             max(a.start_ns, time.time_ns()), "warning",
-                            {"job": a.job, "devices": ",".join(a.devices), "reason": req.reason.strip()}))
+                            {"job": a.job, "devices": ",".join(a.devices), "reason": req.reason.strip(),
+                             "start_ns": a.start_ns}))
                     return self._send(h, 200, a.as_dict())
                 if method == "DELETE":
                     a = self.parts.assignments.release(machine)

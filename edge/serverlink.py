@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from edge.assignments import Assignment, AssignmentBook, AssignmentRequest
 from edge.contract import (AgentContext, BuildFileCheckIn, CycleWindow, ExcursionIn, HeartbeatIn, IdentityIn,
-                           IdentityOut, JobApprovals, ScopeBrief)
+                           IdentityOut, JobApprovals, LocalOverrideIn, ScopeBrief)
 from edge.live import LiveState
 from edge.readings import Event, Ingest
 
@@ -98,6 +98,7 @@ class Clearance:
     reasons: list[str] = field(default_factory=list)
 
 
+OVERRIDE_PREFIX = "local_override:"  # agent state: local overrides whose end the server has not been told yet
 TRENDS_EVERY_S = 15.0  # the sparklines' minute buckets change slowly: sent with every few heartbeats only
 SERVER_LINK = "server_link"  # the condition key of an outage of the link to the server
 
@@ -218,6 +219,13 @@ class ServerLink:
                                                     time.time_ns(), "alarm", {}))
                     return
                 self.queue.put("identity", event.machine_id, body.model_dump(mode="json"))
+        elif event.kind == "local_override":
+            f = event.fields
+            self.queue.put("local_override", event.machine_id, LocalOverrideIn(
+                job=str(f["job"]), device_codes=[d for d in str(f.get("devices", "")).split(",") if d],
+                reason=str(f["reason"]), start_ns=int(f["start_ns"])).model_dump(mode="json"))
+            # Its end is reported once the local assignment ends (_report_override_ends), even after a restart.
+            self.parts.pipeline.save_state({OVERRIDE_PREFIX + f"{event.machine_id}:{int(f['start_ns'])}": "open"})
         elif event.kind == "excursion" and event.severity == "alarm":
             f = event.fields
             a = self.parts.assignments.active_at(event.machine_id, event.ts_ns)
@@ -253,6 +261,7 @@ class ServerLink:
         try:
             while True:
                 try:
+                    self._report_override_ends()
                     await self._send_reports()
                     await self._heartbeat()
                     self._up()
@@ -332,7 +341,8 @@ class ServerLink:
 
     async def _send_reports(self) -> None:
         paths = {"identity": "/agents/machines/{m}/identity", "build_file_check": "/agents/machines/{m}/build-file-checks",
-                 "excursion": "/agents/machines/{m}/excursions"}
+                 "excursion": "/agents/machines/{m}/excursions",
+                 "local_override": "/agents/machines/{m}/local-overrides"}
         for report_id, kind, machine_id, body in self.queue.pending():
             r = await self._call("POST", paths[kind].format(m=machine_id), json=body)
             if r.status_code >= 400:
@@ -358,6 +368,21 @@ class ServerLink:
         if problems != self.scope_problems.get(machine_id):
             self.scope_problems[machine_id] = problems
             self._reconcile(machine_id)
+
+    def _report_override_ends(self) -> None:
+        """Queue the end of each reported local override whose assignment has ended (the DHR names the interval)."""
+        for key in self.parts.pipeline.saved_state(OVERRIDE_PREFIX):
+            machine_id, _, start = key[len(OVERRIDE_PREFIX):].rpartition(":")
+            a = self.parts.assignments.active_at(machine_id, int(start))
+            if a is None or a.start_ns != int(start):
+                self.parts.pipeline.save_state({key: None})  # not in the book (state from another install)
+                continue
+            if a.end_ns is None:
+                continue
+            self.queue.put("local_override", machine_id, LocalOverrideIn(
+                job=a.job, device_codes=list(a.devices), reason="(end of the override)", start_ns=a.start_ns,
+                end_ns=a.end_ns).model_dump(mode="json"))
+            self.parts.pipeline.save_state({key: None})
 
     async def _heartbeat(self) -> None:
         now = time.monotonic()

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from server.agents import service
 from server.agents.schemas import (AgentCreate, AgentIssued, AgentOut, BuildFileCheckIn, BuildFileCheckOut,
                                    AgentContext, ExcursionIn, ExcursionOut, HeartbeatIn, HeartbeatOut, IdentityIn,
-                                   IdentityOut, RevokeIn)
+                                   IdentityOut, LocalOverrideIn, LocalOverrideOut, RevokeIn)
 from server.auth.deps import Credentials, require, require_later
 from server.db import SessionDep, session_scope
 from server.errors import COMMON_ERRORS
@@ -118,3 +118,11 @@ def excursion(machine_id: str, body: ExcursionIn, session: SessionDep, actor: Ag
     """Report a limit excursion; it raises nonconformities (and a requalification trigger when asked)."""
     ncs = service.excursion(session, actor=actor, machine_id=machine_id, **body.model_dump())
     return ExcursionOut(nonconformity_ids=[nc.id for nc in ncs])
+
+
+@router.post("/machines/{machine_id}/local-overrides", response_model=LocalOverrideOut, status_code=201)
+def local_override(machine_id: str, body: LocalOverrideIn, session: SessionDep, actor: AgentOnly) -> LocalOverrideOut:
+    """Report a local assignment that overrode the server's job context (and, again, its end): it raises a
+    nonconformity per device it tagged, and the DHR names the interval."""
+    ncs = service.local_override(session, actor=actor, machine_id=machine_id, **body.model_dump())
+    return LocalOverrideOut(nonconformity_ids=[n.id for n in ncs])

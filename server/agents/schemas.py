@@ -8,7 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.contract import (AgentContext, BuildFileCheckIn, CycleWindow, ExcursionIn, ExcursionOut, HeartbeatIn,
-                           HeartbeatOut, IdentityIn, IdentityOut, JobApprovals)
+                           HeartbeatOut, IdentityIn, IdentityOut, JobApprovals, LocalOverrideIn, LocalOverrideOut)
 
 from server.limits import TEXT_MAX
 
@@ -64,4 +64,4 @@ class BuildFileCheckOut(BaseModel):
 
 __all__ = ["AgentContext", "AgentCreate", "AgentIssued", "AgentOut", "BuildFileCheckIn", "BuildFileCheckOut",
            "CycleWindow", "ExcursionIn", "ExcursionOut", "HeartbeatIn", "HeartbeatOut", "IdentityIn",
-           "IdentityOut", "JobApprovals", "RevokeIn"]
+           "IdentityOut", "JobApprovals", "LocalOverrideIn", "LocalOverrideOut", "RevokeIn"]

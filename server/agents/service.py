@@ -18,7 +18,7 @@ from server.jobs import service as jobs
 from server.live import state as live
 from server.machines import service as machines
 from server.materials.service import lot_problems
-from server.models import (Agent, AgentMachine, BuildFileCheck, Job, Machine, MaterialLot, Nonconformity,
+from server.models import (Agent, AgentMachine, BuildFileCheck, Device, Job, Machine, MaterialLot, Nonconformity,
                            ProcessCycle, QualificationScope, utcnow)
 from server.nonconformities.service import open_for_job, raise_nonconformity
 from server.qualification import service as qualification
@@ -195,6 +195,33 @@ def excursion(session: Session, *, actor: Principal, machine_id: str, job_id: in
                                              detail=f"process excursion: {signal} {value:g} {unit} "
                                                     f"(limit {limit:g} {unit})", new_value=f"{signal}={value:g}")
     return ncs
+
+
+def local_override(session: Session, *, actor: Principal, machine_id: str, job: str, device_codes: list[str],
+                   reason: str, start_ns: int, end_ns: int | None) -> list[Nonconformity]:
+    """A local assignment overrode the server's job context: one nonconformity per device it tagged (a candidate
+    for disposition; open, it stops the device's release). Reported again with end_ns when it ended: the same
+    nonconformities get the end of the interval (idempotent by machine and start)."""
+    check_scope(actor, machine_id)
+    known = session.scalars(select(Nonconformity).where(Nonconformity.kind == "local_override",
+                                                        Nonconformity.machine_id == machine_id)).all()
+    same = [n for n in known if n.details.get("start_ns") == start_ns]
+    if same:
+        if end_ns is not None:
+            for n in same:
+                if n.details.get("end_ns") is None:
+                    n.details = {**n.details, "end_ns": end_ns}
+        return same
+    details = {"job": job, "devices": device_codes, "reason": reason, "start_ns": start_ns, "end_ns": end_ns}
+    start = datetime.fromtimestamp(start_ns / 1e9, tz=timezone.utc).isoformat(timespec="seconds")
+    text = (f"Data of {machine_id} from {start} was tagged by a local assignment (job {job}, devices "
+            f"{', '.join(device_codes) or 'none'}) instead of the server's job context: {reason}")
+    codes = set(session.scalars(select(Device.device_code).where(Device.device_code.in_(device_codes))))
+    if codes:
+        return [raise_nonconformity(session, actor=actor, kind="local_override", description=text[:2000],
+                                    machine_id=machine_id, device_code=c, details=details) for c in sorted(codes)]
+    return [raise_nonconformity(session, actor=actor, kind="local_override", description=text[:2000],
+                                machine_id=machine_id, details=details)]
 
 
 def unix_ns(at: datetime) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
@@ -11,6 +13,7 @@ from server.timeseries.gaps import data_gaps
 from server.history.cycle_plots import cycle_plot
 from server.timeseries.influx import InfluxQL, TimeSeriesUnavailable
 from server.history.schemas import (BuildSummary, DeviceHistoryRecord, DhrBuildFileCheck, DhrCase, DhrCycle,
+                                    DhrLocalOverride,
                                     DhrDesign, DhrDesignFile, DhrDevice, DhrGateDecision, DhrMachine, DhrManualStep,
                                     DhrMaterialLot, DhrNonconformity, DhrProcessMonitoring, DhrSeal, DhrStage,
                                     SignatureManifest)
@@ -145,12 +148,21 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
         cycles=cycles, unrecorded_process_data=unrecorded, unrecorded_check=unrecorded_check, manual_steps=steps,
         stages=stages,
         nonconformities=[_nc(session, n) for n in ncs],
+        local_overrides=[_override(n) for n in ncs if n.kind == "local_override"],
         related_nonconformities=[_nc(session, n) for n in related],
         delivery=next((s for s in stages if s.stage == "delivery"), None),
         seal=None if seal is None else DhrSeal(sealed_at=seal.sealed_at, range_start=seal.range_start,
                                                range_end=seal.range_end, point_count=seal.point_count,
                                                series_sha256=seal.series_sha256, records_sha256=seal.records_sha256,
                                                audit_seq=seal.audit_seq))
+
+
+def _override(n: Nonconformity) -> DhrLocalOverride:
+    d = n.details
+    at = lambda ns: None if ns is None else datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)  # noqa: E731
+    return DhrLocalOverride(nonconformity_id=n.id, machine_id=n.machine_id, job=str(d.get("job", "")),
+                            start=at(d.get("start_ns")), end=at(d.get("end_ns")), reason=str(d.get("reason", "")),
+                            state=n.state)
 
 
 def _nc(session: Session, n: Nonconformity) -> DhrNonconformity:

@@ -149,6 +149,14 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
                   _table(["machine", "measurement", "from", "to", "minutes with data"],
                          [[u.machine_id, u.measurement, u.start, u.end, u.minutes] for u in d.unrecorded_process_data],
                          [35, 35, 40, 40, 30])]
+    if d.local_overrides:
+        # Data tagged by a local assignment instead of the server's job context: named with its interval.
+        story += [_p("Data tagged by a local override", "Heading3"),
+                  _p("In these intervals the agent tagged this device's data by a local assignment, not by the "
+                     "server's job context; each is a nonconformity."),
+                  _table(["NC", "machine", "local job", "from", "to", "reason", "state"],
+                         [[o.nonconformity_id, o.machine_id or "", o.job, o.start, o.end or "not reported ended",
+                           o.reason, o.state] for o in d.local_overrides], [12, 25, 22, 32, 32, 45, 22])]
     if d.unrecorded_check and d.unrecorded_check.startswith("not checked"):
         story.append(_p(f"Process data without a recorded cycle: {d.unrecorded_check}."))
     if not d.cycles:

@@ -325,6 +325,19 @@ class DhrNonconformity(BaseModel):
         "What it stops: 'this job' (the device or its job), 'machine …', 'material lot …', 'design iteration …'"))
 
 
+class DhrLocalOverride(BaseModel):
+    """An interval in which the device's data was tagged by a local assignment on the agent instead of the
+    server's job context (from its local_override nonconformity)."""
+
+    nonconformity_id: int
+    machine_id: str | None
+    job: str = Field(description="The job label given locally on the agent")
+    start: datetime
+    end: datetime | None = Field(description="None: not reported ended (still running, or the agent never said)")
+    reason: str
+    state: str = Field(description="The nonconformity's state: open or dispositioned")
+
+
 class DhrSeal(BaseModel):
     """The digest written into the audit chain when the device was released."""
 
@@ -372,6 +385,8 @@ class DeviceHistoryRecord(BaseModel):
         "said, never silently left out; read from InfluxDB with the process monitoring"))
     unrecorded_check: str | None = Field(default=None, description=(
         "Whether unrecorded_process_data was looked for: checked, or not checked and why (InfluxDB unreachable)"))
+    local_overrides: list[DhrLocalOverride] = Field(default_factory=list, description=(
+        "Intervals in which this device's data was tagged by a local override of the server's job context"))
     related_nonconformities: list[DhrNonconformity] = Field(default_factory=list, description=(
         "Nonconformities of the device's machine (raised while its job was there), material lot or design "
         "iteration: they stop the device too"))

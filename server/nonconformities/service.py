@@ -31,7 +31,8 @@ def _photo_files(session: Session):
         if sha and kind in PHOTO_TYPES:
             yield f"photo of nonconformity {nc_id}", photo_path(session, sha, kind), sha
 
-KINDS = ("build_file_mismatch", "limit_excursion", "failed_cycle", "dimensional", "surface", "material", "other")
+KINDS = ("build_file_mismatch", "limit_excursion", "failed_cycle", "dimensional", "surface", "material",
+         "local_override", "other")
 DISPOSITIONS = ("use_as_is", "rework", "scrap", "return_to_supplier")
 # Who hears of every nonconformity (R16: "notify designers and production"); designers hear of their own designs'.
 NOTIFIED_ROLES = ("production_manager", "quality_engineer")

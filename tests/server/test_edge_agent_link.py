@@ -35,6 +35,17 @@ def database_url(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('db')}/server.db"
 
 
+@pytest.fixture(scope="module")
+def settings(database_url, tmp_path_factory, influxdb):
+    """The parent's settings, with the session's InfluxDB: the DHR reads process data from it."""
+    from server.settings import Settings
+    from routekit import ROUTES_WITHOUT_CYCLES
+
+    return Settings(database_url=database_url, argon2_time_cost=1, argon2_memory_kib=8, argon2_parallelism=1,
+                    file_store=str(tmp_path_factory.mktemp("files")), routes=ROUTES_WITHOUT_CYCLES,
+                    influx_url=influxdb.url, influx_database="agent_link_dhr")
+
+
 def _kiosk_shows_not_cleared(server_url: str, badge: str, pin: str, code: str, reason: str) -> None:
     """Log in at the kiosk by badge and PIN, scan the device code, expect 'not cleared' with the reason."""
     from playwright.sync_api import expect, sync_playwright
@@ -452,4 +463,40 @@ def test_a_limit_excursion_is_an_alert_that_clears_an_nc_and_a_trend_on_the_dash
     finally:
         pub.loop_stop()
         pub.disconnect()
+        agent.stop()
+
+
+def test_a_forced_local_assignment_is_a_nonconformity_and_the_dhr_names_its_interval(plant, server_url, mosquitto,
+                                                                                    influxdb, tmp_path):
+    """Issue 13: on a machine whose jobs come from the server, a local assignment forced with a reason is reported:
+    one nonconformity per device it tagged, and the device's DHR names the interval, its end once it ended."""
+    influxdb.create_database("agent_link_dhr")
+    ctx = plant.ready(devices=1)
+    [device] = ctx["job"]["devices"]
+    machine, token, _ = _sterilizer(plant, mosquitto, 5)
+    agent = _mqtt_agent(tmp_path, machine, token, influxdb.url, "agent_link_dhr", server_url)
+    try:
+        wait_until(lambda: agent.status()["server"]["connected"], 30, "the agent linked to the server")
+        booked = agent.api("PUT", "/machines/sterilizer-05/assignment", {
+            "job": "night-7", "devices": [device["device_code"]], "force": True,
+            "reason": "server unreachable from the cell during the night shift"})
+
+        def overrides():
+            dhr = plant.call("GET", f"/history/devices/{device['device_code']}/dhr", "quality_engineer")
+            return dhr["local_overrides"]
+        [o] = wait_until(overrides, 30, "the override in the DHR")
+        assert (o["machine_id"], o["job"], o["end"], o["state"]) == ("sterilizer-05", "night-7", None, "open")
+        assert o["reason"] == "server unreachable from the cell during the night shift"
+        assert abs(_ns(o["start"]) - booked["start_ns"]) < 1_000_000
+        nc = plant.call("GET", f"/nonconformities/{o['nonconformity_id']}", "quality_engineer")
+        assert (nc["kind"], nc["source"], nc["device_id"]) == ("local_override", "edge", device["id"])
+
+        ended = agent.api("DELETE", "/machines/sterilizer-05/assignment")
+        [o] = wait_until(lambda: [x for x in overrides() if x["end"]], 30, "the override's end in the DHR")
+        assert abs(_ns(o["end"]) - ended["end_ns"]) < 1_000_000
+        assert len(plant.call("GET", "/nonconformities", "quality_engineer", params={"kind": "local_override"})) >= 1
+        pdf = plant.client.get(f"/api/v1/history/devices/{device['device_code']}/dhr.pdf",
+                               headers=plant.h("quality_engineer"))
+        assert pdf.status_code == 200
+    finally:
         agent.stop()

@@ -128,6 +128,11 @@
         el("p", { text: "Process data without a recorded cycle: a step may have run without its cycle record." }),
         el("ul", {}, d.unrecorded_process_data.map(u => el("li", { "data-machine": u.machine_id,
           text: `${u.machine_id} (${u.measurement}): ${fmtTime(u.start)} to ${fmtTime(u.end)}, ${u.minutes} minute(s) with data` })))) : null,
+      (d.local_overrides || []).length ? el("div", { id: "local-overrides", class: "message warn" },
+        el("p", { text: "Data tagged by a local override of the server's job context (each a nonconformity):" }),
+        el("ul", {}, d.local_overrides.map(o => el("li", { "data-nc": o.nonconformity_id,
+          text: `${o.machine_id || ""} job ${o.job}: ${fmtTime(o.start)} to ` +
+                `${o.end ? fmtTime(o.end) : "not reported ended"} — ${o.reason} (NC ${o.nonconformity_id}, ${o.state})` })))) : null,
       el("div", { id: "data-gaps" }, el("h3", { text: "Data gaps" }),
         gapsOf(d.machine ? d.machine.machine_id : "the build machine", "the build", pm ? pm.data_gaps : []),
         (d.cycles || []).filter(c => c.ended_at).map(c =>
