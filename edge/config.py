@@ -95,10 +95,18 @@ class SignalConfig(BaseModel):
                     "dashboard), or the path of the build file the machine loaded (checked like a dropped file)",
     )
 
+    states: dict[int, str] | None = Field(
+        default=None,
+        description="Words for the codes of a numeric machine state (role machine_state), e.g. {0: idle, 3: hold}: "
+                    "the dashboard shows the word; a code not listed shows as 'state <code>'",
+    )
+
     @model_validator(mode="after")
     def _limits_numeric(self) -> "SignalConfig":
         if self.limits is not None and self.type not in ("float", "int"):
             raise ValueError(f"limits are only allowed on numeric signals, not on type '{self.type}'")
+        if self.states is not None and (self.role != "machine_state" or self.type != "int"):
+            raise ValueError("states (words for state codes) belong on an int signal with role machine_state")
         return self
 
 

@@ -87,6 +87,9 @@ class LiveState:
 
     def __init__(self, machines):
         self.roles = {m.id: {s.name: s.role for s in m.signals if getattr(s, "role", None)} for m in machines}
+        # Words for numeric state codes (the machine file's `states:`), per machine.
+        self.state_words = {m.id: next((s.states for s in m.signals if getattr(s, "states", None)), None)
+                            for m in machines}
         self.machines: dict[str, MachineLive] = {m.id: MachineLive() for m in machines}
         for m in machines:
             for s in _trend_signals(m):
@@ -119,7 +122,9 @@ class LiveState:
                 elif role == "layers_total":
                     live.layers_total = int(r.value)
                 elif role == "machine_state":
-                    live.machine_state = str(r.value)
+                    words = self.state_words[ing.machine_id]
+                    live.machine_state = str(r.value) if words is None else words.get(int(r.value),
+                                                                                      f"state {r.value}")
                 elif role == "build_file_path":
                     path = str(r.value)
                     if path and self.build_file_paths.get(ing.machine_id) != path:

@@ -420,7 +420,8 @@ class ServerLink:
                          "software_revision": (getattr(conn, "identity", {}) or {}).get("software_revision"),
                          "machine_state": live.machine_state,
                          "alerts": self.parts.live.alerts_of(m.id, now),
-                         "last_data_ns": live.last_data_ns, "updated_ns": live.updated_ns or now}
+                         "last_data_ns": (now if connected and getattr(conn, "reports_changes_only", False)
+                                          else live.last_data_ns), "updated_ns": live.updated_ns or now}
             if with_trends:
                 out[m.id]["trends"] = self.parts.live.trends_of(m.id, now)
         return out

@@ -21,6 +21,7 @@ PEOPLE = {
     "otto.operator": ("Otto Operator", "operator"),
     "paula.manager": ("Paula Manager", "production_manager"),
     "quentin.quality": ("Quentin Quality", "quality_engineer"),
+    "rita.reviewer": ("Rita Reviewer", "quality_engineer"),  # the second person who accepts inspection and release
     "dana.designer": ("Dana Designer", "design_engineer"),
     "clara.clinician": ("Dr. Clara Clinician", "clinician"),
 }
@@ -39,8 +40,16 @@ class Api:
         r.raise_for_status()
         self.headers[username] = {"Authorization": f"Bearer {r.json()['access_token']}"}
 
-    def call(self, who: str, method: str, path: str, **kw):
+    def request(self, who: str, method: str, path: str, **kw) -> httpx.Response:
+        """One request as who; an access token that expired (they last 15 minutes) is renewed once."""
         r = self.http.request(method, path, headers=self.headers[who], **kw)
+        if r.status_code == 401 and r.json().get("code") in ("token_expired", "token_stale"):
+            self.login(who)
+            r = self.http.request(method, path, headers=self.headers[who], **kw)
+        return r
+
+    def call(self, who: str, method: str, path: str, **kw):
+        r = self.request(who, method, path, **kw)
         if r.status_code >= 400:
             raise RuntimeError(f"{method} {path} as {who}: {r.status_code} {r.text}")
         return r.json() if r.content else None

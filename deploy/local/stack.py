@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,18 +27,33 @@ sys.path.insert(0, str(HERE))
 
 import localstack  # noqa: E402
 
-VAR = ROOT / "var" / "demo"
+# AMTRACE_DEMO_DIR: where a demo keeps its data and logs (tests run the demo in a folder of their own).
+VAR = Path(os.environ.get("AMTRACE_DEMO_DIR") or ROOT / "var" / "demo")
 STATE = VAR / "stack.json"
 BIN = ROOT / ".venv" / "bin"
 
 DEMO_PASSWORD = "amtrace-demo-2026"  # demo accounts only; printed at the end of `make demo`
-# Post-processing loads (machine: local job id) that carry the devices of the server's build job.
-# The LPBF printer takes its job from the server; the SLA printer gets a local one.
-# The demo books post-processing loads at the agent, not through server-recorded cycles: on a server-managed
-# agent that is an override, said with its reason (and recorded as an event under the devices).
-DEMO_OVERRIDE = ["--force", "--reason", "demo: post-processing load booked at the machine, not through the server"]
-DEMO_LOADS = {"furnace-01": "HT-DEMO-1", "furnace-02": "HT-DEMO-2", "washer-01": "WASH-DEMO-1",
-              "sterilizer-01": "STER-DEMO-1"}
+# The MQTT machines the story plays itself (deploy/local/story.py): their cycles start when it loads them.
+PLAYED_BY_STORY = ("furnace-01", "washer-01", "sterilizer-01")
+# The demo product family's route: each post-processing stage needs a recorded, passing cycle of this process.
+DEMO_ROUTES = {"acetabular cup": {"post_processing": ["heat_treatment"], "cleaning": ["cleaning"],
+                                  "sterilization": ["steam"]}}
+# AMTRACE_DEMO_TEMPO=quick: the same story with shorter programs (tests/deploy/test_demo.py), see story.py.
+QUICK = os.environ.get("AMTRACE_DEMO_TEMPO") == "quick"
+PRINTER_JOB = ["--job-on-enable", "DEMO-BUILD:20" if QUICK else "DEMO-BUILD:120", "--layer-time", "0.5",
+               "--o2-excursions", "0"]
+
+
+def demo_ports() -> dict[str, int | None]:
+    """Fixed ports from AMTRACE_DEMO_PORT_BASE (bookmarks survive a restart), or None each: free ports."""
+    base = os.environ.get("AMTRACE_DEMO_PORT_BASE")
+    if not base:
+        return {}
+    if not base.isdigit() or not 1024 <= int(base) <= 65000:
+        raise SystemExit(f"AMTRACE_DEMO_PORT_BASE={base!r}: give a port number between 1024 and 65000")
+    b = int(base)
+    return {"server": b, "agent": b + 1, "mosquitto": b + 2, "influxdb": b + 3, "influxdb_rpc": b + 4,
+            "next": b + 10}
 
 
 def _spawn(name: str, argv: list[str], env: dict | None = None) -> int:
@@ -57,23 +73,29 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _machine_configs(ports: dict) -> Path:
-    """Copy configs/machines into var/demo/machines with the demo's ports filled in."""
+def _machine_configs(ports: dict, first_fixed: int | None = None) -> Path:
+    """Copy configs/machines into var/demo/machines with the demo's ports filled in (from first_fixed on, in file
+    order, when the demo runs on fixed ports)."""
     out = VAR / "machines"
     out.mkdir(parents=True, exist_ok=True)
+    fixed = iter(range(first_fixed, first_fixed + 100)) if first_fixed else None
+
+    def port() -> int:
+        return next(fixed) if fixed else localstack.free_port()
+
     for f in sorted((ROOT / "configs" / "machines").glob("*.yaml")):
         data = yaml.safe_load(f.read_text())
         conn = data["connection"]
         if conn["type"] == "mqtt":
             conn["host"], conn["port"] = "127.0.0.1", ports["mosquitto"]
         elif conn["type"] == "opcua":
-            port = ports.setdefault(f"opcua:{data['id']}", localstack.free_port())
+            p = ports.setdefault(f"opcua:{data['id']}", port())
             path = conn["endpoint"].split("/", 3)[3] if conn["endpoint"].count("/") >= 3 else ""
-            conn["endpoint"] = f"opc.tcp://127.0.0.1:{port}/{path}"
+            conn["endpoint"] = f"opc.tcp://127.0.0.1:{p}/{path}"
         elif conn["type"] == "folder":
             conn["path"] = str(VAR / "shares" / data["id"])
         elif conn["type"] == "modbus":
-            conn["host"], conn["port"] = "127.0.0.1", ports.setdefault(f"modbus:{data['id']}", localstack.free_port())
+            conn["host"], conn["port"] = "127.0.0.1", ports.setdefault(f"modbus:{data['id']}", port())
         if data.get("build_files", {}) and data["build_files"].get("folder"):
             folder = VAR / "build-files" / data["id"]
             folder.mkdir(parents=True, exist_ok=True)
@@ -112,18 +134,23 @@ def _up(args) -> int:
     def step(text):
         print(f"[demo] {text}", flush=True)
 
-    step("starting Mosquitto and InfluxDB on loopback ports")
-    mosq = localstack.Mosquitto(VAR / "mosquitto").start()
-    influx = localstack.InfluxDB1(VAR / "influxdb").start()
+    fixed = demo_ports()
+    step("starting Mosquitto and InfluxDB on loopback ports"
+         + (f" (fixed from AMTRACE_DEMO_PORT_BASE={fixed['server']})" if fixed else ""))
+    mosq = localstack.Mosquitto(VAR / "mosquitto", port=fixed.get("mosquitto")).start()
+    influx = localstack.InfluxDB1(VAR / "influxdb", port=fixed.get("influxdb"))
+    if fixed:
+        influx.rpc_port = fixed["influxdb_rpc"]
+    influx.start()
     influx.create_database("amtrace")
     state["pids"].update(mosquitto=mosq.proc.pid, influxdb=influx.proc.pid)
     state["ports"].update(mosquitto=mosq.port, influxdb=influx.port)
     STATE.write_text(json.dumps(state, indent=1))  # from here on, 'make stop' can stop what runs
 
-    machines_dir = _machine_configs(state["ports"])
+    machines_dir = _machine_configs(state["ports"], fixed.get("next"))
 
     step("starting the amtrace server (SQLite records, keys generated for this demo)")
-    server_port = localstack.free_port()
+    server_port = fixed.get("server") or localstack.free_port()
     env_file = VAR / "server.env"
     if not env_file.exists():
         fd = os.open(env_file, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -132,7 +159,12 @@ def _up(args) -> int:
     server_env = dict(line.split("=", 1) for line in env_file.read_text().split())
     server_env.update(AMTRACE_ENVIRONMENT="production", AMTRACE_DATABASE_URL=f"sqlite:///{VAR}/server.db",
                       AMTRACE_FILE_STORE=str(VAR / "files"), AMTRACE_INFLUX_URL=influx.url,
-                      AMTRACE_INFLUX_DATABASE="amtrace")
+                      AMTRACE_INFLUX_DATABASE="amtrace", AMTRACE_ROUTES=json.dumps(DEMO_ROUTES, separators=(",", ":")))
+    # Every setting the server CLIs need, for the ready-to-paste commands at the end (keys: owner-only file).
+    cli_env = VAR / "server-cli.env"
+    fd = os.open(cli_env, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{k}={shlex.quote(v)}\n" for k, v in server_env.items()))
     run_env = {**os.environ, **server_env}
     subprocess.run([str(BIN / "amtrace-server"), "migrate"], check=True, cwd=ROOT, env=run_env)
     subprocess.run([str(BIN / "amtrace-server"), "create-user", "ada.admin", "--full-name", "Ada Admin", "--role",
@@ -147,7 +179,7 @@ def _up(args) -> int:
     import seed_demo
 
     seeded = seed_demo.seed_people_and_machines(server_url, DEMO_PASSWORD, machines_dir)
-    agent_port = localstack.free_port()
+    agent_port = fixed.get("agent") or localstack.free_port()
     agent_cfg = {
         "id": "demo-edge",
         "machines_dir": str(machines_dir),
@@ -165,18 +197,20 @@ def _up(args) -> int:
     step(f"starting {len(opcua)} simulated OPC UA machine(s) and the MQTT machine simulator")
     for m in opcua:
         port = state["ports"][f"opcua:{m['id']}"]
-        job_arg = "DEMO-BUILD:2000" if m["kind"].endswith("printer") else "HT-DEMO-2"
+        # The printer waits: it builds once the agent enables its start (the release gate allowed the job).
+        job_args = PRINTER_JOB if m["kind"].endswith("printer") else ["--job", "HT-DEMO-2"]
         state["pids"][f"sim-{m['id']}"] = _spawn(
             f"sim-{m['id']}", [str(BIN / "amtrace-edge"), "simulate", "opcua", "--machine", m["id"],
-                               "--port", str(port), "--job", job_arg])
+                               "--port", str(port), *job_args])
     for m in (m for m in machines if m["connection"]["type"] == "modbus"):
         step(f"starting the simulated Modbus TCP machine {m['id']}")
         state["pids"][f"sim-{m['id']}"] = _spawn(
             f"sim-{m['id']}", [str(BIN / "amtrace-edge"), "simulate", "modbus", "--machine", m["id"],
                                "--machines-dir", str(machines_dir), "--port", str(m["connection"]["port"])])
+    continuous = [m["id"] for m in machines if m["connection"]["type"] == "mqtt" and m["id"] not in PLAYED_BY_STORY]
     state["pids"]["sim-mqtt"] = _spawn(
         "sim-mqtt", [str(BIN / "amtrace-edge"), "simulate", "mqtt", "--port", str(mosq.port),
-                     "--machines-dir", str(machines_dir), "--rate", "2"])
+                     "--machines-dir", str(machines_dir), "--rate", "2", *sum((["--machine", i] for i in continuous), [])])
 
     step("starting the edge agent")
     state["pids"]["agent"] = _spawn("agent", [str(BIN / "amtrace-edge"), "run", "-c", str(VAR / "agent.yaml")],
@@ -193,38 +227,29 @@ def _up(args) -> int:
     (VAR / "build-files" / "lpbf-01").mkdir(parents=True, exist_ok=True)
     (VAR / "build-files" / "lpbf-01" / "cup.stl").write_bytes(stl)
     time.sleep(3)
+    state["job"] = {"id": build["job"]["id"], "machine_id": "lpbf-01"}
     decision = seed_demo.release(seeded["api"], machine_id="lpbf-01", job_id=build["job"]["id"],
                                  sha256=build["iteration"]["files"][0]["sha256"])
     step(f"release gate for job {build['job']['id']}: {'allowed' if decision['allowed'] else 'REFUSED'}"
          + "".join(f"\n         - {r['message']}" for r in decision["reasons"]))
-
-    step("post-processing loads (furnace, washer, sterilizer) carry the same device codes")
     known = {m["id"] for m in machines}
-    for machine, job in DEMO_LOADS.items():
-        if machine in known:
-            subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), *DEMO_OVERRIDE,
-                            machine, "--job", job, *sum((["--device", d] for d in devices), [])], check=True, cwd=ROOT,
-                           stdout=subprocess.DEVNULL)
     for m in (m for m in machines if m["connection"]["type"] == "folder"):
-        # The washer logs each program when it ends, so the load went in before the first log's samples.
-        subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), *DEMO_OVERRIDE, m["id"],
-                        "--job", f"WASH-DEMO-{m['id']}", "--since=-2h", *sum((["--device", d] for d in devices), [])],
-                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         step(f"{m['id']} drops a CSV cycle log into {m['connection']['path']} every 2 minutes")
         state["pids"][f"sim-{m['id']}"] = _spawn(
             f"sim-{m['id']}", [str(BIN / "amtrace-edge"), "simulate", "folder", "--machine", m["id"],
                                "--machines-dir", str(machines_dir), "--every", "120"])
-    if "sla-01" in known:
-        subprocess.run([str(BIN / "amtrace-edge"), "assign", "-c", str(VAR / "agent.yaml"), *DEMO_OVERRIDE,
-                        "sla-01", "--job", "SLA-DEMO-1", "--device", "AMT-GUIDE-0001"], check=True, cwd=ROOT,
-                       stdout=subprocess.DEVNULL)
     STATE.write_text(json.dumps(state, indent=1))
+    if all(i in known for i in PLAYED_BY_STORY):
+        step("the story goes on in the background: build, furnace, washer, sterilizer, inspection, release, seal "
+             f"(about 15 minutes; follow it in {VAR / 'logs' / 'story.log'})")
+        state["pids"]["story"] = _spawn("story", [str(BIN / "python"), str(HERE / "story.py")])
+        STATE.write_text(json.dumps(state, indent=1))
 
     step("waiting for the first points under a device code in InfluxDB")
     deadline = time.monotonic() + 60
     count = 0
     while time.monotonic() < deadline:
-        res = influx.query(f'SELECT count(*) FROM /.*/ WHERE "device" = \'{devices[0]}\'', db="amtrace")
+        res = influx.query(f'SELECT count(*) FROM /lpbf.*/ WHERE "device" = \'{devices[0]}\'', db="amtrace")
         series = res["results"][0].get("series", [])
         count = sum(v for s in series for v in s["values"][0][1:] if isinstance(v, int))
         if count:
@@ -259,9 +284,18 @@ amtrace demo is running (data and logs under {VAR}).
   dashboard           http://127.0.0.1:{p.get('server')}/ui/dashboard  paula.manager
   quality pages       http://127.0.0.1:{p.get('server')}/ui/quality    quentin.quality
   server API          http://127.0.0.1:{p.get('server')}/docs          (OpenAPI)
-                      people: ada.admin, otto.operator, paula.manager, quentin.quality,
+                      people: ada.admin, otto.operator, paula.manager, quentin.quality, rita.reviewer,
                       dana.designer, clara.clinician; demo password {DEMO_PASSWORD}
   devices             {', '.join(state.get('devices', []))}
+
+  the story           {VAR / 'logs' / 'story.log'}  (progress; {VAR / 'story.json'} when done)
+                      printer builds once the gate allows it → furnace → washer → sterilizer → inspection →
+                      release → sealed device history record (about 15 minutes)
+  DHR of {device}   http://127.0.0.1:{p.get('server')}/ui/quality  (quentin.quality; search {device})
+                      http://127.0.0.1:{p.get('server')}/api/v1/history/devices/{device}/dhr.pdf (with a token)
+  server CLIs         set -a; . {VAR / 'server-cli.env'}; set +a
+                      .venv/bin/amtrace-server audit verify
+                      .venv/bin/amtrace-server dhr verify {device}
 
   edge agent status   .venv/bin/amtrace-edge status -c {cfg}
   quarantine          .venv/bin/amtrace-edge quarantine -c {cfg}

@@ -57,6 +57,10 @@ class Connector(ABC):
     """A machine connection: start(), stop(), hands readings to the sink, reports its state."""
 
     type: ClassVar[str]
+    # True when a quiet connection is not missing data: OPC UA subscriptions send changes only (a steady machine
+    # sends nothing while its session stays alive), a cycle-log folder receives one file per program. The
+    # dashboard's "no data for N s" then counts only while the connection is down.
+    reports_changes_only: ClassVar[bool] = False
 
     def __init__(self, machine: "MachineConfig", sink: "ReadingSink"):
         self.machine = machine

@@ -649,6 +649,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust", action="append", help="trusted client certificate (repeatable; default any)")
     parser.add_argument("--user", action="append", help="user:password allowed to log in (repeatable; default anonymous)")
     parser.add_argument("--job", help="start a job right away: JOBID:LAYERS (printer) or CYCLEID (furnace)")
+    parser.add_argument("--job-on-enable", metavar="JOBID:LAYERS",
+                        help="printer: start this job once the start is enabled after having been blocked (as an "
+                             "operator presses start when the machine allows it)")
+    parser.add_argument("--layer-time", type=float, default=2.0, help="printer: seconds per layer")
+    parser.add_argument("--o2-excursions", type=float, default=0.05,
+                        help="printer: probability per layer of a 3-layer chamber O2 excursion (0 = none)")
     parser.add_argument("--nodes", type=int, default=1000, help="bench: number of variables")
     parser.add_argument("--rate", type=float, default=10_000, help="bench: value changes per second in total")
     parser.add_argument("--ready-file", help="write the endpoint into this file once listening")
@@ -670,6 +676,8 @@ async def _serve(args) -> int:
     extra: dict[str, Any] = {}
     if kind == "bench":
         extra = {"nodes": args.nodes, "rate": args.rate}
+    elif kind == "lpbf":
+        extra = {"layer_time_s": args.layer_time, "o2_excursion_probability": args.o2_excursions}
     sim = SIMULATORS[kind](
         port=args.port, machine_id=args.machine, host=args.host, namespace_uri=args.namespace_uri,
         extra_namespaces=args.extra_namespaces, security=security, users=users, speed=args.speed, **extra,
@@ -687,6 +695,9 @@ async def _serve(args) -> int:
             await sim.start_job(job, int(layers or 100))
         elif args.job and kind == "furnace":
             await sim.start_cycle(args.job)
+        if args.job_on_enable and kind == "lpbf":
+            job, _, layers = args.job_on_enable.partition(":")
+            sim.job_on_enable = asyncio.create_task(_start_when_enabled(sim, job, int(layers or 100), stop))
         if args.stats_file and kind == "bench":
             while not stop.is_set():
                 Path(args.stats_file).write_text(f"{time.time()} {sim.published}")
@@ -696,6 +707,21 @@ async def _serve(args) -> int:
                     pass
         await stop.wait()
     return 0
+
+
+async def _start_when_enabled(sim: "LpbfPrinterSimulator", job: str, layers: int, stop: asyncio.Event) -> None:
+    """Start job once StartEnabled went false (the agent's decision arrived) and then true (the gate allowed it)."""
+    blocked = False
+    while not stop.is_set():
+        enabled = await sim._start_enabled()
+        if not enabled:
+            blocked = True
+        elif blocked:
+            ok, why = await sim.start_job(job, layers)
+            print(f"job {job}: {'started' if ok else why}", flush=True)
+            if ok:
+                return
+        await asyncio.sleep(0.5)
 
 
 def run(args) -> int:

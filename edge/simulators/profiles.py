@@ -80,14 +80,19 @@ class SterilizerCycle:
     drying_s: float = 600.0
     idle_s: float = 60.0
     first_cycle: int = 1200
+    pulse_down_s: float = 75.0
+    pulse_up_s: float = 45.0
+    heat_up_s: float = 150.0
+    exhaust_s: float = 60.0
+    aeration_s: float = 60.0
 
     def phases(self) -> list[tuple[str, float]]:
         """(phase, duration s) in order; prevacuum pulses are split into down/up halves."""
         out = [("idle", self.idle_s)]
         for _ in range(self.pulses):
-            out += [("prevacuum_down", 75.0), ("prevacuum_up", 45.0)]
-        out += [("heat_up", 150.0), ("plateau", self.plateau_s), ("exhaust", 60.0),
-                ("drying", self.drying_s), ("aeration", 60.0), ("end", 30.0)]
+            out += [("prevacuum_down", self.pulse_down_s), ("prevacuum_up", self.pulse_up_s)]
+        out += [("heat_up", self.heat_up_s), ("plateau", self.plateau_s), ("exhaust", self.exhaust_s),
+                ("drying", self.drying_s), ("aeration", self.aeration_s), ("end", 30.0)]
         return out
 
     @property
@@ -171,13 +176,18 @@ class FurnaceCycle:
     cool_tau_s: float = 2400.0
     program: str = "TI64-SR-800C-2H"
     zone_offsets: tuple[float, float, float] = (-1.5, 0.8, 0.3)
+    idle_s: float = 60.0
+    pump_down_s: float = 600.0
+    done_s: float = 300.0
+    zone_lag_s: float = 60.0  # the zone thermocouples follow the heating elements
+    load_lag_s: float = 420.0  # the plate lags the heating elements by minutes
 
     def phases(self) -> list[tuple[str, float]]:
         """(step name, duration s) in order."""
         ramp_s = (self.hold_c - self.ambient_c) / self.ramp_k_per_min * 60.0
         cool_s = self.cool_tau_s * math.log((self.hold_c - self.ambient_c) / (self.unload_c - self.ambient_c))
-        return [("idle", 60.0), ("pump_down", 600.0), ("ramp", ramp_s), ("hold", self.hold_s),
-                ("argon_cool", cool_s), ("done", 300.0)]
+        return [("idle", self.idle_s), ("pump_down", self.pump_down_s), ("ramp", ramp_s), ("hold", self.hold_s),
+                ("argon_cool", cool_s), ("done", self.done_s)]
 
     @property
     def period_s(self) -> float:
@@ -202,8 +212,8 @@ class FurnaceCycle:
     def state(self, t: float) -> dict[str, Value]:
         """Every furnace signal at t seconds since the first program started."""
         step, name, x, _, sp = self._furnace_c(t)
-        zones = [self._furnace_c(max(0.0, t - 60.0))[3] + off for off in self.zone_offsets]
-        load = self._furnace_c(max(0.0, t - 420.0))[3]  # the plate lags the heating elements by minutes
+        zones = [self._furnace_c(max(0.0, t - self.zone_lag_s))[3] + off for off in self.zone_offsets]
+        load = self._furnace_c(max(0.0, t - self.load_lag_s))[3]
         if name == "idle":
             pressure = 1013.0
         elif name == "pump_down":
@@ -240,11 +250,17 @@ class WasherCycle:
     power_w: float = 600.0
     frequency_khz: float = 37.0
     program: str = "TI-IMPLANT-55C"
+    fill_s: float = 60.0
+    heat_s: float = 300.0
+    rinse_s: float = 120.0
+    final_rinse_s: float = 180.0
+    dry_s: float = 600.0
 
     def phases(self) -> list[tuple[str, float]]:
         """(step, duration s) in order."""
-        return [("idle", 30.0), ("fill", 60.0), ("heat", 300.0), ("ultrasonic_wash", self.wash_s),
-                ("rinse_1", 120.0), ("rinse_2", 120.0), ("final_rinse", 180.0), ("dry", 600.0), ("done", 30.0)]
+        return [("idle", 30.0), ("fill", self.fill_s), ("heat", self.heat_s), ("ultrasonic_wash", self.wash_s),
+                ("rinse_1", self.rinse_s), ("rinse_2", self.rinse_s), ("final_rinse", self.final_rinse_s),
+                ("dry", self.dry_s), ("done", 30.0)]
 
     @property
     def period_s(self) -> float:

@@ -61,7 +61,9 @@ def server_url(app):
 def printer():
     """The simulated LPBF printer (OPC UA server) on a free port."""
     loop = LoopThread()
-    sim = LpbfPrinterSimulator(port=free_port(), machine_id="lpbf-01", layer_time_s=0.5)
+    # No random O2 excursions: an alarm excursion raises a nonconformity that stops the device (as it must), which
+    # these stories do not test; test_edge_agent_link tests that path on purpose.
+    sim = LpbfPrinterSimulator(port=free_port(), machine_id="lpbf-01", layer_time_s=0.5, o2_excursion_probability=0.0)
     loop.run(sim.start())
     yield loop, sim
     loop.run(sim.close())

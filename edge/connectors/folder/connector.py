@@ -42,6 +42,7 @@ class FolderConnector(TaskConnector):
     """Watches one machine's cycle-log folder and stores every complete log once."""
 
     type = "folder"
+    reports_changes_only = True
 
     def __init__(self, machine: MachineConfig, sink: ReadingSink, *, agent_id: str = "edge"):
         super().__init__(machine, sink)

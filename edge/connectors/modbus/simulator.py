@@ -100,9 +100,19 @@ class ModbusMachineSimulator:
             for i, s in enumerate(self.machine.signals):
                 if s.type == "bool":
                     value = int(t // 30) % 2 == 0
+                elif s.states:
+                    codes = sorted(s.states)  # a state machine walks through its named states
+                    value = codes[int(t // 20) % len(codes)]
                 else:
-                    base = (s.limits.warn_high if s.limits and s.limits.warn_high else 100.0) * 0.8
-                    value = base + base * 0.05 * math.sin(t / 20 + i)
+                    lim = s.limits
+                    lo = lim and (lim.warn_low if lim.warn_low is not None else lim.alarm_low)
+                    hi = lim and (lim.warn_high if lim.warn_high is not None else lim.alarm_high)
+                    if lo is not None and hi is not None:  # inside the band: a healthy machine
+                        base, swing = (lo + hi) / 2, (hi - lo) * 0.2
+                    else:
+                        base = (hi if hi else 100.0) * 0.8
+                        swing = base * 0.05
+                    value = base + swing * math.sin(t / 20 + i)
                     value = int(value) if s.type == "int" else value
                 await self.set_value(s.name, value)
             await asyncio.sleep(period_s)

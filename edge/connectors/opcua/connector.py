@@ -124,6 +124,7 @@ class OpcUaConnector(Connector):
     """Subscribes to a machine's OPC UA server and hands every value change to the sink, surviving faults."""
 
     type = "opcua"
+    reports_changes_only = True
 
     def __init__(self, machine: MachineConfig, sink: ReadingSink, *, agent_id: str = "edge"):
         super().__init__(machine, sink)

@@ -68,6 +68,12 @@ amtrace.live = (() => {
       `${time(a.ts_ns)} ${sev}: ${a.message}`);
   }
 
+  // Every active alert; of the cleared ones and events only the newest few, so a card stays readable.
+  const KEEP_PAST = 3;
+  const shownAlerts = alerts => alerts.filter(a => a.state === "active")
+    .concat(alerts.filter(a => a.state !== "active").slice(0, KEEP_PAST));
+  const hiddenCount = alerts => Math.max(0, alerts.filter(a => a.state !== "active").length - KEEP_PAST);
+
   // What the machine is doing in its own word (heating, holding, washing, printing …) when it says it.
   function stateWord(live) {
     if (!live) return "unknown";
@@ -101,7 +107,8 @@ amtrace.live = (() => {
           el("span", { style: null })),
         el("p", { class: "layer", text: `Layer ${live.layer} of ${live.layers_total} (${live.progress_pct} %)` })] : null,
       live && live.trends && live.trends.length ? el("div", { class: "trends" }, live.trends.map(sparkline)) : null,
-      alerts.length ? el("ul", { class: "alerts" }, alerts.map(alertItem)) : null,
+      alerts.length ? el("ul", { class: "alerts" }, shownAlerts(alerts).map(alertItem)) : null,
+      hiddenCount(alerts) ? el("p", { class: "hint", text: `+ ${hiddenCount(alerts)} more cleared or past in the last 30 min` }) : null,
       el("p", { class: "hint", text: `Software ${(live && live.software_revision) || m.software_revision || "not reported"}` +
                                     (live ? ` · last report ${fmtTime(live.received_at)}` : " · no live report yet") }),
       extra || null);
