@@ -10,7 +10,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
