@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi_offline import FastAPIOffline
 
 from server.db import make_engine, make_sessionmaker
-from server.errors import DomainError, ErrorBody
+from server.errors import COMMON_ERRORS, DomainError, ErrorBody
 from server.settings import Settings, get_settings
 
 API = "/api/v1"
@@ -149,6 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              "environment": app.state.settings.environment},
                             status_code=503 if problems else 200)
 
+    _add_metrics(app)
+
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
         """People who type the server's address land on the pages."""
@@ -195,6 +197,25 @@ def _allowed_methods(app: FastAPI, path: str) -> str:
     methods = sorted({m.upper() for pattern, ops in table if pattern.match(path) for m in ops
                       if m in ("get", "put", "post", "delete", "patch", "head")})
     return ", ".join(methods)
+
+
+def _add_metrics(app: FastAPI) -> None:
+    """Prometheus: request counts and latencies (middleware) and the records' gauges, at /metrics."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    from server.auth.deps import scrape_or_admin
+    from server.metrics import RecordsCollector, RequestMetrics
+
+    registry = CollectorRegistry()
+    app.add_middleware(RequestMetrics, registry=registry)
+    registry.register(RecordsCollector(app.state.sessionmaker, app))
+
+    @app.get("/metrics", tags=["health"], response_class=Response, dependencies=[Depends(scrape_or_admin)],
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format"},
+                        **{k: v for k, v in COMMON_ERRORS.items() if k in (401, 403)}})
+    def metrics() -> Response:
+        """Prometheus metrics of this instance; the scrape token (AMTRACE_METRICS_TOKEN) or an administrator."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _add_pages(app: FastAPI) -> None:

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     audit_key: str = Field(
         default=DEFAULT_AUDIT_KEY,
         description="Key of the HMAC that chains audit entries and seals signatures; keep it out of the database")
+    metrics_token: str | None = Field(default=None, description=(
+        "Bearer token Prometheus sends to scrape /metrics (an administrator's access token also works); unset: only "
+        "administrators"))
     access_token_minutes: int = Field(default=15, ge=1, le=240, description="Lifetime of a user's access token")
     argon2_time_cost: int = Field(default=3, ge=1, description="Argon2id iterations")
     argon2_memory_kib: int = Field(default=65536, ge=8, description="Argon2id memory in KiB")

@@ -55,6 +55,7 @@ def issue(session: Session, *, actor: Principal, name: str, machine_ids: list[st
     for m in machine_ids:
         if session.get(Machine, m) is None:
             raise NotFound(f"No machine {m}", code="machine_not_found")
+    _refuse_owned(session, actor=actor, name=name, machine_ids=machine_ids)
     # 256 bits of randomness: a fast hash is enough, there is nothing to brute-force.
     token = AGENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
     agent = Agent(name=name, token_sha256=hashlib.sha256(token.encode()).hexdigest(), issued_by=actor.id)
@@ -69,8 +70,27 @@ def issue(session: Session, *, actor: Principal, name: str, machine_ids: list[st
     return agent, token
 
 
+def owners(session: Session, machine_ids: list[str]) -> dict[str, str]:
+    """The active (not revoked) agent that owns each of these machines, by machine id."""
+    rows = session.execute(select(AgentMachine.machine_id, Agent.name).join(Agent, Agent.id == AgentMachine.agent_id)
+                           .where(AgentMachine.machine_id.in_(machine_ids), Agent.revoked_at.is_(None))).all()
+    return {m: a for m, a in rows}
+
+
+def _refuse_owned(session: Session, *, actor: Principal, name: str, machine_ids: list[str]) -> None:
+    """One agent per machine: two would both write its data, each under the job context it holds, and both drive its
+    interlock. A machine moves to another agent once its agent is revoked (retired)."""
+    owned = owners(session, machine_ids)
+    if owned:
+        text = "; ".join(f"machine {m} belongs to agent {a}" for m, a in sorted(owned.items()))
+        record(session, actor=actor, action="agent_claim_refused", record_type="agent", record_id=name,
+               new={"name": name, "machine_ids": sorted(set(machine_ids)), "owners": owned})
+        raise Conflict(f"{text}: one agent per machine; revoke that agent first to hand the machine over",
+                       code="machine_owned", keep_audit=True)
+
+
 def revoke(session: Session, *, actor: Principal, agent_id: int, reason: str) -> Agent:
-    """Revoke an agent's token."""
+    """Revoke an agent's token; its machines are free to be handed to another agent."""
     agent = session.get(Agent, agent_id)
     if agent is None:
         raise NotFound(f"No agent {agent_id}", code="agent_not_found")

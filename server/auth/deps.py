@@ -153,3 +153,20 @@ async def precheck_signature(request: Request, session: SessionDep,
             await run_in_threadpool(signing.check_before_writing, session, user_id=principal.id, credential=credential,
                                     secret=secret)
             return
+
+
+def scrape_or_admin(request: Request, session: SessionDep) -> None:
+    """Admit Prometheus with the scrape token (AMTRACE_METRICS_TOKEN, constant-time comparison) or an administrator."""
+    import hmac
+
+    authorization = request.headers.get("authorization") or ""
+    scheme, _, token = authorization.partition(" ")
+    expected = request.app.state.settings.metrics_token
+    if expected and scheme == "Bearer" and hmac.compare_digest(token.encode(), expected.encode()):
+        return
+    admit(authenticate(session, token or None), ("admin",), agents=False)
+
+
+scrape_or_admin.allowed_roles = ("admin",)  # read by the role × endpoint matrix test
+scrape_or_admin.allows_agents = False
+scrape_or_admin.allows_kiosk = False

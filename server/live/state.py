@@ -133,6 +133,11 @@ class LiveFeed:
                 self._task = asyncio.get_running_loop().create_task(self._poll())
         return queue
 
+    def subscribers(self) -> int:
+        """How many streams listen on this process now."""
+        with self._lock:
+            return len(self._subscribers)
+
     def unsubscribe(self, queue: asyncio.Queue) -> None:
         """Stop sending to queue."""
         with self._lock:

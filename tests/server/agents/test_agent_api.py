@@ -28,8 +28,29 @@ def test_agent_of_machine_a_cannot_report_for_machine_b(plant):
     assert plant.call("GET", f"/machines/{b['id']}", "operator")["software_revision"] == "4.2.1"
 
 
+def test_one_agent_per_machine_a_second_claim_is_refused_and_recorded_revoking_hands_it_over(plant):
+    m = plant.machine()  # with its agent, agent-<id>
+    r = plant.client.post("/api/v1/agents", headers=plant.h("admin"), json={"name": "cell-8", "machine_ids": [m["id"]]})
+    assert (r.status_code, r.json()) == (409, {"code": "machine_owned", "detail": (
+        f"machine {m['id']} belongs to agent agent-{m['id']}: one agent per machine; revoke that agent first to "
+        "hand the machine over")})
+    [refused] = plant.call("GET", "/audit/entries", "quality_engineer",
+                           params={"record_type": "agent", "record_id": "cell-8"})
+    assert refused["action"] == "agent_claim_refused"
+    assert "cell-8" not in [a["name"] for a in plant.call("GET", "/agents", "admin")]
+    old = next(a for a in plant.call("GET", "/agents", "admin") if a["name"] == f"agent-{m['id']}")
+    plant.call("POST", f"/agents/{old['id']}/revoke", "admin", json={"reason": "cell PC retired"})
+    new = plant.call("POST", "/agents", "admin", 201, json={"name": "cell-8", "machine_ids": [m["id"]]})
+    assert new["machine_ids"] == [m["id"]]
+    hb = plant.call("POST", "/agents/heartbeat", {"Authorization": f"Bearer {new['token']}"},
+                    json={"machine_ids": [m["id"]]})
+    assert hb["agent"] == "cell-8"
+
+
 def test_token_stored_hashed_and_revocable(plant):
     m = plant.machine()
+    old = next(a for a in plant.call("GET", "/agents", "admin") if a["name"] == f"agent-{m['id']}")
+    plant.call("POST", f"/agents/{old['id']}/revoke", "admin", json={"reason": "replaced by cell-7"})
     issued = plant.call("POST", "/agents", "admin", 201, json={"name": "cell-7", "machine_ids": [m["id"]]})
     token = issued["token"]
     assert token.startswith("amtagent_") and len(token) > 40
