@@ -5,7 +5,8 @@ set -euo pipefail
 
 # chromium: the browser tests of the kiosk and dashboards (make test) drive it headless with Playwright.
 # poppler-utils: pdftotext/pdftoppm check the text and pages of the device history record PDF in tests.
-packages=(mosquitto influxdb victoria-metrics postgresql chromium poppler-utils)
+# prometheus: promtool checks deploy/prometheus/, and the alert rules are exercised against it in a test.
+packages=(mosquitto influxdb victoria-metrics postgresql chromium poppler-utils prometheus)
 
 missing=()
 for p in "${packages[@]}"; do
