@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if app.state.settings.notify_webhook_url:
             tasks.append(asyncio.create_task(push_notifications(app), name="notification push"))
         app.state.overdue_watch = tasks[0]
+        tasks.append(asyncio.create_task(_check_retention(app), name="retention check"))
         try:
             yield
         finally:
@@ -145,8 +146,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         # Open, like /healthz, for load balancers and orchestrators: it says what is wrong, not where (no hosts).
         problems = [p for p in (schema_problem(app.state.engine, detail=False),) if p]
+        # Warnings do not stop serving: a short InfluxDB retention loses evidence later, not requests now.
+        warnings = [w for w in (getattr(app.state, "retention_warning", None),) if w]
         return JSONResponse({"status": "not ready" if problems else "ready", "problems": problems,
-                             "environment": app.state.settings.environment},
+                             "warnings": warnings, "environment": app.state.settings.environment},
                             status_code=503 if problems else 200)
 
     _add_metrics(app)
@@ -197,6 +200,28 @@ def _allowed_methods(app: FastAPI, path: str) -> str:
     methods = sorted({m.upper() for pattern, ops in table if pattern.match(path) for m in ops
                       if m in ("get", "put", "post", "delete", "patch", "head")})
     return ", ".join(methods)
+
+
+async def _check_retention(app: FastAPI, every_s: float = 3600.0) -> None:
+    """Read InfluxDB's retention at start and hourly; a retention shorter than the horizon is logged and in /readyz."""
+    import logging
+
+    from server.timeseries.influx import InfluxQL
+    from server.timeseries.retention import retention_warning
+
+    settings = app.state.settings
+    while True:
+        def check() -> str | None:
+            with InfluxQL.from_settings(settings) as influx:
+                return retention_warning(influx, min_days=settings.influx_min_retention_days)
+        try:
+            warning = await asyncio.to_thread(check)
+        except Exception as e:  # noqa: BLE001 - an odd answer must not end the check; it is said instead
+            warning = f"InfluxDB retention not checked: {type(e).__name__}: {e}"
+        if warning and warning != getattr(app.state, "retention_warning", None):
+            logging.getLogger("server.timeseries").warning("%s", warning)
+        app.state.retention_warning = warning
+        await asyncio.sleep(every_s)
 
 
 def _add_metrics(app: FastAPI) -> None:

@@ -93,6 +93,10 @@ class RecordsCollector:
             if seen is not None:
                 g.add_metric([name], (now - (seen if seen.tzinfo else seen.replace(tzinfo=timezone.utc))).total_seconds())
         yield g
+        g = GaugeMetricFamily("amtrace_influx_retention_short", "1 when InfluxDB keeps points shorter than "
+                              "AMTRACE_INFLUX_MIN_RETENTION_DAYS or its retention could not be read (see /readyz)")
+        g.add_metric([], int(bool(getattr(self.app.state, "retention_warning", None))))
+        yield g
         g = GaugeMetricFamily("amtrace_live_stream_clients", "Live-state streams open on this instance")
         g.add_metric([], self.app.state.live.subscribers())
         yield g

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     influx_username: str | None = Field(default=None, description="InfluxDB user (2.x compat: any name)")
     influx_password: str | None = Field(default=None, description=(
         "InfluxDB password or API token; set AMTRACE_INFLUX_PASSWORD in the environment, never in a file"))
+    influx_min_retention_days: float = Field(default=730.0, gt=0, description=(
+        "How long InfluxDB must keep points: the production time of a device plus its wait for release and archive "
+        "(2 years by default). A shorter retention is a warning in /readyz and the log"))
     influx_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one InfluxQL request")
 
     @field_validator("database_url")
