@@ -129,6 +129,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not isinstance(cause, (OverflowError, sqlalchemy.exc.DataError)) and not isinstance(
                 exc, (OverflowError, sqlalchemy.exc.DataError)) and "out of range" not in str(cause):
             raise exc
+        if any(str(v).isdigit() and int(v) > 2**63 - 1 for v in request.path_params.values()):
+            # An id in the path that no record can have: there is no such record.
+            return JSONResponse(ErrorBody(code="not_found", detail="No such record: ids fit in 64 bits (at most "
+                                          "9223372036854775807)").model_dump(), status_code=404)
         return JSONResponse(ErrorBody(code="out_of_range", detail="A number in the request is out of range: ids "
                                       "and counts fit in 64 bits (at most 9223372036854775807)").model_dump(),
                             status_code=422)
@@ -224,6 +228,22 @@ async def _check_retention(app: FastAPI, every_s: float = 3600.0) -> None:
         await asyncio.sleep(every_s)
 
 
+class RefuseBlankPaths:
+    """ASGI: a path with whitespace or control characters names no resource (ids never hold them), so it is a 404
+    before routing; otherwise " 8" would be read as the id 8 by lax integer parsing."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and any(c.isspace() or ord(c) < 32 for c in scope["path"]):
+            response = JSONResponse(ErrorBody(code="not_found", detail="No such resource: the path holds blanks or "
+                                              "control characters").model_dump(), status_code=404)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def _add_metrics(app: FastAPI) -> None:
     """Prometheus: request counts and latencies (middleware) and the records' gauges, at /metrics."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -232,6 +252,7 @@ def _add_metrics(app: FastAPI) -> None:
     from server.metrics import RecordsCollector, RequestMetrics
 
     registry = CollectorRegistry()
+    app.add_middleware(RefuseBlankPaths)
     app.add_middleware(RequestMetrics, registry=registry)
     registry.register(RecordsCollector(app.state.sessionmaker, app))
 

@@ -160,6 +160,8 @@ def _up(args) -> int:
     server_env.update(AMTRACE_ENVIRONMENT="production", AMTRACE_DATABASE_URL=f"sqlite:///{VAR}/server.db",
                       AMTRACE_FILE_STORE=str(VAR / "files"), AMTRACE_INFLUX_URL=influx.url,
                       AMTRACE_INFLUX_DATABASE="amtrace", AMTRACE_ROUTES=json.dumps(DEMO_ROUTES, separators=(",", ":")))
+    if QUICK:  # tests: light password hashing, the demo's dozens of signatures would cost a minute otherwise
+        server_env.update(AMTRACE_ARGON2_TIME_COST="1", AMTRACE_ARGON2_MEMORY_KIB="8", AMTRACE_ARGON2_PARALLELISM="1")
     # Every setting the server CLIs need, for the ready-to-paste commands at the end (keys: owner-only file).
     cli_env = VAR / "server-cli.env"
     fd = os.open(cli_env, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

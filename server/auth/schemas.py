@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.limits import TEXT_MAX
+from server.limits import Day, TEXT_MAX
 
 Role = Literal["operator", "production_manager", "quality_engineer", "design_engineer", "clinician", "admin"]
 
@@ -88,7 +88,7 @@ class AuthorisationCreate(BaseModel):
 
     machine_id: str = Field(description="Machine the person is trained on")
     training_reference: str = Field(min_length=1, description="Training record reference")
-    valid_until: date | None = Field(default=None, description="Last day the authorisation is valid")
+    valid_until: Day | None = Field(default=None, description="Last day the authorisation is valid")
 
 
 class AuthorisationOut(BaseModel):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from server.cycles.evaluation import Criterion, ResidueResult
-from server.limits import TEXT_MAX
+from server.limits import Instant, TEXT_MAX
 
 
 class RecipeIn(BaseModel):
@@ -64,7 +64,7 @@ class CycleStartIn(BaseModel):
     machine_id: str = Field(min_length=1, max_length=64)
     recipe_id: int = Field(description="The approved recipe version the machine runs")
     device_codes: list[str] = Field(min_length=1, max_length=1000, description="Device codes in the load")
-    started_at: AwareDatetime | None = Field(default=None, description="Cycle start (default now), with time zone")
+    started_at: Instant | None = Field(default=None, description="Cycle start (default now), with time zone")
     cycle_ref: str | None = Field(default=None, max_length=100, description="The machine's cycle number")
 
 
@@ -74,7 +74,7 @@ class CycleCompleteIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     password: str = Field(min_length=1)
-    ended_at: AwareDatetime | None = Field(default=None, description="Cycle end (default now), with time zone")
+    ended_at: Instant | None = Field(default=None, description="Cycle end (default now), with time zone")
     residue_results: list[ResidueResult] = Field(default_factory=list, description="Cleaning: residue tests")
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.audit.schemas import SignatureOut
-from server.limits import TEXT_MAX
+from server.limits import Day, TEXT_MAX
 
 
 class CaseCreate(BaseModel):
@@ -26,8 +26,8 @@ class CaseCreate(BaseModel):
                                          "clinician opens the case for themself")
     delegate_username: str | None = Field(None, max_length=64, description="Another clinician who may act for them")
     institution: str = Field(min_length=2, max_length=200)
-    surgery_date: date
-    imaging_date: date | None = Field(None, description="When the patient was imaged (label data); may follow later")
+    surgery_date: Day
+    imaging_date: Day | None = Field(None, description="When the patient was imaged (label data); may follow later")
 
 
 class DelegateIn(BaseModel):
@@ -51,7 +51,7 @@ class ImagingDateIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
-    imaging_date: date
+    imaging_date: Day
 
 
 class SurgeryDateIn(BaseModel):
@@ -59,7 +59,7 @@ class SurgeryDateIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
-    surgery_date: date
+    surgery_date: Day
     reason: str = Field(min_length=10, max_length=2000, description="Why the date moved (e.g. the hospital's notice)")
     password: str = Field(max_length=200, description="Electronic signature (meaning approved)")
 

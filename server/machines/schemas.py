@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.limits import TEXT_MAX
+from server.limits import Day, TEXT_MAX
 
 
 class MachineCreate(BaseModel):
@@ -20,8 +20,8 @@ class MachineCreate(BaseModel):
     serial_number: str
     site: str = Field(description="Plant site of the installation")
     room: str = Field(description="Room of the installation")
-    calibration_due: date | None = None
-    maintenance_due: date | None = None
+    calibration_due: Day | None = None
+    maintenance_due: Day | None = None
     maintenance_interval_days: int | None = Field(default=None, ge=1, le=3650, description=(
         "Days between preventive maintenances: logging one sets the next due date"))
 
@@ -63,8 +63,8 @@ class DueDatesIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
-    calibration_due: date | None = None
-    maintenance_due: date | None = None
+    calibration_due: Day | None = None
+    maintenance_due: Day | None = None
     maintenance_interval_days: int | None = Field(default=None, ge=1, le=3650, description=(
         "New days between preventive maintenances"))
     reason: str = Field(min_length=3, description="E.g. the calibration certificate reference")
@@ -78,7 +78,7 @@ class MaintenanceIn(BaseModel):
     kind: str = Field(pattern=r"^[a-z_]{2,64}$", description=(
         "One of the configured kinds (GET /machines/maintenance/kinds), e.g. filter_change, laser_replaced"))
     description: str = Field(min_length=3)
-    next_maintenance_due: date | None = Field(default=None, description=(
+    next_maintenance_due: Day | None = Field(default=None, description=(
         "Only to override the date computed from the machine's interval: production manager or quality engineer, "
         "with due_override_reason"))
     due_override_reason: str | None = Field(default=None, min_length=3, max_length=1000)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from server.limits import TEXT_MAX
+from server.limits import Day, TEXT_MAX
 
 # Surrounding blanks are dropped, and a blank value refused (a lot "with a certificate" of "   " was accepted).
 Text100 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -26,7 +26,7 @@ class LotCreate(BaseModel):
     lot_type: Literal["virgin", "used", "blend"]
     reuse_count: int = Field(default=0, ge=0, description="Builds this powder has already been through")
     reuse_limit: int = Field(ge=0, description="Maximum number of builds; a lot at its limit is refused")
-    expires_on: date | None = None
+    expires_on: Day | None = None
 
 
 class LotStatusIn(BaseModel):

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.limits import TEXT_MAX
+from server.limits import Day, TEXT_MAX
 
 ScopeState = Literal["unqualified", "qualified", "requalification_required", "requalifying", "suspended"]
 
@@ -88,7 +88,7 @@ class RequalificationCreate(BaseModel):
     risk_decision: Literal["full", "partial", "none"]
     rationale: str = Field(min_length=3, description="Why this depth of requalification is enough")
     protocol: str = Field(min_length=1, description="Protocol reference or text")
-    valid_until: date = Field(description="End of validity once approved")
+    valid_until: Day = Field(description="End of validity once approved")
 
 
 class Criterion(BaseModel):
