@@ -40,8 +40,8 @@ DEMO_ROUTES = {"acetabular cup": {"post_processing": ["heat_treatment"], "cleani
                                   "sterilization": ["steam"]}}
 # AMTRACE_DEMO_TEMPO=quick: the same story with shorter programs (tests/deploy/test_demo.py), see story.py.
 QUICK = os.environ.get("AMTRACE_DEMO_TEMPO") == "quick"
-PRINTER_JOB = ["--job-on-enable", "DEMO-BUILD:20" if QUICK else "DEMO-BUILD:120", "--layer-time", "0.5",
-               "--o2-excursions", "0"]
+PRINTER_JOB = ["--job-on-enable", "DEMO-BUILD:12" if QUICK else "DEMO-BUILD:120", "--layer-time",
+               "0.25" if QUICK else "0.5", "--o2-excursions", "0"]
 
 
 def demo_ports() -> dict[str, int | None]:

@@ -79,20 +79,20 @@ DEMO = Tempo(
     residues=[{"test": "protein_ug_cm2", "value": 1.1, "unit": "µg/cm²"}],
 )
 
-# Tests: the same story in about two minutes (recipes and programs compressed further, steam included).
+# Tests: the same story in about a minute of machine time (recipes and programs compressed further, steam included).
 QUICK = Tempo(
-    furnace=FurnaceCycle(hold_s=7.0, ramp_k_per_min=3000.0, cool_tau_s=4.0, pump_down_s=3.0, zone_lag_s=1.0,
-                         load_lag_s=2.0, program="TEST-SR-800C"),
-    washer=WasherCycle(wash_s=10.0, fill_s=2.0, heat_s=5.0, rinse_s=3.0, final_rinse_s=30.0, dry_s=3.0,
-                       program="TEST-WASH"),
-    sterilizer=SterilizerCycle(plateau_s=14.0, pulses=1, pulse_down_s=6.0, pulse_up_s=5.0, heat_up_s=8.0,
-                               exhaust_s=5.0, drying_s=5.0, aeration_s=3.0, program="TEST-134C"),
-    heat_treatment={"process": "heat_treatment", "hold_temp_c": 800.0, "hold_band_k": 10.0, "min_hold_s": 4.0,
-                    "max_ramp_k_per_min": 3500.0, "rate_window_s": 3.0, "atmosphere_max": 20.0,
-                    "max_cooling_k_per_min": 20000.0, "max_unload_temp_c": 500.0, "max_gap_s": 5.0},
-    cleaning={"process": "cleaning", "wash_temperature_c": [50.0, 60.0], "min_wash_s": 7.0,
+    furnace=FurnaceCycle(hold_s=5.0, ramp_k_per_min=6000.0, cool_tau_s=2.0, pump_down_s=2.0, zone_lag_s=0.5,
+                         load_lag_s=1.0, program="TEST-SR-800C"),
+    washer=WasherCycle(wash_s=6.0, fill_s=1.0, heat_s=3.0, rinse_s=2.0, final_rinse_s=6.0, dry_s=2.0,
+                       final_rinse_tau_s=1.5, program="TEST-WASH"),
+    sterilizer=SterilizerCycle(plateau_s=9.0, pulses=1, pulse_down_s=3.0, pulse_up_s=3.0, heat_up_s=4.0,
+                               exhaust_s=3.0, drying_s=3.0, aeration_s=2.0, program="TEST-134C"),
+    heat_treatment={"process": "heat_treatment", "hold_temp_c": 800.0, "hold_band_k": 10.0, "min_hold_s": 2.0,
+                    "max_ramp_k_per_min": 7000.0, "rate_window_s": 2.0, "atmosphere_max": 20.0,
+                    "max_cooling_k_per_min": 40000.0, "max_unload_temp_c": 600.0, "max_gap_s": 5.0},
+    cleaning={"process": "cleaning", "wash_temperature_c": [50.0, 60.0], "min_wash_s": 4.0,
               "max_final_conductivity_us_cm": 5.0, "max_gap_s": 5.0, "residue_limits": []},
-    steam={**STEAM_134, "min_hold_s": 9.0, "min_f0_min": 3.0},
+    steam={**STEAM_134, "min_hold_s": 5.0, "min_f0_min": 2.0},
 )
 
 

@@ -255,6 +255,7 @@ class WasherCycle:
     rinse_s: float = 120.0
     final_rinse_s: float = 180.0
     dry_s: float = 600.0
+    final_rinse_tau_s: float = 25.0  # how fast purified water carries the conductivity down in the final rinse
 
     def phases(self) -> list[tuple[str, float]]:
         """(step, duration s) in order."""
@@ -286,7 +287,7 @@ class WasherCycle:
             "idle": 1.2, "fill": _lerp(1.2, 1500.0, x / dur), "heat": 1500.0, "ultrasonic_wash": 1500.0,
             "rinse_1": _toward(1500.0, 420.0, x, 20.0),  # tap water
             "rinse_2": _toward(420.0, 12.0, x, 20.0),  # purified water, first pass
-            "final_rinse": _toward(12.0, 1.8, x, 25.0),  # purified water: must end under 5 µS/cm
+            "final_rinse": _toward(12.0, 1.8, x, self.final_rinse_tau_s),  # purified water: must end under 5 µS/cm
             "dry": 1.8, "done": 1.8,
         }[step]
         return {
