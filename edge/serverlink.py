@@ -163,6 +163,7 @@ class ServerLink:
         self.url = url.rstrip("/")
         self.interval_s = interval_s
         self._trends_sent = float("-inf")
+        self._trend_buckets = 0
         self.client = httpx.AsyncClient(base_url=self.url + API, timeout=5.0,
                                         headers={"Authorization": f"Bearer {token}"})
         self.queue = ReportQueue(parts.state_dir / "server-reports.sqlite")
@@ -386,9 +387,11 @@ class ServerLink:
 
     async def _heartbeat(self) -> None:
         now = time.monotonic()
-        with_trends = now - self._trends_sent >= TRENDS_EVERY_S
+        # Every TRENDS_EVERY_S, and at once when a trend gained a minute (a new point on the sparkline).
+        buckets = sum(len(t.buckets) for live in self.parts.live.machines.values() for t in live.trends.values())
+        with_trends = now - self._trends_sent >= TRENDS_EVERY_S or buckets != self._trend_buckets
         if with_trends:
-            self._trends_sent = now
+            self._trends_sent, self._trend_buckets = now, buckets
         status = {"machines": self.live_status(with_trends=with_trends), "outbox_lines": self.parts.outbox.stats().lines,
                   "reports_waiting": self.queue.count(), "delivered_until_ns": self.delivery.until()}
         await self._call("POST", "/agents/heartbeat",

@@ -229,16 +229,18 @@ async def _check_retention(app: FastAPI, every_s: float = 3600.0) -> None:
 
 
 class RefuseBlankPaths:
-    """ASGI: a path with whitespace or control characters names no resource (ids never hold them), so it is a 404
-    before routing; otherwise " 8" would be read as the id 8 by lax integer parsing."""
+    """ASGI: a path segment that is a number with blanks around it ("8 ") names no record, so it is a 404 before
+    routing; otherwise lax integer parsing would read it as the id 8. Other segments (a device code someone typed
+    with a quote and blanks) go on to their endpoint, which says what it did not find."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and any(c.isspace() or ord(c) < 32 for c in scope["path"]):
-            response = JSONResponse(ErrorBody(code="not_found", detail="No such resource: the path holds blanks or "
-                                              "control characters").model_dump(), status_code=404)
+        if scope["type"] == "http" and any(seg != seg.strip() and seg.strip().lstrip("+-").isdigit()
+                                           for seg in scope["path"].split("/")):
+            response = JSONResponse(ErrorBody(code="not_found", detail="No such record: an id with blanks around "
+                                              "it").model_dump(), status_code=404)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from server.audit.service import settings_of
+from server.audit.service import lock_chain, settings_of
 from server.models import User, utcnow
 from server.security import hash_password, password_matches
 from server.settings import Settings
@@ -82,6 +82,10 @@ def settle(session: Session, *, user_id: int, ok: bool) -> None:
     if user is not None:
         session.refresh(user)  # the count as reserve_attempt left it
     if user is not None and user.failed_logins == settings_of(session).max_failed_logins:
+        # The token version is sealed: its commit appends to the audit chain. Chain lock first, then the row, the
+        # order every recording request takes; row first deadlocked against a signature being recorded (PostgreSQL).
+        lock_chain(session)
+        session.refresh(user)
         user.token_version += 1  # locked for the first time in this run of failures: end its sessions
 
 

@@ -3,7 +3,7 @@ it, as several roles, with all of its checks (issue 16): no server error, every 
 the schema, content types and headers as declared, 405s that list every method of the resource in `Allow`, and the
 negative-data and auth checks. Each role fuzzes the operations it is admitted to (the refusals of every other role
 are the role × endpoint matrix's job, tests/server/test_roles.py); the open ones (log-in, health) go with the admin.
-Bounded to 12 examples per operation so `make test` stays under 20 minutes; the exit code and the summary say
+Bounded to 8 examples per operation so `make test` stays under 20 minutes; the exit code and the summary say
 whether any check failed."""
 
 from __future__ import annotations
@@ -70,11 +70,15 @@ def test_no_operation_answers_a_server_error(ui_server, plant, seeded, role, tmp
     token = plant.login(plant.users[role]["username"], "correct-horse-battery")["Authorization"]
     admitted = _admitted(app, role)
     assert len(admitted) >= 10, admitted
-    run = subprocess.run([*ST, "run", f"{ui_server.url}/openapi.json", "-H", f"Authorization: {token}",
-                          "--checks", "all", "-n", "12", "--phases", "examples,coverage,fuzzing",
-                          "--workers", "2", "--seed", "20261204", *EXCLUDED,
-                          *sum((["--include-operation-id", i] for i in admitted), [])],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    argv = [*ST, "run", f"{ui_server.url}/openapi.json", "-H", f"Authorization: {token}",
+            "--checks", "all", "-n", "8", "--phases", "examples,coverage,fuzzing",
+            "--workers", "2", "--seed", "20261204", *EXCLUDED,
+            *sum((["--include-operation-id", i] for i in admitted), [])]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    if run.returncode != 0 and "AST constructor recursion depth mismatch" in run.stdout:
+        # CPython 3.11's ast.parse is not safe across threads (gh-106905); hypothesis calls it while describing a
+        # strategy in schemathesis's worker threads. An interpreter fault, not a finding: run once more.
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     (Path(ui_server.log).parent / f"schemathesis-{role}.txt").write_text(run.stdout)
     summary = re.search(r"(\d+) generated, (.*)", run.stdout)
     assert summary is not None, run.stdout[-3000:]
