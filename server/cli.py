@@ -141,6 +141,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     with _database() as (_, sessions), sessions() as session:
         begin_read(session)  # walks the whole chain: a reader holds up no writer of a running server
         report = verify(session, expect_head=args.expect_head, anchor_file=args.anchors)
+    if args.record:
+        _record_verification(report)
     print(f"checked {report.entries_checked} audit entries, {report.signatures_checked} signatures and "
           f"{report.rows_checked} sealed rows, stored files and the anchors in {args.anchors or _settings().anchor_path}")
     print(f"head: entry {report.head_seq} hash {report.head_hash}")
@@ -152,6 +154,17 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                                                              else "chain")
         print(f"BROKEN at {where}: {b.problem}")
     return 1
+
+
+def _record_verification(report) -> None:
+    """Store the outcome, so /metrics shows the last verification and its age (the audit-verify-failed alert)."""
+    from server.db import session_scope
+    from server.models import AuditVerification
+
+    with _database() as (_, sessions), session_scope(sessions) as session:
+        first = report.breaks[0].problem if report.breaks else None
+        session.add(AuditVerification(ok=report.ok, head_seq=report.head_seq, entries_checked=report.entries_checked,
+                                      problems=len(report.breaks), first_problem=first))
 
 
 def cmd_audit_anchor(args: argparse.Namespace) -> int:
@@ -305,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "exit 1 naming each break")
     v.add_argument("--expect-head", default=None, help="head hash recorded earlier, to detect deleted tail entries")
     v.add_argument("--anchors", default=None, help="anchor file to check the chain against (default: the server's)")
+    v.add_argument("--no-record", dest="record", action="store_false",
+                   help="do not store the outcome in the database (by default the last outcome is shown in /metrics)")
     v.set_defaults(func=cmd_audit_verify)
     an = asub.add_parser("anchor", help="append the chain's head to the anchor file, to keep a copy elsewhere")
     an.add_argument("--out", default=None, help="file to append to (default: AMTRACE_AUDIT_ANCHOR_FILE)")

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.db import session_scope
-from server.models import Agent, GateDecision, QualificationScope, Requalification
+from server.models import Agent, AuditVerification, GateDecision, QualificationScope, Requalification
 
 # Latency buckets for a request (seconds): the gate answers in milliseconds, a DHR PDF in seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -73,6 +73,7 @@ class RecordsCollector:
             scopes = dict(s.execute(select(QualificationScope.state, func.count())
                                     .group_by(QualificationScope.state)).all())
             agents = s.execute(select(Agent.name, Agent.last_seen_at).where(Agent.revoked_at.is_(None))).all()
+            audit = s.scalars(select(AuditVerification).order_by(AuditVerification.id.desc()).limit(1)).first()
         c = CounterMetricFamily("amtrace_gate_decisions", "Release-gate decisions recorded, by outcome",
                                 labels=["outcome"])
         c.add_metric(["allowed"], decisions.get(True, 0))
@@ -93,6 +94,19 @@ class RecordsCollector:
             if seen is not None:
                 g.add_metric([name], (now - (seen if seen.tzinfo else seen.replace(tzinfo=timezone.utc))).total_seconds())
         yield g
+        if audit is not None:  # absent until the first `audit verify`: no run is not a passed run
+            g = GaugeMetricFamily("amtrace_audit_verify_ok", "1 when the last `amtrace-server audit verify` found the "
+                                  "chain, signatures, sealed rows, files and anchors intact, 0 when it found a break")
+            g.add_metric([], int(audit.ok))
+            yield g
+            g = GaugeMetricFamily("amtrace_audit_verify_problems", "Breaks found by the last audit verification")
+            g.add_metric([], audit.problems)
+            yield g
+            g = GaugeMetricFamily("amtrace_audit_verify_last_run_timestamp_seconds", "When the last audit "
+                                  "verification ran (Unix time)")
+            at = audit.checked_at if audit.checked_at.tzinfo else audit.checked_at.replace(tzinfo=timezone.utc)
+            g.add_metric([], at.timestamp())
+            yield g
         g = GaugeMetricFamily("amtrace_influx_retention_short", "1 when InfluxDB keeps points shorter than "
                               "AMTRACE_INFLUX_MIN_RETENTION_DAYS or its retention could not be read (see /readyz)")
         g.add_metric([], int(bool(getattr(self.app.state, "retention_warning", None))))

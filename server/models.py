@@ -772,3 +772,17 @@ class DisplayToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
     revoked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     revoke_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AuditVerification(Base):
+    """One run of `amtrace-server audit verify`: when, what it found; the newest is scraped by Prometheus."""
+
+    __tablename__ = "audit_verifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    head_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    entries_checked: Mapped[int] = mapped_column(Integer)
+    problems: Mapped[int] = mapped_column(Integer)
+    first_problem: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -36,7 +36,7 @@ def _promtool(*args: str) -> subprocess.CompletedProcess:
 
 def test_promtool_accepts_the_shipped_configuration_and_rules(tmp_path):
     r = _promtool("check", "rules", str(RULES))
-    assert r.returncode == 0 and "SUCCESS: 10 rules found" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "SUCCESS: 12 rules found" in r.stdout, r.stdout + r.stderr
     # promtool also checks that the token file exists: the shipped file, with only that path moved here.
     (tmp_path / "rules").mkdir()
     shutil.copy(RULES, tmp_path / "rules" / "amtrace.yml")
@@ -48,6 +48,21 @@ def test_promtool_accepts_the_shipped_configuration_and_rules(tmp_path):
     broken = tmp_path / "broken.yml"
     broken.write_text(RULES.read_text().replace("expr: up{job=\"amtrace-agent\"} == 0", "expr: up{job=="))
     assert _promtool("check", "rules", str(broken)).returncode != 0, "promtool must be able to fail"
+
+
+def test_audit_alert_rules_fire_on_a_failed_and_on_a_missing_verification(tmp_path):
+    tests = ROOT / "deploy" / "prometheus" / "tests" / "audit_rules_test.yml"
+    r = _promtool("test", "rules", str(tests))
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+    # The same unit test with an intact verification: promtool must report the expected alert as missing.
+    (tmp_path / "rules").mkdir()
+    shutil.copy(RULES, tmp_path / "rules" / "amtrace.yml")
+    (tmp_path / "tests").mkdir()
+    wrong = tests.read_text().replace("values: '1 1 0 0'", "values: '1 1 1 1'")
+    assert wrong != tests.read_text()
+    (tmp_path / "tests" / "wrong.yml").write_text(wrong)
+    r = _promtool("test", "rules", str(tmp_path / "tests" / "wrong.yml"))
+    assert r.returncode != 0 and "AmtraceAuditVerifyFailed" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
 @pytest.fixture

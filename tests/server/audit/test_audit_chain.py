@@ -3,6 +3,7 @@ detected by the API and by `amtrace-server audit verify`, which say where."""
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -154,9 +155,26 @@ def test_edited_audit_entry_is_located(plant, story, monkeypatch, capsys):
     assert report["breaks"][0]["problem"].endswith("was altered after it was written")
     code, out = run_cli(plant, monkeypatch, capsys)
     assert code == 1 and f"BROKEN at entry {target}: entry {target} (" in out
+    # The scheduled check's outcome reaches Prometheus (the AmtraceAuditVerifyFailed alert).
+    assert _audit_metrics(plant) == {"amtrace_audit_verify_ok": 0, "amtrace_audit_verify_problems": 1}
     with attacker(plant) as conn:
         conn.execute(text("UPDATE audit_entries SET new_values = :v WHERE seq = :s"), {"v": original, "s": target})
     assert verify(plant)["ok"] is True
+    assert run_cli(plant, monkeypatch, capsys)[0] == 0
+    assert _audit_metrics(plant) == {"amtrace_audit_verify_ok": 1, "amtrace_audit_verify_problems": 0}
+    runs = lambda: plant.app.state.engine.connect().execute(text("SELECT count(*) FROM audit_verifications")).scalar()  # noqa: E731
+    before = runs()
+    assert run_cli(plant, monkeypatch, capsys, "--no-record")[0] == 0
+    assert runs() == before  # a read-only check (of a backup, say) leaves no row
+
+
+def _audit_metrics(plant) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+    text_ = plant.client.get("/metrics", headers=plant.h("admin")).text
+    found = {s.name: s.value for f in text_string_to_metric_families(text_) for s in f.samples
+             if s.name.startswith("amtrace_audit_verify")}
+    assert abs(found.pop("amtrace_audit_verify_last_run_timestamp_seconds") - time.time()) < 60
+    return found
 
 
 def test_deleted_audit_entries_are_located(plant, story, monkeypatch, capsys):
