@@ -3,6 +3,7 @@ sizes, keyboard navigation. Importable by name (`from uikit import ...`); the fi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,8 +31,8 @@ BADGES = {"operator": ("40017", "2468"), "operator2": ("40018", "1357")}
 class UiServer:
     """The amtrace server running in its own process, as in production."""
 
-    def __init__(self, folder: Path, env: dict[str, str] | None = None):
-        self.db = f"sqlite:///{folder}/server.db"
+    def __init__(self, folder: Path, env: dict[str, str] | None = None, database_url: str | None = None):
+        self.db = database_url or f"sqlite:///{folder}/server.db"
         self.env = {**os.environ, **ROUTES_ENV, **(env or {}), "AMTRACE_DATABASE_URL": self.db, "AMTRACE_ARGON2_TIME_COST": "1",
                     "AMTRACE_ARGON2_MEMORY_KIB": "8", "AMTRACE_ARGON2_PARALLELISM": "1",
                     "AMTRACE_FILE_STORE": str(folder / "files"), "PYTHONPATH": str(ROOT)}
@@ -63,6 +64,17 @@ class UiServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def sse_events(response):
+    """(name, data) of each server-sent event of an httpx streaming response, as they arrive."""
+    name = None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: ") and name:
+            yield name, json.loads(line[6:])
+            name = None
 
 
 def screenshot(page, name: str) -> list[Path]:
