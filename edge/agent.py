@@ -204,6 +204,7 @@ class EdgeAgent:
             "server": (None if self.server_link is None else {
                 "url": self.server_link.url, "connected": self.server_link.connected,
                 "last_error": self.server_link.last_error, "reports_waiting": self.server_link.queue.count(),
+                "not_owned": sorted(self.server_link.not_owned),
                 "clearance": {m.id: vars(self.server_link.clearance(m.id)) for m in self.machines}}),
             "assignments": {m.id: (a.as_dict() if (a := self.assignments.current(m.id)) else None)
                             for m in self.machines},

@@ -52,6 +52,8 @@ class HeartbeatOut(BaseModel):
     server_time: datetime
     live_status_problems: list[str] = Field(
         default_factory=list, description="Entries of status.machines that were refused, with where and why")
+    machine_ids: list[str] | None = Field(
+        default=None, description="The machines the server holds this agent responsible for (None: an older server)")
 
 class IdentityIn(BaseModel):
     """Identity and revisions the edge read from the machine."""

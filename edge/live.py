@@ -21,6 +21,7 @@ CAUSES = {
     "connection_lost": "connection", "connection_restored": "connection",
     "backpressure": "backpressure", "backpressure_released": "backpressure", "backpressure_cleared": "backpressure",
     "identity_unknown": "identity", "identity_incomplete": "identity", "identity": "identity",
+    "machine_not_owned": "ownership", "machine_owned": "ownership",
 }
 RECENT_NS = 30 * 60 * 1_000_000_000  # cleared alerts and events stay on the dashboard for 30 min
 MAX_RECENT = 10

@@ -26,8 +26,8 @@ import httpx
 from pydantic import ValidationError
 
 from edge.assignments import Assignment, AssignmentBook, AssignmentRequest
-from edge.contract import (AgentContext, BuildFileCheckIn, CycleWindow, ExcursionIn, HeartbeatIn, IdentityIn,
-                           IdentityOut, JobApprovals, LocalOverrideIn, ScopeBrief)
+from edge.contract import (AgentContext, BuildFileCheckIn, CycleWindow, ExcursionIn, HeartbeatIn, HeartbeatOut,
+                           IdentityIn, IdentityOut, JobApprovals, LocalOverrideIn, ScopeBrief)
 from edge.live import LiveState
 from edge.readings import Event, Ingest
 
@@ -101,6 +101,7 @@ class Clearance:
 OVERRIDE_PREFIX = "local_override:"  # agent state: local overrides whose end the server has not been told yet
 TRENDS_EVERY_S = 15.0  # the sparklines' minute buckets change slowly: sent with every few heartbeats only
 SERVER_LINK = "server_link"  # the condition key of an outage of the link to the server
+OWNERSHIP_PREFIX = "not_owned:"  # condition keys of configured machines the server gives to another agent
 
 
 class ObservedSink:
@@ -169,6 +170,7 @@ class ServerLink:
         self.queue = ReportQueue(parts.state_dir / "server-reports.sqlite")
         self.contexts: dict[str, AgentContext] = {}
         self.scope_problems: dict[str, list[str]] = {}
+        self.not_owned: set[str] = set()  # configured here, but the server holds another agent (or none) responsible
         self.connected = False
         self.last_error: str | None = None
         self._down_since: int | None = None
@@ -394,8 +396,31 @@ class ServerLink:
             self._trends_sent, self._trend_buckets = now, buckets
         status = {"machines": self.live_status(with_trends=with_trends), "outbox_lines": self.parts.outbox.stats().lines,
                   "reports_waiting": self.queue.count(), "delivered_until_ns": self.delivery.until()}
-        await self._call("POST", "/agents/heartbeat",
-                         json=HeartbeatIn(agent_version="amtrace-edge 0.1", status=status).model_dump(mode="json"))
+        r = await self._call("POST", "/agents/heartbeat",
+                             json=HeartbeatIn(agent_version="amtrace-edge 0.1", status=status).model_dump(mode="json"))
+        if r.status_code == 200:
+            self._note_ownership(HeartbeatOut.model_validate_json(r.content).machine_ids)
+
+    def _note_ownership(self, owned: list[str] | None) -> None:
+        """A configured machine the server gives to another agent (or to none) is an alarm until that changes:
+        its reports are refused, so its start cannot be enabled and its nonconformities would not reach the server."""
+        if owned is None:
+            return
+        now = time.time_ns()
+        for m in self.parts.machines:
+            key = OWNERSHIP_PREFIX + m.id
+            if m.id not in owned:
+                self.not_owned.add(m.id)
+                if self.parts.pipeline.open_condition(key, Event(
+                        m.id, "machine_not_owned", f"the server does not assign machine {m.id} to this agent: its "
+                        "reports are refused; fix `machines:` in the agent file, or revoke the agent that owns it "
+                        "on the server to hand it over", now, "alarm", {})):
+                    log.error("server: machine %s is not this agent's (fix `machines:` or hand it over)", m.id)
+            else:
+                self.not_owned.discard(m.id)
+                self.parts.pipeline.close_condition(key, lambda since, m=m: Event(
+                    m.id, "machine_owned", f"the server assigns machine {m.id} to this agent again", now, "info",
+                    {"since_ns": since}))
 
     def live_status(self, *, with_trends: bool = True) -> dict:
         """Each machine's live state in the shape the server's dashboard reads; the trends (a few kB per machine,

@@ -57,7 +57,8 @@ def heartbeat(body: HeartbeatIn, session: SessionDep, actor: AgentOnly, request:
     """The agent is alive; status.machines (live machine state) goes to the dashboards."""
     problems = service.heartbeat(session, actor=actor, machine_ids=body.machine_ids, status=body.status,
                                  agent_version=body.agent_version)
-    return HeartbeatOut(agent=actor.name, server_time=utcnow(), live_status_problems=problems)
+    return HeartbeatOut(agent=actor.name, server_time=utcnow(), live_status_problems=problems,
+                        machine_ids=sorted(actor.machine_ids))
 
 
 @router.post("/machines/{machine_id}/identity", response_model=IdentityOut)
