@@ -264,32 +264,49 @@ def _machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def run_wrk(wrk: str, work: Path, base: str, req: dict, *, rate: float, seconds: float, connections: int,
-            server_pid: int, db_pid: int | None = None) -> dict:
-    """One wrk run; returns its figures plus CPU used by the server, the database, wrk and everything else."""
+def _wrk_process(wrk: str, work: Path, base: str, req: dict, *, rate: float, seconds: float, connections: int,
+                 tag: str = "") -> tuple[subprocess.Popen, Path]:
+    """Start one wrk (paced when rate > 0); returns the process and the file its Lua script writes."""
     script = work / "gate.lua"
     script.write_text(WRK_SCRIPT)
-    out = work / "wrk-out.json"
+    out = work / f"wrk-out{tag}.json"
     threads = connections if rate else min(connections, 2)
     env = {**os.environ, "GATE_TOKEN": req["headers"]["Authorization"].split()[1], "GATE_BODY": json.dumps(req["body"]),
            "GATE_RATE": str(rate or 0), "GATE_THREADS": str(threads), "GATE_OUT": str(out)}
-    server0, machine0, load0 = _cpu_seconds(server_pid), _machine_busy_seconds(), os.getloadavg()[0]
+    proc = subprocess.Popen([wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--timeout",
+                             "30s", "-s", str(script), f"{base}/api/v1/gate/decisions"], env=env,
+                            stdout=subprocess.DEVNULL)
+    return proc, out
+
+
+def run_wrk(wrk: str, work: Path, base: str | list[str], req: dict, *, rate: float, seconds: float, connections: int,
+            server_pid: int | list[int], db_pid: int | None = None) -> dict:
+    """One wrk run (one wrk per base URL, sharing rate and connections, as a load balancer would spread them);
+    returns its figures plus CPU used by the server(s), the database, wrk and everything else."""
+    bases = [base] if isinstance(base, str) else base
+    server_pids = [server_pid] if isinstance(server_pid, int) else server_pid
+    server_cpu_now = lambda: sum(_cpu_seconds(p) for p in server_pids)  # noqa: E731
+    server0, machine0, load0 = server_cpu_now(), _machine_busy_seconds(), os.getloadavg()[0]
     db0 = _cpu_seconds(db_pid) if db_pid else 0.0
     wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", "30s",
-                    "-s", str(script), f"{base}/api/v1/gate/decisions"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    started = [_wrk_process(wrk, work, b, req, rate=rate / len(bases), seconds=seconds,
+                            connections=connections // len(bases), tag=str(i)) for i, b in enumerate(bases)]
+    for proc, _ in started:
+        if proc.wait() != 0:
+            raise RuntimeError(f"wrk exited with {proc.returncode}")
     wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu = _cpu_seconds(server_pid) - server0
+    server_cpu = server_cpu_now() - server0
     machine_cpu = _machine_busy_seconds() - machine0
     wrk_cpu = (wrk1.ru_utime - wrk0.ru_utime) + (wrk1.ru_stime - wrk0.ru_stime)
     db_cpu = _cpu_seconds(db_pid) - db0 if db_pid else 0.0
-    r = json.loads(out.read_text())
-    elapsed = r["duration_us"] / 1e6
+    parts = [json.loads(out.read_text()) for _, out in started]
+    r = {k: sum(p[k] for p in parts) for k in ("requests", "http_errors", "socket_errors", "timeouts", "refused")}
+    r["statuses"] = {code: sum(p["statuses"].get(code, 0) for p in parts) for p in parts for code in p["statuses"]}
+    elapsed = max(p["duration_us"] for p in parts) / 1e6
     n = r["requests"]
     result = {"requests": n, "achieved_rate": round(n / elapsed, 1), "http_errors": r["http_errors"],
               "statuses": r["statuses"], "socket_errors": r["socket_errors"], "timeouts": r["timeouts"],
-              "refused": r["refused"],
+              "refused": r["refused"], "instances": len(bases),
               "server_cpu_ms_per_request": round(server_cpu * 1000 / max(n, 1), 2),
               "db_server_cpu_ms_per_request": round(db_cpu * 1000 / max(n, 1), 2),
               "server_cpu_pct": round(100 * server_cpu / elapsed, 1), "db_server_cpu_pct": round(100 * db_cpu / elapsed, 1),
@@ -297,14 +314,14 @@ def run_wrk(wrk: str, work: Path, base: str, req: dict, *, rate: float, seconds:
               "other_cpu_pct": round(100 * max(0.0, machine_cpu - server_cpu - db_cpu - wrk_cpu) / elapsed, 1),
               "load_average_before": round(load0, 2)}
     if rate:
-        lat = sorted(r["paced_latencies_ms"])
+        lat = sorted(v for p in parts for v in p["paced_latencies_ms"])
         result.update({"target_rate": rate, "connections": connections, "p50_ms": pct(lat, 50),
                        "p90_ms": pct(lat, 90), "p99_ms": pct(lat, 99), "p999_ms": pct(lat, 99.9),
                        "max_ms": round(lat[-1], 2)})
     else:
+        # Closed loop: wrk's own percentiles per process; the slower instance's stand for the pair.
         result.update({"clients": connections, "decisions_per_s": result["achieved_rate"],
-                       "p50_ms": round(r["wrk_p50_ms"], 2), "p90_ms": round(r["wrk_p90_ms"], 2),
-                       "p99_ms": round(r["wrk_p99_ms"], 2), "max_ms": round(r["wrk_max_ms"], 2)})
+                       **{f"{k}_ms": round(max(p[f"wrk_{k}_ms"] for p in parts), 2) for k in ("p50", "p90", "p99", "max")}})
     return result
 
 
@@ -474,6 +491,77 @@ release.
     replace_section(section)
 
 
+def run_instances(work: Path, wrk: str, *, instances: int, rates: tuple[float, ...], seconds: float,
+                  connections: int, repeat: int) -> dict:
+    """N `serve --workers 1` processes on one durable PostgreSQL, one wrk per instance (the load balancer's share)."""
+    pg = DurablePostgres(work / "pg").start()
+    procs: list[subprocess.Popen] = []
+    try:
+        pg.create_database("amtrace_instances")
+        env = {**os.environ, "AMTRACE_ENVIRONMENT": "development", "AMTRACE_DATABASE_URL": pg.dsn("amtrace_instances"),
+               "AMTRACE_FILE_STORE": str(work / "files-instances"), "AMTRACE_ARGON2_TIME_COST": "1",
+               "AMTRACE_ARGON2_MEMORY_KIB": "1024", "AMTRACE_ARGON2_PARALLELISM": "1"}
+        subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True,
+                       capture_output=True)
+        ports = [localstack.free_port() for _ in range(instances)]
+        procs = [start_server(env, port, work / f"server-instance-{i}.log", 1) for i, port in enumerate(ports)]
+        bases = [f"http://127.0.0.1:{port}" for port in ports]
+        req = seed(bases[0], env)
+        pids = [p.pid for p in procs]
+        run_wrk(wrk, work, bases, req, rate=0, seconds=3, connections=connections, server_pid=pids, db_pid=pg.proc.pid)
+        by_rate = []
+        for rate in rates:
+            runs = []
+            for n in range(repeat):
+                print(f"[{instances} instances] {rate:g} req/s for {seconds:g} s (run {n + 1} of {repeat}) …", flush=True)
+                runs.append(run_wrk(wrk, work, bases, req, rate=rate, seconds=seconds, connections=connections,
+                                    server_pid=pids, db_pid=pg.proc.pid))
+                print(f"[{instances} instances] {runs[-1] | {'paced_latencies_ms': None}}", flush=True)
+            by_rate.append({"rate": rate, "runs": runs, "median": sorted(runs, key=lambda f: f["p99_ms"])[len(runs) // 2]})
+        print(f"[{instances} instances] saturation, {connections} closed-loop connections for 10 s …", flush=True)
+        sat = run_wrk(wrk, work, bases, req, rate=0, seconds=10, connections=connections, server_pid=pids,
+                      db_pid=pg.proc.pid)
+        # The instances wrote one chain between them: the same check a plant runs daily.
+        check = subprocess.run([sys.executable, "-m", "server.cli", "audit", "verify", "--no-record"], cwd=ROOT,
+                               env=env, capture_output=True, text=True)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=15)
+        pg.stop()
+    return {"instances": instances, "by_rate": by_rate, "saturation": sat,
+            "audit_verify_exit": check.returncode, "audit_verify": check.stdout.strip().splitlines()[-1]}
+
+
+def write_instances_docs(result: dict) -> None:
+    """The '## Release gate, several server instances' section of docs/benchmarks.md."""
+    r = result["result"]
+    rows = "\n".join(
+        f"| {b['rate']:g} | {f['achieved_rate']:g} | {f['p50_ms']} | {f['p90_ms']} | {f['p99_ms']} | {f['max_ms']} | "
+        f"{f['http_errors'] + f['socket_errors'] + f['timeouts']} | {f['server_cpu_pct']} | {f['db_server_cpu_pct']} | "
+        f"{f['wrk_cpu_pct']} | {f['other_cpu_pct']} | {'median' if f is b['median'] else ''} |"
+        for b in r["by_rate"] for f in b["runs"])
+    s = r["saturation"]
+    replace_section(f"""## Release gate, several server instances
+
+Command: `.venv/bin/python bench/bench_release_gate.py --instances {r['instances']}` (results in
+`bench/results/release_gate_instances.json`, {result['when']}). {r['instances']} `amtrace-server serve --workers 1`
+processes on one PostgreSQL (fsync on), as behind a load balancer: one wrk per instance, each offering its share
+of the rate on {result['connections'] // r['instances']} connections, latencies merged (from each request's
+scheduled send time, as in the section above). All on this {result['machine']['cpus']}-CPU machine: servers,
+PostgreSQL and wrk share it, so this measures that instances *work together* on one chain, not that they add
+capacity — on separate hosts each instance would have its own CPUs.
+
+| offered req/s | achieved | p50 ms | p90 ms | p99 ms | max ms | errors | servers CPU % | PostgreSQL CPU % | wrk CPU % | other CPU % | |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+{rows}
+
+Saturation (closed loop, {result['connections']} connections over both): {s['decisions_per_s']:g} decisions/s, p99
+{s['p99_ms']} ms, {s['http_errors'] + s['socket_errors'] + s['timeouts']} errors. Afterwards `amtrace-server audit
+verify` over the chain both instances wrote: exit {r['audit_verify_exit']} ("{r['audit_verify']}").
+""")
+
+
 def main() -> int:
     """Run the benchmark on each backend, write JSON and the docs section."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -483,12 +571,17 @@ def main() -> int:
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--workers", type=int, default=2, help="server worker processes (default 2 = CPUs here)")
     ap.add_argument("--no-docs", action="store_true", help="write only the JSON (for trying settings)")
+    ap.add_argument("--instances", type=int, default=1,
+                    help="N > 1: N single-worker server processes on one PostgreSQL instead of the per-backend runs")
+    ap.add_argument("--instance-rates", default="200,400", help="offered rates for --instances")
     ap.add_argument("--repeat", type=int, default=3, help="fixed-rate runs at --rate; the median p99 is reported")
     ap.add_argument("--sweep", default="50,100,300",
                     help="other offered rates, 15 s each, for the latency-versus-load table ('' for none)")
     args = ap.parse_args()
     sweep = tuple(float(x) for x in args.sweep.split(",") if x.strip())
     wrk = ensure_wrk()
+    if args.instances > 1:
+        return _main_instances(args, wrk)
     runs = []
     with tempfile.TemporaryDirectory(prefix="amtrace-bench-") as tmp:
         work = Path(tmp)
@@ -519,6 +612,24 @@ def main() -> int:
         write_docs(result)
     print(f"wrote {out}" + ("" if args.no_docs else " and docs/benchmarks.md (## Release gate)"))
     return 0
+
+
+def _main_instances(args: argparse.Namespace, wrk: str) -> int:
+    with tempfile.TemporaryDirectory(prefix="amtrace-bench-") as tmp:
+        result = run_instances(Path(tmp), wrk, instances=args.instances, seconds=args.seconds,
+                               connections=args.connections, repeat=args.repeat,
+                               rates=tuple(float(x) for x in args.instance_rates.split(",")))
+    wrk_version = subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    doc = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": args.seconds,
+           "connections": args.connections,
+           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_tool": wrk_version},
+           "result": result}
+    out = ROOT / "bench" / "results" / "release_gate_instances.json"
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    if not args.no_docs:
+        write_instances_docs(doc)
+    print(f"wrote {out}" + ("" if args.no_docs else " and docs/benchmarks.md (## Release gate, several server instances)"))
+    return 0 if result["audit_verify_exit"] == 0 else 1
 
 
 if __name__ == "__main__":
