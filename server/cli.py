@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from server.settings import Settings
@@ -338,11 +340,100 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("device_code", nargs="?", help="the device code")
     dm.add_argument("--all", action="store_true", help="every sealed device without a stored summary")
     dm.set_defaults(func=cmd_dhr_summarize)
+
+    b = sub.add_parser("backup", help="online backup of the records (database, file store, anchors) with a manifest "
+                                      "of SHA-256 hashes; `backup DEST` is `backup create DEST`")
+    bsub = b.add_subparsers(dest="backup_command", required=True)
+    bc = bsub.add_parser("create", help="take a backup into a new folder while the server keeps running")
+    bc.add_argument("dest", nargs="?", help="the new folder")
+    bc.add_argument("--into", help="instead of DEST: a new folder amtrace-<UTC time> under this one")
+    bc.add_argument("--keep", type=int, default=0, help="with --into: then remove all but the newest N backups there")
+    bc.set_defaults(func=cmd_backup_create)
+    bv = bsub.add_parser("verify", help="check the manifest, restore into a scratch database and run audit verify "
+                                        "and dhr verify of every sealed device; exit 1 naming what fails")
+    bv.add_argument("src", nargs="?", help="the backup folder")
+    bv.add_argument("--latest", help="instead of SRC: the newest backup under this folder")
+    bv.set_defaults(func=cmd_backup_verify)
+    r = sub.add_parser("restore", help="restore a backup into an empty database and an empty file store")
+    r.add_argument("src", help="the backup folder")
+    r.set_defaults(func=cmd_restore)
     return p
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_backup_create(args: argparse.Namespace) -> int:
+    """Take an online backup."""
+    from server.backup.service import BackupError, create, prune
+
+    settings = _settings()
+    _refuse_missing_database(settings)
+    if bool(args.dest) == bool(args.into):
+        print("amtrace-server: name either DEST or --into FOLDER", file=sys.stderr)
+        return 2
+    dest = Path(args.dest) if args.dest else Path(args.into) / f"amtrace-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    try:
+        create(url=settings.database_url, file_store=settings.file_store, anchor_path=settings.anchor_path,
+               dest=dest, progress=_progress)
+        if args.into and args.keep:
+            prune(Path(args.into), args.keep, progress=_progress)
+    except BackupError as e:
+        print(f"amtrace-server: {e}", file=sys.stderr)
+        return 1
+    print(dest)
+    return 0
+
+
+def cmd_backup_verify(args: argparse.Namespace) -> int:
+    """Verify a backup by restoring it into a scratch database."""
+    import tempfile
+
+    from server.backup.service import MANIFEST, verify
+
+    if bool(args.src) == bool(args.latest):
+        print("amtrace-server: name either SRC or --latest FOLDER", file=sys.stderr)
+        return 2
+    src = Path(args.src) if args.src else max((p for p in Path(args.latest).iterdir() if (p / MANIFEST).is_file()),
+                                               default=None)
+    if src is None:
+        print(f"amtrace-server: no complete backup under {args.latest}", file=sys.stderr)
+        return 1
+    settings = _settings()
+    with tempfile.TemporaryDirectory(prefix="amtrace-backup-verify-") as tmp:
+        report = verify(src, url=settings.database_url, influx_settings=settings, folder=Path(tmp), progress=_progress)
+    for n in report.notes:
+        print(n)
+    if report.ok:
+        print(f"backup {src} verified: manifest, audit trail and {report.devices_checked} sealed device(s) intact")
+        return 0
+    for p in report.problems:
+        print(f"FAILED: {p}")
+    return 1
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore a backup into an empty database and file store."""
+    from server.backup.service import BackupError, restore
+
+    settings = _settings()
+    try:
+        manifest = restore(Path(args.src), url=settings.database_url, file_store=settings.file_store,
+                           anchor_path=settings.anchor_path, progress=_progress)
+    except BackupError as e:
+        print(f"amtrace-server: {e}", file=sys.stderr)
+        return 1
+    print(f"restored {args.src} (taken {manifest['created_at']}, schema {manifest['schema_revision']}); "
+          "run `amtrace-server migrate` if this version's schema is newer, then `amtrace-server audit verify`")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the amtrace-server console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "backup" and argv[1] not in ("create", "verify", "-h", "--help"):
+        argv.insert(1, "create")  # `amtrace-server backup DEST`
     args = build_parser().parse_args(argv)
     import sqlalchemy.exc
 

@@ -27,9 +27,11 @@ from server.security import SYSTEM, canonical_json
 
 ACTION = "rows_sealed"
 # Tables whose rows are not regulated records: the chain itself (sealed entry by entry), delivery state of
-# notices, and the per-year counter behind device codes (the devices it numbers are sealed).
+# notices, and the per-year counter behind device codes (the devices it numbers are sealed). Audit verification
+# outcomes are not sealed either: recording one must not append to the chain it has just examined (a broken chain
+# is kept exactly as it was found).
 UNSEALED_TABLES = frozenset({"audit_entries", "notifications", "device_code_counters", "schema_migrations",
-                             "live_machine_states"})
+                             "live_machine_states", "audit_verifications"})
 # Columns that change as a side effect of use, not as a record: the lockout counter, liveness stamps. They are
 # left out of the hash, so a failed login or a heartbeat does not append a seal.
 VOLATILE_COLUMNS = {

@@ -24,7 +24,8 @@ def _unit(path: Path) -> configparser.ConfigParser:
 def test_systemd_accepts_every_unit(tmp_path):
     names = sorted(p.name for p in UNITS.iterdir() if p.suffix in (".service", ".timer"))
     assert {"amtrace-edge.service", "amtrace-server@.service", "amtrace-migrate.service", "amtrace-audit.service",
-            "amtrace-audit.timer", "amtrace-dhr-summaries.service", "amtrace-dhr-summaries.timer"} <= set(names)
+            "amtrace-audit.timer", "amtrace-dhr-summaries.service", "amtrace-dhr-summaries.timer",
+            "amtrace-backup.service", "amtrace-backup.timer"} <= set(names)
     for name in names:
         text = (UNITS / name).read_text().replace("/opt/amtrace/.venv/bin", str(ROOT / ".venv" / "bin"))
         (tmp_path / name).write_text(text)

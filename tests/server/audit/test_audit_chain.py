@@ -159,8 +159,9 @@ def test_edited_audit_entry_is_located(plant, story, monkeypatch, capsys):
     assert _audit_metrics(plant) == {"amtrace_audit_verify_ok": 0, "amtrace_audit_verify_problems": 1}
     with attacker(plant) as conn:
         conn.execute(text("UPDATE audit_entries SET new_values = :v WHERE seq = :s"), {"v": original, "s": target})
-    assert verify(plant)["ok"] is True
+    head = verify(plant)["head_seq"]
     assert run_cli(plant, monkeypatch, capsys)[0] == 0
+    assert verify(plant)["head_seq"] == head  # recording the outcome appends nothing to the chain it examined
     assert _audit_metrics(plant) == {"amtrace_audit_verify_ok": 1, "amtrace_audit_verify_problems": 0}
     runs = lambda: plant.app.state.engine.connect().execute(text("SELECT count(*) FROM audit_verifications")).scalar()  # noqa: E731
     before = runs()
