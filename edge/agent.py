@@ -26,6 +26,7 @@ from edge.serverlink import ObservedSink, ServerLink
 from edge.writer import InfluxWriter
 
 log = logging.getLogger("amtrace.agent")
+RETENTION_CHECK_S = 3600.0  # how often the retention of the InfluxDB database or bucket is read again
 
 
 def api_token_path(cfg: AgentConfig) -> Path:
@@ -121,11 +122,25 @@ class EdgeAgent:
         # The port it really listens on (http.port 0 picks a free one): `amtrace-edge status` and friends read it.
         api_port_path(self.cfg).write_text(f"{self.http.port}\n")
         self._link_task = asyncio.create_task(self.server_link.run()) if self.server_link else None
+        self._retention_task = asyncio.create_task(self._check_retention())
         self._guard_task = (asyncio.create_task(self.build_file_guard.run())
                             if self.build_file_guard.machines else None)
         log.info("agent %s running: %d machines, local API on http://%s:%d, InfluxDB %s (%s)",
                  self.cfg.id, len(self.machines), self.cfg.http.host, self.http.port,
                  self.cfg.influx.url, self.cfg.influx.api)
+
+    async def _check_retention(self) -> None:
+        """At start and hourly: does InfluxDB keep what this agent writes long enough? (a warning, not a stop)"""
+        from edge.writer.retention import retention_warning
+
+        last: str | None = None
+        while True:
+            warning = await asyncio.to_thread(retention_warning, self.cfg.influx)
+            self.writer.note_retention(warning)
+            if warning and warning != last:
+                log.warning("%s", warning)
+            last = warning
+            await asyncio.sleep(RETENTION_CHECK_S)
 
     def _store_signal_map(self) -> None:
         lines = self.pipeline.signal_map_lines(self.started_ns)
@@ -136,7 +151,8 @@ class EdgeAgent:
 
     async def stop(self, flush_timeout_s: float = 5.0) -> None:
         """Stop connectors first (nothing new comes in), then give the writer a moment to drain."""
-        for task in (getattr(self, "_guard_task", None), getattr(self, "_link_task", None)):
+        for task in (getattr(self, "_guard_task", None), getattr(self, "_link_task", None),
+                     getattr(self, "_retention_task", None)):
             if task:
                 task.cancel()
         for conn in self.connectors.values():

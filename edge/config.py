@@ -228,6 +228,8 @@ class InfluxConfig(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, description="Write request timeout")
     max_backoff_s: float = Field(default=30.0, gt=0, description="Longest wait between retries")
     create_database: bool = Field(default=True, description="v1: create the database at start if missing")
+    min_retention_days: float = Field(default=730, ge=0, description=(
+        "Warn when the database or bucket keeps points shorter than this (until devices are released and archived)"))
 
 
 class OutboxConfig(BaseModel):

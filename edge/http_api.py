@@ -68,6 +68,9 @@ class AgentCollector:
         yield gauge("amtrace_outbox_bytes", "Bytes the outbox uses on disk", ob.used_bytes)
         yield gauge("amtrace_outbox_budget_bytes", "Disk budget of the outbox", ob.budget_bytes)
         yield gauge("amtrace_outbox_full", "1 while the outbox is at its budget (back-pressure)", int(ob.full))
+        yield gauge("amtrace_influx_retention_short", "1 when InfluxDB keeps what this agent writes shorter than "
+                    "influx.min_retention_days, or its retention could not be read (see /healthz warnings)",
+                    int(bool(getattr(ws, "retention_warning", None))))
         yield gauge("amtrace_influx_connected", "1 while InfluxDB accepts writes", int(bool(getattr(ws, "connected", False))))
         c = GaugeMetricFamily("amtrace_connection_up", "1 while the machine connection is up",
                               labels=["machine", "type"])
@@ -156,10 +159,12 @@ class LocalApi:
                 st = self.status()
                 healthy = (all(c["connected"] and not c["intake_problem"] for c in st["connections"].values())
                            and not st["outbox"]["full"] and not st["open_conditions"])
+                # A short retention is a warning, not ill health: the agent takes in and stores everything.
+                warnings = [w for w in (st["influx"].get("retention_warning"),) if w]
                 return self._send(h, 200, {"status": "ok" if healthy else "degraded",
                                            "outbox_full": st["outbox"]["full"],
                                            "influx_connected": st["influx"].get("connected"),
-                                           "open_conditions": st["open_conditions"]})
+                                           "open_conditions": st["open_conditions"], "warnings": warnings})
             if method == "GET" and path == "/metrics":
                 return self._send(h, 200, generate_latest(self.registry), "text/plain; version=0.0.4")
             if not self._authorised(h):

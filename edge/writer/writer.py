@@ -50,6 +50,7 @@ class WriterStats:
     last_success_ns: int | None = None
     down_since_ns: int | None = None
     last_retry_delay_s: float | None = None
+    retention_warning: str | None = None  # set by the agent's hourly check (edge/writer/retention.py)
 
 
 def _machine_of(line: str) -> str | None:
@@ -143,6 +144,11 @@ class InfluxWriter:
         """A consistent copy of the counters."""
         with self._stats_lock:
             return dataclasses.replace(self._stats)
+
+    def note_retention(self, warning: str | None) -> None:
+        """The outcome of the latest retention check of what this writer writes to."""
+        with self._stats_lock:
+            self._stats.retention_warning = warning
 
     # -- the loop -----------------------------------------------------------------------------
 

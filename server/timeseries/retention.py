@@ -8,21 +8,10 @@ default policy's duration (0 = infinite) with `AMTRACE_INFLUX_MIN_RETENTION_DAYS
 
 from __future__ import annotations
 
-import re
-
 from server.timeseries.influx import InfluxQL, TimeSeriesUnavailable, ident
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w)")
-_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def duration_s(text: str) -> float:
-    """An InfluxDB duration ('720h0m0s', '0s' = infinite → inf) in seconds."""
-    parts = _PART.findall(text or "")
-    if not parts:
-        raise ValueError(f"not an InfluxDB duration: {text!r}")
-    total = sum(float(n) * _SECONDS[u] for n, u in parts)
-    return float("inf") if total == 0 else total
+# One parser for InfluxDB durations, shared with the agent (edge.influxtime imports nothing else).
+from edge.influxtime import duration_s  # noqa: F401 - re-exported for the server's callers
 
 
 def retention_warning(influx: InfluxQL, *, min_days: float) -> str | None:
