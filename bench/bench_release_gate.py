@@ -127,7 +127,8 @@ def seed(base: str, env: dict[str, str]) -> dict:
     check = c.post("/gate/decisions", headers=A, json=body).json()
     assert check["allowed"] is True, check
     c.close()
-    return {"headers": A, "body": body}
+    return {"headers": A, "body": body, "manager": H["production_manager"], "iteration_id": it["id"],
+            "lot_id": lot["id"]}
 
 
 # wrk script. Paced mode (RATE set): each thread has one connection and sends request k at
