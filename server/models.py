@@ -786,3 +786,18 @@ class AuditVerification(Base):
     entries_checked: Mapped[int] = mapped_column(Integer)
     problems: Mapped[int] = mapped_column(Integer)
     first_problem: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class DeviceRetention(Base):
+    """How long a released device's records are kept: set once when its release is accepted (server/retention)."""
+
+    __tablename__ = "device_retention"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), unique=True)
+    product_family: Mapped[str] = mapped_column(String(100))
+    lifetime_years: Mapped[float] = mapped_column(Float)
+    extra_years: Mapped[float] = mapped_column(Float)
+    rule: Mapped[str] = mapped_column(String(200))
+    released_at: Mapped[datetime] = mapped_column()
+    retain_until: Mapped[date] = mapped_column(Date, index=True)

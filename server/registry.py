@@ -13,3 +13,5 @@ from server.stages import service as _stages  # noqa: F401
 # Not a rehasher: subscribes to accepted releases, so a release seals its device history record (and is refused
 # if nothing subscribed).
 from server.history import seal as _history_seal  # noqa: F401,E402
+# Gives each released device its retention date (server/retention): the same announcement.
+from server.retention import service as _retention  # noqa: F401,E402

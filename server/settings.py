@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "development-only-secret-key-change-me"
@@ -50,6 +50,16 @@ DEFAULT_STAGE_HOURS = {
     "build": 48, "post_processing": 48, "cleaning": 24, "sterilization": 24,
     "inspection": 24, "release": 24, "delivery": 48,
 }
+
+
+class RetentionRule(BaseModel):
+    """How long a product family's records are kept after release."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lifetime_years: float = Field(ge=0, le=200, description="Expected lifetime of the device as the manufacturer "
+                                                              "defines it")
+    extra_years: float = Field(default=0.0, ge=0, le=100, description="Years kept beyond the lifetime")
 
 
 class Settings(BaseSettings):
@@ -145,6 +155,13 @@ class Settings(BaseSettings):
         "How long InfluxDB must keep points: the production time of a device plus its wait for release and archive "
         "(2 years by default). A shorter retention is a warning in /readyz and the log"))
     influx_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one InfluxQL request")
+    retention_lifetime_years: float = Field(default=30.0, ge=0, le=200, description=(
+        "Expected lifetime of a device whose product family has no rule of its own (an implant stays in a patient "
+        "for decades: 30 years unless the manufacturer defines it)"))
+    retention_extra_years: float = Field(default=2.0, ge=0, le=100, description=(
+        "Years records are kept beyond the lifetime, when the product family has no rule of its own"))
+    retention_families: dict[str, RetentionRule] = Field(default_factory=dict, description=(
+        'Rules per product family, JSON: {"acetabular_cup": {"lifetime_years": 25, "extra_years": 5}}'))
 
     @field_validator("database_url")
     @classmethod

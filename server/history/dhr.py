@@ -13,11 +13,11 @@ from server.timeseries.gaps import data_gaps
 from server.history.cycle_plots import cycle_plot
 from server.timeseries.influx import InfluxQL, TimeSeriesUnavailable
 from server.history.schemas import (BuildSummary, DeviceHistoryRecord, DhrBuildFileCheck, DhrCase, DhrCycle,
-                                    DhrLocalOverride,
+                                    DhrLocalOverride, DhrRetention,
                                     DhrDesign, DhrDesignFile, DhrDevice, DhrGateDecision, DhrMachine, DhrManualStep,
                                     DhrMaterialLot, DhrNonconformity, DhrProcessMonitoring, DhrSeal, DhrStage,
                                     SignatureManifest)
-from server.models import (BuildFileCheck, Case, CycleRecipe, Design, DesignIteration, DeviceSeal,
+from server.models import (BuildFileCheck, Case, CycleRecipe, Design, DesignIteration, Device, DeviceSeal,
                            GateDecision, Job, Machine, MaterialLot, Nonconformity, Signature, StageStep,
                            utcnow)
 from server.nonconformities.service import affecting_device, blocking, scope_of
@@ -151,10 +151,21 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
         local_overrides=[_override(n) for n in ncs if n.kind == "local_override"],
         related_nonconformities=[_nc(session, n) for n in related],
         delivery=next((s for s in stages if s.stage == "delivery"), None),
+        retention=_retention(session, device),
         seal=None if seal is None else DhrSeal(sealed_at=seal.sealed_at, range_start=seal.range_start,
                                                range_end=seal.range_end, point_count=seal.point_count,
                                                series_sha256=seal.series_sha256, records_sha256=seal.records_sha256,
                                                audit_seq=seal.audit_seq))
+
+
+def _retention(session: Session, device: Device) -> DhrRetention | None:
+    from server.retention.service import BASIS, of_device
+
+    kept = of_device(session, device.id)
+    if kept is None:
+        return None
+    return DhrRetention(retain_until=kept.retain_until, product_family=kept.product_family,
+                        lifetime_years=kept.lifetime_years, extra_years=kept.extra_years, rule=kept.rule, basis=BASIS)
 
 
 def _override(n: Nonconformity) -> DhrLocalOverride:

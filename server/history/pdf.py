@@ -184,6 +184,10 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
     dl = d.delivery
     story += [_p("Delivery", h2), _p("not yet delivered" if dl is None or dl.state != "accepted" else
                                       f"delivered; accepted {_sig(dl.accepted)}: {dl.judgement}")]
+    if d.retention:
+        r = d.retention
+        story += [_p("Retention", h2), _p(f"Records kept until {r.retain_until} ({r.rule}: lifetime "
+                                          f"{r.lifetime_years:g} years + {r.extra_years:g} years; {r.basis}).")]
     if d.seal:
         s = d.seal
         story += [_p("Sealed record", h2), _table(["field", "value"], [

@@ -338,6 +338,17 @@ class DhrLocalOverride(BaseModel):
     state: str = Field(description="The nonconformity's state: open or dispositioned")
 
 
+class DhrRetention(BaseModel):
+    """How long this device's records are kept (set when its release was accepted)."""
+
+    retain_until: date
+    product_family: str
+    lifetime_years: float
+    extra_years: float
+    rule: str = Field(description="Where the rule came from: the product family's own, or the default")
+    basis: str = Field(description="How retain_until is computed and the requirements behind it")
+
+
 class DhrSeal(BaseModel):
     """The digest written into the audit chain when the device was released."""
 
@@ -391,4 +402,6 @@ class DeviceHistoryRecord(BaseModel):
         "Nonconformities of the device's machine (raised while its job was there), material lot or design "
         "iteration: they stop the device too"))
     delivery: DhrStage | None
+    retention: DhrRetention | None = Field(default=None, description=(
+        "Until when the records are kept; None until the release is accepted"))
     seal: DhrSeal | None

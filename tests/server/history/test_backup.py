@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -44,6 +44,38 @@ def sealed(plant, app, influxdb, influx_database):
     for stage in STAGES:
         run_stage(plant, code, stage)
     return code
+
+
+def test_a_released_device_is_kept_by_its_product_familys_rule_named_in_the_dhr(plant, app, sealed, tmp_path):
+    """The release gave the device its retention date (the default rule here: 30 + 2 years), said in the DHR JSON,
+    its PDF and the audit trail; a family's own rule applies to the next release."""
+    from server.retention.service import add_years
+
+    dhr = plant.call("GET", f"/history/devices/{sealed}/dhr", "quality_engineer")
+    released = date.fromisoformat(dhr["retention"]["retain_until"])
+    entries = plant.call("GET", "/audit/entries", "quality_engineer",
+                         params={"record_type": "device", "record_id": sealed, "limit": 1000})
+    [setting] = [e for e in entries if e["action"] == "retention_set"]
+    assert dhr["retention"]["rule"] == "default rule" and (dhr["retention"]["lifetime_years"],
+                                                          dhr["retention"]["extra_years"]) == (30.0, 2.0)
+    release_day = datetime.fromisoformat(setting["at"].replace("Z", "+00:00")).date()
+    assert released == add_years(release_day, 32)
+    assert "ISO 13485:2016 §4.2.5" in dhr["retention"]["basis"]
+    pdf = plant.client.get(f"/api/v1/history/devices/{sealed}/dhr.pdf", headers=plant.h("quality_engineer"))
+    assert pdf.status_code == 200
+    import pypdfium2
+    text = "".join(p.get_textpage().get_text_range() for p in pypdfium2.PdfDocument(pdf.content))
+    assert f"Records kept until {released}" in text
+    # A family's own rule is taken over the default (what the next release of that family gets).
+    from server.retention.service import rule_for
+    from server.settings import RetentionRule
+    family = dhr["design"]["product_family"]
+    app.state.settings.retention_families = {family: RetentionRule(lifetime_years=0.5)}
+    try:
+        with app.state.sessionmaker() as session:
+            assert rule_for(session, family) == (RetentionRule(lifetime_years=0.5), f"product family {family}")
+    finally:
+        app.state.settings.retention_families = {}
 
 
 def _env(monkeypatch, settings, *, database_url: str | None = None, file_store: str | None = None) -> None:

@@ -159,8 +159,9 @@ def test_released_dhr_needs_no_influxdb(plant, built, influx_down, tmp_path):
 def test_deferred_seal_is_live_until_dhr_seal_stores_it(plant, app, built, monkeypatch, capsys):
     code = built["deferred"]
     with app.state.sessionmaker() as s:
-        assert s.scalar(select(AuditEntry.action).where(AuditEntry.record_id == code)
-                        .order_by(AuditEntry.seq.desc()).limit(1)) == "device_seal_deferred"
+        actions = list(s.scalars(select(AuditEntry.action).where(AuditEntry.record_id == code)
+                                 .order_by(AuditEntry.seq.desc()).limit(2)))
+        assert actions == ["retention_set", "device_seal_deferred"]  # the release's last two entries
     assert _row(app, code) is None
     pm = _dhr(plant, code)["process_monitoring"]
     assert pm["source"] == "live" and "no stored summary for this released device" in pm["note"]

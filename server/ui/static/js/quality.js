@@ -133,6 +133,8 @@
         el("ul", {}, d.local_overrides.map(o => el("li", { "data-nc": o.nonconformity_id,
           text: `${o.machine_id || ""} job ${o.job}: ${fmtTime(o.start)} to ` +
                 `${o.end ? fmtTime(o.end) : "not reported ended"} — ${o.reason} (NC ${o.nonconformity_id}, ${o.state})` })))) : null,
+      d.retention ? el("p", { id: "retention", text: `Records kept until ${d.retention.retain_until} ` +
+        `(${d.retention.rule}: lifetime ${d.retention.lifetime_years} + ${d.retention.extra_years} years).` }) : null,
       el("div", { id: "data-gaps" }, el("h3", { text: "Data gaps" }),
         gapsOf(d.machine ? d.machine.machine_id : "the build machine", "the build", pm ? pm.data_gaps : []),
         (d.cycles || []).filter(c => c.ended_at).map(c =>
