@@ -61,6 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks.append(asyncio.create_task(push_notifications(app), name="notification push"))
         app.state.overdue_watch = tasks[0]
         tasks.append(asyncio.create_task(_check_retention(app), name="retention check"))
+        if app.state.engine.dialect.name == "postgresql":  # commits of the other instances wake this one's waiters
+            for watch in (app.state.context_changes, app.state.notification_watch):
+                tasks.append(asyncio.create_task(watch.listen(app.state.settings.database_url),
+                                                 name=f"listen {watch.channel}"))
         try:
             yield
         finally:

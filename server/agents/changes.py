@@ -2,8 +2,9 @@
 
 The agents learn their context (job, devices, cycles, open nonconformities, approved files, qualification) by a long poll
 (GET …/context?wait_s=…&known=<etag>): the server answers as soon as the context differs from the one the
-agent holds. Within one server process a commit wakes the waiting polls at once (SQLAlchemy's after_commit);
-commits made by another server process are seen by the waiting poll's own re-read every RECHECK_S.
+agent holds. A commit wakes the waiting polls at once: within one server process by SQLAlchemy's after_commit, on
+PostgreSQL in every other instance by LISTEN/NOTIFY (server/commitwatch.py); a waiting poll also re-reads every
+RECHECK_S (SQLite with several processes, or a listener reconnecting).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from server.models import (CycleLoadItem, Design, DesignFile, DesignIteration, D
 # a design file) wakes every machine: rare, and a woken poll that finds no change just waits again.
 WATCHED = (Job, Device, ProcessCycle, CycleLoadItem, Nonconformity, Design, DesignIteration, DesignFile,
            QualificationScope, MaterialLot)
-# How often a waiting poll re-reads anyway: commits of other server processes do not wake it.
+# How often a waiting poll re-reads anyway, in case a wake-up was missed.
 RECHECK_S = 5.0
 
 
 class ContextChanges(CommitWatch):
     """Waiters per machine, woken from any thread when a commit changed a watched row."""
+
+    channel = "amtrace_context"
 
     def __init__(self) -> None:
         super().__init__()

@@ -59,6 +59,8 @@ def latest_id(session: Session, *, user_id: int) -> int:
 class NotificationWatch(CommitWatch):
     """Wakes a person's notification streams when a commit added (or marked) one of their notices."""
 
+    channel = "amtrace_notifications"
+
     def keys_of(self, obj: object) -> str | None:
         """A notification wakes its person's streams."""
         return str(obj.user_id) if isinstance(obj, Notification) else None

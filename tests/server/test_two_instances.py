@@ -143,3 +143,33 @@ def test_an_agent_reporting_to_a_shows_on_a_dashboard_streaming_from_b(plant, in
     assert (data["phase"], data["layer"]) == ("PRINTING", 7)
     assert took < 1.0, f"instance B showed instance A's report after {took:.2f} s"
 
+
+
+def test_a_change_committed_elsewhere_wakes_an_agents_long_poll_on_b_at_once(plant, instances):
+    """LISTEN/NOTIFY: a context change committed by another instance answers a long poll waiting on B without
+    waiting for B's own re-read (every 5 s)."""
+    _, b = instances
+    m = plant.machine()
+    url = f"{b.url}/api/v1/agents/machines/{m['id']}/context"
+    with httpx.Client(timeout=60) as c:
+        first = c.get(url, headers=m["agent"])
+        assert first.status_code == 200, first.text
+        answer: dict = {}
+
+        def poll() -> None:
+            r = c.get(url, headers=m["agent"], params={"wait_s": 30, "known": first.headers["ETag"]})
+            answer.update(status=r.status_code, etag=r.headers.get("ETag"), at=time.monotonic(),
+                          scopes=r.json().get("scopes"))
+
+        waiting = threading.Thread(target=poll)
+        waiting.start()
+        time.sleep(1.0)  # the poll is waiting on B
+        committed = time.monotonic()
+        # Committed by the test's own app (another process's commit, as far as B is concerned).
+        scope = plant.call("POST", "/qualification/scopes", "quality_engineer", 201, json={
+            "machine_id": m["id"], "process": "LPBF", "material": "CoCr", "product_family": "knee"})
+        waiting.join(40)
+    assert answer["status"] == 200 and answer["etag"] != first.headers["ETag"]
+    assert scope["id"] in [s["id"] for s in answer["scopes"]]
+    took = answer["at"] - committed
+    assert took < 3.0, f"B answered {took:.1f} s after the commit: woken by its re-read, not by the notification"
