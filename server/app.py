@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from server.history.router import router as history
     from server.auth.router import router as auth
     from server.delivery.router import router as delivery
+    from server.samples.router import router as samples
     from server.designs.router import router as designs
     from server.gate.router import router as gate
     from server.jobs.router import router as jobs
@@ -171,7 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Routers whose endpoints sign check the signer's password or PIN before the endpoint writes (auth.signing).
     signing = [Depends(precheck_signature)]
     for router in (gate, auth, audit, machines, qualification, materials, designs, jobs, stages, nonconformities,
-                   agents, cycles, history, notifications, delivery):
+                   agents, cycles, history, notifications, delivery, samples):
         signs = router not in (gate, auth, agents, history, notifications)
         app.include_router(router, prefix=API, dependencies=signing if signs else None)
     _add_pages(app)

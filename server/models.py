@@ -801,3 +801,35 @@ class DeviceRetention(Base):
     rule: Mapped[str] = mapped_column(String(200))
     released_at: Mapped[datetime] = mapped_column()
     retain_until: Mapped[date] = mapped_column(Date, index=True)
+
+
+class RetainedSample(Base):
+    """A test coupon or a retained device kept for later testing: where it is, in what condition, until when."""
+
+    __tablename__ = "retained_samples"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), unique=True)
+    location: Mapped[str] = mapped_column(String(200))
+    condition: Mapped[str] = mapped_column(String(200))
+    retain_until: Mapped[date] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(String(16), default="stored")  # stored | withdrawn | disposed
+    registered_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SampleCustody(Base):
+    """One step in a retained sample's chain of custody; withdrawals and disposals carry a signature."""
+
+    __tablename__ = "sample_custody"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("retained_samples.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # registered | moved | withdrawn | disposed
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    from_location: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    to_location: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"), nullable=True)

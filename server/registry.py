@@ -9,6 +9,7 @@ from server.designs import service as _designs  # noqa: F401
 from server.materials import service as _materials  # noqa: F401 - material_lot (release after incoming inspection)
 from server.nonconformities import service as _nonconformities  # noqa: F401
 from server.qualification import service as _qualification  # noqa: F401
+from server.samples import service as _samples  # noqa: F401 - sample_custody (withdrawal, disposal)
 from server.stages import service as _stages  # noqa: F401
 # Not a rehasher: subscribes to accepted releases, so a release seals its device history record (and is refused
 # if nothing subscribed).

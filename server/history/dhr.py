@@ -13,7 +13,7 @@ from server.timeseries.gaps import data_gaps
 from server.history.cycle_plots import cycle_plot
 from server.timeseries.influx import InfluxQL, TimeSeriesUnavailable
 from server.history.schemas import (BuildSummary, DeviceHistoryRecord, DhrBuildFileCheck, DhrCase, DhrCycle,
-                                    DhrLocalOverride, DhrRetention,
+                                    DhrLocalOverride, DhrRetainedSample, DhrRetention,
                                     DhrDesign, DhrDesignFile, DhrDevice, DhrGateDecision, DhrMachine, DhrManualStep,
                                     DhrMaterialLot, DhrNonconformity, DhrProcessMonitoring, DhrSeal, DhrStage,
                                     SignatureManifest)
@@ -152,10 +152,25 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
         related_nonconformities=[_nc(session, n) for n in related],
         delivery=next((s for s in stages if s.stage == "delivery"), None),
         retention=_retention(session, device),
+        retained_samples=_samples(session, device),
         seal=None if seal is None else DhrSeal(sealed_at=seal.sealed_at, range_start=seal.range_start,
                                                range_end=seal.range_end, point_count=seal.point_count,
                                                series_sha256=seal.series_sha256, records_sha256=seal.records_sha256,
                                                audit_seq=seal.audit_seq))
+
+
+def _samples(session: Session, device: Device) -> list[DhrRetainedSample]:
+    from server.samples.service import describe, list_samples
+
+    out = []
+    for sample in list_samples(session, job_id=device.job_id):
+        d = describe(session, sample)
+        last = d["custody"][-1]
+        out.append(DhrRetainedSample(sample_id=d["id"], device_code=d["device_code"], kind=d["kind"],
+                                     location=d["location"], condition=d["condition"], retain_until=d["retain_until"],
+                                     state=d["state"], last_step=f"{last['action']} {last['at']:%Y-%m-%d %H:%M} UTC: "
+                                                                 f"{last['reason']}"))
+    return out
 
 
 def _retention(session: Session, device: Device) -> DhrRetention | None:

@@ -184,6 +184,11 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
     dl = d.delivery
     story += [_p("Delivery", h2), _p("not yet delivered" if dl is None or dl.state != "accepted" else
                                       f"delivered; accepted {_sig(dl.accepted)}: {dl.judgement}")]
+    if d.retained_samples:
+        story += [_p("Retained samples of the job", h2),
+                  _table(["sample", "device code", "kind", "location", "condition", "kept until", "state", "last step"],
+                         [[x.sample_id, x.device_code, x.kind, x.location, x.condition, x.retain_until, x.state,
+                           x.last_step] for x in d.retained_samples], [12, 30, 14, 30, 25, 20, 16, 33])]
     if d.retention:
         r = d.retention
         story += [_p("Retention", h2), _p(f"Records kept until {r.retain_until} ({r.rule}: lifetime "

@@ -349,6 +349,19 @@ class DhrRetention(BaseModel):
     basis: str = Field(description="How retain_until is computed and the requirements behind it")
 
 
+class DhrRetainedSample(BaseModel):
+    """A coupon or retained device of this device's job (or the device itself), where it is and what happened."""
+
+    sample_id: int
+    device_code: str
+    kind: str
+    location: str
+    condition: str
+    retain_until: date
+    state: str = Field(description="stored, withdrawn (destructive test) or disposed")
+    last_step: str = Field(description="The newest custody step, with when and why")
+
+
 class DhrSeal(BaseModel):
     """The digest written into the audit chain when the device was released."""
 
@@ -402,6 +415,8 @@ class DeviceHistoryRecord(BaseModel):
         "Nonconformities of the device's machine (raised while its job was there), material lot or design "
         "iteration: they stop the device too"))
     delivery: DhrStage | None
+    retained_samples: list[DhrRetainedSample] = Field(default_factory=list, description=(
+        "Coupons and retained devices of this device's job (and the device itself, if retained)"))
     retention: DhrRetention | None = Field(default=None, description=(
         "Until when the records are kept; None until the release is accepted"))
     seal: DhrSeal | None

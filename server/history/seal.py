@@ -143,7 +143,8 @@ def records_sections(session: Session, influx: InfluxQL, *, device: Device, as_o
                                 monitoring=False)
     data = dhr.model_dump(mode="json", exclude={"generated_at", "generated_by", "process_monitoring", "seal",
                                                   "delivery", "unrecorded_process_data", "unrecorded_check",
-                                                  "local_overrides", "retention"})
+                                                  "local_overrides", "retention",
+                                                  "retained_samples"})
     data["device"].pop("state"), data["device"].pop("status")
     stages = data.pop("stages")
     cut = next((i for i, s in enumerate(stages) if s["stage"] == "release"), len(stages) - 1)

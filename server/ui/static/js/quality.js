@@ -133,6 +133,9 @@
         el("ul", {}, d.local_overrides.map(o => el("li", { "data-nc": o.nonconformity_id,
           text: `${o.machine_id || ""} job ${o.job}: ${fmtTime(o.start)} to ` +
                 `${o.end ? fmtTime(o.end) : "not reported ended"} — ${o.reason} (NC ${o.nonconformity_id}, ${o.state})` })))) : null,
+      (d.retained_samples || []).length ? el("div", { id: "retained-samples" }, el("h3", { text: "Retained samples of the job" }),
+        el("ul", {}, d.retained_samples.map(x => el("li", { "data-sample": x.sample_id,
+          text: `${x.device_code} (${x.kind}) ${x.state} — ${x.location}, ${x.condition}, kept until ${x.retain_until}; ${x.last_step}` })))) : null,
       d.retention ? el("p", { id: "retention", text: `Records kept until ${d.retention.retain_until} ` +
         `(${d.retention.rule}: lifetime ${d.retention.lifetime_years} + ${d.retention.extra_years} years).` }) : null,
       el("div", { id: "data-gaps" }, el("h3", { text: "Data gaps" }),
