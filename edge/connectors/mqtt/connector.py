@@ -191,9 +191,21 @@ class MqttConnector(Connector):
                            "ts": _iso(_now_ns()), "machine_id": self.machine.id}).encode()
 
     # ------------------------------------------------------------------ connection
+    def _paho_logger(self) -> logging.Logger:
+        """paho's log for this machine, without the "Client is not connected" error paho's network loop writes once
+        after our own disconnect at stop: a log that says ERROR on every clean shutdown is not true."""
+        paho_log = log.getChild(f"paho.{self.machine.id}")
+        stopping = self._stopping
+
+        def not_our_own_disconnect(record: logging.LogRecord) -> bool:
+            return not (stopping.is_set() and record.getMessage().startswith("Client is not connected"))
+
+        paho_log.filters = [not_our_own_disconnect]
+        return paho_log
+
     def _make_client(self) -> mqtt.Client:
         client = make_client(self.config, self.client_id, machine_id=self.machine.id, manual_ack=True)
-        client.enable_logger(log)
+        client.enable_logger(self._paho_logger())
         if self.config.command_topic:
             # If the agent vanishes (crash, network), the broker tells the machine: no start unwatched.
             client.will_set(self.config.command_topic, self._command(False, f"agent connection to {self.broker} lost"),
