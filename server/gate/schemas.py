@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from server.limits import TEXT_MAX
 
@@ -16,9 +16,10 @@ class GateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     machine_id: str
-    job_id: int
+    # Strict: JSON `false` is not job 0 (schemathesis found lax parsing answering "Job 0 does not exist").
+    job_id: StrictInt
     build_file_sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the file the machine received")
-    operator_id: int | None = Field(default=None, description="User id of the operator at the machine "
+    operator_id: StrictInt | None = Field(default=None, description="User id of the operator at the machine "
                                                               "(defaults to the caller when an operator asks)")
 
 

@@ -335,3 +335,11 @@ def test_a_job_that_does_not_exist_is_the_one_reason_whoever_is_named(plant):
     assert d["allowed"] is False and [r["code"] for r in d["reasons"]] == ["job_unknown"]
     d = plant.call("POST", "/gate/decisions", ctx["machine"]["agent"], json={**body, "operator_id": None})
     assert [r["code"] for r in d["reasons"]] == ["job_unknown"]
+
+
+def test_a_boolean_is_not_a_job_id(plant):
+    """JSON false was read as job 0 and answered 200 "Job 0 does not exist" (found by schemathesis): refused."""
+    m = plant.machine()
+    r = plant.client.post("/api/v1/gate/decisions", headers=m["agent"], json={
+        "machine_id": m["id"], "job_id": False, "build_file_sha256": "0" * 64, "operator_id": None})
+    assert r.status_code == 422 and "job_id" in r.text

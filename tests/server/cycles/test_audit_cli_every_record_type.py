@@ -71,6 +71,12 @@ def test_audit_verify_checks_every_signed_record_type_in_a_fresh_process(plant, 
                      {"d": past.replace(tzinfo=None) if conn.dialect.name == "sqlite" else past, "i": post["id"]})
     plant.call("POST", f"/stages/steps/{post['id']}/impact-assessment", "production_manager", json={
         "assessment": "two hours late, no effect on the device", "password": PASSWORD})
+    # A retained coupon withdrawn for a destructive test (signed custody step).
+    sample = plant.call("POST", "/samples", "quality_engineer", 201, json={
+        "device_code": code, "location": "QC cabinet", "condition": "as built",
+        "retain_until": str((datetime.now(timezone.utc) + timedelta(days=3650)).date())})
+    plant.call("POST", f"/samples/{sample['id']}/withdrawals", "quality_engineer", json={
+        "reason": "destructive test", "test_reference": "TR-AUDIT", "password": PASSWORD})
     with app.state.sessionmaker() as s:
         signed = set(s.scalars(text("SELECT DISTINCT record_type FROM signatures")))
     assert signed == set(RECORD_HASHERS), "every signed record type has a signature in this database"

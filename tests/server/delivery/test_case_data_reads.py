@@ -47,8 +47,10 @@ def test_every_answer_that_shows_case_data_is_an_audited_read(plant, app):
     plant.call("POST", f"/shipments/{shipment['id']}/dispatch", "production_manager", json={"password": PASSWORD})
     nc = plant.call("POST", "/nonconformities", "quality_engineer", 201, json={
         "device_code": code, "kind": "surface", "description": "label smudged on one corner"})
+    sample = plant.call("POST", "/samples", "quality_engineer", 201, json={
+        "device_code": code, "location": "QC cabinet", "condition": "as released"})  # kept as long as the device
     pseudonym = ctx["case"]["patient_ref"]
-    values = {"case_id": ctx["case"]["id"], "design_id": ctx["design"]["id"], "iteration_id": ctx["iteration"]["id"],
+    values = {"sample_id": sample["id"], "case_id": ctx["case"]["id"], "design_id": ctx["design"]["id"], "iteration_id": ctx["iteration"]["id"],
               "device_code": code, "job_id": ctx["job"]["id"], "step_id": step_of(plant, code, "delivery")["id"],
               "decision_id": decision["decision_id"], "shipment_id": shipment["id"], "machine_id": ctx["machine"]["id"],
               "lot_id": ctx["lot"]["id"], "scope_id": ctx["scope"]["id"], "nc_id": nc["id"], "nonconformity_id": nc["id"],
