@@ -99,23 +99,16 @@ def _read_only(path: Path) -> None:
     path.chmod(stat.S_IRUSR | stat.S_IRGRP)
 
 
-def _audit_head(url: str) -> dict | None:
+def _chain_head_and_schema(url: str) -> tuple[dict | None, str | None]:
+    """The audit chain's head and the schema revision, in one connection."""
     engine = create_engine(url)
     try:
         with engine.connect() as c:
             row = c.execute(text("SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1")).first()
+            revision = c.execute(text("SELECT version_num FROM alembic_version")).scalar()
     finally:
         engine.dispose()
-    return None if row is None else {"seq": row[0], "hash": row[1]}
-
-
-def _schema_revision(url: str) -> str | None:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as c:
-            return c.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    finally:
-        engine.dispose()
+    return (None if row is None else {"seq": row[0], "hash": row[1]}), revision
 
 
 def create(*, url: str, file_store: str, anchor_path: str, dest: Path, progress: Progress = print) -> dict:
@@ -128,9 +121,9 @@ def create(*, url: str, file_store: str, anchor_path: str, dest: Path, progress:
     # written during the backup would otherwise name an entry the snapshot does not have).
     anchors = Path(anchor_path)
     anchor_text = anchors.read_bytes() if anchors.exists() else None
-    head = _audit_head(url)
+    head, revision = _chain_head_and_schema(url)
     manifest: dict = {"format": FORMAT, "created_at": datetime.now(timezone.utc).isoformat(), "backend": kind,
-                      "audit_head": head, "schema_revision": _schema_revision(url), "files": {}}
+                      "audit_head": head, "schema_revision": revision, "files": {}}
     if kind == "sqlite":
         target = dest / SQLITE_FILE
         source = sqlite3.connect(f"file:{_sqlite_path(url)}?mode=ro", uri=True)

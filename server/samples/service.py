@@ -13,17 +13,11 @@ from sqlalchemy.orm import Session
 from server.audit.service import record, register_record_hasher
 from server.auth.esign import sign
 from server.db import get_or_not_found
-from server.errors import Conflict, NotFound
+from server.errors import Conflict
+from server.jobs.service import get_device
 from server.models import Device, RetainedSample, SampleCustody, utcnow
 from server.retention.service import of_device
 from server.security import Principal, content_sha256
-
-
-def _device(session: Session, device_code: str) -> Device:
-    device = session.scalar(select(Device).where(Device.device_code == device_code))
-    if device is None:
-        raise NotFound(f"No device {device_code}", code="device_not_found")
-    return device
 
 
 def get_sample(session: Session, sample_id: int) -> RetainedSample:
@@ -35,7 +29,7 @@ def get_sample(session: Session, sample_id: int) -> RetainedSample:
 def register(session: Session, *, actor: Principal, device_code: str, location: str, condition: str,
              retain_until: date | None) -> RetainedSample:
     """Keep a coupon or a device as a retained sample; retain_until defaults to the device's own retention date."""
-    device = _device(session, device_code)
+    device = get_device(session, device_code=device_code)
     if session.scalar(select(RetainedSample.id).where(RetainedSample.device_id == device.id)) is not None:
         raise Conflict(f"{device_code} is already a retained sample", code="sample_exists")
     if retain_until is None:
