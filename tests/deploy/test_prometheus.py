@@ -99,9 +99,12 @@ def test_prometheus_scrapes_server_and_agent_and_fires_agent_down(tmp_path, serv
     try:
         def targets():
             try:
-                active = httpx.get(api + "/targets", timeout=2).json()["data"]["activeTargets"]
+                r = httpx.get(api + "/targets", timeout=2)
             except httpx.HTTPError:
                 return None
+            if r.status_code != 200:  # 503 "Service Unavailable" while Prometheus is still starting
+                return None
+            active = r.json()["data"]["activeTargets"]
             health = {t["labels"]["job"]: t["health"] for t in active}
             return health if health == {"amtrace-server": "up", "amtrace-agent": "up"} else None
         wait_until(targets, 60, "both targets up in Prometheus", interval=0.5)
