@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import re
 import sys
 from contextlib import asynccontextmanager, suppress
@@ -62,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks.append(asyncio.create_task(push_notifications(app), name="notification push"))
         app.state.overdue_watch = tasks[0]
         tasks.append(asyncio.create_task(_check_retention(app), name="retention check"))
+        if app.state.settings.archive_sweep_s > 0:
+            tasks.append(asyncio.create_task(_archive_sweep(app), name="archive sweep"))
         if app.state.engine.dialect.name == "postgresql":  # commits of the other instances wake this one's waiters
             for watch in (app.state.context_changes, app.state.notification_watch):
                 tasks.append(asyncio.create_task(watch.listen(app.state.settings.database_url),
@@ -209,6 +212,22 @@ def _allowed_methods(app: FastAPI, path: str) -> str:
     methods = sorted({m.upper() for pattern, ops in table if pattern.match(path) for m in ops
                       if m in ("get", "put", "post", "delete", "patch", "head")})
     return ", ".join(methods)
+
+
+async def _archive_sweep(app: FastAPI) -> None:
+    """Archive sealed devices whose archive is missing (a release whose archive step failed), every
+    AMTRACE_ARCHIVE_SWEEP_S; the first sweep one interval after start."""
+    from server.archive.service import write_pending
+
+    log = logging.getLogger("amtrace.archive")
+    while True:
+        await asyncio.sleep(app.state.settings.archive_sweep_s)
+        try:
+            done, failed = await asyncio.to_thread(write_pending, app.state.sessionmaker)
+            if done:
+                log.info("archived %d sealed device(s) whose archive was missing: %s", len(done), ", ".join(done))
+        except Exception:  # the next sweep tries again; the DHR says "archive missing" meanwhile
+            log.exception("archive sweep failed")
 
 
 async def _check_retention(app: FastAPI, every_s: float = 3600.0) -> None:

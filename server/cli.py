@@ -199,16 +199,83 @@ def cmd_dhr_verify(args: argparse.Namespace) -> int:
         print(f"amtrace-server: {e.detail}", file=sys.stderr)
         return 2
     if check.ok:
-        print(f"device {check.device_code}: sealed record intact ({check.points} points)")
+        print(f"device {check.device_code}: sealed record intact ({check.points} points; source: {check.source})")
         for n in check.notes:
             print(f"  {n}")
         return 0
-    print(f"device {check.device_code}: {'CHANGED SINCE RELEASE' if check.sealed else 'NOT SEALED'}")
+    print(f"device {check.device_code}: {'CHANGED SINCE RELEASE' if check.sealed else 'NOT SEALED'}"
+          + (f" (points checked in: {check.source})" if check.source else ""))
     for p in check.problems:
         print(f"  {p}")
     for n in check.notes:
         print(f"  {n}")
     return 1
+
+
+def cmd_dhr_archive(args: argparse.Namespace) -> int:
+    """Write the archive of a sealed device (or of every sealed device without one)."""
+    from server.archive import service as archive
+    from server.errors import DomainError
+    from server.timeseries.influx import TimeSeriesUnavailable
+
+    if bool(args.device_code) == args.pending:
+        print("amtrace-server: give one DEVICE_CODE or --pending", file=sys.stderr)
+        return 2
+    with _database() as (_, sessions):
+        if args.pending:
+            done, failed = archive.write_pending(sessions, progress=lambda s: print(s, file=sys.stderr))
+            print(f"{len(done)} device(s) archived, {len(failed)} failed")
+            for f in failed:
+                print(f"  {f}")
+            return 1 if failed else 0
+        with sessions() as session:
+            try:
+                row = archive.write(session, device_code=args.device_code,
+                                    progress=lambda s: print(s, file=sys.stderr))
+            except (DomainError, TimeSeriesUnavailable) as e:
+                print(f"amtrace-server: {e.detail}", file=sys.stderr)
+                return 1
+            print(f"device {args.device_code} archived: {row.archive_id}, {row.files} files, "
+                  f"{row.size_bytes / 1e6:.1f} MB, manifest {row.manifest_sha256}")
+    return 0
+
+
+def cmd_dhr_export(args: argparse.Namespace) -> int:
+    """Write a released device's points at full resolution from its archive (hash-checked)."""
+    import gzip
+    import json
+
+    from server.archive import reading as archive
+    from server.db import begin_read
+    from server.errors import DomainError
+
+    with _database() as (_, sessions), sessions() as session:
+        begin_read(session)
+        device = _device(session, args.device_code)
+        if device is None:
+            print(f"amtrace-server: no device {args.device_code}", file=sys.stderr)
+            return 1
+        try:
+            text = gzip.decompress(archive.read_file(session, device=device, name=archive.SERIES)).decode()
+            schema = json.loads(archive.read_file(session, device=device, name="schema.json"))
+        except DomainError as e:
+            print(f"amtrace-server: {e.detail}", file=sys.stderr)
+            return 1
+    out = open(args.output, "w") if args.output else sys.stdout
+    n = 0
+    try:
+        if args.format == "canonical":
+            lines = (line for line in text.split("\n") if line)
+        else:
+            lines = archive.to_line_protocol(text, schema)
+        for line in lines:
+            out.write(line + "\n")
+            n += 1
+    finally:
+        if args.output:
+            out.close()
+    print(f"{n} points of {args.device_code} exported from its archive ({args.format})", file=sys.stderr)
+    return 0
 
 
 def cmd_dhr_seal(args: argparse.Namespace) -> int:
@@ -233,6 +300,11 @@ def cmd_dhr_seal(args: argparse.Namespace) -> int:
                 seal = seal_device(session, actor=SYSTEM, device=_device(session, args.device_code), series=series)
             print(f"device {args.device_code} sealed: {seal.point_count} points, series {seal.series_sha256}; "
                   f"build summary stored")
+            from server.archive import service as archive
+            with sessions() as session:
+                row = archive.write(session, device_code=args.device_code, series=series,
+                                    progress=lambda s: print(s, file=sys.stderr))
+            print(f"device {args.device_code} archived: {row.archive_id}, {row.files} files")
     except DomainError as e:
         print(f"amtrace-server: {e.detail}", file=sys.stderr)
         return 1
@@ -340,6 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("device_code", nargs="?", help="the device code")
     dm.add_argument("--all", action="store_true", help="every sealed device without a stored summary")
     dm.set_defaults(func=cmd_dhr_summarize)
+    da = dsub.add_parser("archive", help="write the self-contained archive of a sealed device (done at release; "
+                                         "this for a device whose archive is missing)")
+    da.add_argument("device_code", nargs="?", help="the device code")
+    da.add_argument("--pending", action="store_true", help="every sealed device without an archive")
+    da.set_defaults(func=cmd_dhr_archive)
+    de = dsub.add_parser("export", help="a released device's points at full resolution, from its archive "
+                                        "(hash-checked), as InfluxDB line protocol or the sealed canonical text")
+    de.add_argument("device_code", help="the device code")
+    de.add_argument("--format", choices=["lp", "canonical"], default="lp",
+                    help="lp: line protocol, importable with `influx write` (default); canonical: the sealed text")
+    de.add_argument("-o", "--output", default=None, help="file to write (default: standard output)")
+    de.set_defaults(func=cmd_dhr_export)
 
     b = sub.add_parser("backup", help="online backup of the records (database, file store, anchors) with a manifest "
                                       "of SHA-256 hashes; `backup DEST` is `backup create DEST`")

@@ -788,6 +788,21 @@ class AuditVerification(Base):
     first_problem: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class DeviceArchive(Base):
+    """A released device's self-contained archive, written once after its seal (server/archive)."""
+
+    __tablename__ = "device_archives"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), unique=True)
+    archive_id: Mapped[str] = mapped_column(String(64))
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    files: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    written_at: Mapped[datetime] = mapped_column()
+    audit_seq: Mapped[int] = mapped_column(Integer)
+
+
 class DeviceRetention(Base):
     """How long a released device's records are kept: set once when its release is accepted (server/retention)."""
 

@@ -16,3 +16,5 @@ from server.stages import service as _stages  # noqa: F401
 from server.history import seal as _history_seal  # noqa: F401,E402
 # Gives each released device its retention date (server/retention): the same announcement.
 from server.retention import service as _retention  # noqa: F401,E402
+# Writes each released device's archive once the release has committed (server/archive): the same announcement.
+from server.archive import service as _archive  # noqa: F401,E402

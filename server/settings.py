@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     login_rate_per_min: int = Field(default=30, ge=1, description=(
         "Login attempts one client address may make per minute (per server process); more answer 429"))
     file_store: str = Field(default="./var/files", description="Folder where design files are kept by SHA-256")
+    archive_dir: str | None = Field(default=None, description=(
+        "Folder where each released device's self-contained archive is written once (read-only files); default: "
+        "archives/ in the file store. Back it up with the database (amtrace-server backup does)"))
+    archive_sweep_s: float = Field(default=600.0, ge=0, description=(
+        "How often a running server archives sealed devices whose archive is missing (a release whose archive "
+        "step failed or was interrupted); 0: never (run amtrace-server dhr archive --pending)"))
     audit_anchor_file: str | None = Field(default=None, description=(
         "File outside the database where the head of the audit chain is written (append-only JSON lines); "
         "`audit verify` checks the chain still holds every head written there. Copy it elsewhere too. "

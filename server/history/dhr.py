@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 from sqlalchemy import and_, or_, select
@@ -13,7 +14,7 @@ from server.timeseries.gaps import data_gaps
 from server.history.cycle_plots import cycle_plot
 from server.timeseries.influx import InfluxQL, TimeSeriesUnavailable
 from server.history.schemas import (BuildSummary, DeviceHistoryRecord, DhrBuildFileCheck, DhrCase, DhrCycle,
-                                    DhrLocalOverride, DhrRetainedSample, DhrRetention,
+                                    DhrArchive, DhrLocalOverride, DhrRetainedSample, DhrRetention, DhrUnrecordedData,
                                     DhrDesign, DhrDesignFile, DhrDevice, DhrGateDecision, DhrMachine, DhrManualStep,
                                     DhrMaterialLot, DhrNonconformity, DhrProcessMonitoring, DhrSeal, DhrStage,
                                     SignatureManifest)
@@ -100,7 +101,9 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
                                performed_by=manifest(session, c.performed_signature_id), plot=plot,
                                data_gaps=gaps))
     unrecorded, unrecorded_check = [], None
+    archive_section, archived = (None, None)
     if monitoring:
+        archive_section, archived = _archive_section(session, device=device)
         try:
             unrecorded = service.unrecorded_process_data(
                 influx, device_code=device_code, build_machine=w.machine_id,
@@ -110,6 +113,16 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
         except TimeSeriesUnavailable as e:
             # A released record reads without InfluxDB; it then says it could not look, rather than "none".
             unrecorded_check = f"not checked: {e.detail}"
+    if archived is not None:
+        # Released and archived: what the check found over the sealed points when the archive was written counts
+        # too (InfluxDB may have expired them since); data that arrived later is found live above.
+        seen = {(u.machine_id, u.measurement, u.start) for u in unrecorded}
+        unrecorded += [x for x in (DhrUnrecordedData.model_validate(u) for u in archived.get("unrecorded_process_data",
+                                                                                          []))
+                       if (x.machine_id, x.measurement, x.start) not in seen]
+        unrecorded.sort(key=lambda u: (u.start, u.machine_id))
+        unrecorded_check = (f"{unrecorded_check}; and {archived.get('unrecorded_check')} when the archive was written "
+                            f"({archived.get('generated_at')}), read from the archive")
     steps = [DhrManualStep(step_id=s.id, kind=s.kind, description=s.description, measurements=s.measurements,
                            photos=s.photos, result=s.result, performed_at=s.performed_at,
                            signature=manifest(session, s.signature_id))
@@ -153,10 +166,32 @@ def device_history_record(session: Session, influx: InfluxQL, *, actor: Principa
         delivery=next((s for s in stages if s.stage == "delivery"), None),
         retention=_retention(session, device),
         retained_samples=_samples(session, device),
+        archive=archive_section,
         seal=None if seal is None else DhrSeal(sealed_at=seal.sealed_at, range_start=seal.range_start,
                                                range_end=seal.range_end, point_count=seal.point_count,
                                                series_sha256=seal.series_sha256, records_sha256=seal.records_sha256,
                                                audit_seq=seal.audit_seq))
+
+
+def _archive_section(session: Session, *, device: Device):
+    """The DHR's archive section and the archived DHR (as JSON), when there is one (manifest and dhr.json checked)."""
+    from server.archive.reading import check, row_of
+
+    if session.scalar(select(DeviceSeal.id).where(DeviceSeal.device_id == device.id)) is None:
+        return None, None
+    c = check(session, device=device, only={"dhr.json"})
+    export = f"amtrace-server dhr export {device.device_code} (line protocol, from the archive)"
+    if not c.present:
+        return DhrArchive(state="missing", full_resolution=f"from InfluxDB while it keeps the points; the archive is "
+                                                            f"written by amtrace-server dhr archive "
+                                                            f"{device.device_code}"), None
+    row = row_of(session, device.id)
+    section = DhrArchive(state="damaged" if c.problems else "written", archive_id=row.archive_id,
+                         written_at=row.written_at, manifest_sha256=row.manifest_sha256, files=row.files,
+                         size_bytes=row.size_bytes, location=c.location, problems=c.problems,
+                         full_resolution=export)
+    archived = json.loads(c.read["dhr.json"]) if "dhr.json" in c.read else None
+    return section, archived
 
 
 def _samples(session: Session, device: Device) -> list[DhrRetainedSample]:

@@ -199,6 +199,16 @@ def render_dhr_pdf(d: DeviceHistoryRecord) -> bytes:
             ["sealed", s.sealed_at], ["time range", f"{_t(s.range_start)} to {_t(s.range_end)}"],
             ["points", s.point_count], ["series SHA-256", s.series_sha256], ["records SHA-256", s.records_sha256],
             ["audit entry", s.audit_seq]], [35, 145])]
+    if d.archive:
+        a = d.archive
+        if a.state == "missing":
+            story += [_p("Archive", h2), _p(f"NOT WRITTEN YET. {a.full_resolution}.")]
+        else:
+            story += [_p("Archive", h2), _table(["field", "value"], [
+                ["state", a.state.upper() if a.state != "written" else a.state], ["archive", a.archive_id],
+                ["written", a.written_at], ["files", f"{a.files} ({(a.size_bytes or 0) / 1e6:.1f} MB)"],
+                ["manifest SHA-256", a.manifest_sha256], ["location", a.location],
+                ["full resolution", a.full_resolution]] + [["problem", p] for p in a.problems], [35, 145])]
 
     def _footer(canvas, document):
         canvas.setFont("Helvetica", 7)

@@ -44,6 +44,7 @@ class SealCheckOut(BaseModel):
     points: int
     problems: list[str]
     notes: list[str] = []
+    source: str = ""
 
 
 @router.get("/history/builds", response_model=HistoryPage)
@@ -110,4 +111,4 @@ def verify_seal(device_code: str, session: SessionDep, actor: Quality, influx: I
     begin_read(session)
     c = seal.verify_device(session, influx, device_code=device_code)
     return SealCheckOut(device_code=c.device_code, sealed=c.sealed, intact=c.ok, points=c.points, problems=c.problems,
-                        notes=c.notes)
+                        notes=c.notes, source=c.source)

@@ -349,6 +349,22 @@ class DhrRetention(BaseModel):
     basis: str = Field(description="How retain_until is computed and the requirements behind it")
 
 
+class DhrArchive(BaseModel):
+    """The device's self-contained archive, written once after its release (server/archive)."""
+
+    state: Literal["written", "missing", "damaged"] = Field(description=(
+        "written: present and its manifest and record file match their hashes (dhr verify checks every file); "
+        "missing: the device is sealed but no archive was written yet; damaged: a hash does not match"))
+    archive_id: str | None = None
+    written_at: datetime | None = None
+    manifest_sha256: str | None = None
+    files: int | None = None
+    size_bytes: int | None = None
+    location: str | None = None
+    problems: list[str] = Field(default_factory=list)
+    full_resolution: str = Field(default="", description="How to get every point of the device at full resolution")
+
+
 class DhrRetainedSample(BaseModel):
     """A coupon or retained device of this device's job (or the device itself), where it is and what happened."""
 
@@ -419,4 +435,6 @@ class DeviceHistoryRecord(BaseModel):
         "Coupons and retained devices of this device's job (and the device itself, if retained)"))
     retention: DhrRetention | None = Field(default=None, description=(
         "Until when the records are kept; None until the release is accepted"))
+    archive: DhrArchive | None = Field(default=None, description=(
+        "The self-contained archive written after release; None until the device is sealed"))
     seal: DhrSeal | None

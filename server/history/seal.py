@@ -16,13 +16,14 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.audit.service import record, register_stored_files, settings_of
 from server.errors import Conflict
+from server.timeseries.gaps import at_text
 from server.timeseries.influx import InfluxQL, TimeSeriesUnavailable, ident, literal, time_range
 from server.models import AuditEntry, Device, DeviceSeal, utcnow
 from server.security import SYSTEM, Principal, canonical_json, content_sha256
@@ -65,14 +66,21 @@ def _encoder():
     return enc
 
 
-def _points(influx: InfluxQL, *, device_code: str, start: datetime, end: datetime
-            ) -> list[tuple[str, int, str, list[tuple[str, str]]]]:
-    """Sorted (measurement, time, canonical key=value text, [(key, 'key=value'), ...]) of every point."""
-    (shown,) = influx.query(f"SHOW MEASUREMENTS WHERE {ident('device')} = {literal(device_code)}")
+def device_where(device_code: str) -> str:
+    """The InfluxQL condition of every point under a device code."""
+    return f"{ident('device')} = {literal(device_code)}"
+
+
+def _points(influx: InfluxQL, *, device_code: str | None = None, start: datetime, end: datetime,
+            where: str | None = None) -> list[tuple[str, int, str, list[tuple[str, str]]]]:
+    """Sorted (measurement, time, canonical key=value text, [(key, 'key=value'), ...]) of every point under the
+    device code (or matching `where`, an InfluxQL condition on tags) in [start, end]."""
+    where = where or device_where(device_code)
+    (shown,) = influx.query(f"SHOW MEASUREMENTS WHERE {where}")
     measurements = sorted(v[0] for s in shown for v in s.values)
     if not measurements:
         return []
-    answers = influx.query(*[f"SELECT * FROM {ident(m)} WHERE {ident('device')} = {literal(device_code)} AND "
+    answers = influx.query(*[f"SELECT * FROM {ident(m)} WHERE ({where}) AND "
                              f"{time_range(start, end)}" for m in measurements])
     enc = _encoder()
     out = []
@@ -88,9 +96,16 @@ def _points(influx: InfluxQL, *, device_code: str, start: datetime, end: datetim
     return out
 
 
-def series_digest(influx: InfluxQL, *, device_code: str, start: datetime, end: datetime) -> SeriesDigest:
+def canonical_lines(points) -> list[str]:
+    """The canonical text lines of _points' points (what the seal hashes, joined by newlines)."""
+    return [f"{m}\t{t}\t{kv}" for m, t, kv, _ in points]
+
+
+def series_digest(influx: InfluxQL, *, device_code: str, start: datetime, end: datetime,
+                  sink: Callable[[bytes], None] | None = None) -> SeriesDigest:
     """Canonical digest and manifest of every point under the device code in [start, end].
 
+    sink: given every byte of the canonical text as it is hashed (the device archive keeps it, gzipped).
     Points are sorted by (measurement, time, text), so the points of one measurement × 10-second bucket are
     consecutive: each bucket's per-field hash is taken over its joined lines at once (the same bytes, in the
     same order, as hashing them one by one)."""
@@ -105,12 +120,17 @@ def series_digest(influx: InfluxQL, *, device_code: str, start: datetime, end: d
         for col, parts in group.items():
             buckets[f"{gkey[0]}|{col}|{gkey[1]}"] = hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
 
+    def feed(chunk: bytes) -> None:
+        h.update(chunk)
+        if sink is not None:
+            sink(chunk)
+
     lines: list[str] = []
     first = True
     for m, t, kv, pairs in points:
         lines.append(f"{m}\t{t}\t{kv}")
         if len(lines) >= 20_000:
-            h.update((("" if first else "\n") + "\n".join(lines)).encode())
+            feed((("" if first else "\n") + "\n".join(lines)).encode())
             first, lines = False, []
         tl = times.get(m)
         if tl is None:
@@ -128,7 +148,7 @@ def series_digest(influx: InfluxQL, *, device_code: str, start: datetime, end: d
                 g = group[col] = []
             g.append(f"{ts}{pair}\n")
     if lines:
-        h.update((("" if first else "\n") + "\n".join(lines)).encode())
+        feed((("" if first else "\n") + "\n".join(lines)).encode())
     if gkey is not None:
         close()
     manifest = {"times": times, "buckets": buckets}
@@ -143,7 +163,7 @@ def records_sections(session: Session, influx: InfluxQL, *, device: Device, as_o
                                 monitoring=False)
     data = dhr.model_dump(mode="json", exclude={"generated_at", "generated_by", "process_monitoring", "seal",
                                                   "delivery", "unrecorded_process_data", "unrecorded_check",
-                                                  "local_overrides", "retention",
+                                                  "local_overrides", "retention", "archive",
                                                   "retained_samples"})
     data["device"].pop("state"), data["device"].pop("status")
     stages = data.pop("stages")
@@ -181,6 +201,7 @@ class SeriesRead:
     end: datetime
     digest: SeriesDigest
     summary: Any | None  # None when the device already has a stored summary
+    points_gz: bytes | None = None  # the canonical text digest.sha256 hashes, gzipped (for the device archive)
 
 
 def read_series(session: Session, *, device: Device, influx: InfluxQL | None = None) -> SeriesRead:
@@ -200,11 +221,14 @@ def read_series(session: Session, *, device: Device, influx: InfluxQL | None = N
         summary = None
         if summaries.stored_row(session, device=device) is None:
             summary = summaries.compute(session, influx, device=device)
-        digest = series_digest(influx, device_code=device.device_code, start=start, end=now)
+        from server.archive.reading import GzipSink
+        sink = GzipSink()
+        digest = series_digest(influx, device_code=device.device_code, start=start, end=now, sink=sink)
     finally:
         if own:
             influx.close()
-    return SeriesRead(device_id=device.id, start=start, end=now, digest=digest, summary=summary)
+    return SeriesRead(device_id=device.id, start=start, end=now, digest=digest, summary=summary,
+                      points_gz=sink.value())
 
 
 def seal_device(session: Session, *, actor: Principal, device: Device, influx: InfluxQL | None = None,
@@ -275,16 +299,12 @@ class SealCheck:
     points: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    source: str = ""  # where the sealed points were checked: "InfluxDB …" or "archive"
 
     @property
     def ok(self) -> bool:
         """True when the device is sealed and nothing changed."""
         return self.sealed and not self.problems
-
-
-def _at(t: int) -> str:
-    from server.timeseries.gaps import datetime_from_ns
-    return datetime_from_ns(t).isoformat(timespec="microseconds") + f" ({t} ns)"
 
 
 def verify_device(session: Session, influx: InfluxQL, *, device_code: str) -> SealCheck:
@@ -307,10 +327,41 @@ def verify_device(session: Session, influx: InfluxQL, *, device_code: str) -> Se
         return check
     sealed = json.loads(entry.new_values)
     start, end = datetime.fromisoformat(sealed["range_start"]), datetime.fromisoformat(sealed["range_end"])
-    now = series_digest(influx, device_code=device_code, start=start, end=end)
-    check.points = now.points
-    if now.sha256 != sealed["series_sha256"]:
-        check.problems.extend(_name_changes(session, sealed, now))
+    from server.archive import reading as archive
+    arch = archive.check(session, device=device, series_sha256=sealed["series_sha256"])
+    check.problems.extend(arch.problems)
+    chunks: list[bytes] = []
+    try:
+        now = series_digest(influx, device_code=device_code, start=start, end=end,
+                            sink=chunks.append if arch.series_text is not None else None)
+    except TimeSeriesUnavailable as e:
+        if arch.series_text is None:
+            raise
+        check.source = "archive"
+        check.points = sealed["points"]
+        check.notes.append(f"InfluxDB not read ({e.detail}): the sealed points were checked in the archive only")
+    else:
+        check.points = now.points
+        if now.sha256 == sealed["series_sha256"]:
+            check.source = "InfluxDB" + (" (the archive holds the same points)" if arch.series_text else "")
+        elif arch.series_text is not None:
+            # The archive holds the sealed points themselves: compare point by point, so points InfluxDB no
+            # longer has (retention, a dropped database) are told apart from points added or changed.
+            problems, notes = archive.compare(arch.series_text, b"".join(chunks).decode().split("\n")
+                                              if chunks else [])
+            check.problems.extend(problems)
+            check.notes.extend(notes)
+            check.source = "archive"
+            check.points = sealed["points"]
+        else:
+            check.source = "InfluxDB"
+            check.problems.extend(_name_changes(session, sealed, now))
+    if arch.present:
+        if arch.intact:
+            check.notes.append(f"archive {arch.archive_id} intact: every file matches its manifest, the manifest its "
+                               f"audit entry ({arch.location})")
+    else:
+        check.notes.append(f"no archive written for {device_code} (amtrace-server dhr archive {device_code} writes it)")
     sections = records_sections(session, influx, device=device, as_of=end)
     for name, sha in sealed["sections"].items():
         if sections.get(name) != sha:
@@ -338,8 +389,8 @@ def _name_changes(session: Session, sealed: dict, now: SeriesDigest) -> list[str
     problems = []
     for m in sorted(set(old["times"]) | set(now.manifest["times"])):
         was, nowt = set(old["times"].get(m, [])), set(now.manifest["times"].get(m, []))
-        problems += [f"point deleted: {m} at {_at(t)}" for t in sorted(was - nowt)]
-        problems += [f"point added: {m} at {_at(t)}" for t in sorted(nowt - was)]
+        problems += [f"point deleted: {m} at {at_text(t)}" for t in sorted(was - nowt)]
+        problems += [f"point added: {m} at {at_text(t)}" for t in sorted(nowt - was)]
         changed_times = was ^ nowt
         for key in sorted(set(old["buckets"]) | set(now.manifest["buckets"])):
             mm, col, b = key.split("|")
@@ -348,7 +399,7 @@ def _name_changes(session: Session, sealed: dict, now: SeriesDigest) -> list[str
             lo, hi = int(b) * BUCKET_NS, (int(b) + 1) * BUCKET_NS
             if any(lo <= t < hi for t in changed_times):
                 continue  # explained by an added or deleted point
-            problems.append(f"value changed: {m} field {col} in a point between {_at(lo)} and {_at(hi)}")
+            problems.append(f"value changed: {m} field {col} in a point between {at_text(lo)} and {at_text(hi)}")
     return problems or ["the time series differ from the sealed digest"]
 
 

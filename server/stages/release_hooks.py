@@ -21,6 +21,9 @@ class ReleaseSubscriber:
     name: str
     prepare: Callable[[Session, Device], Any]  # in a read transaction; may take long (InfluxDB)
     accepted: Callable[[Session, Principal, Device, Any], None]  # in the acceptance's transaction
+    # After the acceptance committed, given every subscriber's preparation by name (the archive reuses the points
+    # the record's seal read); a failure here must not undo the release, so it is the subscriber's to handle.
+    committed: Callable[[Session, int, dict[str, Any]], None] | None = None
 
 
 _SUBSCRIBERS: dict[str, ReleaseSubscriber] = {}
@@ -52,3 +55,10 @@ def accepted(session: Session, *, actor: Principal, device: Device, prepared: di
     """Announce an accepted release inside its transaction."""
     for s in _subscribers():
         s.accepted(session, actor, device, (prepared or {}).get(s.name))
+
+
+def committed(session: Session, *, device_id: int, prepared: dict[str, Any] | None) -> None:
+    """Announce that the release of a device has committed (the session has no open transaction)."""
+    for s in _subscribers():
+        if s.committed is not None:
+            s.committed(session, device_id, prepared or {})

@@ -12,7 +12,7 @@ from server.errors import COMMON_ERRORS
 from server.jobs.service import get_device
 from server.models import StageStep, utcnow
 from server.security import Principal
-from server.stages import service
+from server.stages import release_hooks, service
 from server.stages.schemas import AcceptIn, CompleteIn, ImpactAssessmentOut, ImpactIn, StepOut
 
 router = APIRouter(tags=["stage gates"], responses=COMMON_ERRORS)
@@ -57,7 +57,14 @@ def complete(step_id: int, body: CompleteIn, session: SessionDep, actor: Perform
 def accept(step_id: int, body: AcceptIn, session: SessionDep, actor: Acceptor) -> StepOut:
     """Accept a completed step with a second person's signature (a release also seals the device record)."""
     series = service.read_release_series(session, actor=actor, step_id=step_id, password=body.password)
-    return _out(service.accept(session, actor=actor, step_id=step_id, series=series, **body.model_dump()))
+    step = service.accept(session, actor=actor, step_id=step_id, series=series, **body.model_dump())
+    out = _out(step)
+    if out.stage == "release" and series is not None:
+        # The release (and its seal) commit first; then the subscribers act on it (the device's archive is written
+        # from the points the release read; a failure leaves the release standing and the archive to the sweep).
+        session.commit()
+        release_hooks.committed(session, device_id=step.device_id, prepared=series)
+    return out
 
 
 @router.post("/stages/steps/{step_id}/impact-assessment", response_model=StepOut)

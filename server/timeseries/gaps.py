@@ -58,3 +58,8 @@ def data_gaps(influx: InfluxQL, *, machine_id: str, start: datetime, end: dateti
 def datetime_from_ns(t: int) -> datetime:
     """UTC datetime of a nanosecond timestamp (microsecond precision)."""
     return datetime.fromtimestamp(t // 1000 / 1e6, tz=timezone.utc)
+
+
+def at_text(t: int) -> str:
+    """A nanosecond timestamp for people, exact: ISO time and the integer."""
+    return datetime_from_ns(t).isoformat(timespec="microseconds") + f" ({t} ns)"

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
@@ -242,8 +243,19 @@ def test_released_dhr_keeps_the_release_time_summary_after_points_are_deleted(
     assert after["events"] == before["events"]
     assert "Summary stored at release" in _pdf_text(plant, code, tmp_path)
     rc, out = _verify(plant, monkeypatch, capsys, code)
-    assert rc == 1 and "CHANGED SINCE RELEASE" in out and "point deleted: print_process at" in out
+    # The device's archive holds the sealed points: points gone from InfluxDB are expiry, not tampering.
+    assert rc == 0 and "expired / missing in InfluxDB, archive intact (print_process: " in out, out
     assert "stored build summary intact" in out  # the summary itself was not changed: the time series were
+    # Without the archive (its folder moved away) the deletion can only be named against the sealed manifest, and
+    # the missing archive is a problem of its own.
+    archives = Path(app.state.settings.file_store) / "archives" / code
+    archives.rename(archives.with_name(code + ".away"))
+    try:
+        rc, out = _verify(plant, monkeypatch, capsys, code)
+    finally:
+        archives.with_name(code + ".away").rename(archives)
+    assert rc == 1 and "CHANGED SINCE RELEASE" in out and "point deleted: print_process at" in out
+    assert "archive file manifest.json missing" in out
 
 
 def test_release_reads_influxdb_without_holding_up_writers(plant, app, monkeypatch):
