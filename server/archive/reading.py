@@ -16,8 +16,8 @@ from typing import Any, Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.archive.store import store_of
-from server.audit.service import entry_fields, settings_of
+from server.archive.store import DirectoryStore, store_of
+from server.audit.service import entry_fields, register_stored_files, settings_of
 from server.errors import Conflict, NotFound
 from server.models import AuditEntry, Device, DeviceArchive
 from server.timeseries.gaps import at_text
@@ -66,6 +66,18 @@ class ArchiveCheck:
     def intact(self) -> bool:
         """The archive exists and every hash matches."""
         return self.present and not self.problems
+
+
+@register_stored_files
+def _archive_manifests(session: Session):
+    """audit verify checks each archive's manifest (dhr verify and backup verify check every file it lists)."""
+    store = store_of(settings_of(session))
+    if not isinstance(store, DirectoryStore):
+        return
+    for code, archive_id, sha in session.execute(
+            select(Device.device_code, DeviceArchive.archive_id, DeviceArchive.manifest_sha256)
+            .join(Device, Device.id == DeviceArchive.device_id).order_by(DeviceArchive.id)):
+        yield f"archive manifest of device {code}", store.path(f"{code}/{archive_id}/{MANIFEST}"), sha
 
 
 def row_of(session: Session, device_id: int) -> DeviceArchive | None:

@@ -41,12 +41,13 @@ class DirectoryStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    def _path(self, key: str) -> Path:
+    def path(self, key: str) -> Path:
+        """The file a key is kept in."""
         return self.root.joinpath(*_checked_key(key).parts)
 
     def put(self, key: str, data: bytes) -> None:
         """Create the file exclusively, write, fsync, make it read-only."""
-        path = self._path(key)
+        path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -63,7 +64,7 @@ class DirectoryStore:
 
     def get(self, key: str) -> bytes:
         """The file's bytes."""
-        path = self._path(key)
+        path = self.path(key)
         try:
             return path.read_bytes()
         except FileNotFoundError:
@@ -71,7 +72,7 @@ class DirectoryStore:
 
     def location(self, key: str) -> str:
         """The file's path."""
-        return str(self._path(key))
+        return str(self.path(key))
 
 
 def store_of(settings) -> ArchiveStore:

@@ -112,3 +112,43 @@ def verify_seal(device_code: str, session: SessionDep, actor: Quality, influx: I
     c = seal.verify_device(session, influx, device_code=device_code)
     return SealCheckOut(device_code=c.device_code, sealed=c.sealed, intact=c.ok, points=c.points, problems=c.problems,
                         notes=c.notes, source=c.source)
+
+
+class ArchiveOut(BaseModel):
+    """A released device's archive: where it is, whether every file matches, and its manifest."""
+
+    device_code: str
+    present: bool
+    intact: bool
+    archive_id: str | None
+    location: str | None
+    problems: list[str]
+    manifest: dict | None
+
+
+@router.get("/history/devices/{device_code}/archive", response_model=ArchiveOut)
+def device_archive(device_code: str, session: SessionDep, actor: Quality) -> ArchiveOut:
+    """The device's archive checked file by file (every SHA-256 against the manifest, the manifest against the audit
+    chain), with its manifest."""
+    from server.archive.reading import check
+
+    begin_read(session)
+    c = check(session, device=service.device_by_code(session, device_code))
+    return ArchiveOut(device_code=device_code, present=c.present, intact=c.intact, archive_id=c.archive_id,
+                      location=c.location, problems=c.problems, manifest=c.manifest)
+
+
+@router.get("/history/devices/{device_code}/archive/files/{name:path}", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"},
+                       409: {"model": ErrorBody, "description": "The file does not match its manifest"}})
+def device_archive_file(device_code: str, name: str, session: SessionDep, actor: Quality) -> Response:
+    """One file of the device's archive, hash-checked before it is sent (the read is audited)."""
+    from server.archive.reading import read_file
+
+    begin_read(session)
+    data = read_file(session, device=service.device_by_code(session, device_code), name=name)
+    end_read_transaction(session)
+    record(session, actor=actor, action="archive_read", record_type="device", record_id=device_code,
+           new={"file": name})
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{device_code}-{name.replace("/", "-")}"'})

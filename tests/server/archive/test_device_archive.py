@@ -86,6 +86,15 @@ def test_release_writes_a_read_only_archive_whose_manifest_the_audit_chain_holds
         entry = s.get(AuditEntry, row.audit_seq)
         assert entry.action == "device_archived" and json.loads(entry.new_values)["manifest_sha256"] == \
             hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
+    # Over the API, for a quality engineer only, every file hash-checked.
+    a = plant.call("GET", f"/history/devices/{code}/archive", "quality_engineer")
+    assert a["intact"] is True and a["manifest"]["files"].keys() == manifest["files"].keys()
+    r = plant.client.get(f"/api/v1/history/devices/{code}/archive/files/dhr.pdf", headers=plant.h("quality_engineer"))
+    assert r.status_code == 200 and r.content == (folder / "dhr.pdf").read_bytes()
+    assert plant.client.get(f"/api/v1/history/devices/{code}/archive/files/dhr.pdf",
+                            headers=plant.h("operator")).status_code == 403
+    assert plant.client.get(f"/api/v1/history/devices/{code}/archive/files/../../x",
+                            headers=plant.h("quality_engineer")).status_code == 404
     with pytest.raises(Conflict, match="written once"):  # write-once: an existing key is never replaced
         DirectoryStore(folder.parent.parent).put(f"{code}/{folder.name}/dhr.pdf", b"%PDF-forged")
 
@@ -106,6 +115,22 @@ def test_one_byte_changed_in_the_archive_fails_verify_naming_the_file(plant, app
         pdf.write_bytes(good)
         os.chmod(pdf, 0o444)
     assert _cli(plant, monkeypatch, capsys, "dhr", "verify", code)[0] == 0
+
+
+def test_a_changed_manifest_fails_audit_verify_too(plant, app, made, monkeypatch, capsys):
+    manifest = _archive_dir(app, made["code"]) / "manifest.json"
+    good = manifest.read_bytes()
+    os.chmod(manifest, 0o644)
+    try:
+        manifest.write_bytes(good.replace(b'"dhr.pdf"', b'"dhr.pdg"'))
+        rc, out = _cli(plant, monkeypatch, capsys, "audit", "verify")
+        assert rc == 1 and f"archive manifest of device {made['code']}" in out, out
+        rc, out = _cli(plant, monkeypatch, capsys, "dhr", "verify", made["code"])
+        assert rc == 1 and "archive file manifest.json changed" in out
+    finally:
+        manifest.write_bytes(good)
+        os.chmod(manifest, 0o444)
+    assert _cli(plant, monkeypatch, capsys, "audit", "verify")[0] == 0
 
 
 def test_points_deleted_from_influxdb_are_expired_not_tampering(plant, made, influxdb, influx_database, monkeypatch,
