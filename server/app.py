@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from server.auth.router import router as auth
     from server.delivery.router import router as delivery
     from server.samples.router import router as samples
+    from server.retention.router import router as retention
     from server.designs.router import router as designs
     from server.gate.router import router as gate
     from server.jobs.router import router as jobs
@@ -175,7 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Routers whose endpoints sign check the signer's password or PIN before the endpoint writes (auth.signing).
     signing = [Depends(precheck_signature)]
     for router in (gate, auth, audit, machines, qualification, materials, designs, jobs, stages, nonconformities,
-                   agents, cycles, history, notifications, delivery, samples):
+                   agents, cycles, history, notifications, delivery, samples, retention):
         signs = router not in (gate, auth, agents, history, notifications)
         app.include_router(router, prefix=API, dependencies=signing if signs else None)
     _add_pages(app)

@@ -278,6 +278,55 @@ def cmd_dhr_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention_show(args: argparse.Namespace) -> int:
+    """Say until when a record is kept, and why."""
+    from server.db import begin_read
+    from server.errors import DomainError
+    from server.retention.purge import kept
+
+    with _database() as (_, sessions), sessions() as session:
+        begin_read(session)
+        try:
+            k = kept(session, args.record_type, args.record_id)
+        except DomainError as e:
+            print(f"amtrace-server: {e.detail}", file=sys.stderr)
+            return 1
+    print(f"{k.record}: kept {'until further notice' if k.until is None else 'until ' + k.until.isoformat()} "
+          f"({k.because})")
+    return 0
+
+
+def cmd_retention_purge(args: argparse.Namespace) -> int:
+    """Purge a job's records after retention, signed by an administrator (refused under retention)."""
+    from sqlalchemy import select
+
+    from server.designs.service import principal_of
+    from server.errors import DomainError
+    from server.models import User
+    from server.retention.purge import purge, remove_archives
+
+    with _database() as (settings, sessions):
+        with sessions() as session:
+            user = session.scalar(select(User).where(User.username == args.user))
+            if user is None:
+                print(f"amtrace-server: no user {args.user}", file=sys.stderr)
+                return 1
+            actor = principal_of(user)
+        password = os.environ.get("AMTRACE_SIGNATURE_PASSWORD") or getpass.getpass(
+            f"signature of {args.user} (password): ")
+        try:
+            with sessions() as session, session.begin():
+                tombstone = purge(session, actor=actor, record_type=args.record_type, record_id=args.record_id,
+                                  password=password, reason=args.reason)
+        except DomainError as e:
+            print(f"amtrace-server: {e.detail}", file=sys.stderr)
+            return 1
+        remove_archives(settings, tombstone)
+    print(f"job {tombstone['job_id']} purged ({', '.join(d['device_code'] for d in tombstone['devices'])}): "
+          + ", ".join(f"{n} {t}" for t, n in tombstone["rows"].items()) + f"; signature {tombstone['signature_id']}")
+    return 0
+
+
 def cmd_dhr_seal(args: argparse.Namespace) -> int:
     """Seal a released device whose seal was deferred (InfluxDB was unavailable at release)."""
     from server.db import begin_read
@@ -424,6 +473,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="lp: line protocol, importable with `influx write` (default); canonical: the sealed text")
     de.add_argument("-o", "--output", default=None, help="file to write (default: standard output)")
     de.set_defaults(func=cmd_dhr_export)
+
+    rt = sub.add_parser("retention", help="how long records are kept; the signed purge after retention")
+    rsub = rt.add_subparsers(dest="retention_command", required=True)
+    types = ["job", "device", "cycle", "nonconformity", "signature"]
+    rs = rsub.add_parser("show", help="until when a record is kept, and why")
+    rs.add_argument("record_type", choices=types)
+    rs.add_argument("record_id", help="the job, cycle, nonconformity or signature number, or the device code")
+    rs.set_defaults(func=cmd_retention_show)
+    rp = rsub.add_parser("purge", help="delete the records of the job holding RECORD after retention, with an "
+                                       "administrator's signature (password from AMTRACE_SIGNATURE_PASSWORD or asked); "
+                                       "refused while any of its devices is under retention")
+    rp.add_argument("record_type", choices=types)
+    rp.add_argument("record_id", help="the job, cycle, nonconformity or signature number, or the device code")
+    rp.add_argument("--user", required=True, help="the administrator who signs the purge")
+    rp.add_argument("--reason", required=True, help="why the records are purged")
+    rp.set_defaults(func=cmd_retention_purge)
 
     b = sub.add_parser("backup", help="online backup of the records (database, file store, anchors) with a manifest "
                                       "of SHA-256 hashes; `backup DEST` is `backup create DEST`")

@@ -18,3 +18,5 @@ from server.history import seal as _history_seal  # noqa: F401,E402
 from server.retention import service as _retention  # noqa: F401,E402
 # Writes each released device's archive once the release has committed (server/archive): the same announcement.
 from server.archive import service as _archive  # noqa: F401,E402
+# The signed purge's record type (records_purge), checked by audit verify against its tombstone.
+from server.retention import purge as _purge  # noqa: F401,E402
