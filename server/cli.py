@@ -478,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = rt.add_subparsers(dest="retention_command", required=True)
     types = ["job", "device", "cycle", "nonconformity", "signature"]
     rs = rsub.add_parser("show", help="until when a record is kept, and why")
-    rs.add_argument("record_type", choices=types)
+    rs.add_argument("record_type", choices=types + ["design_iteration", "material_lot"])
     rs.add_argument("record_id", help="the job, cycle, nonconformity or signature number, or the device code")
     rs.set_defaults(func=cmd_retention_show)
     rp = rsub.add_parser("purge", help="delete the records of the job holding RECORD after retention, with an "

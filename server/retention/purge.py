@@ -35,6 +35,7 @@ from server.models import (AuditEntry, BuildFileCheck, BuildSummaryRecord, Cycle
 from server.security import Principal, content_sha256
 
 PURGEABLE = ("job", "device", "cycle", "nonconformity", "signature")
+KNOWN = PURGEABLE + ("design_iteration", "material_lot")
 # The record types signatures name, for the rows a purge deletes (the rest are not purged with a job).
 _SIGNED = {StageStep: ("stage_acceptance", "stage_completion"), ManualStep: ("manual_step",),
            Nonconformity: ("nonconformity",), ImpactAssessment: ("impact_assessment",),
@@ -102,6 +103,11 @@ def kept(session: Session, record_type: str, record_id: str) -> Kept:
         else:
             return Kept(what, None, "it concerns a machine, lot or design iteration (kept with the plant's records)")
         return _over_devices(session, what, devices, nc.job_id)
+    if record_type in ("design_iteration", "material_lot"):
+        # Shared by many jobs: kept while any device built from it is kept; never purged with one job.
+        column = Device.design_iteration_id if record_type == "design_iteration" else Job.material_lot_id
+        devices = list(session.scalars(select(Device).join(Job, Job.id == Device.job_id).where(column == key)))
+        return _over_devices(session, what, devices, None)
     if record_type == "signature":
         sig = session.get(Signature, key)
         if sig is None:
@@ -111,8 +117,8 @@ def kept(session: Session, record_type: str, record_id: str) -> Kept:
             return Kept(what, None, f"it signs a {sig.record_type.replace('_', ' ')} (kept with the plant's records)")
         inner = kept(session, *target)
         return Kept(what, inner.until, f"it signs {inner.record}: {inner.because}", inner.devices, inner.job_id)
-    raise NotFound(f"Records of type {record_type} are not purgeable here; purgeable: {', '.join(PURGEABLE)}",
-                   code="record_type_not_purgeable")
+    raise NotFound(f"No retention for records of type {record_type}; known: {', '.join(KNOWN)}",
+                   code="record_type_unknown")
 
 
 def _signed_record(session: Session, sig: Signature) -> tuple[str, str] | None:
@@ -127,6 +133,8 @@ def _signed_record(session: Session, sig: Signature) -> tuple[str, str] | None:
             return None
         step = session.get(StageStep, row.step_id) if model is ImpactAssessment else row
         return "device", session.get(Device, step.device_id).device_code
+    if sig.record_type in ("design_iteration", "material_lot"):
+        return sig.record_type, str(rid)
     if sig.record_type == "nonconformity":
         return "nonconformity", str(rid)
     if sig.record_type == "process_cycle":

@@ -19,6 +19,7 @@ router = APIRouter(prefix="/retention", tags=["retention"], responses=COMMON_ERR
 Readers = Annotated[Principal, Depends(require("quality_engineer", "production_manager", "admin"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 RecordType = Literal["job", "device", "cycle", "nonconformity", "signature"]
+KnownType = Literal["job", "device", "cycle", "nonconformity", "signature", "design_iteration", "material_lot"]
 
 
 class KeptOut(BaseModel):
@@ -46,8 +47,9 @@ def _out(k: service.Kept) -> KeptOut:
 
 
 @router.get("/records/{record_type}/{record_id}", response_model=KeptOut)
-def kept(record_type: RecordType, record_id: str, session: SessionDep, actor: Readers) -> KeptOut:
-    """Until when a job, device, cycle, nonconformity or signature is kept: the latest date of the devices it serves."""
+def kept(record_type: KnownType, record_id: str, session: SessionDep, actor: Readers) -> KeptOut:
+    """Until when a job, device, cycle, nonconformity, signature, design iteration or material lot is kept: the latest
+    date of the devices it serves."""
     begin_read(session)
     return _out(service.kept(session, record_type, record_id))
 

@@ -52,6 +52,10 @@ def test_linked_records_carry_the_devices_date(plant, released):
     sig = plant.call("GET", f"/retention/records/signature/{released['release']['acceptance_signature_id']}",
                      "production_manager")
     assert sig["retain_until"] == device["retain_until"] and f"device {code}" in sig["because"]
+    ctx = released["ctx"]
+    for rtype, rid in (("design_iteration", ctx["iteration"]["id"]), ("material_lot", ctx["lot"]["id"])):
+        shared = plant.call("GET", f"/retention/records/{rtype}/{rid}", "quality_engineer")
+        assert shared["retain_until"] == device["retain_until"], shared
     assert plant.client.get(f"/api/v1/retention/records/job/{released['job_id']}",
                             headers=plant.h("operator")).status_code == 403
 
