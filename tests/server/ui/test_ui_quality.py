@@ -148,3 +148,27 @@ def test_a_nonconformity_reaches_the_quality_engineer_as_a_notice_in_the_top_bar
         "kind": "surface", "description": "support remnant on the rim", "device_code": code})
     expect(page.locator("#notices-list li[data-notice]", has_text=f"Nonconformity {later['id']} (surface)")
            ).to_have_count(1, timeout=10_000)
+
+
+def test_qe_page_lists_every_retained_sample_with_its_place_and_last_step(page, ui_server, plant, built):
+    """Issue 19: retained samples on the quality engineer's pages, not only inside one device's record."""
+    sample = plant.call("POST", "/samples", "production_manager", 201, json={
+        "device_code": built["code"], "location": "Cabinet R2, shelf 3", "condition": "as built, bagged",
+        "retain_until": "2040-01-31"})
+    plant.call("POST", f"/samples/{sample['id']}/moves", "production_manager",
+               json={"to_location": "Cabinet R4, shelf 1", "reason": "cabinet R2 emptied"})
+    page.goto(ui_server.url + "/ui/quality")
+    page.fill("#username", "quality.engineer")
+    page.fill("#secret", PASSWORD)
+    page.press("#secret", "Enter")
+    row = page.locator(f"#sample-rows tr[data-sample='{sample['id']}'] td")
+    expect(row.nth(1)).to_have_text(built["code"])
+    expect(row.nth(4)).to_have_text("Cabinet R4, shelf 1")
+    expect(row.nth(6)).to_have_text("31 Jan 2040")
+    expect(row.nth(7)).to_have_text("stored")
+    expect(row.nth(8)).to_contain_text("moved")
+    expect(row.nth(8)).to_contain_text("cabinet R2 emptied")
+    page.select_option("#f-sample-state", "disposed")
+    page.click("#samples-form button[type=submit]")
+    expect(page.locator("#samples-message")).to_have_text("0 retained samples.")
+    expect(page.locator("#sample-rows tr")).to_have_count(0)

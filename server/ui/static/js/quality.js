@@ -136,6 +136,13 @@
       (d.retained_samples || []).length ? el("div", { id: "retained-samples" }, el("h3", { text: "Retained samples of the job" }),
         el("ul", {}, d.retained_samples.map(x => el("li", { "data-sample": x.sample_id,
           text: `${x.device_code} (${x.kind}) ${x.state} — ${x.location}, ${x.condition}, kept until ${x.retain_until}; ${x.last_step}` })))) : null,
+      d.archive ? el("p", { id: "archive", class: d.archive.state === "written" ? "" : "message warn",
+        text: d.archive.state === "written"
+          ? `Archive ${d.archive.archive_id} written ${fmtTime(d.archive.written_at)}: ${d.archive.files} files, ` +
+            `${(d.archive.size_bytes / 1e6).toFixed(1)} MB, manifest SHA-256 ${d.archive.manifest_sha256}. ` +
+            `Every point at full resolution: ${d.archive.full_resolution}.`
+          : d.archive.state === "missing" ? `No archive written yet: ${d.archive.full_resolution}.`
+          : `ARCHIVE DAMAGED: ${d.archive.problems.join("; ")}` }) : null,
       d.retention ? el("p", { id: "retention", text: `Records kept until ${d.retention.retain_until} ` +
         `(${d.retention.rule}: lifetime ${d.retention.lifetime_years} + ${d.retention.extra_years} years).` }) : null,
       el("div", { id: "data-gaps" }, el("h3", { text: "Data gaps" }),
@@ -170,8 +177,26 @@
     say("#dhr-message", `Downloaded DHR-${current.code}.${kind}.`, "ok");
   }
 
+  // Every retained sample (coupons and retained devices) with where it is and its last custody step.
+  async function listSamples(form) {
+    const query = {};
+    if (form && form.elements.state.value) query.state = form.elements.state.value;
+    let rows;
+    try { rows = await api("GET", "/samples", { query }); } catch (e) { say("#samples-message", e.message); return; }
+    say("#samples-message", `${rows.length} retained sample${rows.length === 1 ? "" : "s"}.`, "info");
+    $("#sample-rows").replaceChildren(...rows.map(x => {
+      const last = x.custody[x.custody.length - 1];
+      return el("tr", { "data-sample": x.id, "data-device": x.device_code },
+        el("td", { text: x.id }), el("td", { text: x.device_code }), el("td", { text: x.kind }),
+        el("td", { text: `JOB-${x.job_id}` }), el("td", { text: x.location }), el("td", { text: x.condition }),
+        el("td", { text: fmtDay(x.retain_until) }), el("td", { text: x.state }),
+        el("td", { text: last ? `${last.action} ${fmtTime(last.at)}: ${last.reason}` : "" }));
+    }));
+  }
+
   $("#search-form").addEventListener("submit", ev => { ev.preventDefault(); search(ev.target); });
+  $("#samples-form").addEventListener("submit", ev => { ev.preventDefault(); listSamples(ev.target); });
   $("#dl-json").addEventListener("click", () => download("json"));
   $("#dl-pdf").addEventListener("click", () => download("pdf"));
-  amtrace.start({});
+  amtrace.start({ ready: () => listSamples($("#samples-form")) });
 })();
