@@ -52,8 +52,32 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_backend(name: str, url: str, fresh_url: str, work: Path, devices: int, per_job: int) -> dict:
-    """Seed, then time backup, verify and restore on one backend."""
+def _backup_under_gate_load(name: str, env: dict, work: Path, base: str, ctx: dict, server_pid: int, rate: float,
+                            dest: Path) -> dict:
+    """Take the backup while wrk sends `rate` gate decisions/s (paced, 40 s; the backup starts 5 s in)."""
+    import threading
+
+    from bench_release_gate import ensure_wrk, run_wrk
+
+    wrk = ensure_wrk()
+    out: dict = {}
+    load = threading.Thread(target=lambda: out.update(run_wrk(
+        wrk, work, base, {"headers": ctx["headers"], "body": ctx["body"]}, rate=rate, seconds=40, connections=16,
+        server_pid=server_pid)))
+    load.start()
+    time.sleep(5)
+    print(f"[{name}] backup under {rate:g} gate decisions/s …", flush=True)
+    backup_s = _timed(["backup", str(dest)], env)
+    load.join()
+    errors = out["http_errors"] + out["socket_errors"] + out["timeouts"]
+    return {"backup_s": backup_s, "gate_rate": rate, "gate_achieved_rate": out["achieved_rate"],
+            "gate_p50_ms": out["p50_ms"], "gate_p99_ms": out["p99_ms"], "gate_errors": errors,
+            "gate_decisions_during_run": out["requests"]}
+
+
+def run_backend(name: str, url: str, fresh_url: str, work: Path, devices: int, per_job: int,
+                under_load: float = 0.0) -> dict:
+    """Seed, then time backup, verify and restore on one backend (the backup under gate load when asked)."""
     env = _env(url, work / f"files-{name}")
     subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
     port = localstack.free_port()
@@ -73,12 +97,18 @@ def run_backend(name: str, url: str, fresh_url: str, work: Path, devices: int, p
                 if made % 1000 < per_job:
                     print(f"[{name}] {made:,}/{devices:,} devices", flush=True)
         seeding_s = round(time.perf_counter() - t, 1)
+        dest = work / f"backup-{name}"
+        loaded = {}
+        if under_load:
+            loaded = _backup_under_gate_load(name, env, work, base, ctx, proc.pid, under_load, dest)
     finally:
         proc.terminate()
         proc.wait(timeout=15)
-    dest = work / f"backup-{name}"
-    print(f"[{name}] backup …", flush=True)
-    backup_s = _timed(["backup", str(dest)], env)
+    if loaded:
+        backup_s = loaded["backup_s"]
+    else:
+        print(f"[{name}] backup …", flush=True)
+        backup_s = _timed(["backup", str(dest)], env)
     print(f"[{name}] backup verify …", flush=True)
     verify_s = _timed(["backup", "verify", str(dest)], env)
     print(f"[{name}] restore into an empty database …", flush=True)
@@ -86,7 +116,12 @@ def run_backend(name: str, url: str, fresh_url: str, work: Path, devices: int, p
     manifest = json.loads((dest / "manifest.json").read_text())
     result = {"backend": name, "devices": made, "seeding_s": seeding_s, "backup_s": backup_s, "verify_s": verify_s,
               "restore_s": restore_s, "backup_bytes": _size(dest), "database_bytes": manifest["database"]["bytes"],
-              "audit_entries": manifest["audit_head"]["seq"]}
+              "audit_entries": manifest["audit_head"]["seq"], **{k: v for k, v in loaded.items() if k != "backup_s"}}
+    if loaded:
+        # The restored chain ends exactly at the head the backup recorded, and verify restored and checked it.
+        restored = subprocess.run([sys.executable, "-m", "server.cli", "audit", "verify", "--no-record"], cwd=ROOT,
+                                  env=_env(fresh_url, work / f"restored-files-{name}"), capture_output=True, text=True)
+        result["restored_audit_verify_exit"] = restored.returncode
     print(f"[{name}] {result}", flush=True)
     return result
 
@@ -98,6 +133,8 @@ def main() -> int:
     ap.add_argument("--per-job", type=int, default=100, help="devices per job")
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--under-load", type=float, default=0.0, metavar="RATE",
+                    help="take the backup while wrk sends RATE gate decisions/s to the running server (e.g. 200)")
     args = ap.parse_args()
     runs = []
     with tempfile.TemporaryDirectory(prefix="amtrace-bench-backup-") as tmp:
@@ -105,21 +142,39 @@ def main() -> int:
         for name in args.backends.split(","):
             if name == "sqlite":
                 runs.append(run_backend(name, f"sqlite:///{work}/live.db", f"sqlite:///{work}/restored.db", work,
-                                        args.devices, args.per_job))
+                                        args.devices, args.per_job, args.under_load))
                 continue
             pg = DurablePostgres(work / "pg").start()
             try:
                 pg.create_database("amtrace_live")
                 pg.create_database("amtrace_restored")
                 runs.append(run_backend(name, pg.dsn("amtrace_live"), pg.dsn("amtrace_restored"), work, args.devices,
-                                        args.per_job))
+                                        args.per_job, args.under_load))
             finally:
                 pg.stop()
     result = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S%z"), "per_job": args.per_job,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "runs": runs}
-    out = ROOT / "bench" / "results" / "backup.json"
+    out = ROOT / "bench" / "results" / ("backup_under_load.json" if args.under_load else "backup.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
-    if not args.no_docs:
+    if not args.no_docs and args.under_load:
+        rows = "\n".join(
+            f"| {r['backend']} | {r['devices']:,} | {r['backup_s']} | {r['gate_achieved_rate']} | {r['gate_p50_ms']} | "
+            f"{r['gate_p99_ms']} | {r['gate_errors']} | {r['verify_s']} | {r['restore_s']} | "
+            f"{r['restored_audit_verify_exit']} |" for r in runs)
+        replace_section(f"""## Backup under gate load
+
+Command: `.venv/bin/python bench/bench_backup.py --devices {runs[0]['devices']} --under-load {args.under_load:g}`
+(results in `bench/results/backup_under_load.json`, {result['when']}, {result['machine']['cpus']} CPUs). The server
+keeps running while wrk sends {args.under_load:g} paced gate decisions/s for 40 s (16 connections; latency measured
+from each request's scheduled time); `amtrace-server backup DEST` starts 5 s in. Then `backup verify` (restore into
+a scratch database, `audit verify`) and `restore` into an empty database, whose `audit verify` exit code is listed.
+Everything (server, database, wrk, backup) shares this machine's CPUs.
+
+| backend | devices | backup s | gate req/s achieved | gate p50 ms | gate p99 ms | gate errors | verify s | restore s | restored audit verify exit |
+|---|---|---|---|---|---|---|---|---|---|
+{rows}
+""")
+    elif not args.no_docs:
         rows = "\n".join(
             f"| {r['backend']} | {r['devices']:,} | {r['audit_entries']:,} | {r['database_bytes'] / 2**20:.1f} | "
             f"{r['backup_bytes'] / 2**20:.1f} | {r['backup_s']} | {r['verify_s']} | {r['restore_s']} |" for r in runs)

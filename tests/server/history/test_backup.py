@@ -129,20 +129,39 @@ def test_backup_under_load_restores_verifies_and_names_a_changed_byte(
                 assert r.status_code == 200, r.text
                 answered.append(r.json()["decision_id"])
 
-    load = threading.Thread(target=gate_load)
-    load.start()
+    beats: list[int] = []
+
+    def agent_stream() -> None:
+        """The machine's agent reporting its live state as it streams (its heartbeats write the database)."""
+        with httpx.Client(base_url=server_url, timeout=30) as c:
+            layer = 0
+            while not stop.is_set():
+                layer += 1
+                r = c.post("/api/v1/agents/heartbeat", headers=ctx["machine"]["agent"], json={"status": {"machines": {
+                    ctx["machine"]["id"]: {"connected": True, "state": "building", "phase": "PRINTING", "job": None,
+                                           "layer": layer, "layers_total": 10_000, "software_revision": "4.2.1",
+                                           "alerts": [], "updated_ns": time.time_ns()}}}})
+                assert r.status_code == 200, r.text
+                beats.append(layer)
+                time.sleep(0.02)
+
+    loads = [threading.Thread(target=gate_load), threading.Thread(target=agent_stream)]
+    for t in loads:
+        t.start()
     try:
-        while len(answered) < 20:
+        while len(answered) < 20 or len(beats) < 5:
             time.sleep(0.05)
-        before = len(answered)
+        before, beats_before = len(answered), len(beats)
         rc, out, err = _cli(capsys, "backup", str(tmp_path / "busy"))
-        during = len(answered) - before
+        during, beats_during = len(answered) - before, len(beats) - beats_before
     finally:
         stop.set()
-        load.join(30)
+        for t in loads:
+            t.join(30)
     assert rc == 0, err
     assert "database:" in err and "backup written to" in err  # progress on stderr, the folder on stdout
     assert during > 0, "gate decisions must keep being answered while the backup runs"
+    assert beats_during > 0, "the agent's heartbeats must keep being answered while the backup runs"
 
     # Verify: manifest, restore into a scratch database, audit verify, dhr verify of the sealed device.
     rc, out, err = _cli(capsys, "backup", "verify", str(tmp_path / "busy"))
