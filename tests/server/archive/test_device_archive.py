@@ -95,6 +95,11 @@ def test_release_writes_a_read_only_archive_whose_manifest_the_audit_chain_holds
                             headers=plant.h("operator")).status_code == 403
     assert plant.client.get(f"/api/v1/history/devices/{code}/archive/files/../../x",
                             headers=plant.h("quality_engineer")).status_code == 404
+    # The cycles the device went through are kept as long as it is (their records are in the archive too).
+    cycle = d["cycles"][1]["cycle_id"]
+    r = plant.client.delete(f"/api/v1/retention/records/cycle/{cycle}", headers=plant.h("admin"))
+    assert r.status_code == 409 and f"cycle {cycle} is under retention until {d['retention']['retain_until']}" in \
+        r.json()["detail"], r.text
     with pytest.raises(Conflict, match="written once"):  # write-once: an existing key is never replaced
         DirectoryStore(folder.parent.parent).put(f"{code}/{folder.name}/dhr.pdf", b"%PDF-forged")
 

@@ -64,7 +64,11 @@ def test_deletes_under_retention_are_refused_naming_record_and_date(plant, app, 
     code, job_id = released["codes"][0], released["job_id"]
     until = plant.call("GET", f"/retention/records/device/{code}", "admin")["retain_until"]
     sig_id = released["release"]["acceptance_signature_id"]
-    for rtype, rid in (("device", code), ("job", str(job_id)), ("signature", str(sig_id))):
+    # A complaint after release: a nonconformity of a released device is kept as long as the device's records.
+    nc = plant.call("POST", "/nonconformities", "quality_engineer", 201, json={
+        "kind": "dimensional", "description": "complaint: flange 0.3 mm thin", "device_code": code})
+    for rtype, rid in (("device", code), ("job", str(job_id)), ("signature", str(sig_id)),
+                       ("nonconformity", str(nc["id"]))):
         r = plant.client.delete(f"/api/v1/retention/records/{rtype}/{rid}", headers=plant.h("admin"))
         assert r.status_code == 409 and r.json()["code"] == "under_retention", r.text
         assert f"{rtype} {rid} is under retention until {until}" in r.json()["detail"]
@@ -99,6 +103,7 @@ def test_signed_purge_after_retention_keeps_a_tombstone_and_the_chain_verifying(
         "password": PASSWORD})
     assert tomb["job_id"] == job_id and sorted(d["device_code"] for d in tomb["devices"]) == sorted(codes)
     # Seven stage steps per device (the six to release, and delivery).
+    assert tomb["rows"]["nonconformities"] == 1  # the complaint raised after release went with its device
     assert tomb["rows"]["devices"] == 2 and tomb["rows"]["stage_steps"] == 14 and tomb["rows"]["signatures"] >= 24
     with app.state.sessionmaker() as s:
         assert s.scalar(select(func.count()).select_from(Device).where(Device.job_id == job_id)) == 0
