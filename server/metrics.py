@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.db import session_scope
-from server.models import Agent, AuditVerification, GateDecision, QualificationScope, Requalification
+from server.models import (Agent, AuditVerification, DeviceArchive, DeviceSeal, GateDecision, QualificationScope,
+                           Requalification)
 
 # Latency buckets for a request (seconds): the gate answers in milliseconds, a DHR PDF in seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -74,6 +75,8 @@ class RecordsCollector:
                                     .group_by(QualificationScope.state)).all())
             agents = s.execute(select(Agent.name, Agent.last_seen_at).where(Agent.revoked_at.is_(None))).all()
             audit = s.scalars(select(AuditVerification).order_by(AuditVerification.id.desc()).limit(1)).first()
+            unarchived = s.scalar(select(func.count()).select_from(DeviceSeal).where(
+                ~select(DeviceArchive.id).where(DeviceArchive.device_id == DeviceSeal.device_id).exists()))
         c = CounterMetricFamily("amtrace_gate_decisions", "Release-gate decisions recorded, by outcome",
                                 labels=["outcome"])
         c.add_metric(["allowed"], decisions.get(True, 0))
@@ -107,6 +110,10 @@ class RecordsCollector:
             at = audit.checked_at if audit.checked_at.tzinfo else audit.checked_at.replace(tzinfo=timezone.utc)
             g.add_metric([], at.timestamp())
             yield g
+        g = GaugeMetricFamily("amtrace_device_archives_missing", "Released (sealed) devices whose archive is not "
+                              "written (a failed archive step: the sweep retries; `amtrace-server dhr archive --pending`)")
+        g.add_metric([], unarchived)
+        yield g
         g = GaugeMetricFamily("amtrace_influx_retention_short", "1 when InfluxDB keeps points shorter than "
                               "AMTRACE_INFLUX_MIN_RETENTION_DAYS or its retention could not be read (see /readyz)")
         g.add_metric([], int(bool(getattr(self.app.state, "retention_warning", None))))

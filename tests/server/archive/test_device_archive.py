@@ -174,3 +174,41 @@ def test_dropped_influxdb_leaves_the_dhr_whole_and_the_points_exportable(plant, 
         again = series_digest(influx, device_code=code, start=seal.range_start, end=seal.range_end)
     assert again.sha256 == seal.series_sha256 and again.points == seal.point_count
     assert _cli(plant, monkeypatch, capsys, "audit", "verify")[0] == 0
+
+
+def _missing_gauge(plant) -> float:
+    text = plant.client.get("/metrics", headers=plant.h("admin")).text
+    return float(next(line.split()[-1] for line in text.splitlines()
+                      if line.startswith("amtrace_device_archives_missing ")))
+
+
+def test_a_release_whose_archive_fails_stands_says_so_and_is_archived_later(plant, app, made, influxdb,
+                                                                            influx_database, monkeypatch, capsys,
+                                                                            tmp_path):
+    """A real fault: the archive folder cannot be created (a file stands where it should be)."""
+    from stagekit import STAGES, run_stage
+
+    influxdb.create_database(influx_database)  # dropped by the test before: this device is made with InfluxDB up
+
+    ctx = plant.ready(devices=1)
+    code = ctx["job"]["devices"][0]["device_code"]
+    assert plant.gate(ctx)["allowed"] is True
+    for stage in STAGES[:-1]:
+        run_stage(plant, code, stage)
+    assert _missing_gauge(plant) == 0
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the archive folder should be")
+    settings = app.state.settings
+    monkeypatch.setattr(settings, "archive_dir", str(blocker / "archives"))
+    run_stage(plant, code, "release")  # the release is answered and stands
+    d = plant.call("GET", f"/history/devices/{code}/dhr", "quality_engineer")
+    assert d["device"]["status"] == "released" and d["seal"] is not None
+    assert d["archive"]["state"] == "missing" and f"dhr archive {code}" in d["archive"]["full_resolution"]
+    assert _missing_gauge(plant) == 1
+    rc, out = _cli(plant, monkeypatch, capsys, "dhr", "verify", code)
+    assert rc == 0 and f"no archive written for {code}" in out
+    monkeypatch.setattr(settings, "archive_dir", None)
+    rc, out = _cli(plant, monkeypatch, capsys, "dhr", "archive", "--pending")
+    assert rc == 0 and "1 device(s) archived, 0 failed" in out, out
+    assert plant.call("GET", f"/history/devices/{code}/dhr", "quality_engineer")["archive"]["state"] == "written"
+    assert _missing_gauge(plant) == 0
