@@ -33,7 +33,7 @@ def _cli(settings) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-def test_audit_verify_checks_every_signed_record_type_in_a_fresh_process(plant, app):
+def test_audit_verify_checks_every_signed_record_type_in_a_fresh_process(plant, app, monkeypatch):
     ctx = plant.ready(devices=1)  # design approval, qualification approval
     assert plant.gate(ctx)["allowed"] is True
     code = ctx["job"]["devices"][0]["device_code"]
@@ -77,6 +77,18 @@ def test_audit_verify_checks_every_signed_record_type_in_a_fresh_process(plant, 
         "retain_until": str((datetime.now(timezone.utc) + timedelta(days=3650)).date())})
     plant.call("POST", f"/samples/{sample['id']}/withdrawals", "quality_engineer", json={
         "reason": "destructive test", "test_reference": "TR-AUDIT", "password": PASSWORD})
+    # Another job released, then purged after its retention (the clock moved 33 years; signed by the admin).
+    from server.retention import purge
+    from stagekit import STAGES, run_stage
+
+    old = plant.ready(devices=1)
+    assert plant.gate(old)["allowed"] is True
+    for stage in STAGES:
+        run_stage(plant, old["job"]["devices"][0]["device_code"], stage)
+    later = purge.utcnow() + timedelta(days=33 * 366)
+    monkeypatch.setattr(purge, "utcnow", lambda: later)
+    plant.call("POST", "/retention/purge", "admin", json={"record_type": "job", "record_id": str(old["job"]["id"]),
+                                                          "reason": "retention ended", "password": PASSWORD})
     with app.state.sessionmaker() as s:
         signed = set(s.scalars(text("SELECT DISTINCT record_type FROM signatures")))
     assert signed == set(RECORD_HASHERS), "every signed record type has a signature in this database"

@@ -54,7 +54,7 @@ def test_every_answer_that_shows_case_data_is_an_audited_read(plant, app):
               "device_code": code, "job_id": ctx["job"]["id"], "step_id": step_of(plant, code, "delivery")["id"],
               "decision_id": decision["decision_id"], "shipment_id": shipment["id"], "machine_id": ctx["machine"]["id"],
               "lot_id": ctx["lot"]["id"], "scope_id": ctx["scope"]["id"], "nc_id": nc["id"], "nonconformity_id": nc["id"],
-              "user_id": plant.uid("operator")}
+              "user_id": plant.uid("operator"), "name": "dhr.json", "record_type": "device", "record_id": code}
     query = {"code": code, "record_type": "case", "record_id": str(ctx["case"]["id"])}
     shown, unaudited, skipped = set(), [], []
     for path, ops in sorted(app.openapi()["paths"].items()):
