@@ -29,13 +29,12 @@ from datetime import datetime
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from server.archive.reading import FORMAT, MANIFEST, SERIES, GzipSink, sha256
 from server.archive.store import store_of
 from server.audit.service import entry_fields, record, settings_of
-from server.errors import Conflict, DomainError, NotFound
+from server.errors import Conflict, NotFound
 from server.models import AuditEntry, Device, DeviceArchive, DeviceSeal, Job, Signature, utcnow
 from server.security import SYSTEM, canonical_json
 from server.stages import release_hooks
@@ -261,9 +260,10 @@ def write_pending(sessions, *, progress: Callable[[str], None] = lambda s: None)
             try:
                 write(session, device_code=code, progress=progress)
                 done.append(code)
-            except (DomainError, OSError, SQLAlchemyError) as e:  # another process may have archived it meanwhile
+            except Exception as e:  # noqa: BLE001 - one device's failure (or another process archiving it
+                # meanwhile) must not keep the others of the sweep from their archives
                 session.rollback()
-                failed.append(f"{code}: {getattr(e, 'detail', None) or e}")
+                failed.append(f"{code}: {getattr(e, 'detail', None) or f'{type(e).__name__}: {e}'}")
                 log.warning("archive of %s not written: %s", code, failed[-1])
     return done, failed
 

@@ -207,6 +207,10 @@ def test_a_release_whose_archive_fails_stands_says_so_and_is_archived_later(plan
     assert _missing_gauge(plant) == 1
     rc, out = _cli(plant, monkeypatch, capsys, "dhr", "verify", code)
     assert rc == 0 and f"no archive written for {code}" in out
+    monkeypatch.setenv("AMTRACE_ARCHIVE_DIR", str(blocker / "archives"))  # still blocked: the CLI says so, exit 1
+    rc, out = _cli(plant, monkeypatch, capsys, "dhr", "archive", "--pending")
+    assert rc == 1 and "0 device(s) archived, 1 failed" in out and f"{code}: NotADirectoryError" in out, out
+    monkeypatch.delenv("AMTRACE_ARCHIVE_DIR")
     monkeypatch.setattr(settings, "archive_dir", None)
     rc, out = _cli(plant, monkeypatch, capsys, "dhr", "archive", "--pending")
     assert rc == 0 and "1 device(s) archived, 0 failed" in out, out
