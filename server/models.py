@@ -393,6 +393,8 @@ class AuditEntry(Base):
     """One append-only, hash-chained audit trail entry."""
 
     __tablename__ = "audit_entries"
+    # A device's or job's entries are read at every archive and by the audit page's filter: never a chain scan.
+    __table_args__ = (Index("ix_audit_entries_record_id", "record_id"),)
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column()
