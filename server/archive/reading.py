@@ -112,6 +112,7 @@ def check(session: Session, *, device: Device, series_sha256: str | None = None,
         out.problems.append(f"archive file {MANIFEST} changed: SHA-256 {sha256(manifest_bytes)}, recorded "
                             f"{row.manifest_sha256} ({out.location})")
         return out
+    out.read[MANIFEST] = manifest_bytes
     out.manifest = manifest = json.loads(manifest_bytes)
     for name, meta in manifest["files"].items():
         if only is not None and name not in only:
@@ -136,20 +137,16 @@ def check(session: Session, *, device: Device, series_sha256: str | None = None,
 
 
 def read_file(session: Session, *, device: Device, name: str) -> bytes:
-    """One file of the device's archive, hash-checked against its manifest (Conflict when it differs)."""
-    c = check(session, device=device)
+    """One file of the device's archive, hash-checked against its manifest, the manifest against its audit entry
+    (Conflict when either differs); no other file is read."""
+    c = check(session, device=device, only={name})
     if not c.present:
         raise NotFound(f"Device {device.device_code} has no archive", code="archive_missing")
-    if c.manifest is None or (name != MANIFEST and name not in c.manifest["files"]):
-        if c.manifest is None:
-            raise Conflict("; ".join(c.problems), code="archive_damaged")
+    if c.problems:
+        raise Conflict("; ".join(c.problems), code="archive_damaged")
+    if name not in c.read:
         raise NotFound(f"The archive of {device.device_code} has no file {name}", code="archive_file_missing")
-    data = store_of(settings_of(session)).get(f"{device.device_code}/{c.archive_id}/{name}")
-    want = c.manifest["files"][name]["sha256"] if name != MANIFEST else sha256(data)
-    if sha256(data) != want:
-        raise Conflict(f"archive file {name} of {device.device_code} does not match its manifest",
-                       code="archive_damaged")
-    return data
+    return c.read[name]
 
 
 def compare(archived: str, now_lines: list[str]) -> tuple[list[str], list[str]]:

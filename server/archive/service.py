@@ -91,7 +91,8 @@ def _schema(influx: InfluxQL, measurements: Iterable[str]) -> dict[str, Any]:
     ms = sorted(set(measurements))
     if not ms:
         return out
-    answers = influx.query(*[q for m in ms for q in (f"SHOW TAG KEYS FROM {ident(m)}", f"SHOW FIELD KEYS FROM {ident(m)}")])
+    answers = influx.query(*[q for m in ms
+                             for q in (f"SHOW TAG KEYS FROM {ident(m)}", f"SHOW FIELD KEYS FROM {ident(m)}")])
     for i, m in enumerate(ms):
         tags = sorted(v[0] for s in answers[2 * i] for v in s.values)
         fields = {v[0]: v[1] for s in answers[2 * i + 1] for v in s.values}

@@ -42,3 +42,19 @@ def sla_with_resin_excursion(profile, excursion: tuple[float, float]):
             st["resin_temp_c"] = 35.0
         return st
     return state
+
+
+def run_server_cli(plant, monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """`amtrace-server ARGS` in this process against the plant's database, InfluxDB and file store, as an operator
+    of the plant runs it (a signature's password from AMTRACE_SIGNATURE_PASSWORD); exit code and stdout + stderr."""
+    from server.cli import main as server_cli
+
+    s = plant.app.state.settings
+    for k, v in {"AMTRACE_DATABASE_URL": s.database_url, "AMTRACE_INFLUX_URL": s.influx_url,
+                 "AMTRACE_INFLUX_DATABASE": s.influx_database, "AMTRACE_FILE_STORE": s.file_store,
+                 "AMTRACE_SIGNATURE_PASSWORD": PASSWORD}.items():
+        monkeypatch.setenv(k, v)
+    capsys.readouterr()
+    rc = server_cli(list(args))
+    out = capsys.readouterr()
+    return rc, out.out + out.err

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import select
 
 from madekit import make_device
+from stagekit import run_server_cli
 from server.archive.store import DirectoryStore
-from server.cli import main as server_cli
 from server.errors import Conflict
 from server.history.seal import series_digest
 from server.models import AuditEntry, DeviceArchive, DeviceSeal
@@ -33,16 +33,6 @@ def made(plant, app, influxdb, influx_database):
     out = make_device(plant, app, influxdb, influx_database)
     out["dhr"] = plant.call("GET", f"/history/devices/{out['code']}/dhr", "quality_engineer")
     return out
-
-
-def _cli(plant, monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    s = plant.app.state.settings
-    for k, v in {"AMTRACE_DATABASE_URL": s.database_url, "AMTRACE_INFLUX_URL": s.influx_url,
-                 "AMTRACE_INFLUX_DATABASE": s.influx_database, "AMTRACE_FILE_STORE": s.file_store}.items():
-        monkeypatch.setenv(k, v)
-    capsys.readouterr()
-    rc = server_cli(list(args))
-    return rc, capsys.readouterr().out
 
 
 def _archive_dir(app, code: str) -> Path:
@@ -106,20 +96,20 @@ def test_release_writes_a_read_only_archive_whose_manifest_the_audit_chain_holds
 
 def test_one_byte_changed_in_the_archive_fails_verify_naming_the_file(plant, app, made, monkeypatch, capsys):
     code = made["code"]
-    rc, out = _cli(plant, monkeypatch, capsys, "dhr", "verify", code)
+    rc, out = run_server_cli(plant, monkeypatch, capsys, "dhr", "verify", code)
     assert rc == 0 and "source: InfluxDB (the archive holds the same points)" in out and "intact" in out
     pdf = _archive_dir(app, code) / "dhr.pdf"
     good = pdf.read_bytes()
     os.chmod(pdf, 0o644)
     try:
         pdf.write_bytes(good[:500] + bytes([good[500] ^ 1]) + good[501:])
-        rc, out = _cli(plant, monkeypatch, capsys, "dhr", "verify", code)
+        rc, out = run_server_cli(plant, monkeypatch, capsys, "dhr", "verify", code)
         assert rc == 1 and "archive file dhr.pdf changed" in out, out
         assert plant.call("GET", f"/history/devices/{code}/dhr", "quality_engineer")["archive"]["state"] == "written"
     finally:
         pdf.write_bytes(good)
         os.chmod(pdf, 0o444)
-    assert _cli(plant, monkeypatch, capsys, "dhr", "verify", code)[0] == 0
+    assert run_server_cli(plant, monkeypatch, capsys, "dhr", "verify", code)[0] == 0
 
 
 def test_a_changed_manifest_fails_audit_verify_too(plant, app, made, monkeypatch, capsys):
@@ -128,21 +118,21 @@ def test_a_changed_manifest_fails_audit_verify_too(plant, app, made, monkeypatch
     os.chmod(manifest, 0o644)
     try:
         manifest.write_bytes(good.replace(b'"dhr.pdf"', b'"dhr.pdg"'))
-        rc, out = _cli(plant, monkeypatch, capsys, "audit", "verify")
+        rc, out = run_server_cli(plant, monkeypatch, capsys, "audit", "verify")
         assert rc == 1 and f"archive manifest of device {made['code']}" in out, out
-        rc, out = _cli(plant, monkeypatch, capsys, "dhr", "verify", made["code"])
+        rc, out = run_server_cli(plant, monkeypatch, capsys, "dhr", "verify", made["code"])
         assert rc == 1 and "archive file manifest.json changed" in out
     finally:
         manifest.write_bytes(good)
         os.chmod(manifest, 0o444)
-    assert _cli(plant, monkeypatch, capsys, "audit", "verify")[0] == 0
+    assert run_server_cli(plant, monkeypatch, capsys, "audit", "verify")[0] == 0
 
 
 def test_points_deleted_from_influxdb_are_expired_not_tampering(plant, made, influxdb, influx_database, monkeypatch,
                                                                  capsys):
     code = made["code"]
     influxdb.query(f"DELETE FROM cleaning WHERE device = '{code}'", influx_database)
-    rc, out = _cli(plant, monkeypatch, capsys, "dhr", "verify", code)
+    rc, out = run_server_cli(plant, monkeypatch, capsys, "dhr", "verify", code)
     assert rc == 0, out
     assert "expired / missing in InfluxDB, archive intact (cleaning: " in out
     assert "source: archive" in out and "CHANGED" not in out
@@ -158,13 +148,13 @@ def test_dropped_influxdb_leaves_the_dhr_whole_and_the_points_exportable(plant, 
     for section in ("process_monitoring", "cycles", "unrecorded_process_data", "nonconformities"):
         assert after[section] == before[section], section
     assert [(c["process"], c["verdict"]) for c in after["cycles"]] == [("cleaning", "pass"), ("steam", "pass")]
-    rc, out = _cli(plant, monkeypatch, capsys, "dhr", "verify", code)
+    rc, out = run_server_cli(plant, monkeypatch, capsys, "dhr", "verify", code)
     assert rc == 0, out
     assert "source: archive" in out and "archive intact" in out
     # Full resolution from the archive, as line protocol: written into a fresh InfluxDB database it hashes to the
     # seal again (tags, field types and values all came back exactly).
     lp = tmp_path / "points.lp"
-    rc, _ = _cli(plant, monkeypatch, capsys, "dhr", "export", code, "-o", str(lp))
+    rc, _ = run_server_cli(plant, monkeypatch, capsys, "dhr", "export", code, "-o", str(lp))
     assert rc == 0 and len(lp.read_text().splitlines()) == before["seal"]["point_count"]
     fresh = influx_database + "_restored"
     influxdb.create_database(fresh)
@@ -173,7 +163,7 @@ def test_dropped_influxdb_leaves_the_dhr_whole_and_the_points_exportable(plant, 
         seal = s.scalar(select(DeviceSeal).where(DeviceSeal.device_id == _device_id(s, code)))
         again = series_digest(influx, device_code=code, start=seal.range_start, end=seal.range_end)
     assert again.sha256 == seal.series_sha256 and again.points == seal.point_count
-    assert _cli(plant, monkeypatch, capsys, "audit", "verify")[0] == 0
+    assert run_server_cli(plant, monkeypatch, capsys, "audit", "verify")[0] == 0
 
 
 def _missing_gauge(plant) -> float:
@@ -205,14 +195,14 @@ def test_a_release_whose_archive_fails_stands_says_so_and_is_archived_later(plan
     assert d["device"]["status"] == "released" and d["seal"] is not None
     assert d["archive"]["state"] == "missing" and f"dhr archive {code}" in d["archive"]["full_resolution"]
     assert _missing_gauge(plant) == 1
-    rc, out = _cli(plant, monkeypatch, capsys, "dhr", "verify", code)
+    rc, out = run_server_cli(plant, monkeypatch, capsys, "dhr", "verify", code)
     assert rc == 0 and f"no archive written for {code}" in out
     monkeypatch.setenv("AMTRACE_ARCHIVE_DIR", str(blocker / "archives"))  # still blocked: the CLI says so, exit 1
-    rc, out = _cli(plant, monkeypatch, capsys, "dhr", "archive", "--pending")
+    rc, out = run_server_cli(plant, monkeypatch, capsys, "dhr", "archive", "--pending")
     assert rc == 1 and "0 device(s) archived, 1 failed" in out and f"{code}: NotADirectoryError" in out, out
     monkeypatch.delenv("AMTRACE_ARCHIVE_DIR")
     monkeypatch.setattr(settings, "archive_dir", None)
-    rc, out = _cli(plant, monkeypatch, capsys, "dhr", "archive", "--pending")
+    rc, out = run_server_cli(plant, monkeypatch, capsys, "dhr", "archive", "--pending")
     assert rc == 0 and "1 device(s) archived, 0 failed" in out, out
     assert plant.call("GET", f"/history/devices/{code}/dhr", "quality_engineer")["archive"]["state"] == "written"
     assert _missing_gauge(plant) == 0

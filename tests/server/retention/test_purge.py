@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from server.cli import main as server_cli
 from server.models import AuditEntry, Device, Job, Signature
 from server.retention import purge as purge_module
-from stagekit import PASSWORD, STAGES, run_stage, step_of
+from stagekit import PASSWORD, STAGES, run_server_cli, run_stage, step_of
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,18 +27,6 @@ def released(plant, app):
             run_stage(plant, code, stage)
     release = step_of(plant, codes[0], "release")
     return {"ctx": ctx, "codes": codes, "job_id": ctx["job"]["id"], "release": release}
-
-
-def _cli(plant, monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    s = plant.app.state.settings
-    for k, v in {"AMTRACE_DATABASE_URL": s.database_url, "AMTRACE_INFLUX_URL": s.influx_url,
-                 "AMTRACE_INFLUX_DATABASE": s.influx_database, "AMTRACE_FILE_STORE": s.file_store,
-                 "AMTRACE_SIGNATURE_PASSWORD": PASSWORD}.items():
-        monkeypatch.setenv(k, v)
-    capsys.readouterr()
-    rc = server_cli(list(args))
-    out = capsys.readouterr()
-    return rc, out.out + out.err
 
 
 def test_linked_records_carry_the_devices_date(plant, released):
@@ -77,7 +64,7 @@ def test_deletes_under_retention_are_refused_naming_record_and_date(plant, app, 
     assert r.status_code == 409 and f"until {until}" in r.json()["detail"]
     assert plant.client.delete(f"/api/v1/retention/records/device/{code}",
                                headers=plant.h("quality_engineer")).status_code == 403
-    rc, out = _cli(plant, monkeypatch, capsys, "retention", "purge", "device", code, "--user", "admin",
+    rc, out = run_server_cli(plant, monkeypatch, capsys, "retention", "purge", "device", code, "--user", "admin",
                    "--reason", "tidy up")
     assert rc == 1 and f"device {code} is under retention until {until}" in out
     with app.state.sessionmaker() as s:  # nothing went
@@ -89,7 +76,7 @@ def test_signed_purge_after_retention_keeps_a_tombstone_and_the_chain_verifying(
     codes, job_id = released["codes"], released["job_id"]
     archives = Path(app.state.settings.file_store) / "archives"
     assert all((archives / c).is_dir() for c in codes)
-    assert _cli(plant, monkeypatch, capsys, "audit", "verify")[0] == 0
+    assert run_server_cli(plant, monkeypatch, capsys, "audit", "verify")[0] == 0
     # Thirty-three years on (the clock of the retention rules; nothing else can be made to pass that long).
     later = purge_module.utcnow() + timedelta(days=33 * 366)
     monkeypatch.setattr(purge_module, "utcnow", lambda: later)
@@ -112,5 +99,5 @@ def test_signed_purge_after_retention_keeps_a_tombstone_and_the_chain_verifying(
         assert entry.record_id == f"job-{job_id}" and s.get(Signature, tomb["signature_id"]).meaning == "approved"
     assert not any((archives / c).exists() and any((archives / c).iterdir()) for c in codes)
     plant.call("GET", f"/history/devices/{codes[0]}/dhr", "quality_engineer", 404)
-    rc, out = _cli(plant, monkeypatch, capsys, "audit", "verify")
+    rc, out = run_server_cli(plant, monkeypatch, capsys, "audit", "verify")
     assert rc == 0, out
