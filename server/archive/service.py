@@ -101,9 +101,12 @@ def _schema(influx: InfluxQL, measurements: Iterable[str]) -> dict[str, Any]:
 
 
 def _audit_and_signatures(session: Session, device: Device) -> tuple[bytes, bytes]:
+    job = session.get(Job, device.job_id)
+    # A job's entries from its creation on: SQLite may give a purged job's number to a later job.
     entries = list(session.scalars(select(AuditEntry).where(or_(
         AuditEntry.record_id == device.device_code,
-        (AuditEntry.record_type == "job") & (AuditEntry.record_id == str(device.job_id)))).order_by(AuditEntry.seq)))
+        (AuditEntry.record_type == "job") & (AuditEntry.record_id == str(job.id))
+        & (AuditEntry.at >= job.created_at))).order_by(AuditEntry.seq)))
     sig_ids: set[int] = set()
 
     def collect(v: Any) -> None:

@@ -196,8 +196,11 @@ def purge(session: Session, *, actor: Principal, record_type: str, record_id: st
     listed = [{"device_code": d.device_code, "retain_until": session.scalar(
         select(DeviceRetention.retain_until).where(DeviceRetention.device_id == d.id)).isoformat()} for d in devices]
     content = _purge_content(job_id, listed, reason)
+    # Named by the job and its first device code: SQLite may give a purged job's number to a later job, a device
+    # code is never given twice, so the signature's record (the tombstone) is never ambiguous.
+    purge_id = f"job-{job_id}:{devices[0].device_code}"
     sig = sign(session, signer=actor, password=password, meaning="approved", record_type="records_purge",
-               record_id=f"job-{job_id}", record_sha256=content_sha256(content), allowed_roles=("admin",))
+               record_id=purge_id, record_sha256=content_sha256(content), allowed_roles=("admin",))
     steps = list(session.scalars(select(StageStep).where(StageStep.device_id.in_(ids))))
     ncs = list(session.scalars(select(Nonconformity).where(or_(Nonconformity.device_id.in_(ids),
                                                                Nonconformity.job_id == job_id))))
@@ -250,7 +253,7 @@ def purge(session: Session, *, actor: Principal, record_type: str, record_id: st
                  "signatures_purged": sorted(s.id for s in doomed),
                  "retention": {"until": whole.until.isoformat(), "because": whole.because},
                  "archives": [f"{c}/{a}" for c, a in archives]}
-    record(session, actor=actor, action="records_purged", record_type="records_purge", record_id=f"job-{job_id}",
+    record(session, actor=actor, action="records_purged", record_type="records_purge", record_id=purge_id,
            new=tombstone, reason=reason)
     return tombstone
 

@@ -69,8 +69,8 @@ def test_release_writes_a_read_only_archive_whose_manifest_the_audit_chain_holds
     # The archived record is the released one, and says it is the archive.
     archived = json.loads((folder / "dhr.json").read_bytes())
     assert archived["seal"] == d["seal"] and archived["archive"]["state"] == "written"
-    assert [json.loads(x)["action"] for x in (folder / "audit.jsonl").read_text().splitlines()].count(
-        "device_sealed") == 1
+    actions = [json.loads(x)["action"] for x in (folder / "audit.jsonl").read_text().splitlines()]
+    assert actions.count("device_sealed") == 1 and actions.count("job_created") == 1  # the device's and its job's
     with app.state.sessionmaker() as s:
         row = s.scalar(select(DeviceArchive).where(DeviceArchive.device_id == _device_id(s, code)))
         entry = s.get(AuditEntry, row.audit_seq)

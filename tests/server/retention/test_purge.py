@@ -96,7 +96,7 @@ def test_signed_purge_after_retention_keeps_a_tombstone_and_the_chain_verifying(
         assert s.scalar(select(func.count()).select_from(Device).where(Device.job_id == job_id)) == 0
         assert s.get(Job, job_id) is None
         entry = s.scalar(select(AuditEntry).where(AuditEntry.action == "records_purged"))
-        assert entry.record_id == f"job-{job_id}" and s.get(Signature, tomb["signature_id"]).meaning == "approved"
+        assert entry.record_id == f"job-{job_id}:{min(codes)}" and s.get(Signature, tomb["signature_id"]).meaning == "approved"
     assert not any((archives / c).exists() and any((archives / c).iterdir()) for c in codes)
     plant.call("GET", f"/history/devices/{codes[0]}/dhr", "quality_engineer", 404)
     rc, out = run_server_cli(plant, monkeypatch, capsys, "audit", "verify")
